@@ -1,0 +1,411 @@
+"""RunConfig: the single source of truth for every knob of a fine-tuning run.
+
+Every field has a default and help text (the UI builds its form from them), the
+names follow TrainingArguments/SFTConfig where one exists, and presets are
+partial configs in YAML. `validate()` reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.errors import ConfigError
+
+METHODS = ("lora", "dora", "full")
+QUANTIZATIONS = ("4bit", "8bit", "none")
+DATASET_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_8bit",
+    "paged_adamw_8bit",
+    "paged_adamw_32bit",
+    "adafactor",
+    "sgd",
+)
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+PRECISION_CHOICES = ("auto", True, False)
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, group: str = "training", **extra):
+    """A dataclass field with help text, an optional choice list and a UI group."""
+    metadata = {"help": help, "group": group, **extra}
+    if choices is not None:
+        metadata["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RunConfig:
+    # --- model -----------------------------------------------------------
+    model_name_or_path: str = _f(
+        "demo",
+        "Base model: a Hugging Face Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local folder, "
+        "or `demo` (a tiny built-in model that trains offline on CPU in seconds).",
+        group="model",
+    )
+    trust_remote_code: bool = _f(
+        False,
+        "Run Python code shipped with the model repository. Only turn on for repositories you trust.",
+        group="model",
+    )
+    attn_implementation: str = _f(
+        "auto",
+        "Attention kernel. `auto` picks flash_attention_2 when installed and the GPU supports it, "
+        "else sdpa, else eager.",
+        ATTN_IMPLEMENTATIONS,
+        group="model",
+    )
+    # --- data ------------------------------------------------------------
+    dataset_path: str = _f(
+        "",
+        "Training data: a .jsonl, .json, .csv or .parquet file, or a Hub dataset id. "
+        "Empty means the bundled sample dataset.",
+        group="data",
+    )
+    eval_dataset_path: str = _f(
+        "",
+        "Optional validation file. When empty, `val_split` of the training data is held out.",
+        group="data",
+    )
+    dataset_format: str = _f(
+        "auto",
+        "Data format: auto-detect, or messages (OpenAI), sharegpt, alpaca, prompt_completion, text.",
+        DATASET_FORMATS,
+        group="data",
+    )
+    column_mapping: dict = _f(
+        {},
+        "Map the format's expected column names to your file's columns, e.g. "
+        "{instruction: question, output: answer}.",
+        group="data",
+    )
+    val_split: float = _f(
+        0.1,
+        "Fraction of the training data held out for validation when no validation file is given (0 disables).",
+        group="data",
+    )
+    train_on_prompt: bool = _f(
+        False,
+        "Also compute the loss on prompt/user tokens. Off by default: only assistant/completion tokens "
+        "are trained (labels = -100 on the prompt).",
+        group="data",
+    )
+    max_length: int = _f(
+        1024,
+        "Maximum tokens per example (or per packed block). Longer examples are truncated; "
+        "the Data tab suggests a value near the 95th percentile of your data.",
+        group="data",
+    )
+    packing: bool = _f(
+        False,
+        "Pack several short examples into one `max_length` block (best-fit decreasing) to waste no compute on padding.",
+        group="data",
+    )
+    # --- output ----------------------------------------------------------
+    output_dir: str = _f(
+        "",
+        "Run folder. Empty means <workspace>/runs/<run_name>.",
+        group="output",
+    )
+    run_name: str = _f(
+        "",
+        "Name of the run (letters, digits, '-', '_', '.'). Empty means one made from the model and the time.",
+        group="output",
+    )
+    # --- method ----------------------------------------------------------
+    method: str = _f(
+        "lora",
+        "lora: train small adapter matrices; dora: weight-decomposed LoRA; full: train every weight.",
+        METHODS,
+        group="method",
+    )
+    quantization: str = _f(
+        "4bit",
+        "Precision of the frozen base weights: 4bit (QLoRA, NF4), 8bit, or none (16/32-bit).",
+        QUANTIZATIONS,
+        group="method",
+    )
+    lora_r: int = _f(16, "LoRA rank: size of the adapter matrices (8-64 typical; higher = more capacity).", group="lora")
+    lora_alpha: int = _f(32, "LoRA scaling factor; usually 2x the rank.", group="lora")
+    lora_dropout: float = _f(0.05, "Dropout on the adapter input.", group="lora")
+    lora_target_modules: str = _f(
+        "all-linear",
+        "Layers that get adapters: a comma-separated list (e.g. q_proj,v_proj), `attention` "
+        "(q,k,v,o projections) or `all-linear`.",
+        group="lora",
+    )
+    # --- optimisation ----------------------------------------------------
+    learning_rate: float = _f(2e-4, "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5).")
+    num_train_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Total optimizer steps; -1 means use num_train_epochs.")
+    per_device_train_batch_size: int = _f(4, "Examples per device per forward pass.")
+    per_device_eval_batch_size: int = _f(8, "Examples per device per evaluation forward pass.")
+    gradient_accumulation_steps: int = _f(4, "Forward passes accumulated per optimizer step (effective batch = batch x this).")
+    warmup_steps: int = _f(0, "Linear warm-up steps (takes precedence over warmup_ratio when > 0).")
+    warmup_ratio: float = _f(0.03, "Fraction of total steps used for linear warm-up.")
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule.", SCHEDULERS)
+    weight_decay: float = _f(0.01, "AdamW decoupled weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
+    optim: str = _f(
+        "adamw_torch",
+        "Optimizer. paged_adamw_8bit saves memory on CUDA; adamw_torch_fused is fastest on recent GPUs.",
+        OPTIMIZERS,
+    )
+    bf16: Any = _f("auto", "bfloat16 mixed precision: auto (on when the GPU supports it), true or false.", PRECISION_CHOICES)
+    fp16: Any = _f("auto", "float16 mixed precision: auto (on for CUDA GPUs without bf16), true or false.", PRECISION_CHOICES)
+    gradient_checkpointing: bool = _f(True, "Recompute activations in the backward pass: much less memory, ~30% slower.")
+    seed: int = _f(42, "Random seed for data split, adapter init and data order.")
+    # --- logging, evaluation, checkpoints ---------------------------------
+    logging_steps: float = _f(5, "Log metrics every N optimizer steps (a value below 1 is a fraction of total steps).", group="logging")
+    eval_steps: float = _f(
+        0.1,
+        "Evaluate every N steps (a value below 1 is a fraction of total steps, e.g. 0.1 = ten evaluations). "
+        "0 disables evaluation.",
+        group="logging",
+    )
+    save_steps: float = _f(
+        0.25,
+        "Save a checkpoint every N steps (a value below 1 is a fraction of total steps).",
+        group="logging",
+    )
+    save_total_limit: int = _f(3, "Keep at most this many checkpoints (oldest deleted first).", group="logging")
+    early_stopping_patience: int = _f(
+        0, "Stop after this many evaluations without improvement of eval_loss (0 disables).", group="logging"
+    )
+    early_stopping_threshold: float = _f(
+        0.0, "Minimum eval_loss improvement that counts as improvement for early stopping.", group="logging"
+    )
+    load_best_model_at_end: bool = _f(
+        False, "At the end, keep the checkpoint with the lowest eval_loss instead of the last.", group="logging"
+    )
+    report_to: str = _f("none", "Extra experiment tracker: none, tensorboard, wandb, trackio.", group="logging")
+
+    # ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, base: RunConfig | None = None) -> RunConfig:
+        """Build a config from a (possibly partial) dict over `base`; every problem is reported at once."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError([f"expected a mapping of settings, got {type(data).__name__}"])
+        known = {f.name: f for f in fields(cls)}
+        problems: list[str] = []
+        values = (base or cls()).to_dict()
+        for key, raw in data.items():
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), list(known), n=1)
+                problems.append(f"unknown setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+                continue
+            try:
+                values[key] = _coerce(key, raw, known[key])
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, base: RunConfig | None = None) -> RunConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([f"config file not found: {path}"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
+        try:
+            return cls.from_dict(data, base=base)
+        except ConfigError as exc:
+            raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict(changes, base=self)
+
+    def with_overrides(self, assignments: list[str]) -> RunConfig:
+        """Apply CLI-style `key=value` strings (values parsed as YAML scalars)."""
+        data: dict[str, Any] = {}
+        problems = []
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                problems.append(f"--set expects key=value, got '{item}'")
+                continue
+            try:
+                data[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                data[key.strip()] = value
+        if problems:
+            raise ConfigError(problems)
+        return self.replace(**data)
+
+    def validate(self) -> list[str]:
+        """Return every problem with this config (empty list when it is usable)."""
+        p: list[str] = []
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                p.append(f"{f.name}: '{value}' is not one of {', '.join(map(str, choices))}")
+        if not self.model_name_or_path.strip():
+            p.append("model_name_or_path: must not be empty")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            p.append(f"learning_rate: must be a positive number, got {self.learning_rate}")
+        elif self.learning_rate > 0.1:
+            p.append(f"learning_rate: {self.learning_rate} is far too high (typical: 1e-5 to 3e-4)")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                p.append(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.max_length < 16:
+            p.append(f"max_length: must be at least 16 tokens, got {self.max_length}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            p.append(f"max_steps: must be -1 (use epochs) or a positive number, got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            p.append(f"num_train_epochs: must be positive when max_steps is -1, got {self.num_train_epochs}")
+        if self.method in ("lora", "dora"):
+            if self.lora_r < 1:
+                p.append(f"lora_r: must be at least 1, got {self.lora_r}")
+            if self.lora_alpha <= 0:
+                p.append(f"lora_alpha: must be positive, got {self.lora_alpha}")
+            if not 0 <= self.lora_dropout < 1:
+                p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+            if not self.lora_target_modules.strip():
+                p.append("lora_target_modules: must not be empty (try all-linear)")
+        if self.method == "full" and self.quantization != "none":
+            p.append("quantization: full fine-tuning cannot train quantized weights; set quantization to none")
+        if not 0 <= self.val_split < 1:
+            p.append(f"val_split: must be in [0, 1), got {self.val_split}")
+        if not 0 <= self.warmup_ratio < 1:
+            p.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("warmup_steps", "save_total_limit", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                p.append(f"{name}: must not be negative, got {getattr(self, name)}")
+        for name in ("weight_decay", "max_grad_norm", "early_stopping_threshold"):
+            if getattr(self, name) < 0:
+                p.append(f"{name}: must not be negative, got {getattr(self, name)}")
+        if self.logging_steps <= 0:
+            p.append(f"logging_steps: must be positive, got {self.logging_steps}")
+        if self.save_steps <= 0:
+            p.append(f"save_steps: must be positive, got {self.save_steps}")
+        if self.eval_steps < 0:
+            p.append(f"eval_steps: must not be negative, got {self.eval_steps}")
+        if self.bf16 is True and self.fp16 is True:
+            p.append("bf16/fp16: choose one of them, not both")
+        if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_steps == 0:
+            p.append("early_stopping_patience/load_best_model_at_end need evaluation: set eval_steps > 0")
+        if self.run_name and not _is_safe_name(self.run_name):
+            p.append(f"run_name: '{self.run_name}' may only use letters, digits, '-', '_' and '.'")
+        if self.report_to not in ("none", "tensorboard", "wandb", "trackio"):
+            p.append(f"report_to: '{self.report_to}' is not one of none, tensorboard, wandb, trackio")
+        return p
+
+    def check(self) -> RunConfig:
+        """Raise ConfigError listing every problem, else return self."""
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def _is_safe_name(name: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name)) and ".." not in name
+
+
+def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
+    """Coerce a YAML/UI value to the field's type, or raise ValueError naming the field."""
+    if f.metadata.get("choices") == PRECISION_CHOICES:
+        if isinstance(raw, str) and raw.lower() in ("true", "false", "auto"):
+            return {"true": True, "false": False, "auto": "auto"}[raw.lower()]
+        if raw in PRECISION_CHOICES:
+            return raw
+        raise ValueError(f"{key}: expected auto, true or false, got {raw!r}")
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return raw.lower() in ("true", "yes", "1")
+        raise ValueError(f"{key}: expected true or false, got {raw!r}")
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ValueError(f"{key}: expected a whole number, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+        raise ValueError(f"{key}: expected a whole number, got {raw!r}")
+    if kind == "float":
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                pass
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            # step intervals keep whole numbers whole: TrainingArguments wants ints above 1
+            if isinstance(raw, float) and raw.is_integer() and f.name.endswith("_steps"):
+                return int(raw)
+            return raw if f.name.endswith("_steps") else float(raw)
+        raise ValueError(f"{key}: expected a number, got {raw!r}")
+    if kind == "dict":
+        if raw in (None, ""):
+            return {}
+        if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            return dict(raw)
+        raise ValueError(f"{key}: expected a mapping of column names to column names, got {raw!r}")
+    if kind == "str":
+        if raw is None:
+            return ""
+        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        raise ValueError(f"{key}: expected text, got {raw!r}")
+    return raw
+
+
+def field_help() -> dict[str, dict[str, Any]]:
+    """Field name -> {help, group, choices, default}: what a UI or docs generator needs."""
+    out = {}
+    for f in fields(RunConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f.name] = {**f.metadata, "default": default}
+    return out

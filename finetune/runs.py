@@ -1,0 +1,348 @@
+"""Runs on disk: the workspace, one folder per run, status and metrics that survive crashes.
+
+Layout of a run folder::
+
+    config.yaml        the RunConfig the run was started with
+    status.json        state, message, progress, pid (rewritten atomically)
+    metrics.jsonl      one JSON object per logged step, appended and flushed as it happens
+    train.log          human-readable log
+    data_summary.json  format, rows, skipped rows and token statistics of the data used
+    checkpoints/       Trainer checkpoints (checkpoint-N), for --resume
+    adapter/           the final adapter (standard PEFT layout + tokenizer), or the full model
+
+The training thread and the UI meet at a `Run`: a lock-guarded metrics buffer that
+mirrors metrics.jsonl, so a poller reads new points without touching the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.errors import RunError
+
+WORKSPACE_ENV = "FINETUNE_WORKSPACE"
+ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
+FINAL_STATES = ("done", "stopped", "failed", "interrupted")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def workspace_dir(override: str | Path | None = None) -> Path:
+    """The workspace root: `override`, else $FINETUNE_WORKSPACE, else ./workspace (created)."""
+    path = Path(override or os.environ.get(WORKSPACE_ENV) or "workspace").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir(workspace: str | Path | None = None) -> Path:
+    path = workspace_dir(workspace) / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(workspace: str | Path | None = None) -> Path:
+    path = workspace_dir(workspace) / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """Refuse names that could escape a folder (`..`, slashes, absolute paths)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise RunError(f"{what} '{name}' is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')")
+    return name
+
+
+def _pid_alive(pid: int | None, started: float | None) -> bool:
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        # a recycled pid belongs to a process created after our run started
+        return started is None or proc.create_time() <= started + 1
+    except Exception:
+        return False
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Run:
+    """One run folder. Thread-safe for one writer (the training thread) and many readers."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).resolve()
+        self.name = self.path.name
+        self._lock = threading.Lock()
+        self._metrics: list[dict[str, Any]] | None = None  # loaded lazily from metrics.jsonl
+
+    # paths -------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def data_summary_path(self) -> Path:
+        return self.path / "data_summary.json"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    # config --------------------------------------------------------------
+    def config(self) -> RunConfig:
+        return RunConfig.from_yaml(self.config_path)
+
+    # status --------------------------------------------------------------
+    def write_status(self, state: str, message: str = "", **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            current = self._read_status_raw()
+            current.update(fields)
+            current.update(state=state, message=message, updated_at=time.time())
+            if state in ACTIVE_STATES:
+                current.setdefault("pid", os.getpid())
+                current["pid"] = os.getpid()
+                current.setdefault("process_started_at", _process_start())
+                current["process_started_at"] = _process_start()
+            _atomic_write(self.status_path, json.dumps(current, indent=1))
+            return current
+
+    def _read_status_raw(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def status(self) -> dict[str, Any]:
+        """status.json, with an active run whose process has died reported as `interrupted`."""
+        status = self._read_status_raw() or {"state": "unknown", "message": "no status.json"}
+        if status.get("state") in ACTIVE_STATES and not _pid_alive(
+            status.get("pid"), status.get("process_started_at")
+        ):
+            status = {
+                **status,
+                "state": "interrupted",
+                "message": "The process running this run stopped unexpectedly. "
+                "Resume continues from the last checkpoint.",
+            }
+        return status
+
+    def mark_interrupted_if_dead(self) -> bool:
+        """Persist `interrupted` for a run whose process died; returns True when it did."""
+        raw = self._read_status_raw()
+        status = self.status()
+        if raw.get("state") in ACTIVE_STATES and status["state"] == "interrupted":
+            self.write_status("interrupted", status["message"])
+            return True
+        return False
+
+    # metrics -------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one logged metrics dict (must hold `step`) to the buffer and metrics.jsonl, flushed."""
+        line = json.dumps(record, default=float)
+        with self._lock:
+            self._load_metrics_locked()
+            self._metrics.append(record)
+            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def _load_metrics_locked(self) -> None:
+        if self._metrics is not None:
+            return
+        self._metrics = []
+        try:
+            with open(self.metrics_path, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        self._metrics.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill mid-write: everything before it is intact
+        except FileNotFoundError:
+            pass
+
+    def metrics(self, since: int = 0) -> list[dict[str, Any]]:
+        """Metric records from index `since` on (cheap: served from the in-memory buffer)."""
+        with self._lock:
+            self._load_metrics_locked()
+            return list(self._metrics[since:])
+
+    def metrics_count(self) -> int:
+        with self._lock:
+            self._load_metrics_locked()
+            return len(self._metrics)
+
+    def reload_metrics(self) -> None:
+        """Forget the buffer so the next read comes from disk (another process may be writing)."""
+        with self._lock:
+            self._metrics = None
+
+    # log -----------------------------------------------------------------
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} | {message}\n")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return "".join(fh.readlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    # checkpoints and outputs ---------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint folders sorted by step."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = [p for p in self.checkpoints() if (p / "trainer_state.json").is_file()]
+        return ckpts[-1] if ckpts else None
+
+    def has_adapter(self) -> bool:
+        return (self.adapter_dir / "adapter_config.json").is_file() or (self.adapter_dir / "config.json").is_file()
+
+    def data_summary(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.data_summary_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def summary(self) -> RunSummary:
+        status = self.status()
+        try:
+            model = self.config().model_name_or_path
+        except Exception:
+            model = "?"
+        losses = [m["loss"] for m in self.metrics() if "loss" in m]
+        evals = [m["eval_loss"] for m in self.metrics() if "eval_loss" in m]
+        return RunSummary(
+            name=self.name,
+            path=str(self.path),
+            model=model,
+            state=status.get("state", "unknown"),
+            message=status.get("message", ""),
+            step=int(status.get("step") or 0),
+            total_steps=int(status.get("total_steps") or 0),
+            final_loss=losses[-1] if losses else None,
+            final_eval_loss=evals[-1] if evals else None,
+            created_at=float(status.get("created_at") or self.path.stat().st_mtime),
+            has_adapter=self.has_adapter(),
+        )
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    model: str
+    state: str
+    message: str
+    step: int
+    total_steps: int
+    final_loss: float | None
+    final_eval_loss: float | None
+    created_at: float
+    has_adapter: bool
+
+
+def _process_start() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:
+        return None
+
+
+def default_run_name(config: RunConfig) -> str:
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", config.model_name_or_path.rstrip("/").split("/")[-1]).strip("-.")
+    return f"{model or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
+    """Make a fresh run folder, write config.yaml and a `queued` status. Never overwrites a run."""
+    if config.output_dir:
+        path = Path(config.output_dir).expanduser().resolve()
+    else:
+        name = check_name(config.run_name) if config.run_name else default_run_name(config)
+        path = runs_dir(workspace) / name
+        suffix = 2
+        while path.exists():
+            path = runs_dir(workspace) / f"{name}-{suffix}"
+            suffix += 1
+    if (path / "config.yaml").exists():
+        raise RunError(f"{path} already holds a run; choose another output_dir or run_name")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"cannot write to the run folder {path}: {exc.strerror or exc}") from None
+    run = Run(path)
+    config.to_yaml(run.config_path)
+    run.write_status("queued", "Waiting to start", created_at=time.time(), step=0, total_steps=0)
+    return run
+
+
+def open_run(name_or_path: str | Path, workspace: str | Path | None = None) -> Run:
+    """A run by folder path, or by name inside the workspace (names may not escape it)."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir() and (candidate / "config.yaml").is_file():
+        return Run(candidate)
+    if isinstance(name_or_path, str) and "/" not in name_or_path and os.sep not in name_or_path:
+        run = Run(runs_dir(workspace) / check_name(name_or_path))
+        if run.exists():
+            return run
+    raise RunError(f"no run found at '{name_or_path}' (expected a run folder with config.yaml)")
+
+
+def list_runs(workspace: str | Path | None = None) -> list[RunSummary]:
+    """Every run in the workspace, newest first. Dead active runs are reported as interrupted."""
+    out = []
+    for path in runs_dir(workspace).iterdir():
+        if path.is_dir() and (path / "config.yaml").is_file():
+            try:
+                out.append(Run(path).summary())
+            except Exception:  # one broken folder must not hide the others
+                continue
+    return sorted(out, key=lambda s: s.created_at, reverse=True)

@@ -1,0 +1,50 @@
+"""Regenerate the bundled sample dataset: `python -m finetune.samples.make_samples`.
+
+A small, deterministic, learnable chat task (capitals, sums, reversed words) so a
+new user sees the loss fall and the fine-tuned answers change within a minute on CPU.
+"""
+
+import json
+import random
+from pathlib import Path
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Egypt": "Cairo", "Kenya": "Nairobi",
+    "Canada": "Ottawa", "Mexico": "Mexico City", "Brazil": "Brasilia", "Peru": "Lima", "Chile": "Santiago",
+    "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw", "Greece": "Athens",
+    "Turkey": "Ankara", "Russia": "Moscow", "Australia": "Canberra", "Ireland": "Dublin", "Austria": "Vienna",
+    "Hungary": "Budapest", "Vietnam": "Hanoi", "Thailand": "Bangkok", "Argentina": "Buenos Aires",
+    "Morocco": "Rabat",
+}
+WORDS = ["apple", "river", "garden", "window", "silver", "planet", "rocket", "butter", "candle", "forest",
+         "bridge", "pencil", "marble", "yellow", "coffee", "dragon", "summer", "winter", "orange", "guitar"]
+SYSTEM = "You are a concise assistant. Answer in one sentence."
+
+
+def rows(seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for country, capital in CAPITALS.items():
+        out.append((f"What is the capital of {country}?", f"The capital of {country} is {capital}."))
+    for _ in range(60):
+        a, b = rng.randint(1, 50), rng.randint(1, 50)
+        out.append((f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    for word in WORDS:
+        out.append((f"Spell the word {word} backwards.", f"{word} backwards is {word[::-1]}."))
+    rng.shuffle(out)
+    result = []
+    for i, (question, answer) in enumerate(out):
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        if i % 3 == 0:
+            messages.insert(0, {"role": "system", "content": SYSTEM})
+        result.append({"messages": messages})
+    return result
+
+
+if __name__ == "__main__":
+    target = Path(__file__).parent / "sample_chat.jsonl"
+    with open(target, "w", encoding="utf-8") as fh:
+        for row in rows():
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {target}")
