@@ -97,8 +97,7 @@ class RunConfig:
     )
     column_mapping: dict = _f(
         {},
-        "Map the format's expected column names to your file's columns, e.g. "
-        "{instruction: question, output: answer}.",
+        "Map the format's expected column names to your file's columns, e.g. {instruction: question, output: answer}.",
         group="data",
     )
     val_split: float = _f(
@@ -147,7 +146,9 @@ class RunConfig:
         QUANTIZATIONS,
         group="method",
     )
-    lora_r: int = _f(16, "LoRA rank: size of the adapter matrices (8-64 typical; higher = more capacity).", group="lora")
+    lora_r: int = _f(
+        16, "LoRA rank: size of the adapter matrices (8-64 typical; higher = more capacity).", group="lora"
+    )
     lora_alpha: int = _f(32, "LoRA scaling factor; usually 2x the rank.", group="lora")
     lora_dropout: float = _f(0.05, "Dropout on the adapter input.", group="lora")
     lora_target_modules: str = _f(
@@ -162,7 +163,9 @@ class RunConfig:
     max_steps: int = _f(-1, "Total optimizer steps; -1 means use num_train_epochs.")
     per_device_train_batch_size: int = _f(4, "Examples per device per forward pass.")
     per_device_eval_batch_size: int = _f(8, "Examples per device per evaluation forward pass.")
-    gradient_accumulation_steps: int = _f(4, "Forward passes accumulated per optimizer step (effective batch = batch x this).")
+    gradient_accumulation_steps: int = _f(
+        4, "Forward passes accumulated per optimizer step (effective batch = batch x this)."
+    )
     warmup_steps: int = _f(0, "Linear warm-up steps (takes precedence over warmup_ratio when > 0).")
     warmup_ratio: float = _f(0.03, "Fraction of total steps used for linear warm-up.")
     lr_scheduler_type: str = _f("cosine", "Learning-rate schedule.", SCHEDULERS)
@@ -173,12 +176,20 @@ class RunConfig:
         "Optimizer. paged_adamw_8bit saves memory on CUDA; adamw_torch_fused is fastest on recent GPUs.",
         OPTIMIZERS,
     )
-    bf16: Any = _f("auto", "bfloat16 mixed precision: auto (on when the GPU supports it), true or false.", PRECISION_CHOICES)
-    fp16: Any = _f("auto", "float16 mixed precision: auto (on for CUDA GPUs without bf16), true or false.", PRECISION_CHOICES)
-    gradient_checkpointing: bool = _f(True, "Recompute activations in the backward pass: much less memory, ~30% slower.")
+    bf16: Any = _f(
+        "auto", "bfloat16 mixed precision: auto (on when the GPU supports it), true or false.", PRECISION_CHOICES
+    )
+    fp16: Any = _f(
+        "auto", "float16 mixed precision: auto (on for CUDA GPUs without bf16), true or false.", PRECISION_CHOICES
+    )
+    gradient_checkpointing: bool = _f(
+        True, "Recompute activations in the backward pass: much less memory, ~30% slower."
+    )
     seed: int = _f(42, "Random seed for data split, adapter init and data order.")
     # --- logging, evaluation, checkpoints ---------------------------------
-    logging_steps: float = _f(5, "Log metrics every N optimizer steps (a value below 1 is a fraction of total steps).", group="logging")
+    logging_steps: float = _f(
+        5, "Log metrics every N optimizer steps (a value below 1 is a fraction of total steps).", group="logging"
+    )
     eval_steps: float = _f(
         0.1,
         "Evaluate every N steps (a value below 1 is a fraction of total steps, e.g. 0.1 = ten evaluations). "

@@ -39,12 +39,9 @@ def is_demo(model_name_or_path: str) -> bool:
 
 
 def _training_texts() -> list[str]:
-    """Text the tokenizer learns its merges from: the bundled samples plus plain English."""
-    texts: list[str] = []
-    for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                texts.append(line)
+    """Text the tokenizer learns its merges from: the bundled chat sample plus plain English."""
+    # only the chat sample: adding sample files in other formats must not change the vocabulary
+    texts = SAMPLE_DATASET.read_text(encoding="utf-8").splitlines()
     texts += [
         "The quick brown fox jumps over the lazy dog. " * 3,
         "You are a helpful assistant. Answer the question clearly and briefly.",
@@ -90,6 +87,7 @@ def _build(target: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
+        initializer_range=0.1,  # wide enough that a LoRA run visibly moves the loss
     )
     torch.manual_seed(1234)
     model = LlamaForCausalLM(config)

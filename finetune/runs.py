@@ -147,9 +147,7 @@ class Run:
     def status(self) -> dict[str, Any]:
         """status.json, with an active run whose process has died reported as `interrupted`."""
         status = self._read_status_raw() or {"state": "unknown", "message": "no status.json"}
-        if status.get("state") in ACTIVE_STATES and not _pid_alive(
-            status.get("pid"), status.get("process_started_at")
-        ):
+        if status.get("state") in ACTIVE_STATES and not _pid_alive(status.get("pid"), status.get("process_started_at")):
             status = {
                 **status,
                 "state": "interrupted",

@@ -42,9 +42,51 @@ def rows(seed: int = 0) -> list[dict]:
     return result
 
 
+def _parts(row: dict) -> tuple[str, str, str]:
+    """(system, question, answer) of a chat row from rows()."""
+    by_role = {m["role"]: m["content"] for m in row["messages"]}
+    return by_role.get("system", ""), by_role["user"], by_role["assistant"]
+
+
+def write_other_formats(folder: Path) -> list[Path]:
+    """The same rows as alpaca JSONL, a ShareGPT JSON array, prompt-completion CSV and text Parquet."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = [_parts(row) for row in rows()]
+    alpaca = folder / "sample_alpaca.jsonl"
+    with open(alpaca, "w", encoding="utf-8") as fh:
+        for system, question, answer in parts:
+            record = {"instruction": question, "input": "", "output": answer}
+            if system:
+                record["system"] = system
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    sharegpt = folder / "sample_sharegpt.json"
+    conversations = [
+        {"conversations": [{"from": names[m["role"]], "value": m["content"]} for m in row["messages"]]}
+        for row in rows()
+    ]
+    sharegpt.write_text(json.dumps(conversations, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    prompt_completion = folder / "sample_prompt_completion.csv"
+    with open(prompt_completion, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["prompt", "completion"])
+        for _, question, answer in parts:
+            writer.writerow([f"Question: {question}\nAnswer:", f" {answer}"])
+    text = folder / "sample_text.parquet"
+    table = pa.table({"text": [f"Question: {question}\nAnswer: {answer}" for _, question, answer in parts]})
+    pq.write_table(table, text)
+    return [alpaca, sharegpt, prompt_completion, text]
+
+
 if __name__ == "__main__":
     target = Path(__file__).parent / "sample_chat.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
         for row in rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {target}")
+    for path in write_other_formats(target.parent):
+        print(f"wrote {path}")

@@ -1,0 +1,286 @@
+"""`finetune ...`: everything the app does, headless.
+
+Errors are one clear paragraph on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from finetune.errors import FinetuneError
+
+
+def _add_workspace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", help="workspace folder (default: $FINETUNE_WORKSPACE or ./workspace)")
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- validate ---------------------------------------------------------------------
+def cmd_validate(args) -> int:
+    from finetune.config import RunConfig
+    from finetune.data import load_records, token_length_stats
+    from finetune.models import load_tokenizer
+
+    report = load_records(args.data, dataset_format=args.format)
+    config = RunConfig(model_name_or_path=args.model, max_length=args.max_length)
+    stats = token_length_stats(report.rows, load_tokenizer(config, args.workspace), args.max_length)
+    stats.pop("lengths", None)
+    summary = {**report.to_dict(), "tokenizer": args.model, "token_stats": stats}
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"file:      {report.source}")
+    print(f"format:    {report.format}")
+    print(f"rows:      {report.total_rows} read, {len(report.rows)} valid, {len(report.skipped)} skipped")
+    for issue in report.skipped[:50]:
+        print(f"  row {issue.row}: {issue.reason}")
+    if len(report.skipped) > 50:
+        print(f"  ... and {len(report.skipped) - 50} more")
+    for warning in report.warnings:
+        print(f"warning:   {warning}")
+    print(f"tokens ({args.model} tokenizer, chat template applied):")
+    print("  " + ", ".join(f"{k}={stats[k]:.0f}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")))
+    print(f"  {stats['truncated']} of {stats['count']} examples exceed max_length={args.max_length}")
+    print(f"  suggested max_length: {stats['suggested_max_length']}")
+    return 0
+
+
+# --- train ------------------------------------------------------------------------
+def build_train_config(args):
+    """Defaults <- preset <- config file <- explicit flags <- --set, in that order."""
+    from finetune.config import RunConfig
+
+    config = RunConfig()
+    if args.preset:
+        from finetune.presets import apply_preset
+
+        config = apply_preset(config, args.preset)
+    if args.config:
+        config = RunConfig.from_yaml(args.config, base=config)
+    flags = {
+        "model_name_or_path": args.model,
+        "dataset_path": args.data,
+        "eval_dataset_path": args.val_data,
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+        "run_name": args.name,
+    }
+    config = config.replace(**{k: v for k, v in flags.items() if v is not None})
+    return config.with_overrides(args.set or [])
+
+
+def cmd_train(args) -> int:
+    from finetune.runs import open_run
+    from finetune.training import start_training
+
+    if args.resume:
+        run = open_run(args.resume, args.workspace)
+        config = run.config()
+        if args.max_steps is not None or args.set:
+            config = config.replace(**({"max_steps": args.max_steps} if args.max_steps is not None else {}))
+            config = config.with_overrides(args.set or [])
+        job = start_training(config, workspace=args.workspace, resume_run=run)
+    else:
+        if not (args.config or args.model or args.data or args.preset):
+            raise FinetuneError("finetune train needs --config FILE, or --model M --data FILE (or --preset NAME).")
+        job = start_training(build_train_config(args), workspace=args.workspace)
+    print(f"run folder: {job.run.path}", file=sys.stderr, flush=True)
+    return _follow(job, quiet=args.quiet)
+
+
+def _follow(job, quiet: bool = False) -> int:
+    """Show a progress bar until the job ends; Ctrl-C stops gracefully (adapter saved)."""
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr)
+    try:
+        while job.is_alive():
+            try:
+                job.wait(0.5)
+            except KeyboardInterrupt:
+                print("\nStopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+                job.stop()
+                job.wait()
+            if bar is not None:
+                p = job.progress()
+                bar.total = p["total_steps"] or bar.total
+                bar.n = p["step"]
+                tps = p.get("tokens_per_s")
+                bar.set_description(p["state"])
+                bar.set_postfix_str(f"{tps:.0f} tok/s" if tps else "")
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    state = job.state
+    print(f"{state}: {job.message}", file=sys.stderr)
+    print(job.run.path)
+    return 0 if state in ("done", "stopped") else 1
+
+
+# --- compare / export / runs ------------------------------------------------------
+def cmd_compare(args) -> int:
+    from finetune.compare import GenerationSettings, get_comparer
+    from finetune.runs import open_run
+
+    run = open_run(args.run, args.workspace)
+    settings = GenerationSettings(
+        system_prompt=args.system or "",
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    result = get_comparer(run).compare(args.prompt, settings)
+    if args.json:
+        _print_json({"prompt": args.prompt, "base": result.base, "finetuned": result.finetuned})
+    else:
+        print("=== base ===")
+        print(result.base)
+        print("=== fine-tuned ===")
+        print(result.finetuned)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from finetune.export import merge_adapter, push_to_hub, zip_adapter
+    from finetune.runs import open_run
+
+    run = open_run(args.run, args.workspace)
+    out = Path(args.out) if args.out else None
+    if args.merge:
+
+        def progress(fraction: float, message: str) -> None:
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
+
+        folder = merge_adapter(run, out, progress=progress)
+        print(folder)
+    else:
+        target = (out / f"{run.name}-adapter.zip") if out and (out.is_dir() or not out.suffix) else out
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        folder = zip_adapter(run, target)
+        print(folder)
+    if args.push_to_hub:
+        source = folder if args.merge else run.adapter_dir
+        print(push_to_hub(source, args.push_to_hub, token=os.environ.get("HF_TOKEN")))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from finetune.runs import list_runs
+
+    runs = list_runs(args.workspace)
+    if args.json:
+        _print_json([r.__dict__ for r in runs])
+        return 0
+    if not runs:
+        print("no runs yet")
+        return 0
+    print(f"{'name':40} {'state':12} {'steps':>11} {'loss':>8}  model")
+    for r in runs:
+        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
+        print(f"{r.name:40} {r.state:12} {r.step:>5}/{r.total_steps:<5} {loss:>8}  {r.model}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from finetune.presets import list_presets
+
+    for preset in list_presets():
+        print(f"{preset.name:34} {preset.description}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune", description="Fine-tune LLMs with QLoRA/LoRA from the command line."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a dataset file and print its format, problems and token statistics")
+    p.add_argument("data", help="a .jsonl/.json/.csv/.parquet file or a Hub dataset id")
+    p.add_argument("--format", default="auto", help="auto, messages, sharegpt, alpaca, prompt_completion, text")
+    p.add_argument("--model", default="demo", help="tokenizer for the token statistics (default: demo)")
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--json", action="store_true")
+    _add_workspace(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train an adapter (prints the run folder)")
+    p.add_argument("--config", help="a YAML RunConfig")
+    p.add_argument("--model", help="base model: Hub id, local folder or demo")
+    p.add_argument("--data", help="training data file")
+    p.add_argument("--val-data", help="validation data file")
+    p.add_argument("--output-dir", help="run folder (default: <workspace>/runs/<name>)")
+    p.add_argument("--name", help="run name")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--preset", help="a preset from presets/ (see `finetune presets`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any RunConfig field (repeatable)")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run from its last checkpoint"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_workspace(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="answer one prompt with the base model and with the adapter")
+    p.add_argument("--run", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--system", default="")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    _add_workspace(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="zip the adapter, or merge it into a 16-bit model folder")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", help="output folder (merge) or zip path/folder")
+    p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the result to the Hub (token from HF_TOKEN)")
+    _add_workspace(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("runs", help="list the runs in the workspace")
+    p.add_argument("--json", action="store_true")
+    _add_workspace(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("presets", help="list the memory presets")
+    p.set_defaults(func=cmd_presets)
+
+    try:
+        from finetune.estimate import register_cli
+    except ImportError:
+        pass
+    else:
+        register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

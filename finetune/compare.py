@@ -1,0 +1,477 @@
+"""Base vs fine-tuned generation for the Compare tab and `finetune compare`.
+
+For LoRA/DoRA runs there is ONE copy of the base model in memory: the adapter is attached
+with PEFT and the "base" answer is generated inside `model.disable_adapter()`. Toggling
+the adapter is global to the model, so every generation on a model holds that model's
+lock from start to end; a base stream therefore finishes before an adapter stream starts.
+The "base" answer must really come from the base (Unsloth Studio once answered "Base"
+with the LoRA still active), which tests check against a plain, PEFT-free model.
+
+Runs with method=full have no adapter: "fine-tuned" is the whole model saved in adapter/
+and "base" is the original model, so two copies are unavoidable; each is loaded lazily,
+on the first generation that needs it.
+
+`get_comparer()` is a process-wide cache holding at most one Comparer (one loaded run).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.errors import ConfigError, ModelError, RunError
+from finetune.runs import Run, open_run
+
+NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, or stop it to save one"
+MAX_LOADED_ADAPTERS = 6  # final adapter + a handful of checkpoints for a prompt grid
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings shared by both sides of a comparison (temperature 0 = greedy)."""
+
+    system_prompt: str = ""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    repetition_penalty: float = 1.0
+
+    def validate(self) -> list[str]:
+        """Every problem at once, as `name: reason` lines."""
+        p: list[str] = []
+        if not _finite(self.temperature) or not 0 <= self.temperature <= 5:
+            p.append(f"temperature: must be between 0 (greedy) and 5, got {self.temperature}")
+        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
+            p.append(f"top_p: must be in (0, 1], got {self.top_p}")
+        if not _is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= 8192:
+            p.append(f"max_new_tokens: must be a whole number from 1 to 8192, got {self.max_new_tokens}")
+        if not _is_int(self.seed) or self.seed < 0:
+            p.append(f"seed: must be a whole number >= 0, got {self.seed}")
+        if not _finite(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
+            p.append(f"repetition_penalty: must be in (0, 10] (1 = off), got {self.repetition_penalty}")
+        if not isinstance(self.system_prompt, str):
+            p.append("system_prompt: must be text")
+        return p
+
+    def check(self) -> GenerationSettings:
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """`model.generate` kwargs. Greedy clears sampling knobs so a model's own defaults
+        (e.g. Qwen's temperature 0.7) cannot leak in or warn."""
+        kw: dict[str, Any] = {
+            "max_new_tokens": int(self.max_new_tokens),
+            "repetition_penalty": float(self.repetition_penalty),
+            "do_sample": not self.greedy,
+        }
+        if self.greedy:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(temperature=float(self.temperature), top_p=float(self.top_p))
+        return kw
+
+
+@dataclass
+class Generation:
+    """One answer: text of the generated tokens only (never the prompt)."""
+
+    text: str
+    tokens: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class CompareResult:
+    base: str
+    finetuned: str
+    base_tokens: int
+    finetuned_tokens: int
+    base_seconds: float
+    finetuned_seconds: float
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x: Any) -> bool:
+    """Whole numbers, including 128.0 as UI number widgets send them."""
+    return _finite(x) and float(x).is_integer()
+
+
+def _as_run(run: Run | str | Path) -> Run:
+    return run if isinstance(run, Run) else open_run(run)
+
+
+def run_workspace(run: Run) -> Path | None:
+    """The workspace a run lives in (<ws>/runs/<name>), where the demo model is cached."""
+    return run.path.parent.parent if run.path.parent.name == "runs" else None
+
+
+def resolve_adapter_path(run: Run, adapter_path: str | Path | None) -> Path:
+    """adapter/ by default, else a folder inside the run (e.g. checkpoints/checkpoint-N).
+    Paths outside the run are refused: the UI may pass what a user typed."""
+    if adapter_path is None:
+        if not run.has_adapter():
+            raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
+        return run.adapter_dir
+    path = Path(adapter_path)
+    path = (path if path.is_absolute() else run.path / path).resolve()
+    if not path.is_relative_to(run.path):
+        raise RunError(f"{adapter_path} is not inside the run folder {run.path}; pick adapter/ or a checkpoint")
+    if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
+        raise RunError(f"{path} holds no saved adapter or model (no adapter_config.json / config.json)")
+    return path
+
+
+def adapter_name_for(run: Run, path: Path) -> str:
+    """A PEFT-safe adapter name: `final` for adapter/, `checkpoint_N` for checkpoints."""
+    if path == run.adapter_dir.resolve():
+        return "final"
+    return re.sub(r"[^A-Za-z0-9_]", "_", path.name) or "adapter"
+
+
+def _weights_stamp(path: Path) -> tuple:
+    """Changes when the adapter on disk is re-saved (a resumed run), so a cached copy is reloaded."""
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _LoadedAdapter:
+    internal: str  # the PEFT adapter name (unique per load, so a re-saved adapter can replace it)
+    path: Path
+    stamp: tuple
+
+
+class Comparer:
+    """Generates with and without a run's fine-tuning, one prompt at a time.
+
+    LoRA/DoRA: the base is loaded once with the run's quantization and adapters are attached
+    by name; `load_adapter` switches between adapter/ and checkpoints cheaply (no reload).
+    method=full: two whole models (base and fine-tuned), each loaded lazily on first use.
+    """
+
+    def __init__(self, run: Run | str | Path, adapter_path: str | Path | None = None):
+        self.run = _as_run(run)
+        self.config: RunConfig = self.run.config()
+        self.full = self.config.method == "full"
+        self.workspace = run_workspace(self.run)
+        self._lock = threading.RLock()  # held for a whole generation: adapter toggling is model-global
+        self._adapters: OrderedDict[str, _LoadedAdapter] = OrderedDict()  # public name -> loaded adapter
+        self._loads = 0
+        self._closed = False
+        self._base_model = None  # full: the base model; lora/dora: unused (the base is inside self.model)
+        self.model = None  # lora/dora: the PeftModel; full: the fine-tuned model
+        self.active_adapter: str | None = None
+        self.adapter_path = resolve_adapter_path(self.run, adapter_path)
+        self.tokenizer = self._load_tokenizer(self.adapter_path)
+        self.load_adapter(self.adapter_path)
+
+    # loading -------------------------------------------------------------
+    def _load_tokenizer(self, adapter_path: Path):
+        """The tokenizer saved with the adapter (it carries any chat template training set)."""
+        from finetune.models import load_tokenizer
+
+        has_own = any((adapter_path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        return load_tokenizer(self.config, self.workspace, path=str(adapter_path) if has_own else None)
+
+    def _load_model(self, path: Path | None = None, quantization: str | None = None):
+        """The base (run's quantization) or, for full runs, a saved whole model (16/32-bit)."""
+        from finetune.models import load_model
+
+        model = load_model(self.config, self.workspace, quantization=quantization, path=str(path) if path else None)
+        model.eval()
+        return model
+
+    def load_adapter(self, path: str | Path, adapter_name: str | None = None) -> str:
+        """Attach (if needed) and activate the adapter at `path`; returns its name.
+
+        Already-loaded adapters are just re-activated (reloaded if re-saved on disk); at most
+        MAX_LOADED_ADAPTERS stay attached, least recently used dropped first.
+        For method=full this swaps which fine-tuned model is used (loaded lazily).
+        """
+        path = resolve_adapter_path(self.run, path)
+        name = adapter_name or adapter_name_for(self.run, path)
+        with self._lock:
+            self._check_open()
+            if self.full:
+                return self._switch_full_model(path, name)
+            stamp = _weights_stamp(path)
+            old = self._adapters.get(name)
+            if old is None or (old.path, old.stamp) != (path, stamp):
+                self._loads += 1
+                internal = f"a{self._loads}"
+                self._attach(path, internal)
+                self._adapters[name] = _LoadedAdapter(internal, path, stamp)
+                if old is not None:
+                    self.model.delete_adapter(old.internal)
+            self._adapters.move_to_end(name)
+            self.set_adapter(name)
+            self._evict()
+            return name
+
+    def _attach(self, path: Path, internal: str) -> None:
+        from peft import PeftModel
+
+        try:
+            if self.model is None:
+                base = self._load_model()
+                self.model = PeftModel.from_pretrained(base, str(path), adapter_name=internal, is_trainable=False)
+                self.model.eval()
+            else:
+                self.model.load_adapter(str(path), adapter_name=internal, is_trainable=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"Could not load the adapter in {path}: {str(exc).splitlines()[0][:300]}") from None
+
+    def _evict(self) -> None:
+        while len(self._adapters) > MAX_LOADED_ADAPTERS:
+            name, loaded = next(iter(self._adapters.items()))  # least recently used; never the active one
+            del self._adapters[name]
+            self.model.delete_adapter(loaded.internal)
+
+    def _switch_full_model(self, path: Path, name: str) -> str:
+        if self.model is not None and path != self.adapter_path:
+            self.model = None  # drop the previous fine-tuned copy before the next is loaded
+            _free_memory()
+        self.adapter_path, self.active_adapter = path, name
+        return name
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Activate an already-loaded adapter (see `adapters`)."""
+        with self._lock:
+            if self.full:
+                if adapter_name != self.active_adapter:
+                    raise RunError("full fine-tuning runs have no adapters to switch; use load_adapter(path)")
+                return
+            loaded = self._adapters.get(adapter_name)
+            if loaded is None:
+                raise RunError(f"adapter '{adapter_name}' is not loaded (loaded: {', '.join(self._adapters)})")
+            if self.model.active_adapter != loaded.internal:
+                self.model.set_adapter(loaded.internal, inference_mode=True)
+            self.active_adapter = adapter_name
+            self.adapter_path = loaded.path
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the attached adapters (`final`, `checkpoint_N`...), least recently used first."""
+        return [self.active_adapter] if self.full else list(self._adapters)
+
+    def _model_for(self, use_adapter: bool, adapter: str | None):
+        """(model, context manager) for one side; loads full-run models lazily. Lock held."""
+        if adapter is not None:
+            self.set_adapter(adapter)
+        if not self.full:
+            if use_adapter:
+                return self.model, nullcontext()
+            return self.model, self.model.disable_adapter()
+        if use_adapter:
+            if self.model is None:
+                self.model = self._load_model(self.adapter_path, quantization="none")
+            return self.model, nullcontext()
+        if self._base_model is None:
+            self._base_model = self._load_model()
+        return self._base_model, nullcontext()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunError("this comparison was closed to free memory; open the run again")
+
+    def close(self) -> None:
+        """Drop every model reference (waits for a generation in progress) and free memory."""
+        with self._lock:
+            self._closed = True
+            self.model = None
+            self._base_model = None
+            self._adapters.clear()
+        _free_memory()
+
+    # generation ----------------------------------------------------------
+    def _encode(self, prompt: str, settings: GenerationSettings):
+        """Token ids for the prompt, through the chat template when the tokenizer has one."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RunError("the prompt is empty: type a question or instruction to compare")
+        settings.check()
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}]
+            if settings.system_prompt.strip():
+                messages.insert(0, {"role": "system", "content": settings.system_prompt})
+            try:
+                return tok.apply_chat_template(
+                    messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+                )
+            except Exception:  # some templates refuse a system turn (e.g. Gemma): fold it into the user turn
+                if len(messages) == 1:
+                    raise
+                merged = [{"role": "user", "content": f"{settings.system_prompt}\n\n{prompt}"}]
+                return tok.apply_chat_template(
+                    merged, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+                )
+        text = f"{settings.system_prompt}\n\n{prompt}" if settings.system_prompt.strip() else prompt
+        return tok(text, return_tensors="pt")
+
+    def _generate_kwargs(self, model, inputs, settings: GenerationSettings, **extra) -> dict[str, Any]:
+        device = next(model.parameters()).device
+        kw = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        kw.update(settings.generate_kwargs())
+        kw["pad_token_id"] = self.tokenizer.pad_token_id
+        kw.update(extra)
+        return kw
+
+    def _run_generate(self, use_adapter: bool, adapter: str | None, inputs, settings: GenerationSettings, **extra):
+        """Generate under the model lock with the side's adapter state; the seed is set right
+        before `generate` so both sides sample from the same random stream."""
+        import torch
+
+        with self._lock:
+            self._check_open()
+            model, context = self._model_for(use_adapter, adapter)
+            device = next(model.parameters()).device
+            # fork_rng: seeding must not reset the RNG of a training job running in this process
+            with context, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                torch.manual_seed(int(settings.seed))
+                return model.generate(**self._generate_kwargs(model, inputs, settings, **extra))
+
+    def generate(
+        self, prompt: str, use_adapter: bool, settings: GenerationSettings | None = None, *, adapter: str | None = None
+    ) -> Generation:
+        """One answer, with (`use_adapter=True`) or without the fine-tuning.
+
+        `adapter` picks a loaded adapter by name (and makes it the active one) under the same
+        lock as the generation, so a concurrent caller switching checkpoints cannot interfere.
+        """
+        settings = settings or GenerationSettings()
+        inputs = self._encode(prompt, settings)
+        start = time.perf_counter()
+        out = self._run_generate(use_adapter, adapter, inputs, settings)
+        seconds = time.perf_counter() - start
+        new_tokens = out[0, inputs["input_ids"].shape[1] :]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return Generation(text=text, tokens=int(new_tokens.numel()), seconds=seconds)
+
+    def compare(
+        self, prompt: str, settings: GenerationSettings | None = None, *, adapter: str | None = None
+    ) -> CompareResult:
+        """Base answer, then fine-tuned answer, with identical decoding settings and seed."""
+        settings = settings or GenerationSettings()
+        base = self.generate(prompt, False, settings, adapter=adapter)
+        tuned = self.generate(prompt, True, settings, adapter=adapter)
+        return CompareResult(base.text, tuned.text, base.tokens, tuned.tokens, base.seconds, tuned.seconds)
+
+    def stream(
+        self, prompt: str, use_adapter: bool, settings: GenerationSettings | None = None, *, adapter: str | None = None
+    ) -> Iterator[str]:
+        """Yield the growing answer text as tokens arrive (for a live UI).
+
+        Generation runs in a thread that holds the model lock for its whole length. Closing
+        the iterator early (a cancelled UI event) stops the generation at the next token.
+        A bad prompt or settings raise here, before any thread starts.
+        """
+        settings = settings or GenerationSettings()
+        inputs = self._encode(prompt, settings)
+        return self._stream(inputs, use_adapter, adapter, settings)
+
+    def _stream(self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        def work() -> None:
+            try:
+                stopping = StoppingCriteriaList([_Cancelled()])
+                self._run_generate(
+                    use_adapter, adapter, inputs, settings, streamer=streamer, stopping_criteria=stopping
+                )
+            except BaseException as exc:  # re-raised in the consumer's thread
+                failure.append(exc)
+                streamer.end()  # unblock the consumer
+
+        thread = threading.Thread(target=work, name="finetune-compare-stream", daemon=True)
+        thread.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                yield text
+        finally:
+            cancel.set()
+        thread.join()
+        if failure:
+            raise failure[0]
+
+
+# process-wide cache: one loaded run at a time -------------------------------
+_cache_lock = threading.Lock()
+_cached: Comparer | None = None
+
+
+def get_comparer(run: Run | str | Path, adapter_path: str | Path | None = None) -> Comparer:
+    """The Comparer for `run`, reusing the loaded model when it is the same run.
+
+    Loading another run frees the previous model first, so at most one is ever held.
+    `adapter_path` switches the cached comparer to that adapter/checkpoint (cheap).
+    """
+    global _cached
+    run = _as_run(run)
+    with _cache_lock:
+        if _cached is not None and _cached.run.path == run.path:
+            _cached.load_adapter(resolve_adapter_path(run, adapter_path))
+            return _cached
+        _release_locked()
+        _cached = Comparer(run, adapter_path)
+        return _cached
+
+
+def release_comparer() -> None:
+    """Free the cached model (e.g. before training starts on the same GPU)."""
+    with _cache_lock:
+        _release_locked()
+
+
+def cached_comparer() -> Comparer | None:
+    """The currently cached Comparer, if any (for tests and status displays)."""
+    return _cached
+
+
+def _release_locked() -> None:
+    global _cached
+    if _cached is not None:
+        _cached.close()
+        _cached = None
+    _free_memory()

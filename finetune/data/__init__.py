@@ -1,0 +1,28 @@
+"""Datasets: read files or Hub ids, detect and validate their format, normalize rows to TRL's
+shapes, split, measure token lengths and preview what the model trains on. No UI code here."""
+
+from finetune.data.formats import FORMAT_COLUMNS, describe_formats
+from finetune.data.prepare import PreparedData, prepare_data, split_train_val, to_prompt_completion
+from finetune.data.preview import render_example
+from finetune.data.readers import SUPPORTED_EXTENSIONS, RowIssue
+from finetune.data.report import DatasetReport, load_records, row_shape
+from finetune.data.stats import length_stats, token_length_stats
+from finetune.data.templates import has_generation_markers
+
+__all__ = [
+    "FORMAT_COLUMNS",
+    "SUPPORTED_EXTENSIONS",
+    "DatasetReport",
+    "PreparedData",
+    "RowIssue",
+    "describe_formats",
+    "has_generation_markers",
+    "length_stats",
+    "load_records",
+    "prepare_data",
+    "render_example",
+    "row_shape",
+    "split_train_val",
+    "to_prompt_completion",
+    "token_length_stats",
+]

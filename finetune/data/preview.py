@@ -1,0 +1,106 @@
+"""What the model sees for one example, and which parts of it carry loss (for the Data tab)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finetune.data.templates import (
+    chat_ids,
+    common_prefix_length,
+    conversation_of,
+    has_generation_markers,
+    plain_text,
+    render_chat,
+)
+
+
+def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> dict[str, Any]:
+    """A normalized row as the trainer will see it.
+
+    Returns `chat` (messages to display), `text` (the exact string after the chat template / EOS),
+    `segments` (consecutive (piece, trained) pairs that concatenate to `text`), `num_tokens`
+    and `trained_tokens`.
+    """
+    messages = conversation_of(row)
+    if messages is not None:
+        chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+        body = render_chat(tokenizer, messages)
+        ids, mask = _conversation_mask(row, messages, tokenizer)
+        add_special = False
+    else:
+        prompt, body = plain_text(row, tokenizer)
+        if "prompt" in row:
+            chat = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+        else:
+            chat = [{"role": "text", "content": row["text"]}]
+        ids = list(tokenizer(body)["input_ids"])
+        prompt_len = common_prefix_length(list(tokenizer(prompt)["input_ids"]), ids) if prompt else 0
+        mask = [0] * prompt_len + [1] * (len(ids) - prompt_len)
+        add_special = True
+    if train_on_prompt:
+        mask = [1] * len(ids)
+    text, segments = _segments(tokenizer, body, ids, mask, add_special)
+    return {"chat": chat, "text": text, "segments": segments, "num_tokens": len(ids), "trained_tokens": sum(mask)}
+
+
+def _conversation_mask(row: dict, messages: list[dict], tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Ids and loss mask: every assistant turn when the template has generation markers (TRL's
+    assistant_only_loss), else only the final assistant turn (conversational prompt-completion)."""
+    if "messages" in row and has_generation_markers(tokenizer):
+        out = chat_ids(tokenizer, messages, return_assistant_tokens_mask=True)
+        if any(out.get("assistant_masks", [])):
+            return out["input_ids"], list(out["assistant_masks"])
+    prompt_ids = chat_ids(tokenizer, messages[:-1], add_generation_prompt=True)["input_ids"]
+    ids = chat_ids(tokenizer, messages)["input_ids"]
+    prompt_len = common_prefix_length(prompt_ids, ids)
+    return ids, [0] * prompt_len + [1] * (len(ids) - prompt_len)
+
+
+def _segments(
+    tokenizer: Any, body: str, ids: list[int], mask: list[int], add_special: bool
+) -> tuple[str, list[tuple[str, bool]]]:
+    """Cut `body` at token boundaries into runs of equal mask; tokens the tokenizer added (BOS)
+    appear as their own text. Falls back to decoding runs of tokens without offset support."""
+    try:
+        encoded = tokenizer(body, add_special_tokens=add_special, return_offsets_mapping=True)
+        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        aligned = list(encoded["input_ids"]) == list(ids)
+    except (NotImplementedError, ValueError, TypeError, KeyError):
+        aligned = False
+    if not aligned:
+        return _decoded_segments(tokenizer, ids, mask)
+    pieces: list[tuple[str, bool]] = []
+    position = 0
+    for token_id, (start, end), trained in zip(ids, offsets, mask):
+        if end <= start:  # an added special token: no characters of `body`
+            pieces.append((tokenizer.decode([token_id]), bool(trained)))
+        elif end > position:  # several byte-level tokens may share one character
+            pieces.append((body[position:end], bool(trained)))
+            position = end
+    if position < len(body):
+        pieces.append((body[position:], bool(mask[-1]) if mask else False))
+    segments = _merge(pieces)
+    return "".join(piece for piece, _ in segments), segments
+
+
+def _decoded_segments(tokenizer: Any, ids: list[int], mask: list[int]) -> tuple[str, list[tuple[str, bool]]]:
+    runs: list[tuple[list[int], bool]] = []
+    for token_id, trained in zip(ids, mask):
+        if runs and runs[-1][1] == bool(trained):
+            runs[-1][0].append(token_id)
+        else:
+            runs.append(([token_id], bool(trained)))
+    segments = _merge([(tokenizer.decode(run), trained) for run, trained in runs])
+    return "".join(piece for piece, _ in segments), segments
+
+
+def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    merged: list[tuple[str, bool]] = []
+    for piece, trained in pieces:
+        if not piece:
+            continue
+        if merged and merged[-1][1] == trained:
+            merged[-1] = (merged[-1][0] + piece, trained)
+        else:
+            merged.append((piece, trained))
+    return merged

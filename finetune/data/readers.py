@@ -1,0 +1,297 @@
+"""Files and Hub ids -> raw rows (dicts), with every unreadable row recorded instead of raised.
+
+Only problems that make the whole source unusable raise DataError (missing file, binary,
+wrong encoding, unparseable JSON array...). A bad line in a JSON Lines file is a RowIssue.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune.data.formats import EXPECTED_COLUMNS
+from finetune.errors import DataError
+
+SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_SNIFF_BYTES = 8192
+# Python's csv module refuses fields over 128 KiB by default; long documents are legitimate.
+csv.field_size_limit(2**31 - 1)
+
+
+@dataclass
+class RowIssue:
+    """A row that was skipped: `row` counts from 1 the way a person counts lines (`unit`) or rows."""
+
+    row: int
+    reason: str
+    unit: str = "row"
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.row}"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class RawData:
+    """What a reader found: JSON objects by row number, rows it could not read, and the columns seen."""
+
+    source: str
+    unit: str  # "line" for JSON Lines, "row" otherwise
+    records: list[tuple[int, dict]] = field(default_factory=list)
+    issues: list[RowIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        return len(self.records) + len(self.issues)
+
+    def add(self, row: int, value: Any) -> None:
+        """Keep `value` when it is a JSON object, else record why it is not a usable row."""
+        if isinstance(value, dict):
+            self.records.append((row, value))
+        else:
+            self.issues.append(RowIssue(row, f"is {_json_kind(value)}, not an object with named fields", self.unit))
+
+    def collect_columns(self) -> None:
+        seen: dict[str, None] = {}
+        for _, record in self.records:
+            for key in record:
+                seen.setdefault(str(key), None)
+        self.columns = list(seen)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, (int, float)):
+        return "a JSON number"
+    if value is None:
+        return "JSON null"
+    return f"a {type(value).__name__}"
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """`owner/name` that is not an existing path and does not end like a data file."""
+    text = source.strip()
+    if Path(text).expanduser().exists() or not _HUB_ID_RE.fullmatch(text):
+        return False
+    return Path(text).suffix.lower() not in SUPPORTED_EXTENSIONS + (".txt", ".tsv", ".xlsx", ".gz", ".zip")
+
+
+def read_source(source: str | os.PathLike) -> RawData:
+    """Read a local file or a Hub dataset id into raw rows."""
+    text = str(source).strip()
+    if not text:
+        raise DataError("no dataset given: choose a .jsonl, .json, .csv or .parquet file")
+    if isinstance(source, str) and looks_like_hub_id(text):
+        from finetune.data.hub import read_hub
+
+        return read_hub(text)
+    return read_file(Path(text).expanduser())
+
+
+def read_file(path: Path) -> RawData:
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; choose a data file ({', '.join(SUPPORTED_EXTENSIONS)})")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise DataError(
+            f"{path.name}: unsupported file type '{suffix or '(none)'}'; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data or data.isspace():
+        raise DataError(f"{path.name} is empty")
+    if suffix == ".parquet":
+        raw = _read_parquet(path, data)
+    else:
+        text = _decode_text(path, data)
+        raw = _read_csv(path, text) if suffix == ".csv" else _read_json(path, text)
+    if raw.total_rows == 0:
+        raise DataError(f"{path.name} holds no rows")
+    if not raw.columns:  # JSON rows may each have other keys: the union, in order of appearance
+        raw.collect_columns()
+    return raw
+
+
+def _decode_text(path: Path, data: bytes) -> str:
+    head = data[:_SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path.name} is UTF-16 text; save it as UTF-8")
+    if b"\x00" in head:
+        raise DataError(f"{path.name} is a binary file, not text{_binary_hint(head)}")
+    try:
+        return data.decode("utf-8-sig")  # UTF-8, without the byte-order mark some editors write
+    except UnicodeDecodeError as exc:  # never guess another encoding: mojibake would train silently
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _binary_hint(head: bytes) -> str:
+    if head.startswith(b"PAR1"):
+        return " (it is a Parquet file: give it the .parquet extension)"
+    if head.startswith(b"PK"):
+        return " (it looks like a ZIP or Excel file: export the sheet as CSV)"
+    if head.startswith(b"\x1f\x8b"):
+        return " (it is gzip-compressed: decompress it first)"
+    return ""
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    return f"{exc.msg} (column {exc.colno})"
+
+
+def _read_json(path: Path, text: str) -> RawData:
+    """A JSON array, a single object, or JSON Lines, whatever the extension says."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except RecursionError:
+            lines = [line for line in stripped.split("\n")[:3] if line.strip()][:2]
+            if len(lines) > 1 and any(_parses(line) for line in lines):
+                return _read_json_lines(path, text)  # one deep line among JSON Lines: the line reader says which
+            raise DataError(f"{path.name}: the JSON is nested too deeply to read") from None
+        except json.JSONDecodeError as exc:
+            first_line = stripped.split("\n", 1)[0]
+            if not _parses(first_line):  # not JSON Lines of arrays: a broken array
+                raise DataError(
+                    f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+                ) from None
+        else:
+            raw = RawData(str(path), "row")
+            if path.suffix.lower() == ".jsonl" and "\n" in stripped:
+                raw.warnings.append(f"{path.name} holds one JSON array, not JSON Lines; read it as an array")
+            for index, item in enumerate(value if isinstance(value, list) else [value]):
+                raw.add(index + 1, item)
+            return raw
+    # one object in a .json file, or a pretty-printed object whose first line is not JSON by itself
+    if stripped.startswith("{") and (path.suffix.lower() == ".json" or not _parses(stripped.split("\n", 1)[0])):
+        whole = _loads_whole(stripped)
+        if isinstance(whole, dict):
+            return _read_json_object(path, whole)
+    return _read_json_lines(path, text)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except (json.JSONDecodeError, RecursionError):
+        return False
+
+
+def _loads_whole(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None  # JSON Lines (or broken): the line reader says which line
+
+
+def _read_json_object(path: Path, value: dict) -> RawData:
+    """One object: either a single row, or a wrapper like {"data": [...]} holding the rows."""
+    raw = RawData(str(path), "row")
+    lists = [key for key, item in value.items() if isinstance(item, list) and item and isinstance(item[0], dict)]
+    if len(value) == 1 and lists and lists[0] not in EXPECTED_COLUMNS:  # {"messages": [...]} is one row
+        raw.warnings.append(f"read the rows from the '{lists[0]}' list of {path.name}")
+        for index, item in enumerate(value[lists[0]]):
+            raw.add(index + 1, item)
+    else:
+        raw.add(1, value)
+    return raw
+
+
+def _read_json_lines(path: Path, text: str) -> RawData:
+    raw = RawData(str(path), "line")
+    # split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON strings may hold raw
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except RecursionError:
+            raw.issues.append(RowIssue(number, "the JSON is nested too deeply to read", "line"))
+            continue
+        except json.JSONDecodeError as exc:
+            raw.issues.append(RowIssue(number, f"bad JSON: {_json_error(exc)}", "line"))
+            continue
+        raw.add(number, value)
+    return raw
+
+
+def _read_csv(path: Path, text: str) -> RawData:
+    raw = RawData(str(path), "row")
+    first_line = text.split("\n", 1)[0]
+    delimiter = ","
+    if "," not in first_line:  # a semicolon- or tab-separated export saved as .csv
+        delimiter = next((d for d in (";", "\t", "|") if d in first_line), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if not header or not any(name.strip() for name in header):
+            raise DataError(f"{path.name}: the first row must name the columns, but it is empty")
+        header = [name.strip() for name in header]
+        duplicates = sorted({name for name in header if header.count(name) > 1})
+        if duplicates:
+            raise DataError(f"{path.name}: column names repeat in the header: {', '.join(duplicates)}")
+        number = 0
+        for values in reader:
+            number += 1  # the data row number a spreadsheet shows under the header
+            if not values or (len(values) == 1 and not values[0].strip() and len(header) > 1):
+                continue  # a blank line, not a row
+            if len(values) != len(header):
+                raw.issues.append(
+                    RowIssue(number, f"has {_count(len(values), 'value')} but the header names {len(header)} columns")
+                )
+                continue
+            raw.records.append((number, dict(zip(header, values))))
+    except csv.Error as exc:
+        raise DataError(f"{path.name} is not valid CSV near line {reader.line_num}: {exc}") from None
+    if raw.total_rows == 0:
+        raise DataError(f"{path.name} has a header ({', '.join(header)}) but no data rows")
+    raw.columns = header
+    return raw
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _read_parquet(path: Path, data: bytes) -> RawData:
+    if not (data.startswith(b"PAR1") and data.endswith(b"PAR1")):
+        raise DataError(f"{path.name} is not a valid Parquet file (missing the PAR1 marker)")
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        rows = table.to_pylist()
+    except Exception as exc:  # pyarrow raises many types for corrupt files
+        raise DataError(f"{path.name} is not a readable Parquet file: {exc}") from None
+    raw = RawData(str(path), "row")
+    for index, row in enumerate(rows):
+        raw.add(index + 1, row)
+    raw.columns = list(table.column_names)
+    return raw

@@ -1,0 +1,157 @@
+"""`load_records`: read, detect, validate and normalize a dataset, and report every skipped row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from finetune.config import DATASET_FORMATS
+from finetune.data.formats import (
+    FORMAT_COLUMNS,
+    RowProblem,
+    apply_mapping,
+    detect_format,
+    mapped_columns,
+    normalize_row,
+    resolve_mapping,
+)
+from finetune.data.readers import RowIssue, read_source
+from finetune.errors import DataError
+
+SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
+
+
+def row_shape(row: dict) -> str:
+    """conversational, prompt_completion or text: what TRL sees."""
+    if "messages" in row:
+        return "conversational"
+    if "prompt" in row:
+        return "conversational" if isinstance(row["prompt"], list) else "prompt_completion"
+    return "text"
+
+
+@dataclass
+class DatasetReport:
+    source: str
+    format: str
+    columns: list[str]
+    total_rows: int
+    rows: list[dict] = field(default_factory=list, repr=False)
+    skipped: list[RowIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unit: str = "row"  # "line" for JSON Lines: how `RowIssue.row` counts
+
+    @property
+    def shape(self) -> str:
+        return row_shape(self.rows[0]) if self.rows else "unknown"
+
+    @property
+    def kept_rows(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self, max_skipped: int | None = None) -> dict[str, Any]:
+        """JSON-able summary without the rows; `max_skipped` caps the skipped list (the count stays exact)."""
+        shown = self.skipped if max_skipped is None else self.skipped[:max_skipped]
+        return {
+            "source": self.source,
+            "format": self.format,
+            "shape": self.shape,
+            "columns": list(self.columns),
+            "total_rows": self.total_rows,
+            "kept_rows": self.kept_rows,
+            "skipped_rows": len(self.skipped),
+            "skipped": [{"row": i.row, "where": i.where, "reason": i.reason} for i in shown],
+            "skipped_truncated": len(shown) < len(self.skipped),
+            "warnings": list(self.warnings),
+        }
+
+    def problems_table(self) -> list[dict[str, Any]]:
+        """One dict per skipped row (row, where, reason): a table for the UI or a CSV download."""
+        return [{"row": i.row, "where": i.where, "reason": i.reason} for i in self.skipped]
+
+    def problems_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["row", "where", "reason"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.problems_table())
+        return buffer.getvalue()
+
+    def problems_text(self) -> str:
+        head = (
+            f"{self.source}: {self.format} format, {self.kept_rows} of {self.total_rows} rows usable, "
+            f"{len(self.skipped)} skipped"
+        )
+        lines = [head] + [f"warning: {w}" for w in self.warnings] + [f"{i.where}: {i.reason}" for i in self.skipped]
+        return "\n".join(lines) + "\n"
+
+
+def summarize_issues(issues: list[RowIssue], limit: int = SUMMARY_REASONS) -> str:
+    lines = [f"  - {issue}" for issue in issues[:limit]]
+    if len(issues) > limit:
+        lines.append(f"  ... and {len(issues) - limit} more")
+    return "\n".join(lines)
+
+
+def load_records(
+    source: str | os.PathLike, dataset_format: str = "auto", column_mapping: dict | None = None
+) -> DatasetReport:
+    """Read `source` (a file or Hub id) and normalize every row; bad rows are skipped and listed.
+
+    Raises DataError when the source cannot be used at all or no row is usable (then its
+    `report` attribute holds the DatasetReport with every skipped row).
+    """
+    if dataset_format not in DATASET_FORMATS:
+        raise DataError(f"unknown dataset format '{dataset_format}'; choose one of {', '.join(DATASET_FORMATS)}")
+    raw = read_source(source)
+    name = os.path.basename(raw.source) or raw.source
+    if not raw.records:
+        raise DataError(f"{name}: none of the {raw.total_rows} rows can be read:\n{summarize_issues(raw.issues)}")
+    mapping = resolve_mapping(raw.columns, column_mapping)
+    columns = mapped_columns(raw.columns, mapping)
+    fmt = detect_format(columns, dataset_format, tuple(mapping))
+
+    records = [(number, apply_mapping(record, mapping)) for number, record in raw.records]
+    # TRL also accepts prompt/completion as message lists; the first row decides which kind the file holds
+    first_prompt = next((r.get("prompt") for _, r in records if r.get("prompt") is not None), None)
+    conversational_prompts = fmt == "prompt_completion" and isinstance(first_prompt, (list, tuple))
+
+    rows, skipped = [], list(raw.issues)
+    for number, record in records:
+        try:
+            rows.append(normalize_row(fmt, record, conversational_prompts))
+        except RowProblem as problem:
+            skipped.append(RowIssue(number, str(problem), raw.unit))
+        except RecursionError:
+            skipped.append(RowIssue(number, "the row is nested too deeply to read", raw.unit))
+    skipped.sort(key=lambda issue: issue.row)
+
+    report = DatasetReport(
+        source=raw.source,
+        format=fmt,
+        columns=list(raw.columns),
+        total_rows=raw.total_rows,
+        rows=rows,
+        skipped=skipped,
+        warnings=list(raw.warnings),
+        unit=raw.unit,
+    )
+    if not rows:
+        error = DataError(
+            f"{name}: none of the {raw.total_rows} rows is usable as {fmt} data:\n{summarize_issues(skipped)}"
+        )
+        error.report = report  # the full list of problems, for a downloadable report
+        raise error
+    spec = FORMAT_COLUMNS[fmt]
+    used = set(spec["required"] + spec["optional"]) | set(mapping.values())
+    unused = [c for c in raw.columns if c not in used]
+    if unused:
+        report.warnings.append(f"columns not used by the {fmt} format: {', '.join(unused)}")
+    if skipped:
+        report.warnings.append(
+            f"skipped {len(skipped)} of {raw.total_rows} rows ({100 * len(skipped) / raw.total_rows:.0f}%); "
+            "see the list of problems"
+        )
+    return report

@@ -1,0 +1,110 @@
+"""Token-length statistics of normalized rows, measured the way the trainer tokenizes them."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from finetune.data.templates import conversation_of, plain_text, render_chat
+from finetune.errors import DataError
+
+_BATCH = 512
+LENGTH_MULTIPLE = 64
+_SANE_MODEL_MAX = 1_000_000  # tokenizers without a limit report ~1e30
+
+
+def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
+    """Tokens per row: chat template for conversations, plain text (+EOS) otherwise."""
+    texts: list[str] = []
+    plain: list[bool] = []
+    for number, row in enumerate(rows, start=1):
+        messages = conversation_of(row)
+        try:
+            if messages is not None:
+                texts.append(render_chat(tokenizer, messages))
+                plain.append(False)
+            else:
+                texts.append(plain_text(row, tokenizer)[1])
+                plain.append(True)
+        except DataError as exc:
+            raise DataError(f"example {number}: {exc}") from None
+    lengths = [0] * len(texts)
+    # apply_chat_template tokenizes its text without special tokens; TRL tokenizes plain text with them
+    for add_special in (False, True):
+        indices = [i for i, is_plain in enumerate(plain) if is_plain == add_special]
+        for start in range(0, len(indices), _BATCH):
+            chunk = indices[start : start + _BATCH]
+            encoded = tokenizer([texts[i] for i in chunk], add_special_tokens=add_special)["input_ids"]
+            for i, ids in zip(chunk, encoded):
+                lengths[i] = len(ids)
+    return lengths
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if len(ordered) == 1:
+        return float(ordered[0])
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def suggest_max_length(p95: float, model_max_length: Any = None) -> int:
+    """p95 rounded up to a multiple of 64 (at least 64), capped by a sane model limit."""
+    suggestion = max(LENGTH_MULTIPLE, math.ceil(p95 / LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
+    if isinstance(model_max_length, (int, float)) and 0 < model_max_length < _SANE_MODEL_MAX:
+        suggestion = min(suggestion, int(model_max_length))
+    return suggestion
+
+
+def length_stats(lengths: list[int], max_length: int, model_max_length: Any = None) -> dict[str, Any]:
+    """Summary of known lengths: count, min, mean, percentiles, max, truncated, suggestion, lengths."""
+    if not lengths:
+        return {
+            "count": 0,
+            "min": 0,
+            "mean": 0.0,
+            "p50": 0.0,
+            "p90": 0.0,
+            "p95": 0.0,
+            "p99": 0.0,
+            "max": 0,
+            "truncated": 0,
+            "max_length": max_length,
+            "suggested_max_length": suggest_max_length(0, model_max_length),
+            "lengths": [],
+        }
+    ordered = sorted(lengths)
+    p95 = _percentile(ordered, 95)
+    return {
+        "count": len(ordered),
+        "min": ordered[0],
+        "mean": round(sum(ordered) / len(ordered), 1),
+        "p50": round(_percentile(ordered, 50), 1),
+        "p90": round(_percentile(ordered, 90), 1),
+        "p95": round(p95, 1),
+        "p99": round(_percentile(ordered, 99), 1),
+        "max": ordered[-1],
+        "truncated": sum(1 for n in ordered if n > max_length),
+        "max_length": max_length,
+        "suggested_max_length": suggest_max_length(p95, model_max_length),
+        "lengths": list(lengths),
+    }
+
+
+def token_length_stats(
+    rows: list[dict], tokenizer: Any, max_length: int, sample_size: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Token-length statistics of `rows`; `truncated` counts examples longer than `max_length`.
+
+    With `sample_size`, only that many rows (a seeded random sample) are measured, for a quick
+    preview of a large dataset; `sampled` then says so and the counts refer to the sample.
+    """
+    sampled = sample_size is not None and len(rows) > sample_size
+    if sampled:
+        rows = random.Random(seed).sample(list(rows), sample_size)
+    stats = length_stats(token_lengths(rows, tokenizer), max_length, getattr(tokenizer, "model_max_length", None))
+    stats["sampled"] = sampled
+    return stats

@@ -1,0 +1,434 @@
+"""Getting a finished run out: adapter zip, merged 16-bit model, model card, Hub upload.
+
+Merging always reloads the base WITHOUT quantization (bf16 on GPUs that support it, else
+fp16; float32 on CPU) and merges the adapter into those weights: merging into 4-bit weights
+would round the update away. A QLoRA adapter was trained against the 4-bit base, so the
+merged model can differ slightly from what Compare showed; the model card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.compare import NO_ADAPTER_MESSAGE, run_workspace
+from finetune.demo import is_demo
+from finetune.errors import ConfigError, FinetuneError, ModelError, RunError
+from finetune.runs import Run, open_run
+
+MERGE_MARKER = ".finetune-merge.json"  # marks a folder as our merge, so a re-merge may replace it
+TAG = "finetune-studio"
+_REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_HUB_MODEL_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
+
+Progress = Callable[[float, str], Any]
+
+
+class HubError(FinetuneError):
+    """Uploading to the Hugging Face Hub failed (offline, no token, refused); never holds the token."""
+
+
+def _as_run(run: Run | str | Path) -> Run:
+    return run if isinstance(run, Run) else open_run(run)
+
+
+def _require_adapter(run: Run) -> None:
+    if not run.has_adapter():
+        raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
+
+
+def exports_dir(run: Run) -> Path:
+    return run.path / "exports"
+
+
+# model card -----------------------------------------------------------------
+def _is_hub_id(name: str) -> bool:
+    if is_demo(name) or ".." in name or not _HUB_MODEL_RE.fullmatch(name):
+        return False
+    return not Path(name).expanduser().exists()
+
+
+def _method_tags(cfg) -> list[str]:
+    if cfg.method == "full":
+        return ["full-finetune"]
+    tags = ["dora"] if cfg.method == "dora" else ["lora"]
+    if cfg.quantization == "4bit":
+        tags.insert(0, "qlora")
+    return tags
+
+
+def _config_rows(cfg) -> list[tuple[str, Any]]:
+    rows = [("method", cfg.method), ("quantization", cfg.quantization)]
+    if cfg.method != "full":
+        rows += [("lora_r", cfg.lora_r), ("lora_alpha", cfg.lora_alpha), ("lora_dropout", cfg.lora_dropout)]
+        rows += [("lora_target_modules", cfg.lora_target_modules)]
+    effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    rows += [
+        ("learning_rate", cfg.learning_rate),
+        ("lr_scheduler_type", cfg.lr_scheduler_type),
+        (
+            "max_steps" if cfg.max_steps > 0 else "num_train_epochs",
+            cfg.max_steps if cfg.max_steps > 0 else cfg.num_train_epochs,
+        ),
+        (
+            "batch size (per device x accumulation)",
+            f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} = {effective}",
+        ),
+        ("max_length", cfg.max_length),
+        ("packing", cfg.packing),
+        ("loss on prompt tokens", cfg.train_on_prompt),
+        ("optim", cfg.optim),
+        ("weight_decay", cfg.weight_decay),
+        ("warmup", cfg.warmup_steps if cfg.warmup_steps > 0 else f"{cfg.warmup_ratio:g} of steps"),
+        ("seed", cfg.seed),
+    ]
+    return rows
+
+
+def _public_value(value: Any) -> Any:
+    """Local file paths become file names: a published card must not reveal a user's folders."""
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", value)):
+        return Path(value).name
+    return value
+
+
+def _data_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Scalar facts of data_summary.json (one level of nesting flattened); lists are skipped."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items() if isinstance(v, (str, int, float, bool))]
+        elif isinstance(value, (str, int, float, bool)):
+            rows.append((key, value))
+    return [(k, _public_value(v)) for k, v in rows][:30]
+
+
+def _final_metrics(run: Run) -> list[tuple[str, Any]]:
+    records = run.metrics()
+    rows = []
+    for key in ("loss", "eval_loss"):
+        values = [(m.get("step"), m[key]) for m in records if isinstance(m.get(key), (int, float))]
+        if values:
+            step, value = values[-1]
+            rows.append((f"final {key}", f"{value:.4f} (step {step})"))
+    status = run.status()
+    rows.append(("state", status.get("state", "unknown")))
+    if status.get("step"):
+        rows.append(("steps", status.get("step")))
+    return rows
+
+
+def _table(rows: list[tuple[str, Any]], header: str = "setting") -> str:
+    lines = [f"| {header} | value |", "|---|---|"]
+    lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def model_card(run: Run | str | Path, *, merged: bool = False) -> str:
+    """README.md for the adapter (`library_name: peft`) or the merged model (`transformers`).
+
+    `base_model` is written only for Hub ids: the Hub rejects metadata naming a local
+    folder, and the built-in demo model is not on the Hub.
+    """
+    run = _as_run(run)
+    cfg = run.config()
+    base = cfg.model_name_or_path
+    adapter = cfg.method != "full" and not merged
+    meta: dict[str, Any] = {}
+    if _is_hub_id(base):
+        meta["base_model"] = base
+    meta["library_name"] = "peft" if adapter else "transformers"
+    meta["tags"] = [TAG, *_method_tags(cfg), "trl", "sft"] + (["merged"] if merged else [])
+    meta["pipeline_tag"] = "text-generation"
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    shown_base = (
+        base
+        if _is_hub_id(base)
+        else ("the built-in demo model" if is_demo(base) else f"a local model ({_public_value(base)})")
+    )
+    what = {
+        "full": "Full fine-tune",
+        "dora": "DoRA adapter",
+        "lora": "QLoRA adapter" if cfg.quantization == "4bit" else "LoRA adapter",
+    }
+    kind = what[cfg.method] + (" merged into the base weights" if merged and cfg.method != "full" else "")
+    parts = [
+        f"---\n{front}---\n",
+        f"# {run.name}\n",
+        f"{kind} of {'`' + base + '`' if _is_hub_id(base) else shown_base}, trained with {TAG} (TRL SFTTrainer + PEFT).\n",
+        "## Training configuration\n",
+        _table(_config_rows(cfg)) + "\n",
+    ]
+    data = _data_rows(run.data_summary())
+    if data:
+        parts += ["## Data\n", _table(data, "data") + "\n"]
+    parts += ["## Results\n", _table(_final_metrics(run), "metric") + "\n"]
+    if merged and cfg.quantization != "none" and cfg.method != "full":
+        parts.append(
+            f"Note: the adapter was trained against the {cfg.quantization} base and merged into the unquantized base, "
+            "so outputs can differ slightly from the quantized base + adapter.\n"
+        )
+    parts += _usage(base if _is_hub_id(base) else "<base model>", adapter)
+    return "\n".join(parts)
+
+
+def _usage(base: str, adapter: bool) -> list[str]:
+    if adapter:
+        code = (
+            "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'base = AutoModelForCausalLM.from_pretrained("{base}", dtype="auto", device_map="auto")\n'
+            'model = PeftModel.from_pretrained(base, "<this repo or folder>")\n'
+            'tokenizer = AutoTokenizer.from_pretrained("<this repo or folder>")\n'
+            "model = model.merge_and_unload()  # optional: a plain transformers model\n```\n"
+        )
+    else:
+        code = (
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            'model = AutoModelForCausalLM.from_pretrained("<this repo or folder>", dtype="auto", device_map="auto")\n'
+            'tokenizer = AutoTokenizer.from_pretrained("<this repo or folder>")\n```\n'
+        )
+    chat = (
+        '```python\nmessages = [{"role": "user", "content": "Hello!"}]\n'
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, "
+        'return_tensors="pt").to(model.device)\n'
+        "out = model.generate(**inputs, max_new_tokens=128)\n"
+        'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))\n```\n'
+    )
+    return ["## Usage\n", code, chat]
+
+
+def write_adapter_card(run: Run) -> Path:
+    """Write the card into adapter/README.md (replacing PEFT's placeholder card)."""
+    path = run.adapter_dir / "README.md"
+    path.write_text(model_card(run), encoding="utf-8")
+    return path
+
+
+# zip ------------------------------------------------------------------------
+def zip_adapter(run: Run | str | Path, out_path: str | Path | None = None) -> Path:
+    """A zip of adapter/ (files at the zip's root, so it unzips into a loadable folder)."""
+    run = _as_run(run)
+    _require_adapter(run)
+    suffix = "model" if run.config().method == "full" else "adapter"
+    out = Path(out_path).expanduser() if out_path else exports_dir(run) / f"{run.name}-{suffix}.zip"
+    if out.is_dir():
+        out = out / f"{run.name}-{suffix}.zip"
+    try:
+        write_adapter_card(run)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for file in sorted(run.adapter_dir.rglob("*")):
+                if file.is_file() and not file.is_symlink() and not file.name.startswith("."):
+                    zf.write(file, file.relative_to(run.adapter_dir).as_posix())
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise RunError(f"cannot write the zip {out}: {exc.strerror or exc}") from None
+    return out
+
+
+# merge ----------------------------------------------------------------------
+def _check_out_dir(run: Run, out_dir: Path) -> None:
+    """Refuse to clobber anything that is not empty and not an earlier merge of this run."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir} is a file; choose a folder for the merged model")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        try:
+            marker = json.loads((out_dir / MERGE_MARKER).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            marker = {}
+        if marker.get("run_path") != str(run.path):
+            raise RunError(
+                f"{out_dir} is not empty and is not an earlier merge of {run.name}; "
+                "choose an empty or new folder (nothing was changed)"
+            )
+
+
+def _make_staging(out_dir: Path) -> Path:
+    staging = out_dir.parent / f".{out_dir.name}.merging-{os.getpid()}"
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        (staging / ".write-test").write_text("ok")
+        (staging / ".write-test").unlink()
+    except OSError as exc:
+        raise RunError(f"cannot write to {out_dir}: {exc.strerror or exc}; choose a writable folder") from None
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Swap the finished staging folder in; an old merge is removed only after success."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _original_dtype(model_path: str):
+    """The dtype the base checkpoint is stored in, when it is a 16-bit float type."""
+    import torch
+    from transformers import AutoConfig
+
+    try:
+        dtype = getattr(AutoConfig.from_pretrained(model_path), "dtype", None)
+    except Exception:
+        return None
+    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _merge_lora(run: Run, cfg, staging: Path, step: Callable[[float, str], None]) -> None:
+    import torch
+    from peft import PeftModel
+
+    from finetune.models import load_model, resolve_model_path
+
+    workspace = run_workspace(run)
+    step(0.05, f"Loading {cfg.model_name_or_path} without quantization (never merged into quantized weights)")
+    # auto precision: bf16 on GPUs that have it, else fp16 on CUDA; float32 on CPU
+    base = load_model(cfg.replace(bf16="auto", fp16="auto"), workspace, quantization="none")
+    if getattr(base, "is_quantized", False) or getattr(base.config, "quantization_config", None):
+        raise ModelError(
+            f"{cfg.model_name_or_path} is stored quantized, so there are no 16-bit weights to merge into; "
+            "train from the original (unquantized) model, or share the adapter instead"
+        )
+    step(0.35, "Attaching the adapter")
+    try:
+        model = PeftModel.from_pretrained(base, str(run.adapter_dir), is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"Could not load the adapter in {run.adapter_dir}: {str(exc).splitlines()[0][:300]}") from None
+    step(0.5, "Merging the adapter into the weights")
+    merged = model.merge_and_unload()
+    stored = _original_dtype(resolve_model_path(cfg.model_name_or_path, workspace))
+    if stored is not None and merged.dtype == torch.float32:
+        merged = merged.to(stored)  # merged in float32 on CPU; keep the checkpoint's size on disk
+    step(0.65, "Saving the merged model (safetensors)")
+    merged.save_pretrained(staging, max_shard_size="2GB")
+    if not (staging / "generation_config.json").is_file() and getattr(merged, "generation_config", None):
+        merged.generation_config.save_pretrained(staging)
+
+
+def _copy_full(run: Run, staging: Path, step: Callable[[float, str], None]) -> None:
+    step(0.1, "Copying the fine-tuned model")
+    for file in sorted(run.adapter_dir.iterdir()):
+        if file.is_file() and not file.name.startswith(".") and file.name != "README.md":
+            shutil.copy2(file, staging / file.name)
+
+
+def _save_tokenizer(run: Run, cfg, staging: Path) -> None:
+    from finetune.models import load_tokenizer
+
+    own = any((run.adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = load_tokenizer(cfg, run_workspace(run), path=str(run.adapter_dir) if own else None)
+    tokenizer.save_pretrained(staging)
+
+
+def merge_adapter(run: Run | str | Path, out_dir: str | Path | None = None, progress: Progress | None = None) -> Path:
+    """Merge the adapter into a 16-bit copy of the base and save a standalone model.
+
+    Default folder <run>/exports/merged. An existing folder is replaced only when it is an
+    earlier merge of this run; the new one is built beside it and swapped in at the end.
+    `progress(fraction, message)` is called at each stage. For method=full the saved model
+    is copied as it is.
+    """
+    run = _as_run(run)
+    _require_adapter(run)
+    cfg = run.config()
+    out = Path(out_dir).expanduser().resolve() if out_dir else exports_dir(run) / "merged"
+    _check_out_dir(run, out)
+
+    def step(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message)
+
+    staging = _make_staging(out)
+    try:
+        if cfg.method == "full":
+            _copy_full(run, staging, step)
+        else:
+            _merge_lora(run, cfg, staging, step)
+        _save_tokenizer(run, cfg, staging)
+        step(0.9, "Writing the model card")
+        (staging / "README.md").write_text(model_card(run, merged=True), encoding="utf-8")
+        write_adapter_card(run)
+        marker = {"run": run.name, "run_path": str(run.path), "method": cfg.method, "created_at": time.time()}
+        (staging / MERGE_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+        _publish(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunError(f"cannot write the merged model to {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    step(1.0, f"Saved to {out}")
+    return out
+
+
+# Hub ------------------------------------------------------------------------
+def check_repo_id(repo_id: str) -> str:
+    """`owner/name` with the Hub's characters; raises ConfigError otherwise."""
+    repo_id = (repo_id or "").strip() if isinstance(repo_id, str) else ""
+    if not _REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith(".git"):
+        raise ConfigError(
+            [
+                f"repo_id: '{repo_id}' is not a Hub repository id; use owner/name (e.g. alice/my-adapter) with "
+                "letters, digits, '-', '_' and '.'"
+            ]
+        )
+    return repo_id
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or constants.is_offline_mode()
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
+    """Upload an adapter or merged-model folder to the Hub; returns the repository URL.
+
+    The token comes from the argument, else HF_TOKEN / a stored `hf auth login`; it is only
+    handed to huggingface_hub, never written or logged, and scrubbed from error messages.
+    """
+    repo_id = check_repo_id(repo_id)
+    folder = Path(folder).expanduser()
+    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+        raise RunError(f"{folder} holds no adapter or model to upload (no adapter_config.json / config.json)")
+    if _offline():
+        raise HubError(
+            "Cannot upload: the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE is set). Unset it and retry."
+        )
+    import huggingface_hub
+
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise HubError("Cannot upload: no Hugging Face token. Paste a write token or set HF_TOKEN.")
+    try:
+        api = huggingface_hub.HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message=f"Upload from {TAG}",
+            ignore_patterns=[MERGE_MARKER, ".*", "*.tmp", "checkpoint-*/**"],
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a clear, token-free message
+        reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, token)
+        raise HubError(f"Upload to {repo_id} failed: {reason[:300]}") from None
+    return str(getattr(url, "url", None) or f"https://huggingface.co/{repo_id}")

@@ -1,0 +1,199 @@
+"""Finding, checking and loading base models and tokenizers.
+
+Model ids are a Hub id, a local folder, or `demo`. Anything that cannot run on the
+hardware present is refused before a run starts (`check_runnable`), with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.demo import demo_model_path, is_demo
+from finetune.errors import ModelError
+
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
+    """A loadable path or Hub id for `name`; local paths must exist and hold a config.json."""
+    name = (name or "").strip()
+    if not name:
+        raise ModelError("No base model given: pick one from the list, type a Hub id, or use `demo`.")
+    if is_demo(name):
+        return str(demo_model_path(workspace))
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not _HUB_ID_RE.match(name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"The folder {path} is not a model: it has no config.json.")
+        return str(path.resolve())
+    if looks_local or path.exists():
+        raise ModelError(f"The local model folder {path} does not exist.")
+    if not _HUB_ID_RE.match(name) or ".." in name:
+        raise ModelError(
+            f"'{name}' is neither a local folder nor a valid Hub model id (like Qwen/Qwen2.5-0.5B-Instruct)."
+        )
+    return name
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def flash_attention_available() -> bool:
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None:
+        return False
+    major, _ = torch.cuda.get_device_capability()
+    return major >= 8
+
+
+def pick_attn_implementation(config: RunConfig) -> str:
+    """`auto` -> flash_attention_2 when installed and supported, else sdpa."""
+    if config.attn_implementation != "auto":
+        return config.attn_implementation
+    return "flash_attention_2" if flash_attention_available() else "sdpa"
+
+
+def resolve_precision(config: RunConfig) -> tuple[bool, bool]:
+    """(bf16, fp16) with `auto` resolved for the hardware present."""
+    bf16 = bf16_supported() if config.bf16 == "auto" else bool(config.bf16)
+    fp16 = (cuda_available() and not bf16) if config.fp16 == "auto" else bool(config.fp16)
+    if bf16 and fp16:
+        fp16 = False
+    return bf16, fp16
+
+
+def compute_dtype(config: RunConfig):
+    import torch
+
+    bf16, fp16 = resolve_precision(config)
+    return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
+
+
+def check_runnable(config: RunConfig) -> list[str]:
+    """Problems that make this config impossible on this machine (empty when it can run)."""
+    problems = []
+    cuda = cuda_available()
+    if config.attn_implementation == "flash_attention_2":
+        if not cuda:
+            problems.append("attn_implementation: flash_attention_2 needs a CUDA GPU; use auto or sdpa on this machine")
+        elif not flash_attention_available():
+            problems.append(
+                "attn_implementation: flash_attention_2 needs the flash-attn package and a GPU of compute "
+                "capability 8.0+ (Ampere or newer); use auto or sdpa"
+            )
+    if config.fp16 is True and not cuda:
+        problems.append("fp16: float16 mixed precision needs a CUDA GPU; set fp16 to auto or false")
+    if config.bf16 is True and cuda and not bf16_supported():
+        problems.append("bf16: this GPU does not support bfloat16; set bf16 to auto or false (fp16 is used instead)")
+    if config.optim == "adamw_torch_fused" and not cuda:
+        problems.append("optim: adamw_torch_fused needs a CUDA GPU; use adamw_torch on this machine")
+    if config.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(
+            f"quantization: {config.quantization} needs the bitsandbytes package (pip install bitsandbytes)"
+        )
+    if config.trust_remote_code:
+        warnings.warn("trust_remote_code is on: the model repository's Python code will run", stacklevel=2)
+    return problems
+
+
+def _hub_error(name: str, exc: Exception) -> ModelError:
+    text = str(exc)
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower()
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return ModelError(
+            f"The model '{name}' is gated or private: accept its licence on huggingface.co and provide a token "
+            "(HF_TOKEN), or choose another model."
+        )
+    if offline:
+        return ModelError(
+            f"Could not download '{name}' from the Hugging Face Hub (no network access or offline mode). "
+            "Use a local model folder, a model already in your Hugging Face cache, or `demo`."
+        )
+    return ModelError(
+        f"Could not load the model '{name}': it was not found on the Hub or locally ({text.splitlines()[0][:200]})."
+    )
+
+
+def load_tokenizer(config: RunConfig, workspace: str | Path | None = None, path: str | None = None):
+    """The base model's tokenizer, with a pad token (eos when the model has none)."""
+    from transformers import AutoTokenizer
+
+    source = path or resolve_model_path(config.model_name_or_path, workspace)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(config.model_name_or_path, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _add_generation_markers(tokenizer)
+    return tokenizer
+
+
+def _add_generation_markers(tokenizer) -> None:
+    """Swap in TRL's training version of a known chat template (same text, plus {% generation %}
+    markers) so the loss can be masked to assistant turns, in training and in the preview alike."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template
+    if not template or not isinstance(template, str) or has_generation_markers(template):
+        return
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except (ValueError, TypeError):
+        return  # unknown template: the last assistant turn is trained as a completion instead
+    if patched:
+        tokenizer.chat_template = patched
+
+
+def model_load_kwargs(config: RunConfig, quantization: str | None = None) -> dict[str, Any]:
+    """from_pretrained kwargs for the config's dtype, quantization, attention and device."""
+    from finetune.builders import build_bnb_config
+
+    quantization = config.quantization if quantization is None else quantization
+    kwargs: dict[str, Any] = {
+        "dtype": compute_dtype(config),
+        "attn_implementation": pick_attn_implementation(config),
+        "trust_remote_code": config.trust_remote_code,
+    }
+    if quantization != "none":
+        kwargs["quantization_config"] = build_bnb_config(config, quantization)
+    if cuda_available():
+        from accelerate import PartialState
+
+        # one full copy per process: the device of this rank under accelerate/DDP
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    return kwargs
+
+
+def load_model(
+    config: RunConfig, workspace: str | Path | None = None, *, quantization: str | None = None, path: str | None = None
+):
+    """The base causal LM, loaded as the config says (4-bit/8-bit/16-bit, attention, dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    source = path or resolve_model_path(config.model_name_or_path, workspace)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, quantization))
+    except (OSError, ValueError) as exc:
+        if "flash" in str(exc).lower():
+            raise ModelError(
+                f"FlashAttention could not be used with this model: {exc}. Set attn_implementation to sdpa."
+            ) from None
+        raise _hub_error(config.model_name_or_path, exc) from None

@@ -1,0 +1,401 @@
+"""The training job: TRL's SFTTrainer with PEFT, run in a background thread.
+
+Flow (torchtune-style, explicit): setup (data, tokenizer, model, trainer) -> train -> save
+-> cleanup. The thread and its readers meet at the job's `Run`: a lock-guarded metrics
+buffer mirrored to metrics.jsonl, and a stop Event that a TrainerCallback checks every step.
+One job runs per process; a second start is answered with BusyError.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from finetune.config import RunConfig
+from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
+from finetune.runs import ACTIVE_STATES, Run, create_run
+
+
+class StopRequested(Exception):
+    """Raised between setup phases when the user pressed Stop before training began."""
+
+
+class _RunCallback(TrainerCallback):
+    """Feeds the run: progress, metrics (buffer + metrics.jsonl), phase changes, stop and NaN checks."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self.start_time = time.time()
+        self.start_step = 0
+        self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = time.time()
+        self.start_step = state.global_step
+        self.job._update(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.job._update(step=state.global_step, epoch=state.epoch)
+        if self.job.stop_event.is_set():
+            control.should_training_stop = True
+            control.should_save = False
+            self.job._update(state="saving", message="Stopping: saving the adapter trained so far")
+        elif control.should_evaluate:
+            self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
+        elif control.should_save:
+            self.job._update(state="saving", message=f"Saving checkpoint {state.global_step}")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if not self.job.stop_event.is_set():
+            self.job._update(state="training", message="Training")
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self.job.stop_event.is_set():
+            self.job._update(state="training", message="Training")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        now = time.time()
+        record: dict[str, Any] = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "time": round(now - self.start_time, 3),
+        }
+        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if "num_tokens" in logs:
+            if self.last_tokens is not None and now > self.last_tokens[1]:
+                record["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
+            self.last_tokens = (logs["num_tokens"], now)
+        record.update(_cuda_memory())
+        self.job.run.append_metrics(record)
+        self.job.run.log(_format_log(record))
+        self.job._update(persist=True, tokens_per_s=record.get("tokens_per_s", self.job.progress()["tokens_per_s"]))
+        loss = logs.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            self.job.nan_step = state.global_step
+            control.should_training_stop = True
+
+
+def _format_log(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def _cuda_memory() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "cuda_mem_allocated_gb": torch.cuda.memory_allocated() / 2**30,
+        "cuda_mem_reserved_gb": torch.cuda.memory_reserved() / 2**30,
+        "cuda_max_mem_allocated_gb": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
+    """How the loss is masked, and the rows shaped for it.
+
+    Conversations train on every assistant turn via the chat template's {% generation %}
+    markers (models.load_tokenizer adds them to templates TRL knows); without markers, the
+    last assistant turn becomes a completion so the prompt still carries no loss."""
+    from finetune.data import has_generation_markers, to_prompt_completion
+
+    first = rows[0]
+    if "text" in first or train_on_prompt:
+        return "full_sequence", rows
+    if "prompt" in first:
+        return "completion_only", rows
+    if has_generation_markers(tokenizer):
+        return "assistant_only", rows
+    return "completion_only", to_prompt_completion(rows)
+
+
+def explain_failure(exc: BaseException, config: RunConfig) -> str:
+    """One paragraph that says what went wrong and what to change (the seeds' troubleshooting tables)."""
+    if isinstance(exc, FinetuneError):
+        return str(exc)
+    text = str(exc)
+    lowered = text.lower()
+    if "out of memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
+        advice = _oom_advice(config)
+        return f"Out of memory. {advice}"
+    if isinstance(exc, FileNotFoundError):
+        return f"A file was not found: {text}. Check dataset_path / eval_dataset_path."
+    if "target modules" in lowered or "target_modules" in lowered:
+        return (
+            f"lora_target_modules '{config.lora_target_modules}' matches no layer of this model ({text}). "
+            "Use all-linear, or the module names of this architecture."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"Training failed: {type(exc).__name__}: {first[:400]}. The full traceback is in train.log."
+
+
+def _oom_advice(config: RunConfig) -> str:
+    try:
+        from finetune.estimate import oom_advice
+
+        return oom_advice(config)
+    except Exception:
+        return (
+            "Lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch), "
+            "lower max_length, turn on gradient_checkpointing, use quantization 4bit, or a smaller lora_r."
+        )
+
+
+class TrainingJob:
+    """A run being trained in a background thread. Read `state`, `progress()`; call `stop()`."""
+
+    def __init__(self, config: RunConfig, run: Run, workspace: str | Path | None, resume_from: Path | None):
+        self.config = config
+        self.run = run
+        self.workspace = workspace
+        self.resume_from = resume_from
+        self.stop_event = threading.Event()
+        self.nan_step: int | None = None
+        self.state = "queued"
+        self.message = "Waiting to start"
+        self._lock = threading.Lock()
+        self._progress: dict[str, Any] = {"step": 0, "total_steps": 0, "epoch": 0.0, "tokens_per_s": None}
+        self._started = time.time()
+        self._train_started: float | None = None
+        self._train_start_step = 0
+        self._thread = threading.Thread(target=self._main, name=f"train-{run.name}", daemon=True)
+
+    # public -----------------------------------------------------------------
+    def start(self) -> TrainingJob:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Graceful stop: at the next step boundary, saving the adapter trained so far."""
+        if self.is_alive() and not self.stop_event.is_set():
+            self.stop_event.set()
+            self._update(message="Stop requested: finishing the current step")
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        return self.state
+
+    def progress(self) -> dict[str, Any]:
+        """state, message, step, total_steps, epoch, elapsed, eta (s), tokens_per_s, fraction."""
+        with self._lock:
+            p = dict(self._progress, state=self.state, message=self.message, run=self.run.name)
+        p["elapsed"] = time.time() - self._started
+        step, total = p.get("step") or 0, p.get("total_steps") or 0
+        p["fraction"] = min(step / total, 1.0) if total else 0.0
+        p["eta"] = None
+        if self._train_started and total and step > self._train_start_step:
+            rate = (time.time() - self._train_started) / (step - self._train_start_step)
+            p["eta"] = rate * (total - step)
+        return p
+
+    # internals ---------------------------------------------------------------
+    def _update(
+        self, state: str | None = None, message: str | None = None, persist: bool = False, **fields: Any
+    ) -> None:
+        """Change the in-memory progress; status.json is rewritten on phase changes and at each log."""
+        with self._lock:
+            if state is not None:
+                self.state = state
+                if state == "training" and self._train_started is None:
+                    self._train_started = time.time()
+                    self._train_start_step = fields.get("step", 0)
+            if message is not None:
+                self.message = message
+            self._progress.update(fields)
+            snapshot = dict(self._progress)
+        if persist or state is not None or message is not None:
+            self.run.write_status(
+                self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
+            )
+
+    def _check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise StopRequested
+
+    def _main(self) -> None:
+        trainer = model = None
+        try:
+            trainer, model = self._setup()
+            self._train(trainer)
+        except StopRequested:
+            self._update(state="stopped", message="Stopped before training began; nothing was trained.")
+        except BaseException as exc:  # the thread must always leave a final state behind
+            self.run.log("FAILED\n" + "".join(traceback.format_exception(exc)))
+            self._update(state="failed", message=explain_failure(exc, self.config))
+        finally:
+            del trainer, model
+            _release_memory()
+            self.run.log(f"final state: {self.state}: {self.message}")
+
+    def _setup(self):
+        import datasets
+        from datasets import Dataset
+        from transformers import set_seed
+        from trl import SFTTrainer
+
+        from finetune.builders import build_lora_config, build_sft_config
+        from finetune.data import prepare_data
+        from finetune.models import load_model, load_tokenizer, resolve_model_path
+
+        cfg = self.config
+        datasets.disable_progress_bars()  # progress is reported through the run, not stderr
+        self._update(state="loading", message="Reading the data and the tokenizer")
+        self.run.log(
+            f"run {self.run.name}: model={cfg.model_name_or_path} method={cfg.method} quantization={cfg.quantization}"
+        )
+        model_path = resolve_model_path(cfg.model_name_or_path, self.workspace)
+        tokenizer = load_tokenizer(cfg, self.workspace, path=model_path)
+        data = prepare_data(cfg, tokenizer)
+        self.run.data_summary_path.write_text(_json(data.summary), encoding="utf-8")
+        for issue in data.report.skipped[:50]:
+            self.run.log(f"skipped row {issue.row}: {issue.reason}")
+        loss_mode, train_rows = choose_loss_mode(data.train_rows, tokenizer, cfg.train_on_prompt)
+        _, eval_rows = (
+            choose_loss_mode(data.eval_rows, tokenizer, cfg.train_on_prompt) if data.eval_rows else (None, [])
+        )
+        self.run.log(f"data: {len(train_rows)} train / {len(eval_rows)} validation rows, loss on: {loss_mode}")
+        self._check_stop()
+
+        self._update(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
+        set_seed(cfg.seed)
+        model = load_model(cfg, self.workspace, path=model_path)
+        self._check_stop()
+
+        self._update(message="Tokenizing")
+        args = build_sft_config(cfg, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode)
+        callbacks: list = [_RunCallback(self)]
+        if cfg.early_stopping_patience > 0 and eval_rows:
+            from transformers import EarlyStoppingCallback
+
+            callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=build_lora_config(cfg),
+            callbacks=callbacks,
+        )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # metrics go to train.log and metrics.jsonl instead of stdout
+        self._check_stop()
+        return trainer, model
+
+    def _train(self, trainer) -> None:
+        resume = str(self.resume_from) if self.resume_from else None
+        if resume:
+            self.run.log(f"resuming from {self.resume_from.name}")
+        self._update(state="training", message="Training")
+        trainer.train(resume_from_checkpoint=resume)
+        if self.nan_step is not None:
+            raise FinetuneError(
+                f"The loss became NaN at step {self.nan_step}: lower learning_rate (e.g. by 10x), keep "
+                "max_grad_norm at 1.0, or switch fp16 off (bf16 or fp32 are more stable)."
+            )
+        stopped = self.stop_event.is_set()
+        self._update(
+            state="saving", message="Saving the adapter" if self.config.method != "full" else "Saving the model"
+        )
+        trainer.save_model(str(self.run.adapter_dir))
+        trainer.processing_class.save_pretrained(str(self.run.adapter_dir))
+        step = trainer.state.global_step
+        if stopped:
+            self._update(
+                state="stopped", message=f"Stopped by the user at step {step}; the adapter so far is saved.", step=step
+            )
+        else:
+            self._update(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=1, default=str)
+
+
+def _release_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- one job per process -------------------------------------------------------
+_registry_lock = threading.Lock()
+_jobs: dict[str, TrainingJob] = {}
+_current: TrainingJob | None = None
+
+
+def current_job() -> TrainingJob | None:
+    """The job running in this process, if any."""
+    return _current if _current is not None and _current.is_alive() else None
+
+
+def get_job(run_name: str) -> TrainingJob | None:
+    """The job (alive or finished) this process ran for `run_name`, if any."""
+    return _jobs.get(run_name)
+
+
+def start_training(
+    config: RunConfig,
+    *,
+    workspace: str | Path | None = None,
+    resume_run: Run | None = None,
+) -> TrainingJob:
+    """Validate, create (or reopen) the run folder and start training in the background."""
+    global _current
+    from finetune.models import check_runnable
+
+    with _registry_lock:
+        running = current_job()
+        if running is not None:
+            raise BusyError(
+                f"Busy: the run '{running.run.name}' is {running.state} in this process. "
+                "Stop it or wait for it to finish before starting another."
+            )
+        problems = config.validate() + check_runnable(config)
+        if problems:
+            raise ConfigError(problems)
+        resume_from = None
+        if resume_run is not None:
+            run = resume_run
+            if run.status().get("state") in ACTIVE_STATES:
+                raise RunError(f"The run '{run.name}' is still running in another process.")
+            resume_from = run.latest_checkpoint()
+            if resume_from is None:
+                raise RunError(f"The run '{run.name}' has no checkpoint to resume from (checkpoints/ is empty).")
+            _truncate_metrics(run, int(resume_from.name.split("-")[-1]))
+            config.to_yaml(run.config_path)
+        else:
+            run = create_run(config, workspace)
+        job = TrainingJob(config, run, workspace, resume_from)
+        _jobs[run.name] = job
+        _current = job
+        return job.start()
+
+
+def _truncate_metrics(run: Run, last_step: int) -> None:
+    """Before a resume: keep only metrics up to the checkpoint, so replayed steps are not doubled."""
+    import json
+    import os
+
+    kept = [m for m in run.metrics() if m.get("step", 0) <= last_step]
+    tmp = run.metrics_path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
+    os.replace(tmp, run.metrics_path)
+    run.reload_metrics()

@@ -1,0 +1,106 @@
+"""Fake finished runs built with plain PEFT on the demo model (no training engine involved),
+plus reference generation with plain transformers/PEFT to check our code against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from finetune.config import RunConfig
+from finetune.runs import Run, create_run
+
+PROMPT = "What is the capital of France?"
+
+
+def _demo(workspace: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.demo import demo_model_path
+
+    path = demo_model_path(workspace)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+
+
+def save_random_adapter(workspace: Path, target: Path, seed: int) -> None:
+    """A LoRA with non-zero B (init_lora_weights=False), so it really changes the outputs."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = _demo(workspace)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def save_perturbed_model(workspace: Path, target: Path, seed: int) -> None:
+    """A "fully fine-tuned" demo model: every weight nudged."""
+    model, tokenizer = _demo(workspace)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def make_run(
+    workspace: Path,
+    *,
+    quantization: str = "none",
+    method: str = "lora",
+    run_name: str = "",
+    model: str = "demo",
+    seed: int = 0,
+    checkpoints: tuple[int, ...] = (),
+    with_adapter: bool = True,
+) -> Run:
+    """A run folder as training leaves it: config, adapter/, checkpoints, metrics, data summary."""
+    cfg = RunConfig(model_name_or_path=model, quantization=quantization, method=method, run_name=run_name)
+    run = create_run(cfg, workspace)
+    save = save_perturbed_model if method == "full" else save_random_adapter
+    for step in checkpoints:
+        folder = run.checkpoints_dir / f"checkpoint-{step}"
+        save(workspace, folder, seed + 100 + step)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if with_adapter:
+        save(workspace, run.adapter_dir, seed)
+    run.append_metrics({"step": 1, "epoch": 0.5, "loss": 2.5})
+    run.append_metrics({"step": 2, "epoch": 1.0, "loss": 2.25})
+    run.append_metrics({"step": 2, "epoch": 1.0, "eval_loss": 2.375})
+    summary = {"format": "messages", "source": "/home/alice/secret/data.jsonl", "train_rows": 9, "eval_rows": 1}
+    run.data_summary_path.write_text(json.dumps(summary))
+    run.write_status("done" if with_adapter else "training", "Finished 2 steps", step=2, total_steps=2)
+    return run
+
+
+def encode(tokenizer, prompt: str = PROMPT):
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+
+
+def plain_generate(model, tokenizer, prompt: str = PROMPT, max_new_tokens: int = 16) -> str:
+    """Greedy generation with nothing of ours involved: the reference answer."""
+    inputs = encode(tokenizer, prompt)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def load_plain_base(workspace: Path, quantization: str = "none"):
+    """The demo base loaded with plain transformers, quantized like the run when asked."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from finetune.demo import demo_model_path
+
+    path = demo_model_path(workspace)
+    kwargs = {"dtype": torch.float32}
+    if quantization == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval(), AutoTokenizer.from_pretrained(path)

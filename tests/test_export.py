@@ -1,0 +1,196 @@
+"""Export: what we save must load with plain libraries and behave like base + adapter."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+import yaml
+from helpers_runs import encode, load_plain_base, make_run, plain_generate
+
+from finetune.errors import ConfigError, RunError
+from finetune.export import HubError, check_repo_id, merge_adapter, model_card, push_to_hub, zip_adapter
+
+SECRET = "hf_TopSecretToken1234567890"
+
+
+def _front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+# model card -------------------------------------------------------------------
+def test_model_card_front_matter_and_body(workspace):
+    run = make_run(workspace, model="Qwen/Qwen2.5-0.5B-Instruct", quantization="4bit", with_adapter=False)
+    card = model_card(run)
+    meta = _front_matter(card)
+    assert meta["base_model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert meta["library_name"] == "peft"
+    assert {"finetune-studio", "qlora", "lora"} <= set(meta["tags"])
+    assert meta["pipeline_tag"] == "text-generation"
+    assert "| lora_r | 16 |" in card and "| learning_rate | 0.0002 |" in card
+    assert "final loss | 2.2500" in card and "final eval_loss | 2.3750" in card
+    assert "train_rows | 9" in card
+    assert "/home/alice" not in card  # local paths are reduced to file names
+    assert "PeftModel.from_pretrained" in card
+    merged = _front_matter(model_card(run, merged=True))
+    assert merged["library_name"] == "transformers" and "merged" in merged["tags"]
+
+
+def test_model_card_for_the_demo_names_no_hub_base(workspace):
+    run = make_run(workspace, with_adapter=False)
+    card = model_card(run)
+    assert "base_model" not in _front_matter(card)  # the Hub rejects ids that do not exist
+    assert "demo model" in card
+
+
+# zip --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_zip_holds_a_loadable_adapter(workspace, tmp_path):
+    from peft import PeftModel
+
+    run = make_run(workspace)
+    path = zip_adapter(run)
+    assert path == run.path / "exports" / f"{run.name}-adapter.zip"
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "unzipped")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= names
+    assert (run.adapter_dir / "README.md").read_text().startswith("---\n")
+
+    base, tokenizer = load_plain_base(workspace)
+    before = plain_generate(base, tokenizer)
+    loaded = PeftModel.from_pretrained(base, str(tmp_path / "unzipped")).eval()
+    assert plain_generate(loaded, tokenizer) != before  # the saved adapter loads and changes outputs
+
+
+def test_zip_of_a_run_without_adapter_is_refused(workspace):
+    with pytest.raises(RunError, match="no saved adapter yet"):
+        zip_adapter(make_run(workspace, with_adapter=False))
+
+
+# merge ------------------------------------------------------------------------
+def _logits(model, tokenizer):
+    with torch.no_grad():
+        return model(**encode(tokenizer)).logits.float()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_merged_model_matches_base_plus_adapter(workspace, quantization):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(workspace, quantization=quantization)
+    calls = []
+    out = merge_adapter(run, progress=lambda fraction, message: calls.append((fraction, message)))
+    assert out == run.path / "exports" / "merged"
+    assert [f for f, _ in calls] == sorted(f for f, _ in calls) and calls[-1][0] == 1.0
+    assert len(calls) >= 5
+
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config  # merged into 16/32-bit weights, never 4-bit
+    assert list(out.glob("*.safetensors")) and (out / "generation_config.json").is_file()
+    assert _front_matter((out / "README.md").read_text())["library_name"] == "transformers"
+
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    # reference: the 16-bit (here float32) base + adapter, since merging starts from it
+    base, tokenizer = load_plain_base(workspace)
+    reference = PeftModel.from_pretrained(base, str(run.adapter_dir)).eval()
+    torch.testing.assert_close(_logits(merged, tokenizer), _logits(reference, tokenizer), atol=1e-4, rtol=1e-4)
+    assert plain_generate(merged, tokenizer) == plain_generate(reference, tokenizer)
+
+
+@pytest.mark.slow
+def test_merge_replaces_its_own_output_but_never_user_data(workspace, tmp_path):
+    run = make_run(workspace)
+    out = merge_adapter(run, tmp_path / "merged")
+    merge_adapter(run, out)  # an earlier merge of this run may be replaced
+    assert (out / "config.json").is_file()
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(RunError, match="not empty"):
+        merge_adapter(run, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="cannot write"):
+        merge_adapter(run, blocker / "merged")
+    with pytest.raises(RunError, match="is a file"):
+        merge_adapter(run, blocker)
+
+
+@pytest.mark.slow
+def test_merge_of_a_full_run_copies_the_model(workspace):
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(workspace, method="full")
+    out = merge_adapter(run)
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    saved = AutoModelForCausalLM.from_pretrained(run.adapter_dir).eval()
+    _, tokenizer = load_plain_base(workspace)
+    torch.testing.assert_close(_logits(merged, tokenizer), _logits(saved, tokenizer))
+
+
+# hub --------------------------------------------------------------------------
+@pytest.mark.parametrize("repo_id", ["", "name-only", "a/b/c", "me/../x", "me/bad name", "me/x.git", "/x", "me/a--b"])
+def test_bad_repo_ids_are_refused(repo_id):
+    with pytest.raises(ConfigError, match="owner/name"):
+        check_repo_id(repo_id)
+
+
+def test_good_repo_id_passes():
+    assert check_repo_id(" alice/my-adapter_v1.0 ") == "alice/my-adapter_v1.0"
+
+
+def _fake_adapter_folder(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
+def test_push_offline_is_a_clear_error_without_the_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="offline") as info:
+        push_to_hub(_fake_adapter_folder(tmp_path), "alice/my-adapter", token=SECRET)
+    assert SECRET not in str(info.value)
+
+
+def test_push_failure_never_shows_the_token(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    class FailingApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, *args, **kwargs):
+            raise OSError(f"401 Unauthorized: invalid token {self.token}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    with pytest.raises(HubError, match="401") as info:
+        push_to_hub(_fake_adapter_folder(tmp_path), "alice/my-adapter", token=SECRET)
+    assert SECRET not in str(info.value) and "***" in str(info.value)
+    assert not any(SECRET in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_push_without_token_or_model_is_refused(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(HubError, match="no Hugging Face token"):
+        push_to_hub(_fake_adapter_folder(tmp_path), "alice/my-adapter")
+    with pytest.raises(RunError, match="no adapter or model"):
+        push_to_hub(tmp_path / "missing", "alice/my-adapter", token=SECRET)

@@ -1,0 +1,148 @@
+"""Real TRL/PEFT training on the demo model: loss falls, weights change, stop, resume, busy."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.config import RunConfig
+from finetune.errors import BusyError, ConfigError, RunError
+from finetune.runs import open_run
+from finetune.training import current_job, start_training
+
+pytestmark = pytest.mark.slow
+
+
+def fast_config(**changes) -> RunConfig:
+    """A CPU-sized QLoRA run on the demo model and the bundled sample data."""
+    base = dict(
+        model_name_or_path="demo",
+        quantization="4bit",
+        lora_r=8,
+        lora_alpha=16,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        max_length=256,
+        gradient_checkpointing=False,
+        logging_steps=2,
+        eval_steps=10,
+        save_steps=10,
+        max_steps=30,
+    )
+    base.update(changes)
+    return RunConfig(**base)
+
+
+def test_qlora_run_loss_falls_and_adapter_weights_change(workspace):
+    job = start_training(fast_config(max_steps=60), workspace=workspace)
+    assert job.wait(300) == "done", job.message
+    run = job.run
+    losses = [m["loss"] for m in run.metrics() if "loss" in m]
+    assert len(losses) >= 10
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.5, losses
+    assert any("eval_loss" in m for m in run.metrics())
+    # metrics.jsonl on disk holds the same records as the in-memory buffer, one per line with its step
+    on_disk = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert on_disk == run.metrics() and all("step" in m for m in on_disk)
+    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: non-zero means trained
+    status = run.status()
+    assert status["state"] == "done" and status["step"] == 60
+    summary = run.data_summary()
+    assert summary["format"] == "messages"
+
+
+def test_saved_adapter_loads_with_plain_peft(workspace, demo_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    job = start_training(fast_config(max_steps=6, quantization="none"), workspace=workspace)
+    assert job.wait(300) == "done", job.message
+    base = AutoModelForCausalLM.from_pretrained(demo_path)
+    model = PeftModel.from_pretrained(base, job.run.adapter_dir)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        tuned = model(ids).logits
+        with model.disable_adapter():
+            plain = model(ids).logits
+    assert not torch.allclose(tuned, plain)
+
+
+def test_stop_mid_run_saves_a_loadable_adapter_and_resume_continues(workspace, demo_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    job = start_training(fast_config(max_steps=400, save_steps=5, eval_steps=0), workspace=workspace)
+    deadline = time.time() + 240
+    while job.progress()["step"] < 12 and job.is_alive() and time.time() < deadline:
+        time.sleep(0.2)
+    job.stop()
+    assert job.wait(240) == "stopped", job.message
+    stopped_at = job.run.status()["step"]
+    assert 12 <= stopped_at < 400
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_path), job.run.adapter_dir)
+
+    run = open_run(job.run.path)
+    checkpoint_step = int(run.latest_checkpoint().name.split("-")[-1])
+    config = run.config().replace(max_steps=checkpoint_step + 6)
+    resumed = start_training(config, workspace=workspace, resume_run=run)
+    assert resumed.wait(240) == "done", resumed.message
+    steps = [m["step"] for m in run.metrics() if "loss" in m]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no step logged twice
+    assert run.status()["step"] == checkpoint_step + 6
+    assert steps[-1] >= checkpoint_step + 5  # logged every 2 steps
+    after = [s for s in steps if s > checkpoint_step]
+    assert after and after[0] <= checkpoint_step + 2  # continued from the checkpoint, not from zero
+    assert run.status()["state"] == "done"
+
+
+def test_second_start_is_busy_and_bad_configs_are_refused(workspace):
+    job = start_training(fast_config(max_steps=200, eval_steps=0), workspace=workspace)
+    try:
+        with pytest.raises(BusyError, match="Busy"):
+            start_training(fast_config(), workspace=workspace)
+    finally:
+        job.stop()
+        job.wait(240)
+    assert current_job() is None
+    with pytest.raises(ConfigError) as err:
+        start_training(fast_config(learning_rate=-1, lora_r=0), workspace=workspace)
+    assert "learning_rate" in str(err.value) and "lora_r" in str(err.value)
+    with pytest.raises(ConfigError, match="flash_attention_2 needs a CUDA GPU"):
+        start_training(fast_config(attn_implementation="flash_attention_2"), workspace=workspace)
+
+
+def test_stop_before_training_leaves_a_clean_state(workspace):
+    job = start_training(fast_config(), workspace=workspace)
+    job.stop()
+    state = job.wait(240)
+    assert state == "stopped"
+    assert job.run.status()["state"] == "stopped"
+    follow_up = start_training(fast_config(max_steps=4, eval_steps=0), workspace=workspace)
+    assert follow_up.wait(240) == "done", follow_up.message
+
+
+def test_bad_data_fails_with_a_clear_message(workspace, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1}\n{"bar": 2}\n')
+    job = start_training(fast_config(dataset_path=str(bad)), workspace=workspace)
+    assert job.wait(120) == "failed"
+    assert "foo" in job.message and "Traceback" not in job.message
+    assert job.run.status()["state"] == "failed"
+
+
+def test_resume_without_checkpoint_is_refused(workspace):
+    job = start_training(fast_config(max_steps=4, eval_steps=0, save_steps=100), workspace=workspace)
+    job.wait(240)
+    for ckpt in job.run.checkpoints():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    with pytest.raises(RunError, match="no checkpoint"):
+        start_training(job.run.config(), workspace=workspace, resume_run=job.run)
