@@ -80,10 +80,13 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 class Run:
-    """One run folder. Thread-safe for one writer (the training thread) and many readers."""
+    """One run folder. Thread-safe for one writer (the training thread) and many readers.
 
-    def __init__(self, path: str | Path):
+    `read_only` runs (the non-zero ranks of a multi-process job) silently skip every write."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path).resolve()
+        self.read_only = read_only
         self.name = self.path.name
         self._lock = threading.Lock()
         self._metrics: list[dict[str, Any]] | None = None  # loaded lazily from metrics.jsonl
@@ -126,14 +129,14 @@ class Run:
 
     # status --------------------------------------------------------------
     def write_status(self, state: str, message: str = "", **fields: Any) -> dict[str, Any]:
+        if self.read_only:
+            return {}
         with self._lock:
             current = self._read_status_raw()
             current.update(fields)
             current.update(state=state, message=message, updated_at=time.time())
             if state in ACTIVE_STATES:
-                current.setdefault("pid", os.getpid())
                 current["pid"] = os.getpid()
-                current.setdefault("process_started_at", _process_start())
                 current["process_started_at"] = _process_start()
             _atomic_write(self.status_path, json.dumps(current, indent=1))
             return current
@@ -168,6 +171,8 @@ class Run:
     # metrics -------------------------------------------------------------
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one logged metrics dict (must hold `step`) to the buffer and metrics.jsonl, flushed."""
+        if self.read_only:
+            return
         line = json.dumps(record, default=float)
         with self._lock:
             self._load_metrics_locked()
@@ -212,6 +217,8 @@ class Run:
 
     # log -----------------------------------------------------------------
     def log(self, message: str) -> None:
+        if self.read_only:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"{stamp} | {message}\n")

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from finetune.config import RunConfig
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
+from finetune.distributed import is_main_process, shared_run
 from finetune.runs import ACTIVE_STATES, Run, create_run
 
 
@@ -258,7 +259,8 @@ class TrainingJob:
         model_path = resolve_model_path(cfg.model_name_or_path, self.workspace)
         tokenizer = load_tokenizer(cfg, self.workspace, path=model_path)
         data = prepare_data(cfg, tokenizer)
-        self.run.data_summary_path.write_text(_json(data.summary), encoding="utf-8")
+        if not self.run.read_only:
+            self.run.data_summary_path.write_text(_json(data.summary), encoding="utf-8")
         for issue in data.report.skipped[:50]:
             self.run.log(f"skipped row {issue.row}: {issue.reason}")
         loss_mode, train_rows = choose_loss_mode(data.train_rows, tokenizer, cfg.train_on_prompt)
@@ -311,7 +313,8 @@ class TrainingJob:
             state="saving", message="Saving the adapter" if self.config.method != "full" else "Saving the model"
         )
         trainer.save_model(str(self.run.adapter_dir))
-        trainer.processing_class.save_pretrained(str(self.run.adapter_dir))
+        if not self.run.read_only:
+            trainer.processing_class.save_pretrained(str(self.run.adapter_dir))
         step = trainer.state.global_step
         if stopped:
             self._update(
@@ -379,10 +382,13 @@ def start_training(
             resume_from = run.latest_checkpoint()
             if resume_from is None:
                 raise RunError(f"The run '{run.name}' has no checkpoint to resume from (checkpoints/ is empty).")
-            _truncate_metrics(run, int(resume_from.name.split("-")[-1]))
-            config.to_yaml(run.config_path)
+            if is_main_process():
+                _truncate_metrics(run, int(resume_from.name.split("-")[-1]))
+                config.to_yaml(run.config_path)
+            else:
+                run = Run(run.path, read_only=True)
         else:
-            run = create_run(config, workspace)
+            run = shared_run(lambda: create_run(config, workspace))
         job = TrainingJob(config, run, workspace, resume_from)
         _jobs[run.name] = job
         _current = job

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run the whole suite.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slow"` for the fast tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# torch==2.13.0 is the local CPU wheel here; naming it keeps pip from pulling a CUDA build
+python3 -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[dev]"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+  else
+    echo "chromium is not installed and this is not root: the browser test will be skipped" >&2
+  fi
+fi
+exec python3 -m pytest "$@"

@@ -1,0 +1,102 @@
+"""The `finetune` CLI end to end: validate, train, runs, compare, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from finetune.cli import main
+from finetune.demo import SAMPLES_DIR
+
+FAST = [
+    "--set", "per_device_train_batch_size=8", "--set", "gradient_accumulation_steps=1",
+    "--set", "learning_rate=1e-2", "--set", "max_length=256", "--set", "gradient_checkpointing=false",
+    "--set", "lora_r=8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("sample_chat.jsonl", "messages"),
+        ("sample_alpaca.jsonl", "alpaca"),
+        ("sample_sharegpt.json", "sharegpt"),
+        ("sample_prompt_completion.csv", "prompt_completion"),
+        ("sample_text.parquet", "text"),
+    ],
+)
+def test_validate_reports_format_rows_and_token_stats(workspace, capsys, name, fmt):
+    assert main(["validate", str(SAMPLES_DIR / name), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == fmt
+    assert summary["token_stats"]["count"] == 110
+    assert summary["token_stats"]["suggested_max_length"] >= 64
+
+
+def test_validate_malformed_file_exits_1_with_an_explanation(workspace, tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "validate", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "line 2" in proc.stderr and "line 1" in proc.stderr
+
+
+def test_validate_unsupported_type_and_missing_file(workspace, tmp_path, capsys):
+    odd = tmp_path / "data.xlsx"
+    odd.write_bytes(b"PK\x03\x04")
+    assert main(["validate", str(odd)]) == 1
+    assert ".jsonl" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "nope.jsonl")]) == 1
+    assert "nope.jsonl" in capsys.readouterr().err
+
+
+def test_train_with_bad_settings_lists_every_problem(workspace, capsys):
+    code = main(["train", "--model", "demo", "--set", "learning_rate=-1", "--set", "lora_r=0", "--set", "nope=1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "nope" in err
+
+
+@pytest.mark.slow
+def test_train_compare_export_from_the_command_line(workspace, tmp_path):
+    """The issue's check: `finetune train --model demo --data FILE --max-steps 30` on CPU, then the
+    adapter loads with plain PEFT, compare differs, and the merged export loads with transformers."""
+    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
+
+    def cli(*args, timeout=600):
+        proc = subprocess.run(
+            [sys.executable, "-m", "finetune.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        return proc.stdout.strip()
+
+    data = SAMPLES_DIR / "sample_prompt_completion.csv"
+    run_dir = cli("train", "--model", "demo", "--data", str(data), "--max-steps", "30", "--quiet", *FAST)
+    assert run_dir.splitlines()[-1] == run_dir  # stdout is just the run folder
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune.demo import demo_model_path
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo_model_path(workspace)), f"{run_dir}/adapter")
+
+    runs = json.loads(cli("runs", "--json"))
+    assert [r["state"] for r in runs] == ["done"]
+
+    answers = json.loads(cli("compare", "--run", run_dir, "--prompt", "What is the capital of Peru?", "--json"))
+    assert answers["base"] != answers["finetuned"]
+
+    merged = cli("export", "--run", run_dir, "--merge", "--out", str(tmp_path / "merged"))
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    assert model.config.model_type == "llama"
+    zipped = cli("export", "--run", run_dir, "--out", str(tmp_path / "zips"))
+    assert zipped.endswith(".zip") and os.path.getsize(zipped) > 0
