@@ -19,8 +19,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from finetune.config import RunConfig
-from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.distributed import is_main_process, shared_run
+from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, Run, create_run
 
 
