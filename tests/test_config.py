@@ -1,0 +1,104 @@
+"""RunConfig: defaults, YAML round trip, overrides, and validation that reports every problem at once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from finetune.config import RunConfig, field_help
+from finetune.errors import ConfigError
+
+
+def test_every_field_has_help_a_group_and_a_default():
+    for name, meta in field_help().items():
+        assert meta["help"].strip(), name
+        assert meta["group"], name
+        assert "default" in meta, name
+    assert RunConfig().validate() == []
+
+
+def test_yaml_round_trip(tmp_path):
+    config = RunConfig(
+        model_name_or_path="Qwen/Qwen2.5-0.5B-Instruct",
+        lora_r=64,
+        learning_rate=1.5e-4,
+        bf16=True,
+        eval_steps=0.2,
+        column_mapping={"instruction": "question"},
+    )
+    path = tmp_path / "run.yaml"
+    config.to_yaml(path)
+    assert RunConfig.from_yaml(path) == config
+
+
+def test_partial_yaml_fills_the_rest_with_defaults(tmp_path):
+    path = tmp_path / "partial.yaml"
+    path.write_text("lora_r: 8\nmethod: dora\n")
+    config = RunConfig.from_yaml(path)
+    assert (config.lora_r, config.method, config.learning_rate) == (8, "dora", RunConfig().learning_rate)
+
+
+def test_overrides_parse_yaml_scalars():
+    config = RunConfig().with_overrides(
+        ["lora_r=32", "bf16=false", "eval_steps=0.25", "save_steps=100", "run_name=a.b"]
+    )
+    assert config.lora_r == 32 and config.bf16 is False
+    assert config.eval_steps == 0.25 and config.save_steps == 100 and isinstance(config.save_steps, int)
+    with pytest.raises(ConfigError, match="key=value"):
+        RunConfig().with_overrides(["lora_r"])
+
+
+def test_unknown_keys_and_wrong_types_are_all_reported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lora_rank: 8\nlearning_rate: fast\nper_device_train_batch_size: 2.5\npacking: maybe\n")
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_yaml(path)
+    problems = err.value.problems
+    assert len(problems) == 4
+    text = str(err.value)
+    assert "lora_rank" in text and "did you mean 'lora_r'" in text
+    assert "learning_rate" in text and "per_device_train_batch_size" in text and "packing" in text
+    assert all(p.startswith(str(path)) for p in problems)
+
+
+def test_validation_reports_every_problem_at_once():
+    config = RunConfig(
+        learning_rate=-1,
+        per_device_train_batch_size=0,
+        max_length=0,
+        lora_r=0,
+        method="full",
+        quantization="4bit",
+        optim="sgdx",
+        run_name="../escape",
+    )
+    problems = config.validate()
+    for field in ("learning_rate", "per_device_train_batch_size", "max_length", "quantization", "optim", "run_name"):
+        assert any(p.startswith(field) for p in problems), (field, problems)
+    with pytest.raises(ConfigError):
+        config.check()
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.from_yaml(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        RunConfig.from_yaml(listing)
+    with pytest.raises(ConfigError, match="not found"):
+        RunConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_config_names_match_the_issue():
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    expected = """model_name_or_path dataset_path eval_dataset_path dataset_format output_dir method quantization
+    lora_r lora_alpha lora_dropout lora_target_modules learning_rate num_train_epochs max_steps
+    per_device_train_batch_size gradient_accumulation_steps warmup_steps warmup_ratio lr_scheduler_type
+    weight_decay max_grad_norm optim bf16 fp16 gradient_checkpointing max_length packing logging_steps
+    eval_steps save_steps save_total_limit early_stopping_patience early_stopping_threshold
+    load_best_model_at_end seed report_to attn_implementation""".split()
+    assert set(expected) <= names

@@ -1,0 +1,97 @@
+"""Run folders: creation, safe names, listing, and runs whose process died (kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from finetune.config import RunConfig
+from finetune.errors import RunError
+from finetune.runs import Run, check_name, create_run, list_runs, open_run
+
+
+def test_create_list_and_open(workspace):
+    first = create_run(RunConfig(run_name="alpha"), workspace)
+    second = create_run(RunConfig(run_name="alpha"), workspace)  # never overwrites: gets a suffix
+    assert first.path != second.path and second.name == "alpha-2"
+    assert {r.name for r in list_runs(workspace)} == {"alpha", "alpha-2"}
+    assert open_run("alpha", workspace).path == first.path
+    assert open_run(str(second.path)).path == second.path
+    assert first.status()["state"] == "queued"
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "a/b", "..", "", ".hidden", "x" * 200])
+def test_unsafe_names_are_refused(workspace, name):
+    with pytest.raises(RunError):
+        check_name(name)
+    with pytest.raises(RunError):
+        open_run(name, workspace)
+
+
+def test_metrics_survive_a_torn_last_line(workspace):
+    run = create_run(RunConfig(run_name="torn"), workspace)
+    run.append_metrics({"step": 1, "loss": 2.0})
+    run.append_metrics({"step": 2, "loss": 1.5})
+    with open(run.metrics_path, "a") as fh:
+        fh.write('{"step": 3, "lo')  # a kill in the middle of a write
+    fresh = Run(run.path)
+    assert [m["step"] for m in fresh.metrics()] == [1, 2]
+    assert fresh.metrics(since=1) == [{"step": 2, "loss": 1.5}]
+
+
+def test_active_run_of_a_dead_process_reads_as_interrupted(workspace):
+    run = create_run(RunConfig(run_name="ghost"), workspace)
+    run.write_status("training", "Training", step=5)
+    status = json.loads(run.status_path.read_text())
+    status["pid"] = 999_999_999  # no such process
+    run.status_path.write_text(json.dumps(status))
+    assert run.status()["state"] == "interrupted"
+    assert [r.state for r in list_runs(workspace)] == ["interrupted"]
+    assert run.mark_interrupted_if_dead()
+    assert json.loads(run.status_path.read_text())["state"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume(workspace):
+    """A real process killed with SIGKILL: metrics up to the last logged step stay, the run reads
+    as interrupted, and --resume continues from the last checkpoint with the step counter going on."""
+    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
+    args = [sys.executable, "-m", "finetune.cli", "train", "--model", "demo", "--name", "killed", "--quiet",
+            "--max-steps", "80", "--set", "per_device_train_batch_size=8", "--set", "gradient_accumulation_steps=1",
+            "--set", "logging_steps=1", "--set", "save_steps=5", "--set", "eval_steps=0",
+            "--set", "gradient_checkpointing=false", "--set", "max_length=256"]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = Run(workspace / "runs" / "killed")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if run.latest_checkpoint() is not None and int(run.latest_checkpoint().name.split("-")[1]) >= 10:
+            break
+        time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+    status = Run(run.path).status()
+    assert status["state"] == "interrupted"
+    logged = [m["step"] for m in Run(run.path).metrics() if "loss" in m]
+    assert logged and logged == sorted(logged) and logged[-1] >= 10
+    checkpoint = int(run.latest_checkpoint().name.split("-")[1])
+
+    resume = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "train", "--resume", str(run.path), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    after = Run(run.path)
+    steps = [m["step"] for m in after.metrics() if "loss" in m]
+    assert steps == sorted(set(steps))  # nothing replayed twice
+    assert steps[-1] == 80 and checkpoint + 1 in steps
+    assert after.status()["state"] == "done"
+    # the cosine schedule went on from where it was instead of restarting its warm-up from zero
+    lrs = {m["step"]: m["learning_rate"] for m in after.metrics() if "learning_rate" in m}
+    assert 0.9 * lrs[checkpoint] <= lrs[checkpoint + 1] <= lrs[checkpoint]
