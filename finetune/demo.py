@@ -96,6 +96,8 @@ def _build(target: Path) -> None:
     )
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
+    if not (target / "config.json").is_file():
+        return
     (target / "DEMO_MODEL.json").write_text(
         json.dumps({"version": DEMO_VERSION, "note": "random weights; for offline demos and tests"})
     )
@@ -115,8 +117,23 @@ def demo_model_path(workspace: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _build(tmp)
+        if not (tmp / "config.json").is_file():
+            # a non-zero rank under torch.distributed: save_pretrained wrote nothing, rank 0 builds it
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _wait_for(target)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race
             shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _wait_for(target: Path, timeout: float = 300) -> Path:
+    import time
+
+    deadline = time.time() + timeout
+    while not (target / "DEMO_MODEL.json").is_file():
+        if time.time() > deadline:
+            raise TimeoutError(f"the demo model was not built at {target} within {timeout:.0f}s")
+        time.sleep(0.2)
     return target

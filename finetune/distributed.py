@@ -20,10 +20,17 @@ def shared_run(create: Callable[[], Run]) -> Run:
     """Rank 0 creates the run folder and tells the others its path; they get a read-only view."""
     if world_size() == 1:
         return create()
+    import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()  # joins the process group accelerate launch set up
+    # joins the process group accelerate launch set up (gloo when there is no GPU)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != world_size():
+        raise RuntimeError(
+            f"WORLD_SIZE is {world_size()} but the process group has {state.num_processes} processes: "
+            "start multi-process runs with `accelerate launch`"
+        )
     path = [str(create().path) if state.is_main_process else None]
     broadcast_object_list(path, from_process=0)
     return Run(path[0]) if state.is_main_process else Run(path[0], read_only=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from finetune.errors import RunError
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
 FINAL_STATES = ("done", "stopped", "failed", "interrupted")
+REMOTE_STALE_AFTER_S = 15 * 60  # a remote run silent this long is taken as dead
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -71,6 +73,15 @@ def _pid_alive(pid: int | None, started: float | None) -> bool:
         return started is None or proc.create_time() <= started + 1
     except Exception:
         return False
+
+
+def _writer_alive(status: dict[str, Any]) -> bool:
+    """Is the process that wrote an active status still running? Its pid tells on this host; a run
+    on another node (shared storage) counts as alive while it keeps updating status.json."""
+    host = status.get("host")
+    if host and host != socket.gethostname():
+        return time.time() - float(status.get("updated_at") or 0) < REMOTE_STALE_AFTER_S
+    return _pid_alive(status.get("pid"), status.get("process_started_at"))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -138,6 +149,7 @@ class Run:
             if state in ACTIVE_STATES:
                 current["pid"] = os.getpid()
                 current["process_started_at"] = _process_start()
+                current["host"] = socket.gethostname()
             _atomic_write(self.status_path, json.dumps(current, indent=1))
             return current
 

@@ -104,3 +104,29 @@ def load_plain_base(workspace: Path, quantization: str = "none"):
             bnb_4bit_compute_dtype=torch.float32,
         )
     return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def make_run_with_data(
+    workspace: Path,
+    train_rows: list[dict],
+    val_rows: list[dict] | None = None,
+    *,
+    checkpoints: tuple[int, ...] = (),
+    run_name: str = "",
+    **kwargs,
+) -> Run:
+    """`make_run`, with the config pointing at small JSONL files written into the workspace
+    (dataset_path, and eval_dataset_path when `val_rows` is given), so evaluation can rebuild
+    the validation rows exactly as training read them."""
+    run = make_run(workspace, checkpoints=checkpoints, run_name=run_name, **kwargs)
+    folder = workspace / "data" / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, rows in (("dataset_path", train_rows), ("eval_dataset_path", val_rows)):
+        if rows is None:
+            continue
+        path = folder / f"{key.split('_')[0]}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        paths[key] = str(path)
+    run.config().replace(**paths).to_yaml(run.config_path)
+    return run

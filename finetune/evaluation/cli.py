@@ -1,0 +1,125 @@
+"""`finetune evaluate`: batch evaluation from the command line.
+
+    finetune evaluate --run DIR [--data FILE] [--limit N] --out rows.jsonl|rows.csv [--json]
+
+Writes the scored rows to --out (format by extension), saves the usual copy under
+`<run>/evaluations/<timestamp>/`, and prints the summary (one JSON object with --json).
+Errors are one paragraph on stderr and exit status 1 (also when called without cli.main).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import FinetuneError
+from finetune.evaluation.common import EvaluationError
+
+OUT_SUFFIXES = (".jsonl", ".csv")
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the `evaluate` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score base and fine-tuned answers on held-out data (exact match, token F1, ROUGE-L, labels)",
+        description="Generate base and fine-tuned answers for the run's validation rows (or --data) and score them "
+        "against the reference answers.",
+    )
+    parser.add_argument("--run", required=True, help="run folder or run name")
+    parser.add_argument("--data", help="evaluate on this file instead of the run's validation split")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many rows (default: 50)")
+    parser.add_argument("--out", required=True, help="where to write the rows: a .jsonl or .csv file")
+    parser.add_argument(
+        "--labels", help="comma-separated label set: score as classification (default: detected from the references)"
+    )
+    parser.add_argument("--checkpoint", help="use this checkpoint folder of the run instead of the final adapter")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--workspace", help="workspace folder (default: $FINETUNE_WORKSPACE or ./workspace)")
+    parser.set_defaults(func=run_evaluate_cli)
+    return parser
+
+
+def run_evaluate_cli(args: argparse.Namespace) -> int:
+    """The handler; FinetuneErrors become one paragraph on stderr and exit status 1."""
+    try:
+        return _evaluate(args)
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from finetune.compare import GenerationSettings
+    from finetune.evaluation.batch import evaluate
+    from finetune.runs import open_run
+
+    out = Path(args.out)
+    if out.suffix.lower() not in OUT_SUFFIXES:  # checked before any model is loaded
+        raise EvaluationError(f"--out must end in .jsonl or .csv (got '{out.name}'): the extension picks the format")
+    if args.limit is not None and args.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {args.limit}")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    settings.check()
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    run = open_run(args.run, args.workspace)
+    evaluation = evaluate(
+        run,
+        args.data,
+        limit=args.limit,
+        settings=settings,
+        adapter=args.checkpoint,
+        labels=labels,
+        progress=_progress_printer(),
+    )
+    evaluation.write(out)
+    summary = evaluation.summary
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary, out, evaluation.folder))
+    return 0
+
+
+def _progress_printer():
+    """Row counter on stderr when it is a terminal (stdout stays clean for --json)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rrow {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> str:
+    """The summary as a small table for people."""
+    from finetune.evaluation.charts import summary_metrics
+
+    lines = [
+        f"data:     {summary.get('source')}",
+        f"rows:     {summary['n']}" + (" (stopped)" if summary.get("stopped") else ""),
+    ]
+    if summary.get("label_like"):
+        lines.append(f"labels:   {', '.join(summary['labels'])}")
+    lines.append(f"{'metric':14} {'base':>8} {'fine-tuned':>11}")
+    for metric in summary_metrics(summary) + ["mean_tokens", "mean_seconds"]:
+        base, tuned = summary["base"].get(metric), summary["finetuned"].get(metric)
+        lines.append(f"{metric:14} {_num(base):>8} {_num(tuned):>11}")
+    lines.append(
+        f"{summary['differ']} rows differ; fine-tuned worse than base on {summary['finetuned_worse']}, "
+        f"better on {summary['finetuned_better']} ({summary['primary_metric']})"
+    )
+    lines += [f"warning:  {w}" for w in summary.get("warnings", [])]
+    lines.append(f"rows written to {out}" + (f"; saved copy in {folder}" if folder else ""))
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"

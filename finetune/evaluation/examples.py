@@ -1,0 +1,178 @@
+"""Turning normalized data rows into (prompt, reference) examples, and generating for them
+exactly as training formatted them.
+
+Which rows: by default the run's validation split, rebuilt with `prepare_data(run.config())`
+(the same seeded split or validation file training used); or a file the user picks.
+
+The prompt of a row is what the model saw before the answer it learned:
+  conversational    every message before the LAST assistant turn (the reference)
+  prompt-completion the `prompt` string (reference: `completion`)
+  text              no prompt/answer split: cannot be evaluated (EvaluationError)
+
+Generation must see the prompt formatted as in training, which the Comparer's free-text
+`generate` does not always do: TRL tokenizes a plain-string prompt WITHOUT the chat template,
+and a multi-turn conversation needs all its turns. So examples are encoded here and generated
+through the Comparer's model lock (`Comparer._run_generate`), decoding only the new tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import DataError
+from finetune.evaluation.common import EvaluationError
+from finetune.runs import Run
+
+TEXT_ROWS_MESSAGE = (
+    'rows in the language-modeling shape ({{"text": ...}}) have no prompt/answer split, so there is no '
+    "reference answer to score the models against. Evaluate with a conversational (messages) or "
+    "prompt-completion file instead{hint}."
+)
+
+
+@dataclass
+class Example:
+    """One evaluable row: `prompt_input` is a string (plain prompt) or a list of messages."""
+
+    index: int  # position in the source rows (0-based)
+    prompt_input: str | list[dict[str, Any]]
+    reference: str
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt for display and CSV: the text, or the last user turn with any earlier
+        turns shown as `role: content` lines above it."""
+        if isinstance(self.prompt_input, str):
+            return self.prompt_input
+        turns = self.prompt_input
+        if len(turns) == 1 or (len(turns) == 2 and turns[0].get("role") == "system"):
+            return str(turns[-1].get("content", ""))
+        return "\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in turns)
+
+
+def _content(message: Any) -> str:
+    return str(message.get("content", "")) if isinstance(message, dict) else str(message)
+
+
+def example_from_row(index: int, row: dict[str, Any]) -> Example | str:
+    """An Example, or the reason this row cannot be evaluated. `text` rows raise instead:
+    a whole file of them is unusable, which deserves an error, not N skipped rows."""
+    if "messages" in row:
+        messages = list(row["messages"])
+        last = max(
+            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=-1
+        )
+        if last < 0:
+            return "no assistant turn to use as the reference answer"
+        if last == 0:
+            return "nothing before the assistant turn to use as the prompt"
+        return Example(index, messages[:last], _content(messages[last]))
+    if "prompt" in row:
+        prompt, completion = row["prompt"], row.get("completion", "")
+        reference = _content(completion[-1]) if isinstance(completion, list) and completion else str(completion)
+        if isinstance(prompt, list):
+            return Example(index, list(prompt), reference) if prompt else "empty prompt"
+        return Example(index, str(prompt), reference) if str(prompt).strip() else "empty prompt"
+    raise EvaluationError(TEXT_ROWS_MESSAGE.format(hint=""))
+
+
+def examples_from_rows(rows: list[dict], limit: int | None = None) -> tuple[list[Example], list[str]]:
+    """The first `limit` evaluable rows, and `row N: reason` for each row skipped on the way."""
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"limit must be at least 1 row, got {limit}")
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for i, row in enumerate(rows):
+        if limit is not None and len(examples) >= limit:
+            break
+        result = example_from_row(i, row)
+        if isinstance(result, str):
+            skipped.append(f"row {i + 1}: {result}")
+        else:
+            examples.append(result)
+    if not examples:
+        detail = f" ({'; '.join(skipped[:3])})" if skipped else ""
+        raise EvaluationError(f"no row can be evaluated{detail}: each needs a prompt and a reference answer")
+    return examples, skipped
+
+
+def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict], str, list[str]]:
+    """(rows, source description, warnings): `data` read like the run's validation file
+    (its format and column mapping, else auto-detected), or the run's own validation rows."""
+    from finetune.data import load_records, prepare_data
+
+    cfg = run.config()
+    if data:
+        try:
+            report = load_records(str(data), cfg.dataset_format, dict(cfg.column_mapping or {}))
+        except DataError as first:
+            try:
+                report = load_records(str(data))
+            except DataError:
+                raise first from None
+        return list(report.rows), report.source, list(report.warnings)
+    if cfg.dataset_format == "text":
+        raise EvaluationError(TEXT_ROWS_MESSAGE.format(hint=" (choose one as the data to evaluate on)"))
+    prepared = prepare_data(cfg)  # no tokenizer: the split is all we need, token stats are skipped
+    if prepared.report.shape == "text":
+        raise EvaluationError(TEXT_ROWS_MESSAGE.format(hint=" (choose one as the data to evaluate on)"))
+    if not prepared.eval_rows:
+        raise EvaluationError(
+            f"run {run.name} trained without validation rows (val_split=0 and no eval_dataset_path), so there is "
+            "no held-out data to evaluate on; choose a data file instead"
+        )
+    warnings = []
+    expected = run.data_summary().get("val_rows")
+    if isinstance(expected, int) and expected != len(prepared.eval_rows):
+        warnings.append(
+            f"training held out {expected} validation rows but the data now gives {len(prepared.eval_rows)}: "
+            "the data file changed since training, so some of these rows may have been trained on"
+        )
+    source = prepared.summary.get("eval_source") or f"{prepared.summary['source']} (validation split)"
+    return list(prepared.eval_rows), str(source), warnings
+
+
+def encode_example(tokenizer: Any, prompt_input: str | list[dict[str, Any]]):
+    """Token ids as TRL built them in training: chat template + generation prompt for
+    messages, the plain tokenizer for a string prompt."""
+    if isinstance(prompt_input, str):
+        return tokenizer(prompt_input, return_tensors="pt")
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            prompt_input, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+    return tokenizer("\n\n".join(_content(m) for m in prompt_input), return_tensors="pt")
+
+
+def generate_example(
+    comparer: Any, example: Example, use_adapter: bool, settings: Any, adapter: str | None, stop: Any = None
+):
+    """One answer (a compare.Generation) for an example, under the Comparer's model lock,
+    with only the generated tokens decoded. `stop` also ends a long generation early (the
+    caller drops that row)."""
+    from finetune.compare import Generation
+
+    settings.check()
+    inputs = encode_example(comparer.tokenizer, example.prompt_input)
+    extra = {} if stop is None else {"stopping_criteria": _stopping(stop)}
+    start = time.perf_counter()
+    out = comparer._run_generate(use_adapter, adapter, inputs, settings, **extra)
+    seconds = time.perf_counter() - start
+    new_tokens = out[0, inputs["input_ids"].shape[1] :]
+    text = comparer.tokenizer.decode(new_tokens, skip_special_tokens=True)
+    return Generation(text=text, tokens=int(new_tokens.numel()), seconds=seconds)
+
+
+def _stopping(stop: Any):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from finetune.evaluation.common import should_stop
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return should_stop(stop)
+
+    return StoppingCriteriaList([_Stop()])

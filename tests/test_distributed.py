@@ -1,0 +1,103 @@
+"""`finetune train` under `accelerate launch` with two CPU processes (gloo), as on a GPU cluster.
+
+Both ranks must train one model together (data parallel), rank 0 alone writes the run folder,
+and the folder must open and compare like any other run. One test, so the 2-process training
+(the slow part) runs once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from finetune.compare import GenerationSettings, get_comparer
+from finetune.runs import list_runs, open_run
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"
+STEPS = 8
+# QLoRA (the default quantization=4bit) trains under DDP on CPU too, so the test keeps the default.
+TRAIN_ARGS = ["train", "--model", "demo", "--max-steps", str(STEPS), "--quiet", "--set", "logging_steps=1"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate CLI is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = os.environ.copy()  # carries FINETUNE_WORKSPACE from the workspace fixture
+    env["OMP_NUM_THREADS"] = "1"  # two ranks on a small machine: no thread oversubscription
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+
+
+def _loss_records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, filter(None, lines)) if "loss" in r]
+
+
+def test_two_processes_train_one_run(workspace):
+    # the demo model is built by the fixture beforehand: two ranks building it at once race
+    single = _run([sys.executable, "-m", "finetune.cli", *TRAIN_ARGS, "--name", "single"])
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    launch = [
+        "accelerate",
+        "launch",
+        "--config_file",
+        str(CPU_2PROC),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "finetune.cli",
+        *TRAIN_ARGS,
+        "--name",
+        "ddp",
+    ]
+    result = _run(launch)
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    runs = sorted(p.name for p in (workspace / "runs").iterdir() if p.is_dir())
+    assert runs == ["ddp", "single"], f"each rank made its own run folder ({runs}): the ranks did not form one group"
+    run_dir = workspace / "runs" / "ddp"
+
+    # both ranks ran the CLI, and rank 1 was handed rank 0's folder
+    announced = [ln for ln in result.stderr.splitlines() if ln.startswith("run folder:")]
+    assert announced == [f"run folder: {run_dir}"] * 2, result.stderr[-3000:]
+
+    # data parallel with world size 2: each optimizer step sees two ranks' batches, so the
+    # epoch (and the token count) at a step is about twice a single process's
+    ddp_loss, single_loss = _loss_records(run_dir), _loss_records(workspace / "runs" / "single")
+    epoch_ratio = ddp_loss[0]["epoch"] / single_loss[0]["epoch"]
+    token_ratio = ddp_loss[0]["num_tokens"] / single_loss[0]["num_tokens"]
+    assert 1.6 < epoch_ratio < 2.4 and 1.6 < token_ratio < 2.4, (epoch_ratio, token_ratio)
+
+    # rank 0 alone wrote the metrics: every step once
+    assert Counter(r["step"] for r in ddp_loss) == Counter(range(1, STEPS + 1))
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["step"] == STEPS
+
+    adapters = [p.parent for p in run_dir.rglob("adapter_model.safetensors") if "checkpoints" not in p.parts]
+    assert adapters == [run_dir / "adapter"]
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+
+    # and the app can use it like any other run: open it, list it, compare base vs adapter
+    run = open_run("ddp")
+    assert run.has_adapter() and run.status()["state"] == "done"
+    assert {s.name for s in list_runs()} == {"ddp", "single"}
+    answer = get_comparer(run).compare("Hello!", GenerationSettings(max_new_tokens=8))
+    assert isinstance(answer.base, str) and isinstance(answer.finetuned, str)
+    assert answer.base_tokens > 0 and answer.finetuned_tokens > 0
