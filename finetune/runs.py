@@ -269,8 +269,9 @@ class Run:
             model = self.config().model_name_or_path
         except Exception:
             model = "?"
-        losses = [m["loss"] for m in self.metrics() if "loss" in m]
-        evals = [m["eval_loss"] for m in self.metrics() if "eval_loss" in m]
+        metrics = self.metrics()
+        losses = [m["loss"] for m in metrics if "loss" in m]
+        evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
         return RunSummary(
             name=self.name,
             path=str(self.path),

@@ -389,6 +389,9 @@ def start_training(
                 run = Run(run.path, read_only=True)
         else:
             run = shared_run(lambda: create_run(config, workspace))
+        from finetune.compare import release_comparer
+
+        release_comparer()  # the trainer gets the memory a loaded comparison model would hold
         job = TrainingJob(config, run, workspace, resume_from)
         _jobs[run.name] = job
         _current = job

@@ -1,0 +1,50 @@
+"""finetune studio: `python app.py` serves the web app on http://127.0.0.1:7860.
+
+Flags win over GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; FINETUNE_AUTH=user:pass[,user2:pass2]
+turns on a login; FINETUNE_MAX_FILE_SIZE (or --max-file-size) caps uploads (default 500mb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="finetune studio: no-code LLM fine-tuning in the browser")
+    p.add_argument("--host", help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true", help="also serve on a public gradio.live link (set FINETUNE_AUTH!)")
+    p.add_argument("--workspace", help="workspace folder (default: $FINETUNE_WORKSPACE or ./workspace)")
+    p.add_argument("--max-file-size", help="upload size limit, e.g. 500mb or 2gb (default: $FINETUNE_MAX_FILE_SIZE or 500mb)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ui import build_app
+    from ui.launch import AUTH_ENV, exposure_warning, launch_kwargs, parse_auth, resolve_host_port, warn_stderr
+
+    try:
+        auth = parse_auth(os.environ.get(AUTH_ENV))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.workspace:
+        os.environ["FINETUNE_WORKSPACE"] = args.workspace  # the engine's default for anything not told otherwise
+    from finetune.runs import workspace_dir
+
+    workspace = workspace_dir(args.workspace)
+    host, port = resolve_host_port(args.host, args.port)
+    warning = exposure_warning(host, auth, args.share)
+    warn_stderr(warning)
+    demo = build_app(workspace, exposure_warning=warning)
+    demo.launch(**launch_kwargs(workspace, host=host, port=port, share=args.share, auth=auth,
+                                max_file_size=args.max_file_size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

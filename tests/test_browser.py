@@ -1,0 +1,160 @@
+"""The whole flow in a real (headless) Chromium, as a person would do it, with screenshots.
+
+Screenshots go to test-artifacts/ at the repository root (gitignored), one per step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
+]
+LONG = 180_000  # ms: a whole demo run on a busy CPU
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(workspace):
+    from ui import build_app
+    from ui.launch import launch_kwargs
+
+    blocks = build_app(workspace)
+    _, url, _ = blocks.launch(prevent_thread_lock=True, **launch_kwargs(workspace, port=free_port(), quiet=True))
+    yield blocks, url
+    from finetune.training import current_job
+
+    job = current_job()
+    if job is not None:
+        job.stop()
+        job.wait(120)
+    blocks.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until no component shows Gradio's pending (loading) state."""
+    page.wait_for_function("() => document.querySelectorAll('.pending, .wrap.translucent:not(.hide)').length === 0",
+                           timeout=timeout)
+
+
+def shot(page, name: str) -> None:
+    settle(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+
+
+def text_of(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def test_whole_flow(served, page):
+    from playwright.sync_api import expect
+
+    blocks, url = served
+    page.goto(url)
+
+    # 1. Data: the sample dataset is loaded on first open
+    expect(page.locator("#data-summary")).to_contain_text("110", timeout=60_000)
+    expect(page.locator("#data-detected")).to_contain_text("messages")
+    expect(page.locator("#data-hist .js-plotly-plot")).to_be_visible()
+    page.locator("#data-sample-btn").click()  # one click away, also after other choices
+    expect(page.locator("#data-summary")).to_contain_text("usable")
+    shot(page, "01-data")
+    page.get_by_role("tab", name="As the model sees it").click()
+    expect(page.locator("#data-template .seg-trained").first).to_be_visible()
+    shot(page, "02-data-template")
+
+    # 2. Model & memory: defaults from the suggested preset; make the run short
+    open_tab(page, "2 · Model & memory")
+    expect(page.locator("#model-hardware")).to_contain_text("Hardware")
+    page.locator("#advanced").get_by_text("Advanced: every setting").click()
+    page.get_by_role("tab", name="Training (", exact=False).click()
+    steps = page.locator("#cfg-max_steps input")
+    steps.fill("40")
+    steps.press("Tab")
+    logging_steps = page.locator("#cfg-logging_steps input")
+    page.get_by_role("tab", name="Logging & checkpoints", exact=False).click()
+    logging_steps.fill("2")
+    logging_steps.press("Tab")
+    expect(page.locator("#model-estimate")).to_contain_text(re.compile("estimated peak", re.I), timeout=30_000)
+    shot(page, "03-model")
+
+    # 3. Train: start, and see the loss chart fill
+    open_tab(page, "3 · Train")
+    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=30_000)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    expect(page.locator("#plot-loss .scatterlayer .trace").first).to_be_attached(timeout=LONG)
+    expect(page.locator("#train-progress .ft-progress-text")).to_contain_text("step")
+    shot(page, "04-training")
+
+    # reload: the page reattaches to the run and redraws the whole curve
+    page.reload()
+    open_tab(page, "3 · Train")
+    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=30_000)  # settings kept
+    expect(page.locator("#plot-loss .scatterlayer .trace").first).to_be_attached(timeout=60_000)
+    shot(page, "05-reattached")
+    expect(page.locator("#train-status")).to_contain_text("done", timeout=LONG)
+    expect(page.locator("#run-history")).to_contain_text("done")
+    shot(page, "06-done")
+
+    # 4. Test: both answers, side by side
+    open_tab(page, "4 · Test")
+    expect(page.locator("#test-run input")).not_to_have_value("", timeout=30_000)
+    page.locator("#test-btn").click()
+    expect(page.locator("#test-msg")).to_contain_text("Done", timeout=LONG)
+    base = page.locator("#answer-base textarea").input_value()
+    tuned = page.locator("#answer-tuned textarea").input_value()
+    assert base.strip() and tuned.strip()
+    shot(page, "07-test")
+
+    # 5. Export: merge with progress, then download the zip
+    open_tab(page, "5 · Export")
+    page.locator("#export-merge-btn").click()
+    expect(page.locator("#export-merge-msg")).to_contain_text("Merged model saved", timeout=LONG)
+    page.locator("#export-merged-zip-btn").click()
+    expect(page.locator("#export-merged-file")).to_contain_text("-merged", timeout=60_000)
+    page.locator("#export-zip-btn").click()
+    expect(page.locator("#export-adapter-file")).to_contain_text("-adapter", timeout=60_000)
+    expect(page.locator("#export-card")).to_contain_text("Training configuration")
+    shot(page, "08-export")

@@ -1,0 +1,143 @@
+"""UI helpers without a server: figures, the Train tab's poll, the config form, Markdown safety."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ui import charts  # noqa: E402
+
+METRICS = [
+    {"step": 2, "loss": 3.0, "learning_rate": 1e-4, "grad_norm": 1.5, "mean_token_accuracy": 0.1},
+    {"step": 4, "loss": 2.5, "learning_rate": 2e-4, "grad_norm": 1.2, "mean_token_accuracy": 0.2},
+    {"step": 4, "eval_loss": 2.7, "eval_mean_token_accuracy": 0.15},
+    {"step": 6, "loss": 2.0, "learning_rate": 1e-4, "grad_norm": 0.9, "mean_token_accuracy": 0.3},
+]
+
+
+def test_ema_is_debiased_and_smooth():
+    assert charts.ema([5.0]) == [5.0]
+    smoothed = charts.ema([1.0, 3.0, 1.0, 3.0])
+    assert smoothed[0] == 1.0 and 1.0 < smoothed[-1] < 3.0
+
+
+def test_loss_figure_has_raw_smoothed_eval_and_constant_uirevision():
+    fig = charts.loss_figure(METRICS, "run-a")
+    names = [t.name for t in fig.data]
+    assert names == ["train (raw)", "train (smoothed)", "eval"]
+    assert list(fig.data[0].x) == [2, 4, 6] and list(fig.data[2].y) == [2.7]
+    assert fig.layout.uirevision == "run-a-loss"
+    assert charts.loss_figure(METRICS + [{"step": 8, "loss": 1.0}], "run-a").layout.uirevision == "run-a-loss"
+
+
+def test_training_figures_skip_gpu_memory_on_cpu():
+    figs = charts.training_figures(METRICS, "r")
+    assert figs["mem"] is None
+    gpu = charts.training_figures([{**m, "cuda_mem_allocated_gb": 1.5} for m in METRICS], "r")
+    assert gpu["mem"] is not None and gpu["mem"].data[0].name == "allocated"
+    assert [t.name for t in figs["acc"].data] == ["train", "eval"]
+
+
+def test_series_ignores_nan_and_missing():
+    xs, ys = charts.series([{"step": 1, "loss": float("nan")}, {"step": 2, "loss": 1.0}, {"step": 3}], "loss")
+    assert (xs, ys) == ([2], [1.0])
+
+
+def test_histogram_marks_percentiles_and_max_length():
+    from finetune.data import length_stats
+
+    stats = length_stats([10, 20, 30, 40, 200], 64)
+    fig = charts.length_histogram(stats, 64)
+    labels = [a.text for a in fig.layout.annotations]
+    assert any(t.startswith("p50") for t in labels) and any(t.startswith("p99") for t in labels)
+    assert any(t.startswith("max_length 64") for t in labels)
+    far = charts.length_histogram(stats, 100_000)  # off the chart: said at the edge, axis not squashed
+    assert any("→" in a.text for a in far.layout.annotations)
+    assert far.layout.xaxis.range[1] < 1000
+
+
+def test_overlay_and_memory_breakdown():
+    fig = charts.overlay_figure({"a": METRICS, "b": METRICS})
+    assert [t.name for t in fig.data] == ["a", "a (eval)", "b", "b (eval)"]
+    bars = charts.memory_breakdown_figure({"base_weights": 1.0, "activations": 0.5}, 1.5, 8.0)
+    assert len(bars.data) == 2 and bars.layout.barmode == "stack"
+
+
+def test_config_form_roundtrip_and_problems():
+    from finetune.config import RunConfig, field_help
+    from finetune.errors import ConfigError
+    from ui.config_form import command_text, config_from_values, field_names, values_from_config
+
+    cfg = RunConfig(max_steps=30, bf16=False, column_mapping={"instruction": "q"}, logging_steps=0.5)
+    assert config_from_values(values_from_config(cfg)) == cfg
+    assert field_names() == list(field_help())
+    values = values_from_config(cfg)
+    values[field_names().index("max_steps")] = None
+    values[field_names().index("column_mapping")] = "{not: [valid"
+    with pytest.raises(ConfigError) as err:
+        config_from_values(values)
+    assert "max_steps" in str(err.value) and "column_mapping" in str(err.value)
+    text = command_text(cfg)
+    assert "finetune train --config" in text and "--set max_steps=30" in text and "--set bf16=false" in text
+
+
+def test_command_line_reproduces_the_config():
+    from finetune.cli import build_parser, build_train_config
+    from finetune.config import RunConfig
+    from finetune.presets import apply_preset
+    from ui.config_form import overrides
+
+    cfg = apply_preset(RunConfig(), "cpu").replace(max_steps=12, lora_r=4, column_mapping={"output": "answer"})
+    argv = ["train", "--preset", "cpu"] + [x for o in overrides(cfg, apply_preset(RunConfig(), "cpu")) for x in ("--set", o)]
+    assert build_train_config(build_parser().parse_args(argv)) == cfg
+
+
+def test_markdown_escape():
+    from ui.state import md_error, md_escape
+
+    assert md_escape("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
+    assert md_escape("a_b*c*[l](u)") == "a\\_b\\*c\\*\\[l\\](u)"
+    text = md_error("Invalid settings:\n  - lr: bad\n  - x: <b>", "Nope")
+    assert "**Nope:**" in text and "- lr: bad" in text and "<b>" not in text
+
+
+def test_segments_html_escapes_everything():
+    from ui.data_view import segments_html
+
+    html = segments_html({"segments": [("<|im_start|>user\n<b>hi</b>", False), ("ok & done", True)],
+                          "num_tokens": 5, "trained_tokens": 2})
+    assert "<b>hi</b>" not in html and "&lt;b&gt;hi&lt;/b&gt;" in html
+    assert '<span class="seg-trained">ok &amp; done</span>' in html
+    assert '<span class="seg-masked">&lt;|im_start|&gt;user' in html
+
+
+def test_poll_sends_nothing_when_nothing_changed(workspace):
+    """The Train tab's 1 s poll: full curve on (re)attach, then gr.skip() for everything until new points."""
+    from finetune.config import RunConfig
+    from finetune.runs import create_run
+    from ui.state import Ctx
+    from ui.train_tab import TICK_KEYS, tick
+
+    run = create_run(RunConfig(run_name="polled"), workspace)
+    for m in METRICS:
+        run.append_metrics(m)
+    run.write_status("done", "Finished", step=6, total_steps=6)
+    ctx = Ctx(workspace=workspace)
+    first = dict(zip(TICK_KEYS, tick(ctx, "polled", 0, "")))
+    assert first["drawn"] == len(METRICS)
+    assert first["plot_loss"].layout.uirevision == "polled-loss"
+    assert "done" in first["train_status"]
+    again = tick(ctx, "polled", first["drawn"], first["sig"])
+    assert all(isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1 for v in again)
+    # a new point (e.g. a resumed run) is drawn again, with the whole curve
+    run.append_metrics({"step": 8, "loss": 1.5})
+    run.write_status("training", "Training", step=8, total_steps=10, pid=None)
+    later = dict(zip(TICK_KEYS, tick(ctx, "polled", first["drawn"], first["sig"])))
+    assert later["drawn"] == len(METRICS) + 1
+    assert list(later["plot_loss"].data[0].x) == [2, 4, 6, 8]

@@ -1,0 +1,96 @@
+"""The Gradio app: a thin layer over `finetune/`, one module per tab.
+
+`build_app(workspace=None)` returns the Blocks; `ui.launch.launch_kwargs()` says how to serve it.
+"""
+
+from __future__ import annotations
+
+import html
+import traceback
+from pathlib import Path
+
+import gradio as gr
+
+from finetune.config import RunConfig
+from finetune.runs import workspace_dir
+from ui import data_tab, export_tab, model_tab, test_tab, train_tab
+from ui.state import Ctx, error_text, run_dropdown_update
+
+TITLE = "finetune studio"
+
+
+def _hardware(ctx: Ctx) -> None:
+    """Detect the hardware and the preset that fits it; the app still opens when either fails."""
+    try:
+        from finetune.hardware import detect_hardware
+
+        ctx.hardware = detect_hardware()
+    except Exception as exc:
+        traceback.print_exc()
+        ctx.hardware_error = error_text(exc)
+    try:
+        from finetune.presets import apply_preset, suggest_preset
+
+        ctx.suggested_preset = suggest_preset(ctx.hardware) if ctx.hardware is not None else None
+        ctx.base_config = apply_preset(RunConfig(), ctx.suggested_preset) if ctx.suggested_preset else RunConfig()
+    except Exception as exc:
+        traceback.print_exc()
+        ctx.hardware_error = ctx.hardware_error or error_text(exc)
+        ctx.suggested_preset = None
+        ctx.base_config = RunConfig()
+
+
+def build_app(workspace: str | Path | None = None, *, exposure_warning: str | None = None) -> gr.Blocks:
+    """The whole app. `exposure_warning` shows as a red banner (network exposure without auth)."""
+    ctx = Ctx(workspace=workspace_dir(workspace))
+    _hardware(ctx)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+        ctx.blocks = blocks
+        if exposure_warning:
+            gr.HTML(f'<div class="ft-banner" id="exposure-banner">⚠ {html.escape(exposure_warning)}'
+                    "</div>", elem_id="exposure-banner-block")
+        gr.Markdown(f"# {TITLE}\nFine-tune a language model without code: pick data, pick a model, press Start, "
+                    "compare the answers, export the result.", elem_id="title")
+        # the form survives a page reload (this browser only, until the server restarts); outside the
+        # tabs because a tab's content is only mounted once it is opened
+        ctx.c["saved_config"] = gr.BrowserState(None, storage_key="finetune-studio-config")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
+                data_tab.build(ctx)
+            with gr.Tab("2 · Model & memory", id="model", elem_id="tab-model"):
+                model_tab.build(ctx)
+            with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
+                train_tab.build(ctx)
+            with gr.Tab("4 · Test", id="test", elem_id="tab-test"):
+                test_tab.build(ctx)
+            with gr.Tab("5 · Export", id="export", elem_id="tab-export"):
+                export_tab.build(ctx)
+        ctx.c["tabs"] = tabs
+        model_tab.wire(ctx)
+        data_tab.wire(ctx)
+        train_tab.wire(ctx)
+        test_tab.wire(ctx)
+        export_tab.wire(ctx)
+        _wire_cross_tab(ctx)
+    # one worker per listener; start, compare and merge also share one ("gpu", see ui.state.GPU)
+    blocks.queue(default_concurrency_limit=1)
+    blocks.finetune_ctx = ctx  # for tests and debugging
+    return blocks
+
+
+def _wire_cross_tab(ctx: Ctx) -> None:
+    c, hooks = ctx.c, ctx.hooks
+    # a new model changes the tokenizer: re-measure the data; a loaded YAML may change both
+    hooks["reanalyze"](hooks["refresh"](hooks["after_model"]))
+    hooks["reanalyze"](hooks["after_yaml"])
+
+    # first open: the settings this browser had (else the defaults: sample data, demo, suggested preset),
+    # then the Data tab measures that data; fresh run lists in Test / Export
+    hooks["reanalyze"](hooks["after_restore"])
+    hooks["reanalyze"](hooks["after_reset"])
+
+    def runs_now(test_cur, export_cur):
+        return run_dropdown_update(ctx.workspace, test_cur), run_dropdown_update(ctx.workspace, export_cur)
+
+    ctx.blocks.load(runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]],
+                    api_visibility="private")

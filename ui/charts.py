@@ -1,0 +1,210 @@
+"""Plotly figures for the app. Pure functions of plain data (metric dicts, lengths, estimates).
+
+Every live figure carries a constant `layout.uirevision` (per run), so Plotly.react keeps the
+user's zoom and hidden traces while new points arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+COLORS = {
+    "train": "#2563eb",
+    "train_raw": "rgba(37, 99, 235, 0.28)",
+    "eval": "#ea580c",
+    "lr": "#059669",
+    "grad": "#7c3aed",
+    "acc": "#0891b2",
+    "mem": "#db2777",
+    "mem2": "rgba(219, 39, 119, 0.35)",
+}
+PALETTE = ["#2563eb", "#ea580c", "#059669", "#7c3aed", "#db2777", "#0891b2", "#ca8a04", "#4b5563"]
+HEIGHT = 300
+
+
+def _layout(fig: go.Figure, title: str, ytitle: str, uirevision: str, xtitle: str = "step") -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.02, "xanchor": "left", "font": {"size": 15}},
+        template="plotly_white",
+        height=HEIGHT,
+        margin={"l": 55, "r": 15, "t": 45, "b": 40},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        uirevision=uirevision,
+        hovermode="x unified",
+    )
+    fig.update_xaxes(title_text=xtitle)
+    fig.update_yaxes(title_text=ytitle)
+    return fig
+
+
+def empty_figure(title: str, message: str, uirevision: str = "empty") -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#6b7280"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, "", uirevision)
+
+
+def ema(values: list[float], weight: float = 0.6) -> list[float]:
+    """Debiased exponential moving average (TensorBoard-style smoothing)."""
+    out, last, norm = [], 0.0, 0.0
+    for v in values:
+        last = weight * last + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out.append(last / norm)
+    return out
+
+
+def series(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the records that hold a finite number under `key`."""
+    xs, ys = [], []
+    for m in metrics:
+        v = m.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+            xs.append(m.get("step", len(xs)))
+            ys.append(float(v))
+    return xs, ys
+
+
+def _mode(xs: list) -> str:
+    """Markers while there are few points, so the first logged steps are visible."""
+    return "lines+markers" if len(xs) < 25 else "lines"
+
+
+def loss_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    xs, ys = series(metrics, "loss")
+    exs, eys = series(metrics, "eval_loss")
+    if not xs and not exs:
+        return empty_figure("Loss", "Waiting for the first logged step…", f"{run}-loss")
+    fig = go.Figure()
+    if xs:
+        fig.add_scatter(x=xs, y=ys, name="train (raw)", mode=_mode(xs), line={"color": COLORS["train_raw"], "width": 1.5})
+        fig.add_scatter(x=xs, y=ema(ys), name="train (smoothed)", mode="lines", line={"color": COLORS["train"], "width": 2.5})
+    if exs:
+        fig.add_scatter(x=exs, y=eys, name="eval", mode="lines+markers", line={"color": COLORS["eval"], "width": 2})
+    return _layout(fig, "Loss", "loss", f"{run}-loss")
+
+
+def single_figure(metrics: list[dict], key: str, title: str, ytitle: str, color: str, run: str = "") -> go.Figure:
+    xs, ys = series(metrics, key)
+    if not xs:
+        return empty_figure(title, "No data yet", f"{run}-{key}")
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=ys, name=key, mode=_mode(xs), line={"color": color, "width": 2})
+    fig = _layout(fig, title, ytitle, f"{run}-{key}")
+    fig.update_layout(showlegend=False)
+    if key == "learning_rate":
+        fig.update_yaxes(exponentformat="e")
+    return fig
+
+
+def accuracy_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    xs, ys = series(metrics, "mean_token_accuracy")
+    exs, eys = series(metrics, "eval_mean_token_accuracy")
+    if not xs and not exs:
+        return empty_figure("Token accuracy", "No data yet", f"{run}-acc")
+    fig = go.Figure()
+    if xs:
+        fig.add_scatter(x=xs, y=ys, name="train", mode=_mode(xs), line={"color": COLORS["acc"], "width": 2})
+    if exs:
+        fig.add_scatter(x=exs, y=eys, name="eval", mode="lines+markers", line={"color": COLORS["eval"], "width": 2})
+    fig = _layout(fig, "Token accuracy", "accuracy", f"{run}-acc")
+    fig.update_yaxes(tickformat=".1%")
+    return fig
+
+
+def memory_figure(metrics: list[dict], run: str = "") -> go.Figure | None:
+    """GPU memory over steps, or None when the run logged none (CPU)."""
+    xs, ys = series(metrics, "cuda_mem_allocated_gb")
+    if not xs:
+        return None
+    rxs, rys = series(metrics, "cuda_mem_reserved_gb")
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=ys, name="allocated", mode=_mode(xs), line={"color": COLORS["mem"], "width": 2})
+    if rxs:
+        fig.add_scatter(x=rxs, y=rys, name="reserved", mode="lines", line={"color": COLORS["mem2"], "width": 2})
+    return _layout(fig, "GPU memory", "GiB", f"{run}-mem")
+
+
+def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | None]:
+    return {
+        "loss": loss_figure(metrics, run),
+        "lr": single_figure(metrics, "learning_rate", "Learning rate", "lr", COLORS["lr"], run),
+        "grad": single_figure(metrics, "grad_norm", "Gradient norm", "norm", COLORS["grad"], run),
+        "acc": accuracy_figure(metrics, run),
+        "mem": memory_figure(metrics, run),
+    }
+
+
+def overlay_figure(runs: dict[str, list[dict]], smoothed: bool = True) -> go.Figure:
+    """Train (and eval) loss of several runs on one chart."""
+    if not runs:
+        return empty_figure("Loss of selected runs", "Select runs above to overlay their loss curves", "overlay")
+    fig = go.Figure()
+    for i, (name, metrics) in enumerate(runs.items()):
+        color = PALETTE[i % len(PALETTE)]
+        xs, ys = series(metrics, "loss")
+        if xs:
+            fig.add_scatter(x=xs, y=ema(ys) if smoothed else ys, name=f"{name}", mode="lines", line={"color": color, "width": 2})
+        exs, eys = series(metrics, "eval_loss")
+        if exs:
+            fig.add_scatter(x=exs, y=eys, name=f"{name} (eval)", mode="lines+markers",
+                            line={"color": color, "width": 1.5, "dash": "dot"})
+    if not fig.data:
+        return empty_figure("Loss of selected runs", "The selected runs logged no loss yet", "overlay")
+    return _layout(fig, "Loss of selected runs (train smoothed, eval dotted)", "loss", "overlay")
+
+
+def length_histogram(stats: dict[str, Any], max_length: int | None) -> go.Figure:
+    """Token lengths with p50/p95/p99 and the chosen max_length as vertical lines."""
+    lengths = stats.get("lengths") or []
+    if not lengths:
+        return empty_figure("Token lengths", "No examples", "lengths")
+    fig = go.Figure()
+    fig.add_histogram(x=lengths, nbinsx=min(60, max(10, len(lengths) // 4)), marker={"color": "#93c5fd"}, name="examples")
+    top = max(lengths)
+    x_max = top * 1.15 + 1
+    lines = [("p50", stats.get("p50"), "#059669", "dot"), ("p95", stats.get("p95"), "#ca8a04", "dot"),
+             ("p99", stats.get("p99"), "#ea580c", "dot")]
+    if max_length and max_length <= x_max:
+        lines.append(("max_length", max_length, "#dc2626", "solid"))
+    elif max_length:  # far beyond the data: say so at the edge instead of squashing the histogram
+        fig.add_annotation(x=1, y=1, xref="paper", yref="paper", text=f"max_length {max_length} →", showarrow=False,
+                           xanchor="right", font={"color": "#dc2626", "size": 11}, bgcolor="rgba(255,255,255,0.8)")
+    for i, (label, x, color, dash) in enumerate(lines):
+        if x is None:
+            continue
+        fig.add_vline(x=x, line={"color": color, "dash": dash, "width": 2})
+        fig.add_annotation(x=x, y=1 - 0.08 * i, yref="paper", text=f"{label} {x:g}", showarrow=False,
+                           xanchor="left", font={"color": color, "size": 11}, bgcolor="rgba(255,255,255,0.8)")
+    fig.update_xaxes(range=[0, x_max])
+    fig = _layout(fig, "Token lengths (chat template applied)", "examples", "lengths", xtitle="tokens")
+    fig.update_layout(showlegend=False, bargap=0.05, hovermode="closest")
+    return fig
+
+
+def memory_breakdown_figure(breakdown: dict[str, float], total: float, gpu_gb: float | None) -> go.Figure:
+    """The estimate's parts stacked into one bar, with the GPU's memory as a dashed line."""
+    items = [(k, float(v)) for k, v in breakdown.items() if isinstance(v, (int, float)) and v > 0]
+    if not items:
+        return empty_figure("Estimated memory", "No breakdown available", "estimate")
+    fig = go.Figure()
+    for i, (name, value) in enumerate(items):
+        fig.add_bar(
+            x=[value], y=["estimate"], orientation="h", name=name.replace("_", " "),
+            marker={"color": PALETTE[i % len(PALETTE)]},
+            hovertemplate=f"{name.replace('_', ' ')}: {value:.2f} GB<extra></extra>",
+        )
+    title = f"Estimated peak memory: {total:.2f} GB" if total < 10 else f"Estimated peak memory: {total:.1f} GB"
+    if gpu_gb:
+        fig.add_vline(x=gpu_gb, line={"color": "#dc2626", "dash": "dash", "width": 2})
+        fig.add_annotation(x=gpu_gb, y=1.02, yref="paper", text=f"GPU {gpu_gb:.0f} GB", showarrow=False,
+                           font={"color": "#dc2626", "size": 11}, xanchor="right")
+        title += f" of {gpu_gb:.0f} GB GPU"
+    fig = _layout(fig, title, "", "estimate", xtitle="GB")
+    fig.update_layout(barmode="stack", height=230, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.35, "x": 0, "xanchor": "left"})
+    fig.update_yaxes(showticklabels=False)
+    return fig

@@ -1,0 +1,202 @@
+"""The Advanced form: one component per RunConfig field, generated from `field_help()`.
+
+The form is the single source of truth for the config a run starts from: the Data and
+Model tabs write into it, presets and YAML files fill it, and Start reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import gradio as gr
+import yaml
+
+from finetune.config import RunConfig, field_help
+from finetune.errors import ConfigError
+
+GROUPS = [
+    ("model", "Model"),
+    ("data", "Data"),
+    ("method", "Method"),
+    ("lora", "LoRA"),
+    ("training", "Training"),
+    ("logging", "Logging & checkpoints"),
+    ("output", "Output"),
+]
+# fields whose help text lists values but whose metadata has no `choices`
+EXTRA_CHOICES = {"report_to": ("none", "tensorboard", "wandb", "trackio")}
+FLOAT_STEPS = {"learning_rate": 1e-5, "early_stopping_threshold": 1e-3}
+PER_ROW = 3
+
+
+def help_table() -> dict[str, dict[str, Any]]:
+    return field_help()
+
+
+def field_names() -> list[str]:
+    return list(field_help())
+
+
+def field_type(name: str) -> str:
+    """The declared type of a field: bool, int, float, dict, str or Any."""
+    import dataclasses
+
+    for f in dataclasses.fields(RunConfig):
+        if f.name == name:
+            return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "Any")
+    raise KeyError(name)
+
+
+def _choice_str(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def to_ui(name: str, value: Any) -> Any:
+    """A config value as its component shows it."""
+    meta = field_help()[name]
+    if meta.get("choices") or name in EXTRA_CHOICES:
+        return _choice_str(value)
+    if isinstance(meta["default"], dict):
+        return json.dumps(value, ensure_ascii=False) if value else ""
+    return value
+
+
+def values_from_config(cfg: RunConfig) -> list[Any]:
+    """Component values for every field, in form order (what tests pass to the Start endpoint)."""
+    data = cfg.to_dict()
+    return [to_ui(name, data[name]) for name in field_names()]
+
+
+def config_from_values(values: list[Any] | tuple[Any, ...]) -> RunConfig:
+    """The RunConfig the form describes; ConfigError lists every unusable value."""
+    names = field_names()
+    if len(values) != len(names):
+        raise ConfigError([f"expected {len(names)} settings, got {len(values)}"])
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in zip(names, values):
+        meta = field_help()[name]
+        if isinstance(meta["default"], dict):
+            text = (value or "").strip() if isinstance(value, str) else value
+            if not text:
+                data[name] = {}
+                continue
+            if isinstance(text, dict):
+                data[name] = text
+                continue
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                problems.append(f"{name}: write it as {{expected: your_column}}, e.g. {{\"instruction\": \"question\"}}")
+                continue
+            data[name] = parsed
+        elif value is None and not isinstance(meta["default"], str):
+            problems.append(f"{name}: is empty; enter a value (default {meta['default']})")
+        else:
+            data[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return RunConfig.from_dict(data)
+
+
+def build_form(base: RunConfig) -> dict[str, gr.components.Component]:
+    """Render every field (grouped in tabs) and return name -> component, in field order."""
+    meta_all = field_help()
+    values = base.to_dict()
+    by_group: dict[str, list[str]] = {}
+    for name, meta in meta_all.items():
+        by_group.setdefault(meta.get("group", "training"), []).append(name)
+    known = [g for g, _ in GROUPS]
+    groups = GROUPS + [(g, g.title()) for g in by_group if g not in known]
+    comps: dict[str, gr.components.Component] = {}
+    with gr.Tabs(elem_id="advanced-groups"):
+        for group, label in groups:
+            names = by_group.get(group, [])
+            if not names:
+                continue
+            with gr.Tab(f"{label} ({len(names)})", elem_id=f"adv-tab-{group}"):
+                for start in range(0, len(names), PER_ROW):
+                    with gr.Row(equal_height=False):
+                        for name in names[start : start + PER_ROW]:
+                            comps[name] = _component(name, meta_all[name], values[name])
+    return {name: comps[name] for name in meta_all}
+
+
+def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
+    info = meta.get("help", "")
+    label = name
+    elem_id = f"cfg-{name}"
+    choices = meta.get("choices") or EXTRA_CHOICES.get(name)
+    if choices:
+        return gr.Dropdown(
+            choices=[_choice_str(c) for c in choices], value=_choice_str(value), label=label, info=info,
+            elem_id=elem_id, allow_custom_value=name in EXTRA_CHOICES,
+        )
+    kind = field_type(name)
+    if kind == "bool":
+        return gr.Checkbox(value=bool(value), label=label, info=info, elem_id=elem_id)
+    if kind == "int":
+        return gr.Number(value=value, label=label, info=info, precision=0, elem_id=elem_id)
+    if kind == "float":
+        step = FLOAT_STEPS.get(name, 0.01)
+        return gr.Number(value=value, label=label, info=info, step=step, elem_id=elem_id)
+    if kind == "dict":
+        return gr.Textbox(value=to_ui(name, value), label=label, info=info, elem_id=elem_id,
+                          placeholder='{"instruction": "question", "output": "answer"}')
+    return gr.Textbox(value="" if value is None else str(value), label=label, info=info, elem_id=elem_id)
+
+
+def updates_from_config(cfg: RunConfig) -> list[Any]:
+    """Component updates that set every field to `cfg` (for presets and YAML files)."""
+    return values_from_config(cfg)
+
+
+# --- the equivalent command line ---------------------------------------------------
+def overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]:
+    """`key=value` strings for every field that differs from `base` (RunConfig() by default)."""
+    base_d = (base or RunConfig()).to_dict()
+    out = []
+    for name, value in cfg.to_dict().items():
+        if value == base_d[name] and type(value) is type(base_d[name]):
+            continue
+        if isinstance(value, dict):
+            text = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif value == "":
+            text = ""
+        else:
+            text = str(value)
+        out.append(f"{name}={text}")
+    return out
+
+
+def command_text(cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml") -> str:
+    """The `finetune train` command lines that reproduce this config."""
+    lines = [
+        "# 1) with the config file (Save config as YAML below):",
+        f"finetune train --config {shlex.quote(yaml_name)}",
+        "",
+        "# 2) or flags only: the preset, then every setting that differs from it",
+    ]
+    base = RunConfig()
+    head = "finetune train"
+    if preset:
+        try:
+            from finetune.presets import apply_preset
+
+            base = apply_preset(RunConfig(), preset)
+            head += f" --preset {shlex.quote(preset)}"
+        except Exception:
+            base = RunConfig()
+    parts = [head] + [f"--set {shlex.quote(o)}" for o in overrides(cfg, base)]
+    if len(parts) == 1:
+        parts.append("--model demo")
+    lines.append(" \\\n    ".join(parts))
+    return "\n".join(lines)

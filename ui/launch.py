@@ -1,0 +1,137 @@
+"""How the app is served: host/port resolution, auth, exposure warning, and launch() kwargs.
+
+app.py parses the command line and calls `launch_kwargs(...)`; tests reuse the same function
+so they serve the app exactly as `python app.py` does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MAX_FILE_SIZE = "500mb"
+AUTH_ENV = "FINETUNE_AUTH"
+MAX_FILE_SIZE_ENV = "FINETUNE_MAX_FILE_SIZE"
+
+CSS = """
+.ft-banner { background: #fef2f2; border: 2px solid #dc2626; color: #7f1d1d; padding: 10px 14px;
+             border-radius: 8px; font-weight: 600; }
+.ft-progress { margin: 4px 0 8px 0; }
+.ft-bar { width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
+.ft-fill { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6); transition: width .6s ease; }
+.ft-progress.done .ft-fill { background: #16a34a; }
+.ft-progress.failed .ft-fill, .ft-progress.interrupted .ft-fill { background: #dc2626; }
+.ft-progress.stopped .ft-fill { background: #9ca3af; }
+.ft-progress-text { font-size: 0.9em; color: #374151; margin-top: 3px; font-variant-numeric: tabular-nums; }
+.seg-text { white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+            font-size: 0.85em; line-height: 1.5; padding: 10px; border: 1px solid #e5e7eb; border-radius: 6px;
+            max-height: 380px; overflow-y: auto; background: #fafafa; }
+.seg-trained { background: #dcfce7; color: #14532d; border-radius: 2px; }
+.seg-masked { color: #9ca3af; }
+.seg-legend { font-size: 0.85em; margin-bottom: 6px; }
+.seg-legend span { padding: 1px 6px; margin-right: 6px; border-radius: 3px; }
+.seg-legend .seg-masked { border: 1px dashed #d1d5db; }
+.seg-error { color: #b91c1c; }
+"""
+
+
+def theme() -> gr.themes.Base:
+    """A theme with system fonts only: the app must not reach out to Google Fonts (offline use)."""
+    fonts = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+    return gr.themes.Soft(primary_hue="blue", font=fonts, font_mono=mono)
+
+
+def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
+    """`user:pass[,user2:pass2]` -> [(user, pass), ...]; None when empty. ValueError on a bad entry."""
+    if not text or not text.strip():
+        return None
+    pairs = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"{AUTH_ENV} entries must look like user:password (got an entry without ':' or empty parts)")
+        pairs.append((user, password))
+    return pairs or None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "") or host.startswith("localhost."):
+        return host != ""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, auth: Any, share: bool) -> str | None:
+    """The warning to show when anyone on the network can use the app (run code, read the workspace)."""
+    if auth:
+        return None
+    if share:
+        return ("This app is shared on a public gradio.live link WITHOUT a password: anyone with the link can "
+                f"train, read your data and export models. Set {AUTH_ENV}=user:password.")
+    if not is_loopback(host):
+        return (f"This app listens on {host} (not only this computer) WITHOUT a password: anyone who can reach "
+                f"it can train, read your data and export models. Set {AUTH_ENV}=user:password, or bind to 127.0.0.1.")
+    return None
+
+
+def resolve_host_port(host: str | None, port: int | None) -> tuple[str, int]:
+    """Flags win over GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which win over 127.0.0.1:7860."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    if port is None:
+        env = os.environ.get("GRADIO_SERVER_PORT")
+        port = int(env) if env and env.strip().isdigit() else DEFAULT_PORT
+    return host, int(port)
+
+
+def launch_kwargs(
+    workspace: str | Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    auth: list[tuple[str, str]] | None = None,
+    max_file_size: str | int | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Everything `Blocks.launch()` gets, in one place (tests use it too)."""
+    host, port = resolve_host_port(host, port)
+    size = max_file_size or os.environ.get(MAX_FILE_SIZE_ENV) or DEFAULT_MAX_FILE_SIZE
+    if isinstance(size, str) and size.strip().isdigit():
+        size = int(size.strip())
+    kwargs: dict[str, Any] = {
+        "server_name": host,
+        "server_port": port,
+        "share": bool(share),
+        "max_file_size": size,
+        "allowed_paths": [str(Path(workspace).resolve())],
+        "enable_monitoring": False,
+        "show_error": False,  # errors are shown as messages by the handlers, never as tracebacks
+        "ssr_mode": False,
+        "theme": theme(),
+        "css": CSS,
+        "quiet": quiet,
+        "footer_links": ["api", "gradio"],
+    }
+    if auth:
+        kwargs["auth"] = auth
+        kwargs["auth_message"] = "finetune studio: sign in"
+    return kwargs
+
+
+def warn_stderr(message: str | None) -> None:
+    if message:
+        bar = "!" * 78
+        print(f"\n{bar}\nWARNING: {message}\n{bar}\n", file=sys.stderr, flush=True)

@@ -1,0 +1,332 @@
+"""Model & memory tab: base model, method, memory preset, live VRAM estimate, every knob, YAML.
+
+Engine calls: finetune.presets (list_presets, apply_preset), finetune.estimate.estimate_memory,
+finetune.config (RunConfig, field_help via ui.config_form). The Advanced form built here is
+the config every other tab reads and writes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from finetune.config import RunConfig
+from finetune.errors import ConfigError, FinetuneError
+from ui import charts, config_form
+from ui.state import Ctx, error_text, md_error, md_escape
+
+MODELS = [
+    "demo",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "Qwen/Qwen2.5-1.5B-Instruct",
+    "Qwen/Qwen3-0.6B",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "microsoft/Phi-3.5-mini-instruct",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "meta-llama/Llama-3.1-8B-Instruct",
+]
+METHODS = {
+    "QLoRA 4-bit": ("lora", "4bit"),
+    "LoRA 8-bit": ("lora", "8bit"),
+    "LoRA 16-bit": ("lora", "none"),
+    "DoRA": ("dora", None),  # keeps the quantization chosen (QDoRA with 4bit)
+    "Full fine-tune": ("full", "none"),
+}
+_est_lock = threading.Lock()
+_estimates: OrderedDict[str, Any] = OrderedDict()
+
+
+def method_label(method: str, quantization: str) -> str:
+    if method == "full":
+        return "Full fine-tune"
+    if method == "dora":
+        return "DoRA"
+    return {"4bit": "QLoRA 4-bit", "8bit": "LoRA 8-bit"}.get(quantization, "LoRA 16-bit")
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    try:
+        from finetune.presets import list_presets
+
+        return [(p.name, p.name) for p in list_presets()]
+    except Exception:
+        return []
+
+
+def preset_info(name: str | None) -> str:
+    if not name:
+        return "No preset: the settings below are RunConfig's defaults."
+    try:
+        from finetune.presets import list_presets
+
+        for p in list_presets():
+            if p.name == name:
+                need = f" · sized for about {p.min_gpu_gb:g} GB of GPU memory" if getattr(p, "min_gpu_gb", None) else ""
+                hint = f"  \nModels: {md_escape(p.model_hint)}" if getattr(p, "model_hint", "") else ""
+                return f"**{md_escape(p.name)}**: {md_escape(p.description)}{need}{hint}"
+    except Exception as exc:
+        return md_error(exc, "Presets unavailable")
+    return f"Unknown preset {md_escape(name)}"
+
+
+def hardware_md(ctx: Ctx) -> str:
+    if ctx.hardware is None:
+        return f"**Hardware:** unknown ({md_escape(ctx.hardware_error or 'detection failed')})"
+    try:
+        summary = ctx.hardware.summary()
+    except Exception as exc:
+        summary = error_text(exc)
+    suggestion = f" · suggested preset: **{md_escape(ctx.suggested_preset)}**" if ctx.suggested_preset else ""
+    return f"**Hardware:** {md_escape(summary)}{suggestion}"
+
+
+def gpu_gb(ctx: Ctx) -> float | None:
+    """Memory of the first GPU in GB, when there is one."""
+    hw = ctx.hardware
+    gpus = getattr(hw, "gpus", None) or []
+    if not gpus:
+        return None
+    first = gpus[0]
+    for attr in ("memory_gb", "total_memory_gb", "vram_gb", "total_gb"):
+        value = getattr(first, attr, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def device_of(ctx: Ctx) -> str:
+    device = str(getattr(ctx.hardware, "device", "") or "")
+    if device in ("cuda", "cpu", "mps"):
+        return device
+    return "cuda" if gpu_gb(ctx) else "cpu"
+
+
+def ram_gb(ctx: Ctx) -> float | None:
+    for attr in ("ram_gb", "memory_gb", "total_ram_gb", "system_memory_gb"):
+        value = getattr(ctx.hardware, attr, None)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
+
+
+def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
+    """(verdict Markdown, breakdown figure); never raises: a failed estimate says why."""
+    try:
+        from finetune.estimate import estimate_memory
+        from finetune.models import resolve_model_path
+    except ImportError as exc:
+        return md_error(f"The memory estimator is not available: {exc}", "No estimate"), charts.empty_figure(
+            "Estimated memory", "Not available")
+    device = device_of(ctx)
+    key = f"{device}\n{cfg.to_yaml()}"
+    try:
+        with _est_lock:
+            est = _estimates.get(key)
+        if est is None:
+            # the demo model lives in this app's workspace: hand the estimator its folder
+            model = resolve_model_path(cfg.model_name_or_path, ctx.workspace)
+            est = estimate_memory(model, cfg, device=device)
+            with _est_lock:
+                _estimates[key] = est
+                while len(_estimates) > 64:
+                    _estimates.popitem(last=False)
+    except Exception as exc:
+        return (md_error(error_text(exc), f"Cannot estimate memory for {cfg.model_name_or_path}"),
+                charts.empty_figure("Estimated memory", "No estimate for these settings"))
+    total = float(est.total_gb)
+    capacity = gpu_gb(ctx) if device != "cpu" else ram_gb(ctx)
+    where = "GPU memory" if device != "cpu" else "system RAM (no GPU: training runs on the CPU)"
+    if capacity:
+        verdict = est.verdict(capacity)
+        icon = {"fits": "✔", "tight": "⚠"}.get(verdict, "✖")
+        head = f"{icon} **{verdict.upper()}** — estimated peak **{total:.2f} GB** of {capacity:.0f} GB {where}"
+    else:
+        head = f"**Estimated peak: {total:.2f} GB** ({where}; capacity unknown)"
+    notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
+    md = head + (f"  \n{notes}" if notes else "")
+    return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, capacity if device != "cpu" else None)
+
+
+def config_summary(cfg: RunConfig, preset: str | None) -> str:
+    data = "the sample dataset" if not cfg.dataset_path else Path(cfg.dataset_path).name
+    steps = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
+    return (
+        f"**Start will train:** `{md_escape(cfg.model_name_or_path)}` · {method_label(cfg.method, cfg.quantization)} · "
+        f"preset {md_escape(preset or 'none')} · data: {md_escape(data)} · max_length {cfg.max_length} · {steps} · "
+        f"batch {cfg.per_device_train_batch_size}×{cfg.gradient_accumulation_steps} · lr {cfg.learning_rate:g}  \n"
+        "Change these in the **Data** and **Model & memory** tabs."
+    )
+
+
+# --- layout ----------------------------------------------------------------------------------
+def build(ctx: Ctx) -> None:
+    c, base = ctx.c, ctx.base_config
+    with gr.Row(equal_height=False):
+        c["model_name"] = gr.Dropdown(
+            choices=MODELS, value=base.model_name_or_path, allow_custom_value=True, label="Base model",
+            info="A popular small instruct model, any Hub id or local folder (type it), or `demo` (offline, CPU, seconds).",
+            elem_id="model-name", scale=3,
+        )
+        c["method"] = gr.Radio(choices=list(METHODS), value=method_label(base.method, base.quantization),
+                               label="Method", elem_id="model-method", scale=3,
+                               info="QLoRA trains a small adapter on a 4-bit base: the least memory.")
+    with gr.Row(equal_height=False):
+        c["preset"] = gr.Dropdown(choices=preset_choices(), value=ctx.suggested_preset, label="Memory preset",
+                                  info="Fills batch size, length, precision… for a memory budget.",
+                                  elem_id="model-preset", scale=2)
+        c["preset_md"] = gr.Markdown(preset_info(ctx.suggested_preset), elem_id="model-preset-info")
+    c["hardware_md"] = gr.Markdown(hardware_md(ctx), elem_id="model-hardware")
+    md, fig = estimate(ctx, base)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            c["estimate_md"] = gr.Markdown(md, elem_id="model-estimate")
+        with gr.Column(scale=3):
+            c["estimate_plot"] = gr.Plot(fig, show_label=False, elem_id="model-estimate-plot")
+    with gr.Accordion("Advanced: every setting", open=False, elem_id="advanced"):
+        gr.Markdown("Every knob of the run, with its help text. Presets, the Data tab and loaded YAML files fill "
+                    "these fields; Start uses exactly what is here.")
+        ctx.fields.update(config_form.build_form(base))
+    with gr.Row(equal_height=True):
+        c["yaml_save_btn"] = gr.Button("Save config as YAML", elem_id="yaml-save-btn")
+        c["yaml_upload"] = gr.UploadButton("Load a config (YAML)…", file_types=[".yaml", ".yml"],
+                                           elem_id="yaml-upload")
+    c["reset_btn"] = gr.Button("Reset every setting to the defaults", size="sm", elem_id="config-reset-btn")
+    c["yaml_file"] = gr.File(label="Saved config (download)", interactive=False, elem_id="yaml-file", visible=False)
+    c["yaml_msg"] = gr.Markdown(elem_id="yaml-msg")
+    c["command"] = gr.Code(config_form.command_text(base, ctx.suggested_preset), language="shell",
+                           label="Equivalent command line", interactive=False, elem_id="model-command",
+                           lines=4, wrap_lines=True)
+
+
+# --- handlers ------------------------------------------------------------------------------------
+def wire(ctx: Ctx) -> None:
+    c, f = ctx.c, ctx.fields
+    fields = ctx.field_list
+    refresh_outputs = [c["model_name"], c["method"], c["data_max_length"], c["estimate_md"], c["estimate_plot"],
+                       c["command"], c["train_config_md"], c["saved_config"]]
+
+    def refresh(preset, *values):
+        try:
+            cfg = config_form.config_from_values(values)
+        except FinetuneError as exc:
+            problem = md_error(exc, "These settings cannot be used")
+            return [gr.skip(), gr.skip(), gr.skip(), problem, gr.skip(), gr.skip(), problem, gr.skip()]
+        md, fig = estimate(ctx, cfg)
+        return [cfg.model_name_or_path, method_label(cfg.method, cfg.quantization), cfg.max_length, md, fig,
+                config_form.command_text(cfg, preset), config_summary(cfg, preset),
+                {"preset": preset, "config": cfg.to_dict()}]
+
+    def chain(dep):
+        return dep.then(refresh, [c["preset"], *fields], refresh_outputs, api_visibility="private",
+                        show_progress="hidden", trigger_mode="always_last")
+
+    ctx.hooks["refresh"] = chain
+    triggers = []
+    for comp in fields:  # text fields update when done (Enter or leaving the field), not per keystroke
+        triggers += [comp.submit, comp.blur] if isinstance(comp, gr.Textbox) else [comp.input]
+    gr.on(triggers, refresh, [c["preset"], *fields], refresh_outputs,
+          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+
+    def set_model(name):
+        name = (name or "").strip()
+        if not name:
+            gr.Warning("Type a Hub model id, a local folder, or pick one from the list.")
+            return gr.skip()
+        return name
+
+    ev = c["model_name"].input(set_model, c["model_name"], f["model_name_or_path"], api_name="set_model",
+                               show_progress="hidden")
+    ctx.hooks["after_model"] = ev
+
+    def set_method(label):
+        method, quant = METHODS.get(label, ("lora", "4bit"))
+        return method, gr.skip() if quant is None else quant
+
+    chain(c["method"].input(set_method, c["method"], [f["method"], f["quantization"]], api_name="set_method",
+                            show_progress="hidden"))
+
+    def use_preset(name, *values):
+        from finetune.presets import apply_preset
+
+        try:
+            cfg = config_form.config_from_values(values)
+            cfg = apply_preset(cfg, name)
+        except Exception as exc:
+            gr.Warning(error_text(exc))
+            return [gr.skip()] * len(fields) + [md_error(exc, "Preset not applied")]
+        gr.Info(f"Preset {name} applied")
+        return config_form.values_from_config(cfg) + [preset_info(name)]
+
+    chain(c["preset"].input(use_preset, [c["preset"], *fields], [*fields, c["preset_md"]], api_name="apply_preset"))
+
+    def save_yaml(*values):
+        try:
+            cfg = config_form.config_from_values(values)
+        except FinetuneError as exc:
+            gr.Warning(error_text(exc))
+            return gr.File(visible=False), md_error(exc, "Not saved")
+        problems = cfg.validate()
+        name = cfg.run_name or re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.model_name_or_path.split("/")[-1]) or "run"
+        path = ctx.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(path)
+        note = f"Saved **{path.name}** (download it above)."
+        if problems:
+            note += "\n\n" + md_error("\n".join(f"- {p}" for p in problems), "Note: Start will refuse these settings")
+        gr.Info(f"Saved {path.name}")
+        return gr.File(value=str(path), visible=True), note
+
+    c["yaml_save_btn"].click(save_yaml, fields, [c["yaml_file"], c["yaml_msg"]], api_name="save_config")
+
+    def load_yaml(path, *values):
+        skip = [gr.skip()] * len(fields)
+        if not path:
+            return skip + [gr.skip(), gr.skip()]
+        name = Path(path).name
+        try:
+            current = config_form.config_from_values(values)
+            cfg = RunConfig.from_yaml(path, base=current)
+            problems = cfg.validate()
+            if problems:
+                raise ConfigError(problems)
+        except FinetuneError as exc:
+            text = error_text(exc).replace(str(path), name).replace(str(Path(path).parent) + "/", "")
+            gr.Warning(f"{name} was not loaded: see the message under the upload box.")
+            return skip + [md_error(text, f"{name} was not loaded"), gr.skip()]
+        gr.Info(f"Loaded {name}")
+        return config_form.values_from_config(cfg) + [f"✔ Loaded **{md_escape(name)}**: every field below now "
+                                                      "shows its settings.", cfg.max_length]
+
+    def restore(saved):
+        """Page (re)load: the settings this browser last had, when they are still valid."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            return [gr.skip()] * (len(fields) + 2)
+        try:
+            cfg = RunConfig.from_dict(saved["config"], base=ctx.base_config)
+            if cfg.validate():
+                raise ConfigError(cfg.validate())
+        except FinetuneError:
+            return [gr.skip()] * (len(fields) + 2)
+        preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices()] else None
+        return config_form.values_from_config(cfg) + [preset, preset_info(preset)]
+
+    ctx.hooks["after_restore"] = chain(ctx.blocks.load(restore, c["saved_config"], [*fields, c["preset"], c["preset_md"]],
+                                                       api_visibility="private"))
+
+    def reset():
+        gr.Info("Every setting is back to its default")
+        return config_form.values_from_config(ctx.base_config) + [ctx.suggested_preset, preset_info(ctx.suggested_preset)]
+
+    ctx.hooks["after_reset"] = chain(c["reset_btn"].click(reset, None, [*fields, c["preset"], c["preset_md"]],
+                                                          api_name="reset_config"))
+
+    ev = c["yaml_upload"].upload(load_yaml, [c["yaml_upload"], *fields], [*fields, c["yaml_msg"], c["data_max_length"]],
+                                 api_name="load_config")
+    ctx.hooks["after_yaml"] = chain(ev)

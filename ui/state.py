@@ -1,0 +1,120 @@
+"""Shared UI plumbing: the component registry every tab adds to, and small helpers.
+
+Nothing here trains, loads or evaluates anything: it only turns engine results and
+engine errors into what the page shows.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from finetune.errors import FinetuneError
+
+log = logging.getLogger("finetune.ui")
+
+GPU = "gpu"  # shared concurrency_id: start, compare and merge never run at the same time
+
+
+@dataclass
+class Ctx:
+    """What the tab modules share while the page is built and wired."""
+
+    workspace: Path
+    hardware: Any = None  # finetune.hardware.HardwareInfo, or None when detection failed
+    hardware_error: str = ""
+    suggested_preset: str | None = None
+    base_config: Any = None  # RunConfig <- suggested preset: what the form starts from
+    fields: dict[str, gr.components.Component] = field(default_factory=dict)  # RunConfig field -> component
+    c: dict[str, Any] = field(default_factory=dict)  # named components of every tab
+    blocks: Any = None
+    hooks: dict[str, Any] = field(default_factory=dict)  # cross-tab chains, e.g. "refresh"(dependency)
+
+    @property
+    def field_list(self) -> list[gr.components.Component]:
+        return list(self.fields.values())
+
+
+def error_text(exc: BaseException) -> str:
+    """A user-facing message: FinetuneError text as it is, anything else one line (traceback to stderr)."""
+    if isinstance(exc, FinetuneError):
+        return str(exc)
+    traceback.print_exception(exc, file=sys.stderr)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"Unexpected error: {type(exc).__name__}: {first}"
+
+
+def md_error(exc_or_text: BaseException | str, title: str = "Problem") -> str:
+    """Markdown for an error: a bold title then the message as a list or paragraph."""
+    text = exc_or_text if isinstance(exc_or_text, str) else error_text(exc_or_text)
+    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return f"**{title}**"
+    body = []
+    for ln in lines:
+        stripped = ln.strip()
+        if stripped.startswith("- "):
+            body.append(f"- {md_escape(stripped[2:])}")
+        else:
+            body.append(md_escape(stripped) + "  ")
+    return f"⚠ **{title}:**\n\n" + "\n".join(body)
+
+
+def md_escape(text: str) -> str:
+    """Escape text for Markdown (and HTML inside it) so file names or data never format or inject."""
+    return re.sub(r"([\\`*_{}\[\]#|~])", r"\\\1", html.escape(str(text), quote=False))
+
+
+def warn(exc: BaseException | str) -> str:
+    """Show a toast and return the message (for a status line)."""
+    text = exc if isinstance(exc, str) else error_text(exc)
+    gr.Warning(text.replace("\n", "<br>") if "\n" in text else text)
+    return text
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_time(stamp: float | None) -> str:
+    if not stamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def run_choices(workspace: Path, with_adapter: bool = False) -> list[str]:
+    """Run names in the workspace, newest first (optionally only those with a saved adapter)."""
+    from finetune.runs import list_runs
+
+    try:
+        runs = list_runs(workspace)
+    except Exception:  # a listing problem must not break a tab
+        traceback.print_exc()
+        return []
+    return [r.name for r in runs if r.has_adapter or not with_adapter]
+
+
+def run_dropdown_update(workspace: Path, current: str | None, prefer: str | None = None, with_adapter: bool = True):
+    """A Dropdown update with fresh choices; keeps `current` when still valid, else `prefer`/newest."""
+    choices = run_choices(workspace, with_adapter=with_adapter)
+    if prefer in choices:
+        value = prefer
+    elif current in choices:
+        value = current
+    else:
+        value = choices[0] if choices else None
+    return gr.Dropdown(choices=choices, value=value)
