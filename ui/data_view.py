@@ -129,11 +129,12 @@ def source_label(dataset_path: str) -> str:
 
 def columns_of(dataset_path: str) -> list[str]:
     """Columns of a file whose format could not be detected (for the mapping form)."""
-    try:
-        from finetune.data.readers import read_source  # TODO(engine): a public peek_columns()
+    from finetune.data import peek_columns
+    from finetune.errors import FinetuneError
 
-        return list(read_source(resolve_source(dataset_path)).columns)
-    except Exception:
+    try:
+        return peek_columns(resolve_source(dataset_path))
+    except FinetuneError:
         return []
 
 
