@@ -1,0 +1,142 @@
+"""`finetune estimate`: print the memory estimate of a model + preset/config as a table or JSON.
+
+The lead wires it in `finetune/cli.py` with `register_cli(subparsers)`; the parser calls
+`run_estimate_cli(args) -> int` (0 on success, 1 with a one-paragraph error on bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from finetune.config import RunConfig
+from finetune.errors import FinetuneError
+from finetune.estimate.memory import DEVICES, MemoryEstimate, estimate_memory
+
+LABELS = {
+    "base_weights": "base weights",
+    "adapter_weights": "adapter weights",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer states",
+    "activations": "activations",
+    "logits_loss": "logits + loss",
+    "workspace": "backward workspace",
+    "allocator_slack": "allocator slack",
+    "cuda_context": "CUDA context",
+    "runtime": "runtime",
+}
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the `estimate` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "estimate",
+        help="estimate peak GPU memory of a fine-tuning run (reads only config.json)",
+        description="Estimate peak training memory from the model's config.json and the run settings.",
+    )
+    parser.add_argument("--model", "-m", help="Hub id, local folder, bundled shape (e.g. llama-3.1-8b) or demo")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="preset name (see presets/)")
+    source.add_argument("--config", type=Path, help="a RunConfig YAML file")
+    parser.add_argument(
+        "--set",
+        dest="set_values",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable), e.g. --set per_device_train_batch_size=2",
+    )
+    parser.add_argument("--seq-len", type=int, help="tokens per sequence (default: max_length)")
+    parser.add_argument("--device", choices=DEVICES, default="cuda", help="what to estimate for (default: cuda)")
+    parser.add_argument("--gpu-gb", type=float, help="GPU memory to judge against (default: the detected GPU)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=run_estimate_cli)
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults, then the preset or config file, then --set, then --model."""
+    from finetune.presets import apply_preset
+
+    config = RunConfig()
+    if getattr(args, "config", None):
+        config = RunConfig.from_yaml(args.config)
+    elif getattr(args, "preset", None):
+        config = apply_preset(config, args.preset)
+    if getattr(args, "set_values", None):
+        config = config.with_overrides(args.set_values)
+    if getattr(args, "model", None):
+        config = config.replace(model_name_or_path=args.model)
+    return config
+
+
+def _gpu(args: argparse.Namespace) -> tuple[str, float]:
+    """Name and memory to judge the estimate against: --gpu-gb, else the detected GPU, else none."""
+    if getattr(args, "gpu_gb", None):
+        return f"a {args.gpu_gb:g} GB GPU", float(args.gpu_gb)
+    from finetune.hardware import detect_hardware
+
+    hw = detect_hardware()
+    if hw.gpus:
+        return hw.gpus[0].name, hw.gpus[0].total_gb
+    return "", 0.0
+
+
+def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0.0) -> str:
+    """Readable multi-line summary of an estimate."""
+    i, p = estimate.inputs, estimate.params
+    share = 100 * p["trainable"] / max(1, p["total"])
+    method = (
+        "full fine-tuning" if i["method"] == "full" else f"{i['method']} r{i['lora_r']} on {i['lora_target_modules']}"
+    )
+    lines = [
+        f"Memory estimate for {estimate.model} ({p['total'] / 1e9:.2f}B parameters, "
+        f"{p['trainable'] / 1e6:.1f}M trainable = {share:.2f}%)",
+        f"  {i['quantization']} · {method} · batch {i['batch_size']} x {i['seq_len']} tokens · gradient checkpointing "
+        f"{'on' if i['gradient_checkpointing'] else 'off'} · {i['optim']} · {i['compute_dtype']} on {i['device']}",
+        "",
+    ]
+    for key, value in estimate.breakdown.items():
+        lines.append(f"  {LABELS.get(key, key):<20} {value:8.2f} GB")
+    lines.append(f"  {'-' * 31}")
+    lines.append(f"  {'total':<20} {estimate.total_gb:8.2f} GB")
+    if i["device"] == "cuda":
+        lines.append(f"  {'max_memory_allocated':<20} {estimate.allocated_gb:8.2f} GB  (what PyTorch itself reports)")
+    if gpu_gb > 0:
+        lines += ["", f"  On {gpu_name} ({gpu_gb:.1f} GB): {estimate.verdict(gpu_gb)}"]
+    lines += ["", "Notes:"] + [f"  - {note}" for note in estimate.notes]
+    return "\n".join(lines)
+
+
+def run_estimate_cli(args: argparse.Namespace) -> int:
+    """Handler of `finetune estimate`; returns the exit code."""
+    try:
+        config = build_config(args)
+        gpu_name, gpu_gb = _gpu(args)
+        estimate = estimate_memory(
+            config.model_name_or_path, config, seq_len=args.seq_len, device=args.device, gpu_gb=gpu_gb or None
+        )
+    except FinetuneError as exc:
+        print(f"finetune estimate: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        data = estimate.to_dict()
+        data["preset"] = getattr(args, "preset", None)
+        data["config_file"] = str(args.config) if getattr(args, "config", None) else None
+        data["overrides"] = list(getattr(args, "set_values", []) or [])
+        if gpu_gb > 0:
+            data["gpu"] = {"name": gpu_name, "total_gb": round(gpu_gb, 2), "verdict": estimate.verdict(gpu_gb)}
+        print(json.dumps(data, indent=1))
+    else:
+        print(format_table(estimate, gpu_name, gpu_gb))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m finetune.estimate estimate ...`) until the main CLI wires it."""
+    parser = argparse.ArgumentParser(prog="finetune")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
