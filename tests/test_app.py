@@ -193,11 +193,18 @@ def test_train_compare_export(app, workspace):
     overlay = client.predict([run_name], api_name="/overlay_runs")
     assert run_name in str(overlay)  # the run's loss curve is on the overlay chart
 
-    base, tuned, note = client.predict(run_name, "Spell the word garden backwards.", "", 0.0, 1.0, 24, 0,
-                                       api_name="/compare")
+    base, tuned, note, stats, diff = client.predict(
+        run_name, "Spell the word garden backwards.", "", 0.0, 1.0, 24, 0, api_name="/compare"
+    )
     assert base.strip() and tuned.strip(), note
     assert base != tuned, "the adapter did not change the answer"
     assert "Done" in note
+    assert "tokens in" in stats and "word-diff" in diff  # each answer's length and time; the word diff
+
+    # batch evaluation on the run's own validation split, as training held it out
+    msg, summary, _, table, files = client.predict(run_name, None, 2, "all", "", 0.0, 1.0, 16, 0, api_name="/evaluate")
+    assert "Done: 2 rows" in msg, msg
+    assert len(table["data"]) == 2 and "| ROUGE-L |" in summary and len(files) == 2
 
     adapter_zip = client.predict(run_name, api_name="/zip_adapter")
     with zipfile.ZipFile(adapter_zip) as zf:

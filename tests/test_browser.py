@@ -146,7 +146,53 @@ def test_whole_flow(served, page):
     base = page.locator("#answer-base textarea").input_value()
     tuned = page.locator("#answer-tuned textarea").input_value()
     assert base.strip() and tuned.strip()
+    expect(page.locator("#test-stats")).to_contain_text("tokens in")  # each answer's length and time
+    expect(page.locator("#test-diff")).to_contain_text(re.compile("Word diff|identical"))
     shot(page, "07-test")
+
+    # 4b. Blind A/B: one vote with a shortcut key, one with a button; sides revealed, tally counted
+    page.get_by_role("tab", name="Blind A/B").click()
+    expect(page.locator("#ab-tally")).to_contain_text("No votes yet")
+    expect(page.locator("#ab-tie")).to_be_disabled()  # nothing to vote on yet
+    prompt = page.locator("#ab-prompt textarea")
+    prompt.fill("What is 17 plus 4?")
+    page.locator("#ab-new").click()
+    expect(page.locator("#ab-tie")).to_be_enabled(timeout=LONG)
+    assert page.locator("#ab-answer-a textarea").input_value().strip()
+    expect(page.locator("#ab-reveal")).not_to_contain_text("was the")  # sides hidden before the vote
+    shot(page, "08-ab-pair")
+    prompt.press("3")  # typed into a text box: not a vote
+    expect(prompt).to_have_value("What is 17 plus 4?3")
+    expect(page.locator("#ab-tie")).to_be_enabled()
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("3")  # tie
+    expect(page.locator("#ab-reveal")).to_contain_text("Vote saved: Tie", timeout=30_000)
+    expect(page.locator("#ab-reveal")).to_contain_text("was the base model")
+    expect(page.locator("#ab-tally")).to_contain_text("1 vote(s) in all")
+    expect(page.locator("#ab-tie")).to_be_disabled()  # one vote per pair
+    page.keyboard.press("3")  # the buttons are disabled now: no second vote on the same pair
+    prompt.fill("Name three colours.")
+    page.locator("#ab-new").click()
+    expect(page.locator("#ab-bad")).to_be_enabled(timeout=LONG)
+    button = page.locator("#ab-a") if page.locator("#ab-a").is_enabled() else page.locator("#ab-bad")
+    button.click()
+    expect(page.locator("#ab-tally")).to_contain_text("2 vote(s) in all", timeout=30_000)
+    expect(page.locator("#ab-tally")).to_contain_text("1 tie(s)")
+    expect(page.locator("#ab-plot .js-plotly-plot")).to_be_visible()
+    shot(page, "09-ab-voted")
+
+    # 4c. Batch evaluation on the validation split, 3 rows
+    page.get_by_role("tab", name="Batch evaluation").click()
+    limit = page.locator("#eval-limit input")
+    limit.fill("3")
+    limit.press("Tab")
+    page.locator("#eval-start").click()
+    expect(page.locator("#eval-msg")).to_contain_text("Done: 3 rows", timeout=LONG)
+    expect(page.locator("#eval-summary")).to_contain_text("ROUGE-L")
+    expect(page.locator("#eval-chart .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#eval-table [role=grid]")).to_have_attribute("aria-rowcount", "4")  # header + 3 rows
+    expect(page.locator("#eval-files")).to_contain_text(".jsonl")
+    shot(page, "10-eval")
 
     # 5. Export: merge with progress, then download the zip
     open_tab(page, "5 · Export")
@@ -157,4 +203,4 @@ def test_whole_flow(served, page):
     page.locator("#export-zip-btn").click()
     expect(page.locator("#export-adapter-file")).to_contain_text("-adapter", timeout=60_000)
     expect(page.locator("#export-card")).to_contain_text("Training configuration")
-    shot(page, "08-export")
+    shot(page, "11-export")

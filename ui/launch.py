@@ -39,6 +39,37 @@ CSS = """
 .seg-legend span { padding: 1px 6px; margin-right: 6px; border-radius: 3px; }
 .seg-legend .seg-masked { border: 1px dashed #d1d5db; }
 .seg-error { color: #b91c1c; }
+.ft-muted, .ft-muted p { font-size: 0.85em; color: #6b7280; }
+.ft-diff-legend { font-size: 0.85em; margin-bottom: 6px; }
+.ft-diff-legend del, .ft-diff-legend ins { padding: 1px 6px; margin-right: 6px; border-radius: 3px; }
+.ft-diff-legend del { background: #fbd6d6; }
+.ft-diff-legend ins { background: #d4f8d4; text-decoration: none; }
+.ft-diff-empty, .ft-diff-same { color: #6b7280; font-size: 0.9em; }
+.word-diff { line-height: 1.6; padding: 4px 2px; }
+#ab-buttons button { min-height: 44px; font-size: 1.05em; }
+"""
+
+# Blind A/B shortcut keys (ui.ab_view): 1/a, 2/b, 3/t, 4/x click the matching vote button, which must be
+# on screen and enabled; keys typed into a text field, or with a modifier, are left alone.
+JS = """
+() => {
+  if (window.__ftAbKeys) return;
+  window.__ftAbKeys = true;
+  const keys = {"1": "ab-a", "a": "ab-a", "2": "ab-b", "b": "ab-b", "3": "ab-tie", "t": "ab-tie",
+                "4": "ab-bad", "x": "ab-bad"};
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat || e.defaultPrevented) return;
+    const el = e.target;
+    const tag = el && el.tagName ? el.tagName.toLowerCase() : "";
+    if (tag === "input" || tag === "textarea" || tag === "select" || (el && el.isContentEditable)) return;
+    const id = keys[(e.key || "").toLowerCase()];
+    if (!id) return;
+    const button = document.getElementById(id);
+    if (!button || button.disabled || button.offsetParent === null) return;
+    e.preventDefault();
+    button.click();
+  });
+}
 """
 
 
@@ -122,6 +153,7 @@ def launch_kwargs(
         "ssr_mode": False,
         "theme": theme(),
         "css": CSS,
+        "js": JS,
         "quiet": quiet,
         "footer_links": ["api", "gradio"],
     }

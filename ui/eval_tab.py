@@ -1,0 +1,273 @@
+"""Batch evaluation view (inside the Test tab): base and fine-tuned over the run's validation split
+or a chosen file, capped at N rows, scored against the references, with a progress bar and a Stop
+button; a table with filters (answers differ / fine-tuned worse), a summary chart and downloads.
+
+Engine calls: finetune.evaluation (evaluate with progress/stop callbacks, latest_evaluation,
+load_evaluation; Evaluation.filtered/write/figure). Each evaluation is saved by the engine in
+<run>/evaluations/<timestamp>/; the page keeps only that folder in gr.State, and the latest one is
+shown again when a run is chosen. Only files the engine wrote reach the download component.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from finetune.errors import FinetuneError
+from finetune.evaluation import Evaluation, evaluate, latest_evaluation, load_evaluation
+from ui.eval_common import StopFlag, check_idle, fmt_score, progress_callback, selected_run, settings_from
+from ui.state import GPU, Ctx, error_text, md_error, md_escape
+
+DEFAULT_LIMIT = 20
+FILTERS = [("All rows", "all"), ("Answers differ", "differ"), ("Fine-tuned scored worse (forgetting check)", "worse")]
+METRIC_NAMES = {
+    "exact_match": "exact match",
+    "token_f1": "token F1",
+    "rouge_l": "ROUGE-L",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "mean_tokens": "mean tokens",
+    "mean_seconds": "mean seconds",
+}
+SHORT = {"exact_match": "EM", "token_f1": "F1", "rouge_l": "ROUGE-L", "correct": "✓"}
+EMPTY_HEADERS = ["#", "prompt", "reference", "base", "fine-tuned"]
+# the text columns, then up to 8 score columns (4 metrics x 2 models): fits a laptop screen without scrolling
+COLUMN_WIDTHS = ["44px", "170px", "100px", "220px", "220px", *["60px"] * 8]
+
+
+def build(ctx: Ctx) -> None:
+    c = ctx.c
+    gr.Markdown(
+        "Run the base and the fine-tuned model over held-out rows and score both against the reference "
+        "answers (exact match, token F1, ROUGE-L; accuracy and macro F1 when the answers look like labels). "
+        "Uses the decoding settings above (the rows keep their own system turns).",
+        elem_id="eval-intro",
+    )
+    c["eval_stop_flag"] = gr.State(StopFlag())
+    c["eval_folder"] = gr.State(None)
+    with gr.Row(equal_height=True):
+        c["eval_file"] = gr.File(
+            label="Data file (optional: default is the run's validation split)",
+            file_types=[".jsonl", ".json", ".csv", ".parquet", ".txt"],
+            height=140,
+            elem_id="eval-file",
+            scale=3,
+        )
+        c["eval_limit"] = gr.Number(
+            value=DEFAULT_LIMIT,
+            precision=0,
+            minimum=1,
+            maximum=100_000,
+            label="Rows (at most)",
+            elem_id="eval-limit",
+            scale=1,
+            min_width=140,
+        )
+    with gr.Row():
+        c["eval_start"] = gr.Button("Evaluate base vs fine-tuned", variant="primary", elem_id="eval-start", scale=3)
+        c["eval_stop"] = gr.Button("Stop", variant="stop", elem_id="eval-stop", scale=1)
+    c["eval_msg"] = gr.Markdown(elem_id="eval-msg")
+    with gr.Row(equal_height=False):
+        c["eval_summary"] = gr.Markdown(elem_id="eval-summary", container=True)
+        c["eval_chart"] = gr.Plot(label="Mean scores", elem_id="eval-chart", show_label=False)
+    c["eval_filter"] = gr.Radio(FILTERS, value="all", label="Show", elem_id="eval-filter")
+    c["eval_table"] = gr.Dataframe(
+        headers=EMPTY_HEADERS,
+        interactive=False,
+        wrap=True,
+        max_height=520,
+        elem_id="eval-table",
+        label="Rows",
+        max_chars=400,
+        show_search="search",
+        column_widths=COLUMN_WIDTHS,
+    )
+    c["eval_files"] = gr.File(
+        label="Download these rows (CSV and JSONL)",
+        file_count="multiple",
+        interactive=False,
+        elem_id="eval-files",
+    )
+
+
+def table(evaluation: Evaluation, which: str):
+    """The rows for display: the texts, then each metric for base and fine-tuned side by side (token
+    counts, times and the differ/worse flags are in the downloads; the filters use the flags)."""
+    import pandas as pd
+
+    rows = evaluation.filtered(which)
+    label_like = bool(evaluation.summary.get("label_like"))
+    metrics = ["exact_match", "token_f1", "rouge_l"] + (["correct"] if label_like else [])
+    records = []
+    for r in rows:
+        rec = {"#": r.index, "prompt": r.prompt, "reference": r.reference, "base": r.base, "fine-tuned": r.finetuned}
+        for m in metrics:
+            rec[f"{SHORT[m]} base"] = fmt_score(r.base_scores.get(m))
+            rec[f"{SHORT[m]} ft"] = fmt_score(r.finetuned_scores.get(m))
+        records.append(rec)
+    if not records:
+        return pd.DataFrame(columns=EMPTY_HEADERS)
+    return pd.DataFrame(records)
+
+
+def summary_md(evaluation: Evaluation) -> str:
+    s = evaluation.summary
+    folder = evaluation.folder.name if evaluation.folder else "not saved"
+    metrics = ["exact_match", "token_f1", "rouge_l"] + (["accuracy", "macro_f1"] if s.get("label_like") else [])
+    lines = [
+        f"**{s.get('n', 0)} rows** from {md_escape(Path(str(s.get('source', '?'))).name)} "
+        f"(adapter: {md_escape(s.get('adapter') or 'final')}, saved as `{md_escape(folder)}`)"
+        + (" — **stopped early**" if s.get("stopped") else ""),
+        "",
+        "| metric | base | fine-tuned |",
+        "|---|---|---|",
+    ]
+    for m in [*metrics, "mean_tokens", "mean_seconds"]:
+        b, f = s.get("base", {}).get(m), s.get("finetuned", {}).get(m)
+        fmt = (
+            (lambda v: "–" if v is None else f"{v:.3f}")
+            if m != "mean_tokens"
+            else (lambda v: "–" if v is None else f"{v:.1f}")
+        )
+        lines.append(f"| {METRIC_NAMES[m]} | {fmt(b)} | {fmt(f)} |")
+    lines += [
+        "",
+        f"Answers differ in **{s.get('differ', 0)}** rows; fine-tuned scored better in "
+        f"**{s.get('finetuned_better', 0)}** and worse in **{s.get('finetuned_worse', 0)}** "
+        f"(by {'label accuracy' if s.get('label_like') else 'ROUGE-L'}).",
+    ]
+    for w in s.get("warnings") or []:
+        lines.append(f"\n⚠ {md_escape(w)}")
+    if s.get("skipped"):
+        lines.append(f"\n{len(s['skipped'])} row(s) skipped (no prompt or no reference).")
+    return "\n".join(lines)
+
+
+def row_files(evaluation: Evaluation, which: str) -> list[str]:
+    """CSV + JSONL of the rows shown: the engine's saved files for all rows, else filtered copies."""
+    folder = evaluation.folder
+    if folder is None:
+        return []
+    if which == "all":
+        return [str(folder / "rows.csv"), str(folder / "rows.jsonl")]
+    return [
+        str(evaluation.write(folder / f"rows-{which}.csv", which)),
+        str(evaluation.write(folder / f"rows-{which}.jsonl", which)),
+    ]
+
+
+def view(evaluation: Evaluation | None, which: str):
+    """(summary, chart, table, files, folder) for an evaluation, or empty outputs for none."""
+    if evaluation is None:
+        return "*No evaluation of this run yet.*", None, table_empty(), [], None
+    which = which or "all"
+    return (
+        summary_md(evaluation),
+        evaluation.figure(),
+        table(evaluation, which),
+        row_files(evaluation, which),
+        str(evaluation.folder) if evaluation.folder else None,
+    )
+
+
+def table_empty():
+    import pandas as pd
+
+    return pd.DataFrame(columns=EMPTY_HEADERS)
+
+
+def run_evaluation(
+    ctx: Ctx,
+    run_name,
+    data_file,
+    limit,
+    which,
+    stop: StopFlag,
+    system,
+    temperature,
+    top_p,
+    max_new,
+    seed,
+    progress=gr.Progress(),
+):
+    """Outputs: message, summary, chart, table, files, folder."""
+    stop.clear()
+    try:
+        run = selected_run(ctx, run_name)
+        check_idle()
+        settings = settings_from(system, temperature, top_p, max_new, seed)
+        n = int(limit or DEFAULT_LIMIT)
+        if n < 1:
+            raise FinetuneError("The row limit must be at least 1.")
+        progress(0.0, desc="Loading the models")
+        stop.running = True
+        evaluation = evaluate(
+            run,
+            data_file or None,
+            limit=n,
+            settings=settings,
+            stop=stop,
+            progress=progress_callback(progress, "Evaluating", "rows"),
+        )
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return md_error(exc, "No evaluation"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    finally:
+        stop.running = False
+    s = evaluation.summary
+    if s.get("stopped"):
+        msg = f"■ Stopped after {s['n']} of {s['requested']} rows; the finished rows are scored and saved."
+    else:
+        msg = f"✔ Done: {s['n']} rows evaluated."
+    return (msg, *view(evaluation, which))
+
+
+def refilter(folder, which):
+    """Show another filter of the evaluation in `folder`: table and files only."""
+    if not folder:
+        return table_empty(), []
+    try:
+        evaluation = load_evaluation(folder)
+        return table(evaluation, which), row_files(evaluation, which)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return gr.skip(), gr.skip()
+
+
+def latest(ctx: Ctx, run_name, which):
+    """The latest saved evaluation of the chosen run (summary, chart, table, files, folder)."""
+    if not run_name:
+        return view(None, which)
+    try:
+        return view(latest_evaluation(selected_run(ctx, run_name)), which)
+    except Exception as exc:
+        return md_error(exc, "Cannot show the last evaluation"), None, table_empty(), [], None
+
+
+def request_stop(stop: StopFlag):
+    if not stop.running:
+        return "Nothing to stop: no evaluation is running on this page."
+    stop.set()
+    return "■ Stopping after the answer in progress…"
+
+
+def wire(ctx: Ctx, settings_inputs: list) -> None:
+    c = ctx.c
+    shown = [c["eval_summary"], c["eval_chart"], c["eval_table"], c["eval_files"], c["eval_folder"]]
+    c["eval_start"].click(
+        partial(run_evaluation, ctx),
+        [c["test_run"], c["eval_file"], c["eval_limit"], c["eval_filter"], c["eval_stop_flag"], *settings_inputs],
+        [c["eval_msg"], *shown],
+        api_name="evaluate",
+        concurrency_id=GPU,
+        concurrency_limit=1,
+    )
+    c["eval_stop"].click(request_stop, c["eval_stop_flag"], c["eval_msg"], api_name="stop_evaluation")
+    c["eval_filter"].change(
+        refilter, [c["eval_folder"], c["eval_filter"]], [c["eval_table"], c["eval_files"]], api_name="filter_evaluation"
+    )
+    show_latest = partial(latest, ctx)
+    c["test_run"].change(show_latest, [c["test_run"], c["eval_filter"]], shown, api_name="latest_evaluation")
+    ctx.blocks.load(show_latest, [c["test_run"], c["eval_filter"]], shown, api_visibility="private")

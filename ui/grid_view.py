@@ -1,0 +1,215 @@
+"""Prompt set × checkpoints view (inside the Test tab): a saved list of prompts, answered by the
+base, every saved checkpoint of the run and the final adapter, as one grid. Reading across a row
+shows when the model learned (or broke) something.
+
+Engine calls: finetune.evaluation (save_prompt_set / load_prompt_set / list_prompt_sets in the
+workspace, prompts_from_text, run_prompt_grid with progress/stop, list_grids / load_grid). Each
+grid is saved by the engine in <run>/evaluations/; the latest is shown when a run is chosen.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from finetune.errors import FinetuneError
+from finetune.evaluation import (
+    PromptGrid,
+    list_grids,
+    list_prompt_sets,
+    load_grid,
+    load_prompt_set,
+    prompts_from_text,
+    run_prompt_grid,
+    save_prompt_set,
+)
+from ui.eval_common import StopFlag, check_idle, progress_callback, selected_run, settings_from
+from ui.state import GPU, Ctx, error_text, md_error, md_escape
+
+EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName three colours."
+
+
+def build(ctx: Ctx) -> None:
+    c = ctx.c
+    gr.Markdown(
+        "One set of prompts, answered by the base model, every saved checkpoint and the final adapter. "
+        "Prompt sets are saved in the workspace, so every run can reuse them.",
+        elem_id="grid-intro",
+    )
+    c["grid_stop_flag"] = gr.State(StopFlag())
+    sets = _sets(ctx)
+    with gr.Row(equal_height=False):
+        c["grid_sets"] = gr.Dropdown(
+            choices=sets,
+            value=None,
+            label="Saved prompt sets",
+            elem_id="grid-sets",
+            info="Pick one to load it into the box below.",
+            scale=1,
+        )
+        with gr.Column(scale=1):
+            c["grid_name"] = gr.Textbox(
+                label="Name to save as",
+                placeholder="e.g. smoke-test",
+                elem_id="grid-name",
+                info="Letters, digits, - _ .",
+            )
+            c["grid_save"] = gr.Button("Save the prompts below as this set", size="sm", elem_id="grid-save")
+    c["grid_prompts"] = gr.Textbox(
+        value=EXAMPLE_PROMPTS,
+        label="Prompts",
+        lines=5,
+        max_lines=20,
+        elem_id="grid-prompts",
+        info="One per line; or separate multi-line prompts with a line holding only ---",
+    )
+    with gr.Row():
+        c["grid_run"] = gr.Button(
+            "Run on base, every checkpoint and final", variant="primary", elem_id="grid-run", scale=3
+        )
+        c["grid_stop"] = gr.Button("Stop", variant="stop", elem_id="grid-stop", scale=1)
+    c["grid_msg"] = gr.Markdown(elem_id="grid-msg")
+    c["grid_table"] = gr.Dataframe(
+        headers=["prompt", "base", "final"],
+        interactive=False,
+        wrap=True,
+        max_height=560,
+        elem_id="grid-table",
+        label="Answers: prompt × model",
+        max_chars=600,
+    )
+
+
+def _sets(ctx: Ctx) -> list[str]:
+    try:
+        return list_prompt_sets(ctx.workspace)
+    except Exception:
+        return []
+
+
+def grid_table(grid: PromptGrid):
+    """prompt × {base, checkpoint-N..., final}; cells not reached after a stop read "(not run)".
+    An update with column widths: the prompt column narrow, the answers sharing the rest evenly."""
+    frame = grid.to_dataframe().fillna("(not run)")
+    share = 82 / max(len(grid.columns), 1)
+    return gr.Dataframe(value=frame, column_widths=["18%", *[f"{share:.1f}%" for _ in grid.columns]])
+
+
+def grid_note(grid: PromptGrid, prefix: str) -> str:
+    when = grid.path.name if grid.path else "not saved"
+    note = (
+        f"{prefix} {len(grid.prompts)} prompt(s) × {len(grid.columns)} models "
+        f"({md_escape(', '.join(grid.columns))}), saved as `{md_escape(when)}`."
+    )
+    if grid.stopped:
+        note += " **Stopped early**: the cells not reached read “(not run)”."
+    if grid.skipped:
+        note += "\n\nSkipped: " + md_escape("; ".join(grid.skipped))
+    return note
+
+
+def save_set(ctx: Ctx, name, text):
+    """Outputs: message, saved-sets dropdown."""
+    try:
+        name = (name or "").strip()
+        if not name:
+            raise FinetuneError("Type a name for the prompt set first.")
+        prompts = prompts_from_text(text or "")
+        save_prompt_set(name, prompts, ctx.workspace)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return md_error(exc, "Prompt set not saved"), gr.skip()
+    return (
+        f"✔ Saved prompt set **{md_escape(name)}** ({len(prompts)} prompt(s)).",
+        gr.Dropdown(choices=_sets(ctx), value=name),
+    )
+
+
+def load_set(ctx: Ctx, name):
+    """Outputs: prompts text, name box, message."""
+    if not name:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        prompts = load_prompt_set(name, ctx.workspace)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return gr.skip(), gr.skip(), md_error(exc, "Prompt set not loaded")
+    sep = "\n---\n" if any("\n" in p for p in prompts) else "\n"
+    return sep.join(prompts), name, f"Loaded prompt set **{md_escape(name)}** ({len(prompts)} prompt(s))."
+
+
+def run_grid(
+    ctx: Ctx, run_name, text, stop: StopFlag, system, temperature, top_p, max_new, seed, progress=gr.Progress()
+):
+    """Outputs: message, table."""
+    stop.clear()
+    try:
+        run = selected_run(ctx, run_name)
+        check_idle()
+        settings = settings_from(system, temperature, top_p, max_new, seed)
+        prompts = prompts_from_text(text or "")
+        if not prompts:
+            raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
+        progress(0.0, desc="Loading the models")
+        stop.running = True
+        grid = run_prompt_grid(
+            run, prompts, settings, stop=stop, progress=progress_callback(progress, "Answering", "answers")
+        )
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return md_error(exc, "No grid"), gr.skip()
+    finally:
+        stop.running = False
+    return grid_note(grid, "✔ Done:"), grid_table(grid)
+
+
+def latest(ctx: Ctx, run_name):
+    """The latest saved grid of the chosen run: message, table."""
+    empty = gr.Dataframe(value=None, headers=["prompt", "base", "final"])
+    if not run_name:
+        return "", empty
+    try:
+        found = list_grids(selected_run(ctx, run_name))
+        if not found:
+            return "*No prompt grid for this run yet.*", empty
+        grid = load_grid(found[-1])
+    except Exception as exc:
+        return md_error(exc, "Cannot show the last grid"), empty
+    return grid_note(grid, "Last grid:"), grid_table(grid)
+
+
+def request_stop(stop: StopFlag):
+    if not stop.running:
+        return "Nothing to stop: no grid is running on this page."
+    stop.set()
+    return "■ Stopping after the answer in progress…"
+
+
+def wire(ctx: Ctx, settings_inputs: list) -> None:
+    c = ctx.c
+    c["grid_save"].click(
+        partial(save_set, ctx),
+        [c["grid_name"], c["grid_prompts"]],
+        [c["grid_msg"], c["grid_sets"]],
+        api_name="save_prompt_set",
+    )
+    c["grid_sets"].input(
+        partial(load_set, ctx),
+        c["grid_sets"],
+        [c["grid_prompts"], c["grid_name"], c["grid_msg"]],
+        api_name="load_prompt_set",
+    )
+    c["grid_run"].click(
+        partial(run_grid, ctx),
+        [c["test_run"], c["grid_prompts"], c["grid_stop_flag"], *settings_inputs],
+        [c["grid_msg"], c["grid_table"]],
+        api_name="run_grid",
+        concurrency_id=GPU,
+        concurrency_limit=1,
+    )
+    c["grid_stop"].click(request_stop, c["grid_stop_flag"], c["grid_msg"], api_name="stop_grid")
+    show_latest = partial(latest, ctx)
+    c["test_run"].change(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_name="latest_grid")
+    ctx.blocks.load(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_visibility="private")
+    ctx.blocks.load(lambda: gr.Dropdown(choices=_sets(ctx)), None, c["grid_sets"], api_visibility="private")
