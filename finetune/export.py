@@ -269,6 +269,9 @@ def _make_staging(out_dir: Path) -> Path:
 def _publish(staging: Path, out_dir: Path) -> None:
     """Swap the finished staging folder in; an old merge is removed only after success."""
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    for file in staging.iterdir():
+        if file.is_file():  # safetensors writes 0600: a server running as another user must read them
+            file.chmod(0o644)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(staging, out_dir)
@@ -327,11 +330,11 @@ def _copy_full(run: Run, staging: Path, step: Callable[[float, str], None]) -> N
 
 
 def _save_tokenizer(run: Run, cfg, staging: Path) -> None:
-    from finetune.models import load_tokenizer
+    from finetune.models import load_tokenizer, save_tokenizer_for_serving
 
     own = any((run.adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = load_tokenizer(cfg, run_workspace(run), path=str(run.adapter_dir) if own else None)
-    tokenizer.save_pretrained(staging)
+    save_tokenizer_for_serving(tokenizer, staging)
 
 
 def merge_adapter(run: Run | str | Path, out_dir: str | Path | None = None, progress: Progress | None = None) -> Path:

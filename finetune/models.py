@@ -146,6 +146,23 @@ def load_tokenizer(config: RunConfig, workspace: str | Path | None = None, path:
     return tokenizer
 
 
+_GENERATION_TAG_RE = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
+
+
+def save_tokenizer_for_serving(tokenizer, folder: str | Path) -> None:
+    """Save a tokenizer with its chat template free of {% generation %} markers: they exist only
+    for loss masking, and plain Jinja (llama.cpp, Ollama converters) cannot parse them."""
+    template = tokenizer.chat_template
+    if isinstance(template, str) and _GENERATION_TAG_RE.search(template):
+        tokenizer.chat_template = _GENERATION_TAG_RE.sub("", template)
+        try:
+            tokenizer.save_pretrained(str(folder))
+        finally:
+            tokenizer.chat_template = template
+    else:
+        tokenizer.save_pretrained(str(folder))
+
+
 def _add_generation_markers(tokenizer) -> None:
     """Swap in TRL's training version of a known chat template (same text, plus {% generation %}
     markers) so the loss can be masked to assistant turns, in training and in the preview alike."""

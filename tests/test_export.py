@@ -194,3 +194,19 @@ def test_push_without_token_or_model_is_refused(tmp_path, monkeypatch):
         push_to_hub(_fake_adapter_folder(tmp_path), "alice/my-adapter")
     with pytest.raises(RunError, match="no adapter or model"):
         push_to_hub(tmp_path / "missing", "alice/my-adapter", token=SECRET)
+
+
+@pytest.mark.slow
+def test_merged_export_is_ready_for_other_servers(workspace, tmp_path):
+    """Plain Jinja (llama.cpp, Ollama converters) must parse the exported chat template, and a
+    server running as another user must read the weights."""
+    import jinja2
+
+    run = make_run(workspace, quantization="none")
+    out = merge_adapter(run, tmp_path / "merged")
+    template = (out / "chat_template.jinja").read_text()
+    assert "{% generation %}" not in template and "endgeneration" not in template
+    jinja2.Environment().from_string(template)
+    for file in out.iterdir():
+        if file.is_file():
+            assert file.stat().st_mode & 0o044 == 0o044, file.name
