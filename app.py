@@ -17,13 +17,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--share", action="store_true", help="also serve on a public gradio.live link (set FINETUNE_AUTH!)")
     p.add_argument("--workspace", help="workspace folder (default: $FINETUNE_WORKSPACE or ./workspace)")
-    p.add_argument("--max-file-size", help="upload size limit, e.g. 500mb or 2gb (default: $FINETUNE_MAX_FILE_SIZE or 500mb)")
+    p.add_argument(
+        "--max-file-size", help="upload size limit, e.g. 500mb or 2gb (default: $FINETUNE_MAX_FILE_SIZE or 500mb)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.workspace:
+        os.environ["FINETUNE_WORKSPACE"] = args.workspace  # the engine's default for anything not told otherwise
+    from finetune.errors import FinetuneError
+    from finetune.runs import workspace_dir
+
+    try:
+        workspace = workspace_dir(args.workspace)
+    except FinetuneError as exc:  # e.g. a path under a regular file, a read-only disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # uploads land inside the workspace (not a shared /tmp), before gradio reads this at import
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio-uploads"))
     from ui import build_app
     from ui.launch import AUTH_ENV, exposure_warning, launch_kwargs, parse_auth, resolve_host_port, warn_stderr
 
@@ -32,17 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.workspace:
-        os.environ["FINETUNE_WORKSPACE"] = args.workspace  # the engine's default for anything not told otherwise
-    from finetune.runs import workspace_dir
-
-    workspace = workspace_dir(args.workspace)
     host, port = resolve_host_port(args.host, args.port)
     warning = exposure_warning(host, auth, args.share)
     warn_stderr(warning)
     demo = build_app(workspace, exposure_warning=warning)
-    demo.launch(**launch_kwargs(workspace, host=host, port=port, share=args.share, auth=auth,
-                                max_file_size=args.max_file_size))
+    demo.launch(
+        **launch_kwargs(workspace, host=host, port=port, share=args.share, auth=auth, max_file_size=args.max_file_size)
+    )
     return 0
 
 

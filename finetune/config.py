@@ -43,7 +43,9 @@ OPTIMIZERS = (
     "sgd",
 )
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
-PRECISION_CHOICES = ("auto", True, False)
+# fields that are `auto` (decided for the hardware at run time, see finetune.builders), true or false
+AUTO_BOOL = ("auto", True, False)
+PRECISION_CHOICES = AUTO_BOOL
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, group: str = "training", **extra):
@@ -117,9 +119,21 @@ class RunConfig:
         "the Data tab suggests a value near the 95th percentile of your data.",
         group="data",
     )
-    packing: bool = _f(
-        False,
-        "Pack several short examples into one `max_length` block (best-fit decreasing) to waste no compute on padding.",
+    packing: Any = _f(
+        "auto",
+        "Pack several short examples into one `max_length` block (best-fit decreasing, padding-free: examples never "
+        "attend to each other) to waste no compute on padding. auto: on with flash_attention_2; off with sdpa/eager "
+        "(CPU, GPUs without flash-attn), where length-grouped batches are faster.",
+        AUTO_BOOL,
+        group="data",
+    )
+    group_by_length: Any = _f(
+        "auto",
+        "Batch examples of similar length together so little compute goes to padding (unpacked batches only). "
+        "auto: the examples of each optimizer step are the ones random order picks, split into micro-batches of "
+        "similar length (needs gradient_accumulation_steps > 1); true: batches of similar length drawn from large "
+        "sorted groups (least padding, but the order within a group runs long to short); false: random batches.",
+        AUTO_BOOL,
         group="data",
     )
     # --- output ----------------------------------------------------------
@@ -182,8 +196,11 @@ class RunConfig:
     fp16: Any = _f(
         "auto", "float16 mixed precision: auto (on for CUDA GPUs without bf16), true or false.", PRECISION_CHOICES
     )
-    gradient_checkpointing: bool = _f(
-        True, "Recompute activations in the backward pass: much less memory, ~30% slower."
+    gradient_checkpointing: Any = _f(
+        "auto",
+        "Recompute activations in the backward pass: much less memory, ~20-30% slower. auto: off on CPU, and on a "
+        "GPU off when the memory estimate without it fits in 85% of the GPU's memory, else on.",
+        AUTO_BOOL,
     )
     seed: int = _f(42, "Random seed for data split, adapter init and data order.")
     # --- logging, evaluation, checkpoints ---------------------------------
@@ -236,7 +253,7 @@ class RunConfig:
         for key, raw in data.items():
             if key not in known:
                 hint = difflib.get_close_matches(str(key), list(known), n=1)
-                problems.append(f"unknown setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+                problems.append(f"unknown setting {_brief(key)}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
                 continue
             try:
                 values[key] = _coerce(key, raw, known[key])
@@ -259,6 +276,8 @@ class RunConfig:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
+        except RecursionError:
+            raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None
         try:
             return cls.from_dict(data, base=base)
         except ConfigError as exc:
@@ -358,6 +377,18 @@ def _is_safe_name(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name)) and ".." not in name
 
 
+def _brief(value: Any) -> str:
+    """repr() cut short: a hostile YAML (deep nesting, billion laughs) must not build a huge message."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    try:
+        return short.repr(value)
+    except RecursionError:
+        return f"a nested {type(value).__name__}"
+
+
 def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
     """Coerce a YAML/UI value to the field's type, or raise ValueError naming the field."""
     if f.metadata.get("choices") == PRECISION_CHOICES:
@@ -365,17 +396,17 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
             return {"true": True, "false": False, "auto": "auto"}[raw.lower()]
         if raw in PRECISION_CHOICES:
             return raw
-        raise ValueError(f"{key}: expected auto, true or false, got {raw!r}")
+        raise ValueError(f"{key}: expected auto, true or false, got {_brief(raw)}")
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     if kind == "bool":
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
             return raw.lower() in ("true", "yes", "1")
-        raise ValueError(f"{key}: expected true or false, got {raw!r}")
+        raise ValueError(f"{key}: expected true or false, got {_brief(raw)}")
     if kind == "int":
         if isinstance(raw, bool):
-            raise ValueError(f"{key}: expected a whole number, got {raw!r}")
+            raise ValueError(f"{key}: expected a whole number, got {_brief(raw)}")
         if isinstance(raw, int):
             return raw
         if isinstance(raw, float) and raw.is_integer():
@@ -385,7 +416,7 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
                 return int(raw.strip())
             except ValueError:
                 pass
-        raise ValueError(f"{key}: expected a whole number, got {raw!r}")
+        raise ValueError(f"{key}: expected a whole number, got {_brief(raw)}")
     if kind == "float":
         if isinstance(raw, str):
             try:
@@ -397,19 +428,19 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
             if isinstance(raw, float) and raw.is_integer() and f.name.endswith("_steps"):
                 return int(raw)
             return raw if f.name.endswith("_steps") else float(raw)
-        raise ValueError(f"{key}: expected a number, got {raw!r}")
+        raise ValueError(f"{key}: expected a number, got {_brief(raw)}")
     if kind == "dict":
         if raw in (None, ""):
             return {}
         if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
             return dict(raw)
-        raise ValueError(f"{key}: expected a mapping of column names to column names, got {raw!r}")
+        raise ValueError(f"{key}: expected a mapping of column names to column names, got {_brief(raw)}")
     if kind == "str":
         if raw is None:
             return ""
         if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
             return str(raw)
-        raise ValueError(f"{key}: expected text, got {raw!r}")
+        raise ValueError(f"{key}: expected text, got {_brief(raw)}")
     return raw
 
 

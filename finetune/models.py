@@ -33,6 +33,8 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"The folder {path} is not a model: it has no config.json.")
         return str(path.resolve())
+    if path.is_file():
+        raise ModelError(f"{path} is a file: give the model's folder (the one that holds config.json).")
     if looks_local or path.exists():
         raise ModelError(f"The local model folder {path} does not exist.")
     if not _HUB_ID_RE.match(name) or ".." in name:

@@ -39,13 +39,22 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 def workspace_dir(override: str | Path | None = None) -> Path:
     """The workspace root: `override`, else $FINETUNE_WORKSPACE, else ./workspace (created)."""
     path = Path(override or os.environ.get(WORKSPACE_ENV) or "workspace").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a parent is a regular file, a read-only or full disk
+        raise RunError(
+            f"cannot use the workspace folder {path}: {exc.strerror or exc}; choose a writable folder "
+            f"(--workspace or ${WORKSPACE_ENV})"
+        ) from None
     return path
 
 
 def runs_dir(workspace: str | Path | None = None) -> Path:
     path = workspace_dir(workspace) / "runs"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create the runs folder {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -21,11 +21,17 @@ from transformers import TrainerCallback
 from finetune.config import RunConfig
 from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
-from finetune.runs import ACTIVE_STATES, Run, create_run
+from finetune.models import save_tokenizer_for_serving
+from finetune.paths import check_config_paths, check_disk_space
+from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
 
 
 class StopRequested(Exception):
     """Raised between setup phases when the user pressed Stop before training began."""
+
+
+class _StopDuringEvaluation(Exception):
+    """Raised from the evaluation loop (which never looks at our stop Event) when Stop is pressed."""
 
 
 class _RunCallback(TrainerCallback):
@@ -52,6 +58,10 @@ class _RunCallback(TrainerCallback):
             self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
         elif control.should_save:
             self.job._update(state="saving", message=f"Saving checkpoint {state.global_step}")
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.job.stop_event.is_set():  # a long evaluation stops at the next batch, not at its end
+            raise _StopDuringEvaluation
 
     def on_evaluate(self, args, state, control, **kwargs):
         if not self.job.stop_event.is_set():
@@ -242,11 +252,9 @@ class TrainingJob:
 
     def _setup(self):
         import datasets
-        from datasets import Dataset
         from transformers import set_seed
-        from trl import SFTTrainer
 
-        from finetune.builders import build_lora_config, build_sft_config
+        from finetune.builders import build_trainer
         from finetune.data import prepare_data
         from finetune.models import load_model, load_tokenizer, resolve_model_path
 
@@ -276,20 +284,24 @@ class TrainingJob:
         self._check_stop()
 
         self._update(message="Tokenizing")
-        args = build_sft_config(cfg, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode)
         callbacks: list = [_RunCallback(self)]
         if cfg.early_stopping_patience > 0 and eval_rows:
             from transformers import EarlyStoppingCallback
 
             callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-        trainer = SFTTrainer(
+        # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
+        trainer = build_trainer(
+            cfg,
             model=model,
-            args=args,
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-            processing_class=tokenizer,
-            peft_config=build_lora_config(cfg),
+            tokenizer=tokenizer,
+            train_rows=train_rows,
+            eval_rows=eval_rows,
+            loss_mode=loss_mode,
+            output_dir=str(self.run.checkpoints_dir),
             callbacks=callbacks,
+            workspace=self.workspace,
+            model_path=model_path,
+            log=self.run.log,
         )
         from transformers.trainer_callback import PrinterCallback
 
@@ -302,7 +314,10 @@ class TrainingJob:
         if resume:
             self.run.log(f"resuming from {self.resume_from.name}")
         self._update(state="training", message="Training")
-        trainer.train(resume_from_checkpoint=resume)
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        except _StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
+            self.run.log(f"evaluation at step {trainer.state.global_step} interrupted by Stop")
         if self.nan_step is not None:
             raise FinetuneError(
                 f"The loss became NaN at step {self.nan_step}: lower learning_rate (e.g. by 10x), keep "
@@ -312,9 +327,7 @@ class TrainingJob:
         self._update(
             state="saving", message="Saving the adapter" if self.config.method != "full" else "Saving the model"
         )
-        trainer.save_model(str(self.run.adapter_dir))
-        if not self.run.read_only:
-            trainer.processing_class.save_pretrained(str(self.run.adapter_dir))
+        _save_adapter(trainer, self.run)
         step = trainer.state.global_step
         if stopped:
             self._update(
@@ -322,6 +335,31 @@ class TrainingJob:
             )
         else:
             self._update(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+
+
+def _save_adapter(trainer, run: Run) -> None:
+    """Save the adapter (or model) and tokenizer into a staging folder, then swap it in for
+    adapter/: a crash or error mid-save never leaves a half-written adapter behind."""
+    import os
+    import shutil
+
+    staging, old = run.path / ".adapter.partial", run.path / ".adapter.old"
+    if not run.read_only:
+        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        trainer.save_model(str(staging))  # every rank takes part; only the main process writes
+        if run.read_only:
+            return
+        save_tokenizer_for_serving(trainer.processing_class, staging)
+    except BaseException:
+        if not run.read_only:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if run.adapter_dir.exists():
+        os.replace(run.adapter_dir, old)
+    os.replace(staging, run.adapter_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _json(data: Any) -> str:
@@ -359,8 +397,12 @@ def start_training(
     *,
     workspace: str | Path | None = None,
     resume_run: Run | None = None,
+    restrict_paths: bool = False,
 ) -> TrainingJob:
-    """Validate, create (or reopen) the run folder and start training in the background."""
+    """Validate, create (or reopen) the run folder and start training in the background.
+
+    `restrict_paths=True` (the web app): the model folder, data files and output_dir must lie in
+    the allowed places (finetune.paths). Every caller gets the free disk space checked first."""
     global _current
     from finetune.models import check_runnable
 
@@ -374,6 +416,9 @@ def start_training(
         problems = config.validate() + check_runnable(config)
         if problems:
             raise ConfigError(problems)
+        if restrict_paths:
+            check_config_paths(config, workspace_dir(workspace))
+        _check_disk(config, workspace, resume_run)
         resume_from = None
         if resume_run is not None:
             run = resume_run
@@ -396,6 +441,21 @@ def start_training(
         _jobs[run.name] = job
         _current = job
         return job.start()
+
+
+def _check_disk(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:
+    """Refuse before anything starts when the run's disk cannot take the adapter and checkpoints."""
+    from finetune.models import resolve_model_path
+
+    try:
+        model_path = resolve_model_path(config.model_name_or_path, workspace)
+    except FinetuneError:
+        model_path = None  # the job reports a bad model with its own message
+    if resume_run is not None:
+        target = resume_run.path
+    else:
+        target = Path(config.output_dir).expanduser() if config.output_dir else runs_dir(workspace)
+    check_disk_space(config, target, model_path)
 
 
 def _truncate_metrics(run: Run, last_step: int) -> None:

@@ -129,8 +129,9 @@ def test_bad_data_file_shows_columns(app, tmp_path):
     maps = ["" for _ in MAP_TARGETS]
     maps[MAP_TARGETS.index("instruction")] = "question"
     maps[MAP_TARGETS.index("output")] = "answer"
-    out = client.predict(named["field_dataset_path"], "auto", *maps, "demo", 1024, False, False,
-                         api_name="/apply_column_mapping")
+    out = client.predict(
+        named["field_dataset_path"], "auto", *maps, "demo", 1024, False, False, api_name="/apply_column_mapping"
+    )
     named = dict(zip(_output_keys(), out))
     assert "alpaca" in named["data_detected"], named["data_summary"]
     assert "**2** of 2 rows usable" in named["data_summary"]
@@ -317,9 +318,16 @@ def test_launch_kwargs_and_auth(tmp_path, monkeypatch):
 def test_app_cli_parses(monkeypatch):
     import app as app_module
 
-    args = app_module.build_parser().parse_args(["--host", "0.0.0.0", "--port", "8001", "--share",
-                                                 "--workspace", "/tmp/x", "--max-file-size", "1gb"])
-    assert (args.host, args.port, args.share, args.workspace, args.max_file_size) == ("0.0.0.0", 8001, True, "/tmp/x", "1gb")
+    args = app_module.build_parser().parse_args(
+        ["--host", "0.0.0.0", "--port", "8001", "--share", "--workspace", "/tmp/x", "--max-file-size", "1gb"]
+    )
+    assert (args.host, args.port, args.share, args.workspace, args.max_file_size) == (
+        "0.0.0.0",
+        8001,
+        True,
+        "/tmp/x",
+        "1gb",
+    )
 
 
 def test_banner_when_exposed(workspace):

@@ -69,8 +69,9 @@ def page():
 
 def settle(page, timeout: float = 60_000) -> None:
     """Wait until no component shows Gradio's pending (loading) state."""
-    page.wait_for_function("() => document.querySelectorAll('.pending, .wrap.translucent:not(.hide)').length === 0",
-                           timeout=timeout)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.pending, .wrap.translucent:not(.hide)').length === 0", timeout=timeout
+    )
 
 
 def shot(page, name: str) -> None:

@@ -94,7 +94,9 @@ def test_command_line_reproduces_the_config():
     from ui.config_form import overrides
 
     cfg = apply_preset(RunConfig(), "cpu").replace(max_steps=12, lora_r=4, column_mapping={"output": "answer"})
-    argv = ["train", "--preset", "cpu"] + [x for o in overrides(cfg, apply_preset(RunConfig(), "cpu")) for x in ("--set", o)]
+    argv = ["train", "--preset", "cpu"] + [
+        x for o in overrides(cfg, apply_preset(RunConfig(), "cpu")) for x in ("--set", o)
+    ]
     assert build_train_config(build_parser().parse_args(argv)) == cfg
 
 
@@ -110,8 +112,13 @@ def test_markdown_escape():
 def test_segments_html_escapes_everything():
     from ui.data_view import segments_html
 
-    html = segments_html({"segments": [("<|im_start|>user\n<b>hi</b>", False), ("ok & done", True)],
-                          "num_tokens": 5, "trained_tokens": 2})
+    html = segments_html(
+        {
+            "segments": [("<|im_start|>user\n<b>hi</b>", False), ("ok & done", True)],
+            "num_tokens": 5,
+            "trained_tokens": 2,
+        }
+    )
     assert "<b>hi</b>" not in html and "&lt;b&gt;hi&lt;/b&gt;" in html
     assert '<span class="seg-trained">ok &amp; done</span>' in html
     assert '<span class="seg-masked">&lt;|im_start|&gt;user' in html

@@ -44,13 +44,18 @@ def build_app(workspace: str | Path | None = None, *, exposure_warning: str | No
     """The whole app. `exposure_warning` shows as a red banner (network exposure without auth)."""
     ctx = Ctx(workspace=workspace_dir(workspace))
     _hardware(ctx)
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(86400, 86400)) as blocks:
         ctx.blocks = blocks
         if exposure_warning:
-            gr.HTML(f'<div class="ft-banner" id="exposure-banner">⚠ {html.escape(exposure_warning)}'
-                    "</div>", elem_id="exposure-banner-block")
-        gr.Markdown(f"# {TITLE}\nFine-tune a language model without code: pick data, pick a model, press Start, "
-                    "compare the answers, export the result.", elem_id="title")
+            gr.HTML(
+                f'<div class="ft-banner" id="exposure-banner">⚠ {html.escape(exposure_warning)}</div>',
+                elem_id="exposure-banner-block",
+            )
+        gr.Markdown(
+            f"# {TITLE}\nFine-tune a language model without code: pick data, pick a model, press Start, "
+            "compare the answers, export the result.",
+            elem_id="title",
+        )
         # the form survives a page reload (this browser only, until the server restarts); outside the
         # tabs because a tab's content is only mounted once it is opened
         ctx.c["saved_config"] = gr.BrowserState(None, storage_key="finetune-studio-config")
@@ -92,5 +97,6 @@ def _wire_cross_tab(ctx: Ctx) -> None:
     def runs_now(test_cur, export_cur):
         return run_dropdown_update(ctx.workspace, test_cur), run_dropdown_update(ctx.workspace, export_cur)
 
-    ctx.blocks.load(runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]],
-                    api_visibility="private")
+    ctx.blocks.load(
+        runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]], api_visibility="private"
+    )

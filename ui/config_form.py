@@ -93,7 +93,7 @@ def config_from_values(values: list[Any] | tuple[Any, ...]) -> RunConfig:
             try:
                 parsed = yaml.safe_load(text)
             except yaml.YAMLError:
-                problems.append(f"{name}: write it as {{expected: your_column}}, e.g. {{\"instruction\": \"question\"}}")
+                problems.append(f'{name}: write it as {{expected: your_column}}, e.g. {{"instruction": "question"}}')
                 continue
             data[name] = parsed
         elif value is None and not isinstance(meta["default"], str):
@@ -135,8 +135,12 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
     choices = meta.get("choices") or EXTRA_CHOICES.get(name)
     if choices:
         return gr.Dropdown(
-            choices=[_choice_str(c) for c in choices], value=_choice_str(value), label=label, info=info,
-            elem_id=elem_id, allow_custom_value=name in EXTRA_CHOICES,
+            choices=[_choice_str(c) for c in choices],
+            value=_choice_str(value),
+            label=label,
+            info=info,
+            elem_id=elem_id,
+            allow_custom_value=name in EXTRA_CHOICES,
         )
     kind = field_type(name)
     if kind == "bool":
@@ -147,8 +151,13 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
         step = FLOAT_STEPS.get(name, 0.01)
         return gr.Number(value=value, label=label, info=info, step=step, elem_id=elem_id)
     if kind == "dict":
-        return gr.Textbox(value=to_ui(name, value), label=label, info=info, elem_id=elem_id,
-                          placeholder='{"instruction": "question", "output": "answer"}')
+        return gr.Textbox(
+            value=to_ui(name, value),
+            label=label,
+            info=info,
+            elem_id=elem_id,
+            placeholder='{"instruction": "question", "output": "answer"}',
+        )
     return gr.Textbox(value="" if value is None else str(value), label=label, info=info, elem_id=elem_id)
 
 

@@ -46,22 +46,38 @@ def build(ctx: Ctx) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             c["data_sample_btn"] = gr.Button("Use the sample dataset", variant="primary", elem_id="data-sample-btn")
-            c["data_hub_id"] = gr.Textbox(label="…or a Hub dataset id", placeholder="owner/dataset", elem_id="data-hub-id")
+            c["data_hub_id"] = gr.Textbox(
+                label="…or a Hub dataset id", placeholder="owner/dataset", elem_id="data-hub-id"
+            )
             c["data_hub_btn"] = gr.Button("Load from the Hub", size="sm", elem_id="data-hub-btn")
         with gr.Column(scale=1, min_width=260):
-            c["data_train_file"] = gr.File(label="…or upload a training file (.jsonl .json .csv .parquet)",
-                                           file_types=list(SUPPORTED_EXTENSIONS), elem_id="data-train-file", height=130)
+            c["data_train_file"] = gr.File(
+                label="…or upload a training file (.jsonl .json .csv .parquet)",
+                file_types=list(SUPPORTED_EXTENSIONS),
+                elem_id="data-train-file",
+                height=130,
+            )
         with gr.Column(scale=1, min_width=260):
-            c["data_val_file"] = gr.File(label="Optional validation file", file_types=list(SUPPORTED_EXTENSIONS),
-                                         elem_id="data-val-file", height=130)
-            c["data_val_md"] = gr.Markdown("No validation file: `val_split` of the training data is held out.",
-                                           elem_id="data-val-summary")
+            c["data_val_file"] = gr.File(
+                label="Optional validation file",
+                file_types=list(SUPPORTED_EXTENSIONS),
+                elem_id="data-val-file",
+                height=130,
+            )
+            c["data_val_md"] = gr.Markdown(
+                "No validation file: `val_split` of the training data is held out.", elem_id="data-val-summary"
+            )
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c["data_summary"] = gr.Markdown("Loading the sample dataset…", elem_id="data-summary")
         with gr.Column(scale=2, min_width=240):
-            c["data_format"] = gr.Dropdown(choices=list(DATASET_FORMATS), value="auto", label="Format",
-                                           info="auto-detect, or force a format", elem_id="data-format")
+            c["data_format"] = gr.Dropdown(
+                choices=list(DATASET_FORMATS),
+                value="auto",
+                label="Format",
+                info="auto-detect, or force a format",
+                elem_id="data-format",
+            )
             c["data_detected"] = gr.Markdown(elem_id="data-detected")
     with gr.Accordion("Column mapping", open=False, elem_id="data-mapping") as acc:
         c["data_mapping_acc"] = acc
@@ -69,8 +85,14 @@ def build(ctx: Ctx) -> None:
         c["data_map"] = {}
         with gr.Row():
             for name in MAP_TARGETS:
-                c["data_map"][name] = gr.Dropdown(choices=[""], value="", label=name, allow_custom_value=False,
-                                                  elem_id=f"data-map-{name}", min_width=120)
+                c["data_map"][name] = gr.Dropdown(
+                    choices=[""],
+                    value="",
+                    label=name,
+                    allow_custom_value=False,
+                    elem_id=f"data-map-{name}",
+                    min_width=120,
+                )
         c["data_map_btn"] = gr.Button("Apply mapping", size="sm", elem_id="data-map-btn")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -78,28 +100,55 @@ def build(ctx: Ctx) -> None:
             c["data_example"] = gr.Slider(1, 2, value=1, step=1, label="Example", elem_id="data-example")
             with gr.Tabs():
                 with gr.Tab("As a chat"):
-                    c["data_chat"] = gr.Chatbot(label="Conversation", height=380, elem_id="data-chat",
-                                                feedback_options=None, buttons=["copy"],
-                                                group_consecutive_messages=False)
+                    c["data_chat"] = gr.Chatbot(
+                        label="Conversation",
+                        height=380,
+                        elem_id="data-chat",
+                        feedback_options=None,
+                        buttons=["copy"],
+                        group_consecutive_messages=False,
+                    )
                 with gr.Tab("As the model sees it"):
                     c["data_text"] = gr.HTML(elem_id="data-template")
         with gr.Column(scale=1):
             gr.Markdown("### Token lengths")
             c["data_hist"] = gr.Plot(elem_id="data-hist", show_label=False)
             with gr.Row(equal_height=True):
-                c["data_max_length"] = gr.Number(value=ctx.base_config.max_length, precision=0, label="max_length",
-                                                 minimum=16, elem_id="data-max-length", scale=1)
+                c["data_max_length"] = gr.Number(
+                    value=ctx.base_config.max_length,
+                    precision=0,
+                    label="max_length",
+                    minimum=16,
+                    elem_id="data-max-length",
+                    scale=1,
+                )
                 c["data_suggest_btn"] = gr.Button("Use suggested max_length", elem_id="data-suggest-btn", scale=1)
             c["data_trunc"] = gr.Markdown(elem_id="data-trunc")
     with gr.Accordion("Validation report: problem rows", open=False, elem_id="data-problems-acc"):
-        c["data_problems"] = gr.Dataframe(headers=["row", "where", "reason"], value=[], interactive=False,
-                                          wrap=True, elem_id="data-problems", max_height=300)
-        c["data_problems_file"] = gr.File(label="Download the report (CSV)", interactive=False, elem_id="data-problems-file")
+        c["data_problems"] = gr.Dataframe(
+            headers=["row", "where", "reason"],
+            value=[],
+            interactive=False,
+            wrap=True,
+            elem_id="data-problems",
+            max_height=300,
+        )
+        c["data_problems_file"] = gr.File(
+            label="Download the report (CSV)", interactive=False, elem_id="data-problems-file"
+        )
     c["data_state"] = gr.State({})
 
 
-def analyze(ctx: Ctx, dataset_path: str, fmt: str, mapping_text: str, model: str, max_length, train_on_prompt: bool,
-            trust_remote_code: bool = False) -> list:
+def analyze(
+    ctx: Ctx,
+    dataset_path: str,
+    fmt: str,
+    mapping_text: str,
+    model: str,
+    max_length,
+    train_on_prompt: bool,
+    trust_remote_code: bool = False,
+) -> list:
     """Every Data-tab output for the given source (see OUTPUT_KEYS)."""
     max_length = int(max_length or 1024)
     fmt = fmt if fmt in DATASET_FORMATS else "auto"
@@ -108,9 +157,9 @@ def analyze(ctx: Ctx, dataset_path: str, fmt: str, mapping_text: str, model: str
     try:
         mapping = parse_mapping(mapping_text)
         out["field_column_mapping"] = json.dumps(mapping) if mapping else ""
-        report = get_report(dataset_path, fmt, mapping)
+        report = get_report(dataset_path, fmt, mapping, ctx.workspace)
     except FinetuneError as exc:
-        columns = columns_of(dataset_path)
+        columns = columns_of(dataset_path, ctx.workspace)
         cols = ", ".join(f"`{md_escape(col)}`" for col in columns) or "(none could be read)"
         mapping = {}
         try:
@@ -122,22 +171,31 @@ def analyze(ctx: Ctx, dataset_path: str, fmt: str, mapping_text: str, model: str
             data_summary=md_error(exc, f"Cannot use {source_label(dataset_path)}"),
             data_detected="Format: **not detected**",
             data_mapping_acc=gr.Accordion(open=bool(columns)),
-            data_mapping_md=(f"Columns found in your file: {cols}.  \nPick which of your columns plays each role "
-                             "(leave the others empty), then **Apply mapping**. You can also force a **Format** above."),
+            data_mapping_md=(
+                f"Columns found in your file: {cols}.  \nPick which of your columns plays each role "
+                "(leave the others empty), then **Apply mapping**. You can also force a **Format** above."
+            ),
             data_example=gr.Slider(minimum=1, maximum=2, value=1, interactive=False),
-            data_chat=[], data_text="", data_trunc="",
+            data_chat=[],
+            data_text="",
+            data_trunc="",
             data_hist=charts.empty_figure("Token lengths", "No usable data"),
             data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
-            data_problems=[], data_problems_file=None,
+            data_problems=[],
+            data_problems_file=None,
         )
         for name in MAP_TARGETS:
-            out[f"map_{name}"] = gr.Dropdown(choices=[""] + columns, value=mapping.get(name, "") if mapping.get(name) in columns else "")
+            out[f"map_{name}"] = gr.Dropdown(
+                choices=[""] + columns, value=mapping.get(name, "") if mapping.get(name) in columns else ""
+            )
         return [out[k] for k in OUTPUT_KEYS]
 
     columns = list(report.columns)
     out.update(
         data_summary=summary_md(dataset_path, report),
-        data_detected=(f"Detected format: **{report.format}**" if fmt == "auto" else f"Format (forced): **{report.format}**")
+        data_detected=(
+            f"Detected format: **{report.format}**" if fmt == "auto" else f"Format (forced): **{report.format}**"
+        )
         + (f" · mapping {md_escape(json.dumps(mapping))}" if mapping else ""),
         data_mapping_acc=gr.Accordion(open=False),
         data_mapping_md=f"Columns found: {', '.join('`' + md_escape(col) + '`' for col in columns)}",
@@ -155,14 +213,17 @@ def analyze(ctx: Ctx, dataset_path: str, fmt: str, mapping_text: str, model: str
         reason = error_text(exc)
         out.update(
             data_hist=charts.empty_figure("Token lengths", "Token statistics need the model's tokenizer"),
-            data_trunc=md_error(f"Cannot measure token lengths with the tokenizer of {model}: {reason}",
-                                "No token statistics"),
+            data_trunc=md_error(
+                f"Cannot measure token lengths with the tokenizer of {model}: {reason}", "No token statistics"
+            ),
             data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
         )
     except Exception as exc:  # a tokenizer that cannot format some row must not break the tab
-        out.update(data_hist=charts.empty_figure("Token lengths", "Could not measure"),
-                   data_trunc=md_error(exc, "No token statistics"),
-                   data_suggest_btn=gr.Button("Use suggested max_length", interactive=False))
+        out.update(
+            data_hist=charts.empty_figure("Token lengths", "Could not measure"),
+            data_trunc=md_error(exc, "No token statistics"),
+            data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
+        )
     if stats is not None:
         out.update(
             data_hist=charts.length_histogram(stats, max_length),
@@ -184,16 +245,32 @@ def analyze(ctx: Ctx, dataset_path: str, fmt: str, mapping_text: str, model: str
 OUTPUT_KEYS = (
     ["data_state", "data_summary", "data_detected", "data_mapping_acc", "data_mapping_md"]
     + [f"map_{name}" for name in MAP_TARGETS]
-    + ["data_example", "data_chat", "data_text", "data_hist", "data_trunc", "data_suggest_btn", "data_problems",
-       "data_problems_file", "data_format", "field_dataset_path", "field_dataset_format", "field_column_mapping"]
+    + [
+        "data_example",
+        "data_chat",
+        "data_text",
+        "data_hist",
+        "data_trunc",
+        "data_suggest_btn",
+        "data_problems",
+        "data_problems_file",
+        "data_format",
+        "field_dataset_path",
+        "field_dataset_format",
+        "field_column_mapping",
+    ]
 )
 
 
 def _outputs(ctx: Ctx) -> list:
     c, f = ctx.c, ctx.fields
-    lookup = {**{k: c[k] for k in OUTPUT_KEYS if k in c}, **{f"map_{n}": c["data_map"][n] for n in MAP_TARGETS},
-              "field_dataset_path": f["dataset_path"], "field_dataset_format": f["dataset_format"],
-              "field_column_mapping": f["column_mapping"]}
+    lookup = {
+        **{k: c[k] for k in OUTPUT_KEYS if k in c},
+        **{f"map_{n}": c["data_map"][n] for n in MAP_TARGETS},
+        "field_dataset_path": f["dataset_path"],
+        "field_dataset_format": f["dataset_format"],
+        "field_column_mapping": f["column_mapping"],
+    }
     return [lookup[k] for k in OUTPUT_KEYS]
 
 
@@ -227,7 +304,7 @@ def wire(ctx: Ctx) -> None:
         return analyze(ctx, dataset_path, fmt, mapping, model, ml, top, trc)
 
     def apply_mapping(dataset_path, fmt, *args):
-        values, (model, ml, top, trc) = args[: len(MAP_TARGETS)], args[len(MAP_TARGETS):]
+        values, (model, ml, top, trc) = args[: len(MAP_TARGETS)], args[len(MAP_TARGETS) :]
         mapping = {name: v for name, v in zip(MAP_TARGETS, values) if v}
         return analyze(ctx, dataset_path, fmt, json.dumps(mapping) if mapping else "", model, ml, top, trc)
 
@@ -237,38 +314,76 @@ def wire(ctx: Ctx) -> None:
     refresh(ev)
     ev = c["data_hub_btn"].click(use_hub, [c["data_hub_id"], *common], outputs, api_name="load_hub_dataset")
     refresh(ev)
-    ev = c["data_format"].input(reformat, [f["dataset_path"], c["data_format"], f["column_mapping"], *common], outputs,
-                                api_name="set_data_format")
+    ev = c["data_format"].input(
+        reformat,
+        [f["dataset_path"], c["data_format"], f["column_mapping"], *common],
+        outputs,
+        api_name="set_data_format",
+    )
     refresh(ev)
-    ev = c["data_map_btn"].click(apply_mapping, [f["dataset_path"], c["data_format"],
-                                                 *[c["data_map"][n] for n in MAP_TARGETS], *common], outputs,
-                                 api_name="apply_column_mapping")
+    ev = c["data_map_btn"].click(
+        apply_mapping,
+        [f["dataset_path"], c["data_format"], *[c["data_map"][n] for n in MAP_TARGETS], *common],
+        outputs,
+        api_name="apply_column_mapping",
+    )
     refresh(ev)
 
     def reanalyze(dataset_path, fmt, mapping, model, ml, top, trc):
         return analyze(ctx, dataset_path, fmt, mapping, model, ml, top, trc)
 
-    re_inputs = [f["dataset_path"], f["dataset_format"], f["column_mapping"], f["model_name_or_path"],
-                 c["data_max_length"], f["train_on_prompt"], f["trust_remote_code"]]
-    ctx.hooks["reanalyze"] = lambda dep: dep.then(reanalyze, re_inputs, outputs, api_visibility="private",
-                                                  show_progress="minimal")
-    gr.on([f["model_name_or_path"].submit, f["dataset_path"].submit, f["dataset_format"].input, f["column_mapping"].submit, f["train_on_prompt"].input,
-           f["trust_remote_code"].input],
-          reanalyze, re_inputs, outputs, api_visibility="private", show_progress="minimal")
+    re_inputs = [
+        f["dataset_path"],
+        f["dataset_format"],
+        f["column_mapping"],
+        f["model_name_or_path"],
+        c["data_max_length"],
+        f["train_on_prompt"],
+        f["trust_remote_code"],
+    ]
+    ctx.hooks["reanalyze"] = lambda dep: dep.then(
+        reanalyze, re_inputs, outputs, api_visibility="private", show_progress="minimal"
+    )
+    gr.on(
+        [
+            f["model_name_or_path"].submit,
+            f["dataset_path"].submit,
+            f["dataset_format"].input,
+            f["column_mapping"].submit,
+            f["train_on_prompt"].input,
+            f["trust_remote_code"].input,
+        ],
+        reanalyze,
+        re_inputs,
+        outputs,
+        api_visibility="private",
+        show_progress="minimal",
+    )
 
     # preview another example
     def show_example(dataset_path, fmt, mapping, model, index, top, trc):
         try:
-            report = get_report(dataset_path, fmt, parse_mapping(mapping))
+            report = get_report(dataset_path, fmt, parse_mapping(mapping), ctx.workspace)
             tokenizer = get_tokenizer(model, ctx.workspace, trc)
         except FinetuneError:
             return gr.skip(), gr.skip()
         return preview(report, tokenizer, index, top)
 
-    c["data_example"].release(show_example, [f["dataset_path"], f["dataset_format"], f["column_mapping"],
-                                             f["model_name_or_path"], c["data_example"], f["train_on_prompt"],
-                                             f["trust_remote_code"]],
-                              [c["data_chat"], c["data_text"]], api_name="preview_example", show_progress="minimal")
+    c["data_example"].release(
+        show_example,
+        [
+            f["dataset_path"],
+            f["dataset_format"],
+            f["column_mapping"],
+            f["model_name_or_path"],
+            c["data_example"],
+            f["train_on_prompt"],
+            f["trust_remote_code"],
+        ],
+        [c["data_chat"], c["data_text"]],
+        api_name="preview_example",
+        show_progress="minimal",
+    )
 
     # validation file
     def use_val(path, fmt, mapping):
@@ -276,15 +391,21 @@ def wire(ctx: Ctx) -> None:
             return "", "No validation file: `val_split` of the training data is held out."
         try:
             stored = copy_upload(path, ctx.workspace)
-            report = get_report(stored, fmt, parse_mapping(mapping))
+            report = get_report(stored, fmt, parse_mapping(mapping), ctx.workspace)
         except (OSError, FinetuneError) as exc:
             gr.Warning(error_text(exc))
             return "", md_error(exc, "Validation file not used")
-        return stored, (f"Validation: **{report.kept_rows}** rows ({report.format}), "
-                        f"{len(report.skipped)} skipped — used instead of `val_split`.")
+        return stored, (
+            f"Validation: **{report.kept_rows}** rows ({report.format}), "
+            f"{len(report.skipped)} skipped — used instead of `val_split`."
+        )
 
-    ev = c["data_val_file"].change(use_val, [c["data_val_file"], f["dataset_format"], f["column_mapping"]],
-                                   [f["eval_dataset_path"], c["data_val_md"]], api_name="load_validation_file")
+    ev = c["data_val_file"].change(
+        use_val,
+        [c["data_val_file"], f["dataset_format"], f["column_mapping"]],
+        [f["eval_dataset_path"], c["data_val_md"]],
+        api_name="load_validation_file",
+    )
     refresh(ev)
 
     # max_length: the Data tab's number mirrors the form's field
@@ -295,10 +416,16 @@ def wire(ctx: Ctx) -> None:
         stats = length_stats(lengths, int(ml))
         return charts.length_histogram(stats, int(ml)), truncation_md(stats, int(ml))
 
-    c["data_max_length"].change(lengths_view, [c["data_state"], c["data_max_length"]], [c["data_hist"], c["data_trunc"]],
-                                api_visibility="private", show_progress="hidden")
-    ev = c["data_max_length"].input(lambda ml: ml, c["data_max_length"], f["max_length"], api_visibility="private",
-                                    show_progress="hidden")
+    c["data_max_length"].change(
+        lengths_view,
+        [c["data_state"], c["data_max_length"]],
+        [c["data_hist"], c["data_trunc"]],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    ev = c["data_max_length"].input(
+        lambda ml: ml, c["data_max_length"], f["max_length"], api_visibility="private", show_progress="hidden"
+    )
     refresh(ev)
 
     def use_suggested(state):
@@ -309,6 +436,7 @@ def wire(ctx: Ctx) -> None:
         gr.Info(f"max_length set to {suggested}")
         return suggested, suggested
 
-    ev = c["data_suggest_btn"].click(use_suggested, c["data_state"], [c["data_max_length"], f["max_length"]],
-                                     api_name="use_suggested_max_length")
+    ev = c["data_suggest_btn"].click(
+        use_suggested, c["data_state"], [c["data_max_length"], f["max_length"]], api_name="use_suggested_max_length"
+    )
     refresh(ev)

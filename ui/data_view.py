@@ -27,6 +27,7 @@ from finetune.data import (
 )
 from finetune.demo import SAMPLE_DATASET
 from finetune.errors import DataError, FinetuneError
+from finetune.paths import check_dataset_path, check_model_path
 from ui.state import md_escape
 
 MAP_TARGETS = list(dict.fromkeys(c for spec in FORMAT_COLUMNS.values() for c in spec["required"] + spec["optional"]))
@@ -57,7 +58,10 @@ def _source_key(source: str) -> tuple:
         return (source,)
 
 
-def get_report(dataset_path: str, fmt: str, mapping: dict):
+def get_report(dataset_path: str, fmt: str, mapping: dict, workspace: Path | None = None):
+    """The DatasetReport of a source (cached); with `workspace`, a typed path must be an allowed place."""
+    if workspace is not None:
+        check_dataset_path(dataset_path or "", workspace)
     source = resolve_source(dataset_path)
     key = (_source_key(source), fmt, json.dumps(mapping, sort_keys=True))
     with _lock:
@@ -72,11 +76,14 @@ def get_report(dataset_path: str, fmt: str, mapping: dict):
 def get_tokenizer(model: str, workspace: Path, trust_remote_code: bool = False):
     from finetune.models import load_tokenizer
 
+    check_model_path(model or "", workspace)  # a local model folder typed into the app: allowed places only
     key = (model.strip(), trust_remote_code, str(workspace))
     with _lock:
         if key in _tokenizers:
             return _tokenizers[key]
-    tok = load_tokenizer(RunConfig(model_name_or_path=model.strip() or "demo", trust_remote_code=trust_remote_code), workspace)
+    tok = load_tokenizer(
+        RunConfig(model_name_or_path=model.strip() or "demo", trust_remote_code=trust_remote_code), workspace
+    )
     with _lock:
         return _remember(_tokenizers, key, tok, size=3)
 
@@ -127,12 +134,14 @@ def source_label(dataset_path: str) -> str:
     return name.split("-", 1)[1] if re.match(r"^[0-9a-f]{10}-", name) else dataset_path
 
 
-def columns_of(dataset_path: str) -> list[str]:
+def columns_of(dataset_path: str, workspace: Path | None = None) -> list[str]:
     """Columns of a file whose format could not be detected (for the mapping form)."""
     from finetune.data import peek_columns
     from finetune.errors import FinetuneError
 
     try:
+        if workspace is not None:
+            check_dataset_path(dataset_path or "", workspace)
         return peek_columns(resolve_source(dataset_path))
     except FinetuneError:
         return []

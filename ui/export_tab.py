@@ -15,7 +15,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.export import exports_dir, merge_adapter, model_card, push_to_hub, zip_adapter
-from finetune.runs import open_run
+from finetune.paths import open_workspace_run
 from finetune.training import current_job
 from ui.state import GPU, Ctx, error_text, md_error, md_escape, run_choices, run_dropdown_update
 
@@ -51,7 +51,7 @@ def card_for(ctx: Ctx, run_name: str | None) -> str:
     if not run_name:
         return "*No run with a saved adapter yet.*"
     try:
-        run = open_run(run_name, ctx.workspace)
+        run = open_workspace_run(run_name, ctx.workspace)
         return card_md(model_card(run, merged=merged_folder(run) is not None))
     except Exception as exc:
         return md_error(exc, "No model card")
@@ -61,8 +61,15 @@ def build(ctx: Ctx) -> None:
     c = ctx.c
     choices = run_choices(ctx.workspace, with_adapter=True)
     with gr.Row(equal_height=True):
-        c["export_run"] = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Run", allow_custom_value=True,
-                                      info="Runs with a saved adapter.", elem_id="export-run", scale=4)
+        c["export_run"] = gr.Dropdown(
+            choices=choices,
+            value=choices[0] if choices else None,
+            label="Run",
+            allow_custom_value=True,
+            info="Runs with a saved adapter.",
+            elem_id="export-run",
+            scale=4,
+        )
         c["export_refresh"] = gr.Button("Refresh", size="sm", elem_id="export-refresh", scale=0, min_width=90)
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -70,27 +77,35 @@ def build(ctx: Ctx) -> None:
             c["zip_btn"] = gr.Button("Download the adapter (.zip)", elem_id="export-zip-btn")
             c["zip_file"] = gr.File(label="Adapter zip", interactive=False, elem_id="export-adapter-file", height=90)
         with gr.Column():
-            gr.Markdown("### 2. A merged 16-bit model\nThe adapter folded into the base weights: a standalone "
-                        "transformers model.")
+            gr.Markdown(
+                "### 2. A merged 16-bit model\nThe adapter folded into the base weights: a standalone "
+                "transformers model."
+            )
             c["merge_btn"] = gr.Button("Merge into a 16-bit model", variant="primary", elem_id="export-merge-btn")
             c["merge_msg"] = gr.Markdown(elem_id="export-merge-msg")
             c["merged_zip_btn"] = gr.Button("Download the merged model (.zip)", elem_id="export-merged-zip-btn")
-            c["merged_file"] = gr.File(label="Merged model zip", interactive=False, elem_id="export-merged-file",
-                                       height=90)
+            c["merged_file"] = gr.File(
+                label="Merged model zip", interactive=False, elem_id="export-merged-file", height=90
+            )
     with gr.Accordion("3. Push to the Hugging Face Hub", open=False, elem_id="export-hub"):
         with gr.Row():
-            c["hub_repo"] = gr.Textbox(label="Repository id", placeholder="your-name/my-model", elem_id="export-hub-repo")
-            c["hub_token"] = gr.Textbox(label="Write token", type="password", placeholder="hf_… (never stored)",
-                                        elem_id="export-hub-token")
+            c["hub_repo"] = gr.Textbox(
+                label="Repository id", placeholder="your-name/my-model", elem_id="export-hub-repo"
+            )
+            c["hub_token"] = gr.Textbox(
+                label="Write token", type="password", placeholder="hf_… (never stored)", elem_id="export-hub-token"
+            )
         with gr.Row():
-            c["hub_what"] = gr.Radio(["merged model", "adapter"], value="adapter", label="Upload",
-                                     elem_id="export-hub-what")
+            c["hub_what"] = gr.Radio(
+                ["merged model", "adapter"], value="adapter", label="Upload", elem_id="export-hub-what"
+            )
             c["hub_private"] = gr.Checkbox(value=True, label="Private repository", elem_id="export-hub-private")
         c["hub_btn"] = gr.Button("Push to the Hub", elem_id="export-hub-btn")
         c["hub_msg"] = gr.Markdown(elem_id="export-hub-msg")
     gr.Markdown("### Model card")
-    c["card"] = gr.Markdown(card_for(ctx, choices[0] if choices else None), elem_id="export-card",
-                            container=True, max_height=500)
+    c["card"] = gr.Markdown(
+        card_for(ctx, choices[0] if choices else None), elem_id="export-card", container=True, max_height=500
+    )
 
 
 def wire(ctx: Ctx) -> None:
@@ -100,7 +115,7 @@ def wire(ctx: Ctx) -> None:
         try:
             if not run_name:
                 raise FinetuneError("Pick a run with a saved adapter first.")
-            path = zip_adapter(open_run(run_name, ctx.workspace))
+            path = zip_adapter(open_workspace_run(run_name, ctx.workspace))
         except Exception as exc:
             gr.Warning(error_text(exc))
             return None
@@ -115,9 +130,11 @@ def wire(ctx: Ctx) -> None:
                 raise FinetuneError("Pick a run with a saved adapter first.")
             job = current_job()
             if job is not None:
-                raise FinetuneError(f"The run '{job.run.name}' is training: merging would load a second model. "
-                                    "Wait for it to finish or stop it.")
-            run = open_run(run_name, ctx.workspace)
+                raise FinetuneError(
+                    f"The run '{job.run.name}' is training: merging would load a second model. "
+                    "Wait for it to finish or stop it."
+                )
+            run = open_workspace_run(run_name, ctx.workspace)
             progress(0.0, desc="Starting the merge")
             from finetune.compare import release_comparer
 
@@ -128,17 +145,26 @@ def wire(ctx: Ctx) -> None:
             return md_error(exc, "Merge failed"), gr.skip()
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         gr.Info("Merged model saved")
-        return (f"✔ Merged model saved ({size:,.0f} MB) in `{md_escape(folder.name)}` inside the run folder "
-                f"**{md_escape(run.name)}** — download it below or push it to the Hub.", card_md(model_card(run, merged=True)))
+        return (
+            f"✔ Merged model saved ({size:,.0f} MB) in `{md_escape(folder.name)}` inside the run folder "
+            f"**{md_escape(run.name)}** — download it below or push it to the Hub.",
+            card_md(model_card(run, merged=True)),
+        )
 
-    c["merge_btn"].click(do_merge, c["export_run"], [c["merge_msg"], c["card"]], api_name="merge_model",
-                         concurrency_id=GPU, concurrency_limit=1)
+    c["merge_btn"].click(
+        do_merge,
+        c["export_run"],
+        [c["merge_msg"], c["card"]],
+        api_name="merge_model",
+        concurrency_id=GPU,
+        concurrency_limit=1,
+    )
 
     def do_zip_merged(run_name, progress=gr.Progress()):
         try:
             if not run_name:
                 raise FinetuneError("Pick a run first.")
-            run = open_run(run_name, ctx.workspace)
+            run = open_workspace_run(run_name, ctx.workspace)
             folder = merged_folder(run)
             if folder is None:
                 raise FinetuneError("This run has no merged model yet: press “Merge into a 16-bit model” first.")
@@ -156,7 +182,7 @@ def wire(ctx: Ctx) -> None:
         try:
             if not run_name:
                 raise FinetuneError("Pick a run first.")
-            run = open_run(run_name, ctx.workspace)
+            run = open_workspace_run(run_name, ctx.workspace)
             if what == "merged model":
                 folder = merged_folder(run)
                 if folder is None:
@@ -173,9 +199,14 @@ def wire(ctx: Ctx) -> None:
         gr.Info("Uploaded to the Hub")
         return f"✔ Uploaded: [{md_escape(url)}]({url})", ""
 
-    c["hub_btn"].click(do_push, [c["export_run"], c["hub_repo"], c["hub_token"], c["hub_what"], c["hub_private"]],
-                       [c["hub_msg"], c["hub_token"]], api_name="push_to_hub")
+    c["hub_btn"].click(
+        do_push,
+        [c["export_run"], c["hub_repo"], c["hub_token"], c["hub_what"], c["hub_private"]],
+        [c["hub_msg"], c["hub_token"]],
+        api_name="push_to_hub",
+    )
 
     c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
-    c["export_refresh"].click(lambda cur: run_dropdown_update(ctx.workspace, cur), c["export_run"], c["export_run"],
-                              api_visibility="private")
+    c["export_refresh"].click(
+        lambda cur: run_dropdown_update(ctx.workspace, cur), c["export_run"], c["export_run"], api_visibility="private"
+    )

@@ -91,7 +91,9 @@ def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
             continue
         user, sep, password = item.partition(":")
         if not sep or not user or not password:
-            raise ValueError(f"{AUTH_ENV} entries must look like user:password (got an entry without ':' or empty parts)")
+            raise ValueError(
+                f"{AUTH_ENV} entries must look like user:password (got an entry without ':' or empty parts)"
+            )
         pairs.append((user, password))
     return pairs or None
 
@@ -110,11 +112,15 @@ def exposure_warning(host: str, auth: Any, share: bool) -> str | None:
     if auth:
         return None
     if share:
-        return ("This app is shared on a public gradio.live link WITHOUT a password: anyone with the link can "
-                f"train, read your data and export models. Set {AUTH_ENV}=user:password.")
+        return (
+            "This app is shared on a public gradio.live link WITHOUT a password: anyone with the link can "
+            f"train, read your data and export models. Set {AUTH_ENV}=user:password."
+        )
     if not is_loopback(host):
-        return (f"This app listens on {host} (not only this computer) WITHOUT a password: anyone who can reach "
-                f"it can train, read your data and export models. Set {AUTH_ENV}=user:password, or bind to 127.0.0.1.")
+        return (
+            f"This app listens on {host} (not only this computer) WITHOUT a password: anyone who can reach "
+            f"it can train, read your data and export models. Set {AUTH_ENV}=user:password, or bind to 127.0.0.1."
+        )
     return None
 
 

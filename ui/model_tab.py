@@ -39,6 +39,10 @@ METHODS = {
     "DoRA": ("dora", None),  # keeps the quantization chosen (QDoRA with 4bit)
     "Full fine-tune": ("full", "none"),
 }
+TRUST_REMOTE_CODE_WARNING = (
+    "⚠ **trust_remote_code is on**: Python code from the model repository will run on this machine with "
+    "your permissions. Only keep it on for repositories you trust."
+)
 _est_lock = threading.Lock()
 _estimates: OrderedDict[str, Any] = OrderedDict()
 
@@ -123,10 +127,14 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
         from finetune.models import resolve_model_path
     except ImportError as exc:
         return md_error(f"The memory estimator is not available: {exc}", "No estimate"), charts.empty_figure(
-            "Estimated memory", "Not available")
+            "Estimated memory", "Not available"
+        )
     device = device_of(ctx)
     key = f"{device}\n{cfg.to_yaml()}"
     try:
+        from finetune.paths import check_model_path
+
+        check_model_path(cfg.model_name_or_path, ctx.workspace)  # a typed local folder: allowed places only
         with _est_lock:
             est = _estimates.get(key)
         if est is None:
@@ -138,8 +146,10 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
                 while len(_estimates) > 64:
                     _estimates.popitem(last=False)
     except Exception as exc:
-        return (md_error(error_text(exc), f"Cannot estimate memory for {cfg.model_name_or_path}"),
-                charts.empty_figure("Estimated memory", "No estimate for these settings"))
+        return (
+            md_error(error_text(exc), f"Cannot estimate memory for {cfg.model_name_or_path}"),
+            charts.empty_figure("Estimated memory", "No estimate for these settings"),
+        )
     total = float(est.total_gb)
     capacity = gpu_gb(ctx) if device != "cpu" else ram_gb(ctx)
     where = "GPU memory" if device != "cpu" else "system RAM (no GPU: training runs on the CPU)"
@@ -162,7 +172,7 @@ def config_summary(cfg: RunConfig, preset: str | None) -> str:
         f"preset {md_escape(preset or 'none')} · data: {md_escape(data)} · max_length {cfg.max_length} · {steps} · "
         f"batch {cfg.per_device_train_batch_size}×{cfg.gradient_accumulation_steps} · lr {cfg.learning_rate:g}  \n"
         "Change these in the **Data** and **Model & memory** tabs."
-    )
+    ) + (f"  \n{TRUST_REMOTE_CODE_WARNING}" if cfg.trust_remote_code else "")
 
 
 # --- layout ----------------------------------------------------------------------------------
@@ -170,17 +180,31 @@ def build(ctx: Ctx) -> None:
     c, base = ctx.c, ctx.base_config
     with gr.Row(equal_height=False):
         c["model_name"] = gr.Dropdown(
-            choices=MODELS, value=base.model_name_or_path, allow_custom_value=True, label="Base model",
+            choices=MODELS,
+            value=base.model_name_or_path,
+            allow_custom_value=True,
+            label="Base model",
             info="A popular small instruct model, any Hub id or local folder (type it), or `demo` (offline, CPU, seconds).",
-            elem_id="model-name", scale=3,
+            elem_id="model-name",
+            scale=3,
         )
-        c["method"] = gr.Radio(choices=list(METHODS), value=method_label(base.method, base.quantization),
-                               label="Method", elem_id="model-method", scale=3,
-                               info="QLoRA trains a small adapter on a 4-bit base: the least memory.")
+        c["method"] = gr.Radio(
+            choices=list(METHODS),
+            value=method_label(base.method, base.quantization),
+            label="Method",
+            elem_id="model-method",
+            scale=3,
+            info="QLoRA trains a small adapter on a 4-bit base: the least memory.",
+        )
     with gr.Row(equal_height=False):
-        c["preset"] = gr.Dropdown(choices=preset_choices(), value=ctx.suggested_preset, label="Memory preset",
-                                  info="Fills batch size, length, precision… for a memory budget.",
-                                  elem_id="model-preset", scale=2)
+        c["preset"] = gr.Dropdown(
+            choices=preset_choices(),
+            value=ctx.suggested_preset,
+            label="Memory preset",
+            info="Fills batch size, length, precision… for a memory budget.",
+            elem_id="model-preset",
+            scale=2,
+        )
         c["preset_md"] = gr.Markdown(preset_info(ctx.suggested_preset), elem_id="model-preset-info")
     c["hardware_md"] = gr.Markdown(hardware_md(ctx), elem_id="model-hardware")
     md, fig = estimate(ctx, base)
@@ -190,27 +214,42 @@ def build(ctx: Ctx) -> None:
         with gr.Column(scale=3):
             c["estimate_plot"] = gr.Plot(fig, show_label=False, elem_id="model-estimate-plot")
     with gr.Accordion("Advanced: every setting", open=False, elem_id="advanced"):
-        gr.Markdown("Every knob of the run, with its help text. Presets, the Data tab and loaded YAML files fill "
-                    "these fields; Start uses exactly what is here.")
+        gr.Markdown(
+            "Every knob of the run, with its help text. Presets, the Data tab and loaded YAML files fill "
+            "these fields; Start uses exactly what is here."
+        )
         ctx.fields.update(config_form.build_form(base))
     with gr.Row(equal_height=True):
         c["yaml_save_btn"] = gr.Button("Save config as YAML", elem_id="yaml-save-btn")
-        c["yaml_upload"] = gr.UploadButton("Load a config (YAML)…", file_types=[".yaml", ".yml"],
-                                           elem_id="yaml-upload")
+        c["yaml_upload"] = gr.UploadButton("Load a config (YAML)…", file_types=[".yaml", ".yml"], elem_id="yaml-upload")
     c["reset_btn"] = gr.Button("Reset every setting to the defaults", size="sm", elem_id="config-reset-btn")
     c["yaml_file"] = gr.File(label="Saved config (download)", interactive=False, elem_id="yaml-file", visible=False)
     c["yaml_msg"] = gr.Markdown(elem_id="yaml-msg")
-    c["command"] = gr.Code(config_form.command_text(base, ctx.suggested_preset), language="shell",
-                           label="Equivalent command line", interactive=False, elem_id="model-command",
-                           lines=4, wrap_lines=True)
+    c["command"] = gr.Code(
+        config_form.command_text(base, ctx.suggested_preset),
+        language="shell",
+        label="Equivalent command line",
+        interactive=False,
+        elem_id="model-command",
+        lines=4,
+        wrap_lines=True,
+    )
 
 
 # --- handlers ------------------------------------------------------------------------------------
 def wire(ctx: Ctx) -> None:
     c, f = ctx.c, ctx.fields
     fields = ctx.field_list
-    refresh_outputs = [c["model_name"], c["method"], c["data_max_length"], c["estimate_md"], c["estimate_plot"],
-                       c["command"], c["train_config_md"], c["saved_config"]]
+    refresh_outputs = [
+        c["model_name"],
+        c["method"],
+        c["data_max_length"],
+        c["estimate_md"],
+        c["estimate_plot"],
+        c["command"],
+        c["train_config_md"],
+        c["saved_config"],
+    ]
 
     def refresh(preset, *values):
         try:
@@ -219,20 +258,42 @@ def wire(ctx: Ctx) -> None:
             problem = md_error(exc, "These settings cannot be used")
             return [gr.skip(), gr.skip(), gr.skip(), problem, gr.skip(), gr.skip(), problem, gr.skip()]
         md, fig = estimate(ctx, cfg)
-        return [cfg.model_name_or_path, method_label(cfg.method, cfg.quantization), cfg.max_length, md, fig,
-                config_form.command_text(cfg, preset), config_summary(cfg, preset),
-                {"preset": preset, "config": cfg.to_dict()}]
+        if cfg.trust_remote_code:  # shown on this tab, next to the settings, for as long as it is on
+            md = f"{TRUST_REMOTE_CODE_WARNING}\n\n{md}"
+        return [
+            cfg.model_name_or_path,
+            method_label(cfg.method, cfg.quantization),
+            cfg.max_length,
+            md,
+            fig,
+            config_form.command_text(cfg, preset),
+            config_summary(cfg, preset),
+            {"preset": preset, "config": cfg.to_dict()},
+        ]
 
     def chain(dep):
-        return dep.then(refresh, [c["preset"], *fields], refresh_outputs, api_visibility="private",
-                        show_progress="hidden", trigger_mode="always_last")
+        return dep.then(
+            refresh,
+            [c["preset"], *fields],
+            refresh_outputs,
+            api_visibility="private",
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
 
     ctx.hooks["refresh"] = chain
     triggers = []
     for comp in fields:  # text fields update when done (Enter or leaving the field), not per keystroke
         triggers += [comp.submit, comp.blur] if isinstance(comp, gr.Textbox) else [comp.input]
-    gr.on(triggers, refresh, [c["preset"], *fields], refresh_outputs,
-          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+    gr.on(
+        triggers,
+        refresh,
+        [c["preset"], *fields],
+        refresh_outputs,
+        api_visibility="private",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
 
     def set_model(name):
         name = (name or "").strip()
@@ -241,16 +302,28 @@ def wire(ctx: Ctx) -> None:
             return gr.skip()
         return name
 
-    ev = c["model_name"].input(set_model, c["model_name"], f["model_name_or_path"], api_name="set_model",
-                               show_progress="hidden")
+    def warn_remote_code(on):
+        if on:
+            gr.Warning(TRUST_REMOTE_CODE_WARNING.replace("**", ""))
+
+    f["trust_remote_code"].input(
+        warn_remote_code, f["trust_remote_code"], None, api_visibility="private", show_progress="hidden"
+    )
+
+    ev = c["model_name"].input(
+        set_model, c["model_name"], f["model_name_or_path"], api_name="set_model", show_progress="hidden"
+    )
     ctx.hooks["after_model"] = ev
 
     def set_method(label):
         method, quant = METHODS.get(label, ("lora", "4bit"))
         return method, gr.skip() if quant is None else quant
 
-    chain(c["method"].input(set_method, c["method"], [f["method"], f["quantization"]], api_name="set_method",
-                            show_progress="hidden"))
+    chain(
+        c["method"].input(
+            set_method, c["method"], [f["method"], f["quantization"]], api_name="set_method", show_progress="hidden"
+        )
+    )
 
     def use_preset(name, *values):
         from finetune.presets import apply_preset
@@ -273,7 +346,9 @@ def wire(ctx: Ctx) -> None:
             gr.Warning(error_text(exc))
             return gr.File(visible=False), md_error(exc, "Not saved")
         problems = cfg.validate()
-        name = cfg.run_name or re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.model_name_or_path.split("/")[-1]) or "run"
+        # the name is typed text: only safe characters reach the file name (no '/', no leading '.')
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.run_name or cfg.model_name_or_path.split("/")[-1])
+        name = re.sub(r"\.{2,}", ".", name).strip(".-")[:80] or "run"
         path = ctx.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(path)
@@ -301,8 +376,10 @@ def wire(ctx: Ctx) -> None:
             gr.Warning(f"{name} was not loaded: see the message under the upload box.")
             return skip + [md_error(text, f"{name} was not loaded"), gr.skip()]
         gr.Info(f"Loaded {name}")
-        return config_form.values_from_config(cfg) + [f"✔ Loaded **{md_escape(name)}**: every field below now "
-                                                      "shows its settings.", cfg.max_length]
+        return config_form.values_from_config(cfg) + [
+            f"✔ Loaded **{md_escape(name)}**: every field below now shows its settings.",
+            cfg.max_length,
+        ]
 
     def restore(saved):
         """Page (re)load: the settings this browser last had, when they are still valid."""
@@ -317,16 +394,22 @@ def wire(ctx: Ctx) -> None:
         preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices()] else None
         return config_form.values_from_config(cfg) + [preset, preset_info(preset)]
 
-    ctx.hooks["after_restore"] = chain(ctx.blocks.load(restore, c["saved_config"], [*fields, c["preset"], c["preset_md"]],
-                                                       api_visibility="private"))
+    ctx.hooks["after_restore"] = chain(
+        ctx.blocks.load(restore, c["saved_config"], [*fields, c["preset"], c["preset_md"]], api_visibility="private")
+    )
 
     def reset():
         gr.Info("Every setting is back to its default")
-        return config_form.values_from_config(ctx.base_config) + [ctx.suggested_preset, preset_info(ctx.suggested_preset)]
+        return config_form.values_from_config(ctx.base_config) + [
+            ctx.suggested_preset,
+            preset_info(ctx.suggested_preset),
+        ]
 
-    ctx.hooks["after_reset"] = chain(c["reset_btn"].click(reset, None, [*fields, c["preset"], c["preset_md"]],
-                                                          api_name="reset_config"))
+    ctx.hooks["after_reset"] = chain(
+        c["reset_btn"].click(reset, None, [*fields, c["preset"], c["preset_md"]], api_name="reset_config")
+    )
 
-    ev = c["yaml_upload"].upload(load_yaml, [c["yaml_upload"], *fields], [*fields, c["yaml_msg"], c["data_max_length"]],
-                                 api_name="load_config")
+    ev = c["yaml_upload"].upload(
+        load_yaml, [c["yaml_upload"], *fields], [*fields, c["yaml_msg"], c["data_max_length"]], api_name="load_config"
+    )
     ctx.hooks["after_yaml"] = chain(ev)

@@ -1,7 +1,8 @@
 """Train tab: Start / Stop / Resume, live progress and charts, log tail, run history.
 
 Engine calls: finetune.training (start_training, current_job, get_job, TrainingJob.progress/stop),
-finetune.runs (list_runs, open_run, Run.metrics/status/log_tail), finetune.compare.release_comparer.
+finetune.runs (list_runs, Run.metrics/status/log_tail), finetune.paths.open_workspace_run,
+finetune.compare.release_comparer.
 Training runs in the engine's thread; this tab only polls (gr.Timer, 1 s), so closing the
 browser never stops a run and a reloaded page reattaches to it.
 """
@@ -10,18 +11,29 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any
 
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, list_runs, open_run
+from finetune.paths import open_workspace_run
+from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, list_runs
 from finetune.training import current_job, get_job, start_training
 from ui import charts, config_form
 from ui.state import GPU, Ctx, error_text, fmt_duration, fmt_time, md_error, md_escape, run_dropdown_update
 
-ICONS = {"queued": "●", "loading": "●", "training": "●", "evaluating": "●", "saving": "●", "done": "✔",
-         "stopped": "■", "failed": "✖", "interrupted": "⚠"}
+ICONS = {
+    "queued": "●",
+    "loading": "●",
+    "training": "●",
+    "evaluating": "●",
+    "saving": "●",
+    "done": "✔",
+    "stopped": "■",
+    "failed": "✖",
+    "interrupted": "⚠",
+}
 HISTORY_HEADERS = ["run", "model", "status", "steps", "final loss", "eval loss", "started"]
 _runs_lock = threading.Lock()
 _runs: dict[str, Run] = {}  # runs not trained by this process, opened once and re-read when active
@@ -38,7 +50,7 @@ def locate(ctx: Ctx, name: str | None) -> tuple[Run | None, Any]:
         run = _runs.get(name)
     if run is None or not run.exists():
         try:
-            run = open_run(name, ctx.workspace)
+            run = open_workspace_run(name, ctx.workspace)  # a name only: never a typed path
         except FinetuneError:
             return None, None
         with _runs_lock:
@@ -53,9 +65,17 @@ def progress_of(run: Run, job) -> dict[str, Any]:
             return p
     status = run.status()
     step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
-    return {"state": status.get("state", "unknown"), "message": status.get("message", ""), "step": step,
-            "total_steps": total, "fraction": min(step / total, 1.0) if total else 0.0, "eta": None,
-            "tokens_per_s": None, "elapsed": None, "run": run.name}
+    return {
+        "state": status.get("state", "unknown"),
+        "message": status.get("message", ""),
+        "step": step,
+        "total_steps": total,
+        "fraction": min(step / total, 1.0) if total else 0.0,
+        "eta": None,
+        "tokens_per_s": None,
+        "elapsed": None,
+        "run": run.name,
+    }
 
 
 def status_md(name: str, p: dict) -> str:
@@ -86,9 +106,11 @@ def progress_html(p: dict) -> str:
     if isinstance(tps, (int, float)) and tps > 0:
         parts.append(f"{tps:,.0f} tokens/s")
     cls = "active" if state in ACTIVE_STATES else state
-    return (f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}">'
-            f'<div class="ft-bar"><div class="ft-fill" style="width:{frac * 100:.1f}%"></div></div>'
-            f'<div class="ft-progress-text">{html.escape(" · ".join(parts))}</div></div>')
+    return (
+        f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}">'
+        f'<div class="ft-bar"><div class="ft-fill" style="width:{frac * 100:.1f}%"></div></div>'
+        f'<div class="ft-progress-text">{html.escape(" · ".join(parts))}</div></div>'
+    )
 
 
 def history_rows(ctx: Ctx) -> list[list]:
@@ -99,25 +121,39 @@ def history_rows(ctx: Ctx) -> list[list]:
         return rows
     for r in runs:
         steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        rows.append([r.name, r.model, r.state, steps,
-                     round(r.final_loss, 4) if r.final_loss is not None else None,
-                     round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
-                     fmt_time(r.created_at)])
+        rows.append(
+            [
+                r.name,
+                r.model,
+                r.state,
+                steps,
+                round(r.final_loss, 4) if r.final_loss is not None else None,
+                round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
+                fmt_time(r.created_at),
+            ]
+        )
     return rows
 
 
 def figures(run: Run, name: str) -> list:
     figs = charts.training_figures(run.metrics(), name)
     mem = figs["mem"]
-    return [figs["loss"], figs["lr"], figs["grad"], figs["acc"],
-            gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False)]
+    return [
+        figs["loss"],
+        figs["lr"],
+        figs["grad"],
+        figs["acc"],
+        gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False),
+    ]
 
 
-def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str) -> list:
+def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float = 0.0) -> list:
     """One poll (every second per open page): what changed since the last one, else gr.skip().
 
     Outputs follow TICK_KEYS. `drawn` is how many metric points the page already plots and `sig`
-    a signature of the last status shown; plots are rebuilt only when new points arrived.
+    a signature of the last status shown; plots are rebuilt only when new points arrived, and
+    while a run trains at most every PLOT_INTERVAL_S (building the figures runs in the training
+    process, so redrawing every second cost a few percent of its speed).
     """
     skip = [gr.skip()] * len(TICK_KEYS)
     name = watched
@@ -143,10 +179,12 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str) -> list:
     out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
     out["train_status"] = status_md(name, p)
     out["train_progress"] = progress_html(p)
-    if fresh or (not drawn and new_sig != sig):
+    due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
+    if (fresh and due) or (not drawn and new_sig != sig):
         for key, fig in zip(("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem"), figures(run, name)):
             out[key] = fig
         out["drawn"] = run.metrics_count()
+        out["plotted_at"] = time.time()
     if fresh or new_sig != sig:
         out["train_log"] = run.log_tail(40)
     out["sig"] = new_sig
@@ -163,8 +201,25 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str) -> list:
     return [out[k] for k in TICK_KEYS]
 
 
-TICK_KEYS = ["train_status", "train_progress", "plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem", "train_log",
-             "drawn", "sig", "history", "watch", "overlay_runs", "test_run", "export_run"]
+TICK_KEYS = [
+    "train_status",
+    "train_progress",
+    "plot_loss",
+    "plot_lr",
+    "plot_grad",
+    "plot_acc",
+    "plot_mem",
+    "train_log",
+    "drawn",
+    "sig",
+    "plotted_at",
+    "history",
+    "watch",
+    "overlay_runs",
+    "test_run",
+    "export_run",
+]
+PLOT_INTERVAL_S = 3.0
 
 
 def build(ctx: Ctx) -> None:
@@ -176,8 +231,15 @@ def build(ctx: Ctx) -> None:
         c["resume_btn"] = gr.Button("↻ Resume", elem_id="train-resume", scale=1)
     c["train_msg"] = gr.Markdown(elem_id="train-msg")
     with gr.Row(equal_height=True):
-        c["watch"] = gr.Dropdown(choices=[], value=None, label="Run shown", allow_custom_value=True, elem_id="train-watch", scale=3,
-                                 info="The charts follow this run; pick an older one to look at it.")
+        c["watch"] = gr.Dropdown(
+            choices=[],
+            value=None,
+            label="Run shown",
+            allow_custom_value=True,
+            elem_id="train-watch",
+            scale=3,
+            info="The charts follow this run; pick an older one to look at it.",
+        )
         c["refresh_btn"] = gr.Button("Refresh", size="sm", elem_id="train-refresh", scale=0, min_width=90)
     c["train_status"] = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     c["train_progress"] = gr.HTML(progress_html({"state": "", "fraction": 0}), elem_id="train-progress")
@@ -185,21 +247,36 @@ def build(ctx: Ctx) -> None:
         c["plot_loss"] = gr.Plot(charts.empty_figure("Loss", "No run yet"), show_label=False, elem_id="plot-loss")
         c["plot_lr"] = gr.Plot(charts.empty_figure("Learning rate", "No run yet"), show_label=False, elem_id="plot-lr")
     with gr.Row():
-        c["plot_grad"] = gr.Plot(charts.empty_figure("Gradient norm", "No run yet"), show_label=False,
-                                 elem_id="plot-grad")
-        c["plot_acc"] = gr.Plot(charts.empty_figure("Token accuracy", "No run yet"), show_label=False,
-                                elem_id="plot-acc")
+        c["plot_grad"] = gr.Plot(
+            charts.empty_figure("Gradient norm", "No run yet"), show_label=False, elem_id="plot-grad"
+        )
+        c["plot_acc"] = gr.Plot(
+            charts.empty_figure("Token accuracy", "No run yet"), show_label=False, elem_id="plot-acc"
+        )
     c["plot_mem"] = gr.Plot(show_label=False, visible=False, elem_id="plot-mem")
-    c["train_log"] = gr.Textbox(label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False,
-                                autoscroll=True, elem_id="train-log")
+    c["train_log"] = gr.Textbox(
+        label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="train-log"
+    )
     with gr.Accordion("Run history", open=True, elem_id="history"):
-        c["history"] = gr.Dataframe(headers=HISTORY_HEADERS, value=history_rows(ctx), interactive=False, wrap=True,
-                                    elem_id="run-history", max_height=300)
-        c["overlay_runs"] = gr.Dropdown(choices=[r[0] for r in history_rows(ctx)], multiselect=True, allow_custom_value=True,
-                                        label="Overlay the loss curves of these runs", elem_id="run-overlay")
+        c["history"] = gr.Dataframe(
+            headers=HISTORY_HEADERS,
+            value=history_rows(ctx),
+            interactive=False,
+            wrap=True,
+            elem_id="run-history",
+            max_height=300,
+        )
+        c["overlay_runs"] = gr.Dropdown(
+            choices=[r[0] for r in history_rows(ctx)],
+            multiselect=True,
+            allow_custom_value=True,
+            label="Overlay the loss curves of these runs",
+            elem_id="run-overlay",
+        )
         c["plot_overlay"] = gr.Plot(charts.overlay_figure({}), show_label=False, elem_id="plot-overlay")
     c["drawn"] = gr.State(0)
     c["sig"] = gr.State("")
+    c["plotted_at"] = gr.State(0.0)
     c["timer"] = gr.Timer(1.0)
 
 
@@ -207,18 +284,31 @@ def wire(ctx: Ctx) -> None:
     c, fields = ctx.c, ctx.field_list
     tick_outputs = [c[k] for k in TICK_KEYS]
 
-    def poll(watched, drawn, sig):
-        return tick(ctx, watched, drawn, sig)
+    def poll(watched, drawn, sig, plotted_at):
+        return tick(ctx, watched, drawn, sig, plotted_at)
 
-    c["timer"].tick(poll, [c["watch"], c["drawn"], c["sig"]], tick_outputs, show_progress="hidden",
-                    api_visibility="private", concurrency_limit=8, trigger_mode="always_last")
+    c["timer"].tick(
+        poll,
+        [c["watch"], c["drawn"], c["sig"], c["plotted_at"]],
+        tick_outputs,
+        show_progress="hidden",
+        api_visibility="private",
+        concurrency_limit=8,
+        trigger_mode="always_last",
+    )
 
     def after_start(job, verb: str) -> list:
         rows = history_rows(ctx)
         msg = f"{verb} **{md_escape(job.run.name)}** — it keeps training if you close this page."
         gr.Info(f"{verb} {job.run.name}")
-        return [msg, gr.Dropdown(choices=[r[0] for r in rows], value=job.run.name), 0, "", rows,
-                gr.Dropdown(choices=[r[0] for r in rows])]
+        return [
+            msg,
+            gr.Dropdown(choices=[r[0] for r in rows], value=job.run.name),
+            0,
+            "",
+            rows,
+            gr.Dropdown(choices=[r[0] for r in rows]),
+        ]
 
     start_outputs = [c["train_msg"], c["watch"], c["drawn"], c["sig"], c["history"], c["overlay_runs"]]
     fail = [gr.skip()] * (len(start_outputs) - 1)
@@ -229,20 +319,21 @@ def wire(ctx: Ctx) -> None:
             from finetune.compare import release_comparer
 
             release_comparer()  # free the Test tab's model before training loads one
-            job = start_training(cfg, workspace=ctx.workspace)
+            job = start_training(cfg, workspace=ctx.workspace, restrict_paths=True)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [md_error(exc, "Training did not start")] + fail
         return after_start(job, "Started")
 
-    c["start_btn"].click(start, fields, start_outputs, api_name="start_training", concurrency_id=GPU,
-                         concurrency_limit=1)
+    c["start_btn"].click(
+        start, fields, start_outputs, api_name="start_training", concurrency_id=GPU, concurrency_limit=1
+    )
 
     def resume(name):
         try:
             if not name:
                 raise FinetuneError("Pick the run to resume in 'Run shown' first.")
-            run = open_run(name, ctx.workspace)
+            run = open_workspace_run(name, ctx.workspace)
             from finetune.compare import release_comparer
 
             release_comparer()
@@ -252,8 +343,9 @@ def wire(ctx: Ctx) -> None:
             return [md_error(exc, "Not resumed")] + fail
         return after_start(job, "Resumed")
 
-    c["resume_btn"].click(resume, c["watch"], start_outputs, api_name="resume_training", concurrency_id=GPU,
-                          concurrency_limit=1)
+    c["resume_btn"].click(
+        resume, c["watch"], start_outputs, api_name="resume_training", concurrency_id=GPU, concurrency_limit=1
+    )
 
     def stop():
         job = current_job()
@@ -262,8 +354,10 @@ def wire(ctx: Ctx) -> None:
             return "Nothing is training right now."
         job.stop()
         gr.Info(f"Stopping {job.run.name}")
-        return (f"■ Stop requested for **{md_escape(job.run.name)}**: it finishes the current step and saves "
-                "the adapter trained so far.")
+        return (
+            f"■ Stop requested for **{md_escape(job.run.name)}**: it finishes the current step and saves "
+            "the adapter trained so far."
+        )
 
     c["stop_btn"].click(stop, None, c["train_msg"], api_name="stop_training")
 
@@ -277,8 +371,9 @@ def wire(ctx: Ctx) -> None:
         names = [r[0] for r in rows]
         return rows, gr.Dropdown(choices=names, value=watched if watched in names else None), gr.Dropdown(choices=names)
 
-    c["refresh_btn"].click(refresh_history, c["watch"], [c["history"], c["watch"], c["overlay_runs"]],
-                           api_name="list_runs")
+    c["refresh_btn"].click(
+        refresh_history, c["watch"], [c["history"], c["watch"], c["overlay_runs"]], api_name="list_runs"
+    )
 
     def pick_row(table, evt: gr.SelectData):
         try:
@@ -311,9 +406,16 @@ def wire(ctx: Ctx) -> None:
             name = next((r[0] for r in rows if r[2] in ACTIVE_STATES), names[0] if names else None)
         return gr.Dropdown(choices=names, value=name), 0, "", rows, gr.Dropdown(choices=names)
 
-    load = ctx.blocks.load(on_load, None, [c["watch"], c["drawn"], c["sig"], c["history"], c["overlay_runs"]],
-                           api_visibility="private")
-    load.then(poll, [c["watch"], c["drawn"], c["sig"]], tick_outputs, api_visibility="private", show_progress="hidden")
+    load = ctx.blocks.load(
+        on_load, None, [c["watch"], c["drawn"], c["sig"], c["history"], c["overlay_runs"]], api_visibility="private"
+    )
+    load.then(
+        poll,
+        [c["watch"], c["drawn"], c["sig"], c["plotted_at"]],
+        tick_outputs,
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
     def run_status(run_name: str = "") -> dict:
         """Progress of a run (default: the one training now, else the newest run)."""
@@ -325,7 +427,11 @@ def wire(ctx: Ctx) -> None:
         if run is None:
             return {"run": name, "state": "none", "message": "no such run"}
         p = progress_of(run, job)
-        return {**{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
-                "run": name, "metrics": run.metrics_count(), "has_adapter": run.has_adapter()}
+        return {
+            **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "run": name,
+            "metrics": run.metrics_count(),
+            "has_adapter": run.has_adapter(),
+        }
 
     gr.api(run_status, api_name="run_status")

@@ -10,7 +10,6 @@ from finetune.data.stats import length_stats, token_length_stats
 from finetune.data.templates import has_generation_markers
 
 
-
 def peek_columns(source: str) -> list[str]:
     """The column names a file (or Hub dataset) has, for a column-mapping form when detection fails."""
     return list(read_source(source).columns)

@@ -1,0 +1,5 @@
+import sys
+
+from finetune.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""`finetune bench`: the generated data, the measurements, the variants, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from finetune.bench import make_rows
+from finetune.bench.data import length_stats
+from finetune.bench.measure import StepMark, StepMeter, TokenCounter, flops_params, gpu_peak_tflops
+from finetune.bench.runner import plan
+from finetune.builders import FastPath
+from finetune.config import RunConfig
+
+
+@pytest.fixture
+def tokenizer(demo_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(demo_path)
+
+
+def test_rows_are_deterministic_and_span_the_lengths(tokenizer):
+    rows = make_rows(tokenizer, n_rows=120, min_tokens=20, max_tokens=500, seed=3)
+    assert rows == make_rows(tokenizer, n_rows=120, min_tokens=20, max_tokens=500, seed=3)
+    assert rows != make_rows(tokenizer, n_rows=120, min_tokens=20, max_tokens=500, seed=4)
+    stats = length_stats(rows, tokenizer)
+    assert stats["rows"] == 120 and stats["min"] < 60 and 400 < stats["max"] <= 500
+    assert 180 < stats["mean"] < 320  # uniform targets
+    assert all(m["role"] in ("user", "assistant") for r in rows for m in r["messages"])
+    assert all(r["messages"][-1]["role"] == "assistant" for r in rows)
+
+
+def test_token_counter_counts_real_computed_and_loss_tokens():
+    def collate(examples):
+        longest = max(len(e["input_ids"]) for e in examples)
+        ids = torch.tensor([e["input_ids"] + [0] * (longest - len(e["input_ids"])) for e in examples])
+        labels = ids.clone()
+        labels[ids == 0] = -100
+        labels[:, 0] = -100
+        return {"input_ids": ids, "labels": labels}
+
+    counter = TokenCounter(collate)
+    counter([{"input_ids": [5, 6, 7]}, {"input_ids": [5]}])
+    assert (counter.real, counter.computed, counter.loss) == (4, 6, 2)
+
+
+def test_step_meter_window_skips_the_warmup():
+    meter = StepMeter(TokenCounter(lambda e: e))
+    # step ends at t = 10 (warm-up), 11, 13: 300 real tokens in 3 s after the warm-up
+    meter.marks = [StepMark(10, 5, 100, 200, 50), StepMark(11, 6, 200, 400, 90), StepMark(13, 8, 400, 800, 170)]
+    w = meter.window(warmup=1)
+    assert w["steps"] == 2 and w["tokens_per_s"] == pytest.approx(100.0)
+    assert w["cpu_tokens_per_s"] == pytest.approx(100.0) and w["step_time_s"] == pytest.approx(1.5)
+    assert w["padding_fraction"] == pytest.approx(0.5) and w["loss_tokens_per_step"] == pytest.approx(60)
+    assert meter.window(warmup=3) == {}
+
+
+def test_mfu_inputs(demo_path):
+    assert gpu_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu_peak_tflops("Some Future GPU") is None
+    vocab = json.loads((demo_path / "config.json").read_text())["vocab_size"]
+    # demo: 2 layers x (q,o 64x64 + k,v 64x32 + gate,up,down 64x192) + 5 RMSNorms + the LM head (no input embedding)
+    assert flops_params(str(demo_path)) == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 192) + 5 * 64 + vocab * 64
+
+
+def test_variants_follow_the_fast_path():
+    fast = FastPath("cpu", "sdpa", False, False, "rebalance", False, False)
+    names = [v.name for v in plan(RunConfig(), fast, ablate=True)]
+    assert names[:2] == ["engine", "baseline"]
+    assert "engine, gradient checkpointing on" in names and "engine, random batches" in names
+    assert "engine, packing on" in names and "baseline, padded to the longest" in names
+    assert not any("sdpa attention" in n or "Liger" in n for n in names)
+    gpu = FastPath("cuda", "flash_attention_2", True, True, "random", True, True)
+    names = [v.name for v in plan(RunConfig(), gpu, ablate=True)]
+    assert {"engine, packing off", "engine, sdpa attention", "engine, no Liger kernels"} <= set(names)
+    assert "engine, gradient checkpointing off" in names
+    assert [v.name for v in plan(RunConfig(), fast, ablate=False)] == ["engine", "baseline"]
+
+
+def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    import finetune.estimate
+    from finetune.bench import weights
+
+    shape = tmp_path / "tiny-llama.json"
+    shape.write_text(
+        json.dumps(
+            {
+                "_source": "test",
+                "model_type": "llama",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "vocab_size": 2048,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
+    monkeypatch.setattr(finetune.estimate, "bundled_shapes", lambda: {"tiny-llama": shape})
+    assert weights.is_shape_name("tiny-llama") and not weights.is_shape_name("demo")
+    path = weights.resolve_bench_model("tiny-llama", workspace)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.vocab_size == 2048 and model.config.hidden_size == 32
+    assert weights.resolve_bench_model("tiny-llama", workspace) == path  # built once
+
+
+@pytest.mark.slow
+def test_bench_cli_json_has_the_numbers(workspace):
+    from finetune import cli
+    from finetune.bench import main as bench_main
+
+    argv = "--steps 3 --repeats 1 --rows 48 --max-length 128 --json".split() + ["--workspace", str(workspace)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        parser = cli.build_parser()
+        registered = any(a.choices and "bench" in a.choices for a in parser._subparsers._group_actions)
+        code = cli.main(["bench", *argv]) if registered else bench_main(argv)
+    assert code == 0
+    result = json.loads(out.getvalue())
+    for key in ("engine_tokens_per_s", "baseline_tokens_per_s", "ratio", "engine_step_time_s", "engine_peak_mem_gb"):
+        assert key in result, key
+    assert result["engine_tokens_per_s"] > 0 and result["baseline_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["engine_tokens_per_s"] / result["baseline_tokens_per_s"])
+    engine, baseline = result["variants"][:2]
+    assert baseline["settings"]["pad_to_multiple_of"] == 128 and baseline["settings"]["gradient_checkpointing"]
+    assert engine["settings"]["pad_to_multiple_of"] is None and not engine["settings"]["gradient_checkpointing"]
+    assert engine["padding_fraction"] < baseline["padding_fraction"]
+    assert result["device"] == "cpu" and result["engine_mfu"] is None and result["machine"]["nproc"] >= 1
