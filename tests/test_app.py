@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from helpers_app import served
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # app.py and ui/ live at the repository root
@@ -20,35 +20,11 @@ pytestmark = pytest.mark.slow
 ACTIVE = ("queued", "loading", "training", "evaluating", "saving")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app(workspace):
     """(blocks, Client) for an app served exactly as app.py serves it, on a free port."""
-    from gradio_client import Client
-
-    from ui import build_app
-    from ui.launch import launch_kwargs
-
-    blocks = build_app(workspace)
-    _, url, _ = blocks.launch(prevent_thread_lock=True, **launch_kwargs(workspace, port=free_port(), quiet=True))
-    client = Client(url, verbose=False, download_files=str(workspace / "client-downloads"))
-    yield blocks, client
-    _wait_idle()
-    blocks.close()
-
-
-def _wait_idle(timeout: float = 120) -> None:
-    from finetune.training import current_job
-
-    job = current_job()
-    if job is not None:
-        job.stop()
-        job.wait(timeout)
+    with served(workspace) as (blocks, client, _):
+        yield blocks, client
 
 
 def demo_config(blocks, **changes):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from helpers_app import served
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -27,27 +27,10 @@ pytestmark = [
 LONG = 180_000  # ms: a whole demo run on a busy CPU
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def served(workspace):
-    from ui import build_app
-    from ui.launch import launch_kwargs
-
-    blocks = build_app(workspace)
-    _, url, _ = blocks.launch(prevent_thread_lock=True, **launch_kwargs(workspace, port=free_port(), quiet=True))
-    yield blocks, url
-    from finetune.training import current_job
-
-    job = current_job()
-    if job is not None:
-        job.stop()
-        job.wait(120)
-    blocks.close()
+def served_app(workspace):
+    with served(workspace) as (blocks, _, url):
+        yield blocks, url
 
 
 @pytest.fixture
@@ -88,10 +71,10 @@ def text_of(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
 
-def test_whole_flow(served, page):
+def test_whole_flow(served_app, page):
     from playwright.sync_api import expect
 
-    blocks, url = served
+    blocks, url = served_app
     page.goto(url)
 
     # 1. Data: the sample dataset is loaded on first open

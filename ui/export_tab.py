@@ -17,7 +17,7 @@ from finetune.errors import FinetuneError
 from finetune.export import exports_dir, merge_adapter, model_card, push_to_hub, zip_adapter
 from finetune.paths import open_workspace_run
 from finetune.training import current_job
-from ui.state import GPU, Ctx, error_text, md_error, md_escape, run_choices, run_dropdown_update
+from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
 
 def merged_folder(run) -> Path | None:
@@ -59,18 +59,7 @@ def card_for(ctx: Ctx, run_name: str | None) -> str:
 
 def build(ctx: Ctx) -> None:
     c = ctx.c
-    choices = run_choices(ctx.workspace, with_adapter=True)
-    with gr.Row(equal_height=True):
-        c["export_run"] = gr.Dropdown(
-            choices=choices,
-            value=choices[0] if choices else None,
-            label="Run",
-            allow_custom_value=True,
-            info="Runs with a saved adapter.",
-            elem_id="export-run",
-            scale=4,
-        )
-        c["export_refresh"] = gr.Button("Refresh", size="sm", elem_id="export-refresh", scale=0, min_width=90)
+    adapter_run_picker(ctx, "export")
     with gr.Row(equal_height=False):
         with gr.Column():
             gr.Markdown("### 1. The adapter\nA few MB; load it on top of the base model with PEFT.")
@@ -104,7 +93,7 @@ def build(ctx: Ctx) -> None:
         c["hub_msg"] = gr.Markdown(elem_id="export-hub-msg")
     gr.Markdown("### Model card")
     c["card"] = gr.Markdown(
-        card_for(ctx, choices[0] if choices else None), elem_id="export-card", container=True, max_height=500
+        card_for(ctx, c["export_run"].value), elem_id="export-card", container=True, max_height=500
     )
 
 

@@ -108,6 +108,27 @@ def run_choices(workspace: Path, with_adapter: bool = False) -> list[str]:
     return [r.name for r in runs if r.has_adapter or not with_adapter]
 
 
+def adapter_run_picker(ctx: Ctx, prefix: str) -> None:
+    """The "Run" dropdown + Refresh button of the Test and Export tabs (runs with a saved adapter),
+    stored as ctx.c[f"{prefix}_run"] and ctx.c[f"{prefix}_refresh"]."""
+    import gradio as gr
+
+    choices = run_choices(ctx.workspace, with_adapter=True)
+    with gr.Row(equal_height=True):
+        ctx.c[f"{prefix}_run"] = gr.Dropdown(
+            choices=choices,
+            value=choices[0] if choices else None,
+            label="Run",
+            allow_custom_value=True,
+            info="Runs with a saved adapter.",
+            elem_id=f"{prefix}-run",
+            scale=4,
+        )
+        ctx.c[f"{prefix}_refresh"] = gr.Button(
+            "Refresh", size="sm", elem_id=f"{prefix}-refresh", scale=0, min_width=90
+        )
+
+
 def run_dropdown_update(workspace: Path, current: str | None, prefer: str | None = None, with_adapter: bool = True):
     """A Dropdown update with fresh choices; keeps `current` when still valid, else `prefer`/newest."""
     choices = run_choices(workspace, with_adapter=with_adapter)

@@ -22,7 +22,7 @@ from finetune.errors import FinetuneError
 from finetune.evaluation import build_report, word_diff_html
 from ui import ab_view, eval_tab, grid_view
 from ui.eval_common import check_idle, selected_run, settings_from
-from ui.state import GPU, Ctx, error_text, md_error, md_escape, run_choices, run_dropdown_update
+from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
 DEFAULT_PROMPT = "Spell the word garden backwards."
 DIFF_EMPTY = '<div class="ft-diff-empty">The word diff appears here once both answers are in.</div>'
@@ -34,18 +34,7 @@ DIFF_LEGEND = (
 
 def build(ctx: Ctx) -> None:
     c = ctx.c
-    choices = run_choices(ctx.workspace, with_adapter=True)
-    with gr.Row(equal_height=True):
-        c["test_run"] = gr.Dropdown(
-            choices=choices,
-            value=choices[0] if choices else None,
-            label="Run",
-            allow_custom_value=True,
-            info="Runs with a saved adapter.",
-            elem_id="test-run",
-            scale=4,
-        )
-        c["test_refresh"] = gr.Button("Refresh", size="sm", elem_id="test-refresh", scale=0, min_width=90)
+    adapter_run_picker(ctx, "test")
     with gr.Accordion("Decoding settings (shared by every view below)", open=False, elem_id="test-settings"):
         c["test_system"] = gr.Textbox(label="System prompt", placeholder="optional", lines=1, elem_id="test-system")
         with gr.Row():
