@@ -140,7 +140,8 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
         if est is None:
             # the demo model lives in this app's workspace: hand the estimator its folder
             model = resolve_model_path(cfg.model_name_or_path, ctx.workspace)
-            est = estimate_memory(model, cfg, device=device)
+            # the GPU's size lets `gradient_checkpointing: auto` resolve as the trainer will
+            est = estimate_memory(model, cfg, device=device, gpu_gb=gpu_gb(ctx) if device == "cuda" else None)
             with _est_lock:
                 _estimates[key] = est
                 while len(_estimates) > 64:
