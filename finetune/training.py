@@ -9,106 +9,20 @@ One job runs per process; a second start is answered with BusyError.
 from __future__ import annotations
 
 import gc
-import math
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
+from finetune.callbacks import RunCallback, StopDuringEvaluation, StopRequested
 from finetune.config import RunConfig
 from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
+from finetune.failures import explain_failure
 from finetune.models import save_tokenizer_for_serving
 from finetune.paths import check_config_paths, check_disk_space
 from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
-
-
-class StopRequested(Exception):
-    """Raised between setup phases when the user pressed Stop before training began."""
-
-
-class _StopDuringEvaluation(Exception):
-    """Raised from the evaluation loop (which never looks at our stop Event) when Stop is pressed."""
-
-
-class _RunCallback(TrainerCallback):
-    """Feeds the run: progress, metrics (buffer + metrics.jsonl), phase changes, stop and NaN checks."""
-
-    def __init__(self, job: TrainingJob):
-        self.job = job
-        self.start_time = time.time()
-        self.start_step = 0
-        self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start_time = time.time()
-        self.start_step = state.global_step
-        self.job._update(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.job._update(step=state.global_step, epoch=state.epoch)
-        if self.job.stop_event.is_set():
-            control.should_training_stop = True
-            control.should_save = False
-            self.job._update(state="saving", message="Stopping: saving the adapter trained so far")
-        elif control.should_evaluate:
-            self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
-        elif control.should_save:
-            self.job._update(state="saving", message=f"Saving checkpoint {state.global_step}")
-
-    def on_prediction_step(self, args, state, control, **kwargs):
-        if self.job.stop_event.is_set():  # a long evaluation stops at the next batch, not at its end
-            raise _StopDuringEvaluation
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if not self.job.stop_event.is_set():
-            self.job._update(state="training", message="Training")
-
-    def on_save(self, args, state, control, **kwargs):
-        if not self.job.stop_event.is_set():
-            self.job._update(state="training", message="Training")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
-            return
-        now = time.time()
-        record: dict[str, Any] = {
-            "step": state.global_step,
-            "epoch": state.epoch,
-            "time": round(now - self.start_time, 3),
-        }
-        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
-        if "num_tokens" in logs:
-            if self.last_tokens is not None and now > self.last_tokens[1]:
-                record["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
-            self.last_tokens = (logs["num_tokens"], now)
-        record.update(_cuda_memory())
-        self.job.run.append_metrics(record)
-        self.job.run.log(_format_log(record))
-        self.job._update(persist=True, tokens_per_s=record.get("tokens_per_s", self.job.progress()["tokens_per_s"]))
-        loss = logs.get("loss")
-        if isinstance(loss, float) and not math.isfinite(loss):
-            self.job.nan_step = state.global_step
-            control.should_training_stop = True
-
-
-def _format_log(record: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-
-
-def _cuda_memory() -> dict[str, float]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {}
-    return {
-        "cuda_mem_allocated_gb": torch.cuda.memory_allocated() / 2**30,
-        "cuda_mem_reserved_gb": torch.cuda.memory_reserved() / 2**30,
-        "cuda_max_mem_allocated_gb": torch.cuda.max_memory_allocated() / 2**30,
-    }
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -127,38 +41,6 @@ def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tupl
     if has_generation_markers(tokenizer):
         return "assistant_only", rows
     return "completion_only", to_prompt_completion(rows)
-
-
-def explain_failure(exc: BaseException, config: RunConfig) -> str:
-    """One paragraph that says what went wrong and what to change (the seeds' troubleshooting tables)."""
-    if isinstance(exc, FinetuneError):
-        return str(exc)
-    text = str(exc)
-    lowered = text.lower()
-    if "out of memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
-        advice = _oom_advice(config)
-        return f"Out of memory. {advice}"
-    if isinstance(exc, FileNotFoundError):
-        return f"A file was not found: {text}. Check dataset_path / eval_dataset_path."
-    if "target modules" in lowered or "target_modules" in lowered:
-        return (
-            f"lora_target_modules '{config.lora_target_modules}' matches no layer of this model ({text}). "
-            "Use all-linear, or the module names of this architecture."
-        )
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"Training failed: {type(exc).__name__}: {first[:400]}. The full traceback is in train.log."
-
-
-def _oom_advice(config: RunConfig) -> str:
-    try:
-        from finetune.estimate import oom_advice
-
-        return oom_advice(config)
-    except Exception:
-        return (
-            "Lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch), "
-            "lower max_length, turn on gradient_checkpointing, use quantization 4bit, or a smaller lora_r."
-        )
 
 
 class TrainingJob:
@@ -284,7 +166,7 @@ class TrainingJob:
         self._check_stop()
 
         self._update(message="Tokenizing")
-        callbacks: list = [_RunCallback(self)]
+        callbacks: list = [RunCallback(self)]
         if cfg.early_stopping_patience > 0 and eval_rows:
             from transformers import EarlyStoppingCallback
 
@@ -316,7 +198,7 @@ class TrainingJob:
         self._update(state="training", message="Training")
         try:
             trainer.train(resume_from_checkpoint=resume)
-        except _StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
+        except StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
             self.run.log(f"evaluation at step {trainer.state.global_step} interrupted by Stop")
         if self.nan_step is not None:
             raise FinetuneError(

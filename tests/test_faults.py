@@ -149,11 +149,11 @@ def test_stop_during_training(tiny, workspace, demo_path, monkeypatch):
 def test_stop_during_evaluation_interrupts_it(tiny, workspace, demo_path, monkeypatch):
     """The evaluation loop never looks at our stop Event: our callback's on_prediction_step raises a
     private exception at the next batch, the job catches it and saves the adapter of the last step."""
-    from finetune import training
+    from finetune import callbacks
 
     eval_file = _write(workspace / "val.jsonl", _rows(60, start=100))  # 30 batches of 2
     batches = []
-    original = training._RunCallback.on_prediction_step
+    original = callbacks.RunCallback.on_prediction_step
 
     def counting(self, args, state, control, **kwargs):
         batches.append(state.global_step)
@@ -161,7 +161,7 @@ def test_stop_during_evaluation_interrupts_it(tiny, workspace, demo_path, monkey
             self.job.stop()  # pressed in the middle of the evaluation
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(training._RunCallback, "on_prediction_step", counting)
+    monkeypatch.setattr(callbacks.RunCallback, "on_prediction_step", counting)
     started = time.time()
     job = start_training(tiny(max_steps=50, eval_steps=4, eval_dataset_path=eval_file), workspace=workspace)
     assert job.wait(120) == "stopped", job.message

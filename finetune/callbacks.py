@@ -1,0 +1,98 @@
+"""The TrainerCallback that connects a training job to its run folder: progress, metrics
+(buffer + metrics.jsonl), phase changes, the stop Event and the NaN check."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from finetune.training import TrainingJob
+
+
+class StopRequested(Exception):
+    """Raised between setup phases when the user pressed Stop before training began."""
+
+
+class StopDuringEvaluation(Exception):
+    """Raised from the evaluation loop (which never looks at our stop Event) when Stop is pressed."""
+
+
+class RunCallback(TrainerCallback):
+    """Feeds the run: progress, metrics (buffer + metrics.jsonl), phase changes, stop and NaN checks."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self.start_time = time.time()
+        self.start_step = 0
+        self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = time.time()
+        self.start_step = state.global_step
+        self.job._update(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.job._update(step=state.global_step, epoch=state.epoch)
+        if self.job.stop_event.is_set():
+            control.should_training_stop = True
+            control.should_save = False
+            self.job._update(state="saving", message="Stopping: saving the adapter trained so far")
+        elif control.should_evaluate:
+            self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
+        elif control.should_save:
+            self.job._update(state="saving", message=f"Saving checkpoint {state.global_step}")
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.job.stop_event.is_set():  # a long evaluation stops at the next batch, not at its end
+            raise StopDuringEvaluation
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if not self.job.stop_event.is_set():
+            self.job._update(state="training", message="Training")
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self.job.stop_event.is_set():
+            self.job._update(state="training", message="Training")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        now = time.time()
+        record: dict[str, Any] = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "time": round(now - self.start_time, 3),
+        }
+        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if "num_tokens" in logs:
+            if self.last_tokens is not None and now > self.last_tokens[1]:
+                record["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
+            self.last_tokens = (logs["num_tokens"], now)
+        record.update(_cuda_memory())
+        self.job.run.append_metrics(record)
+        self.job.run.log(_format_log(record))
+        self.job._update(persist=True, tokens_per_s=record.get("tokens_per_s", self.job.progress()["tokens_per_s"]))
+        loss = logs.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            self.job.nan_step = state.global_step
+            control.should_training_stop = True
+
+
+def _format_log(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def _cuda_memory() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "cuda_mem_allocated_gb": torch.cuda.memory_allocated() / 2**30,
+        "cuda_mem_reserved_gb": torch.cuda.memory_reserved() / 2**30,
+        "cuda_max_mem_allocated_gb": torch.cuda.max_memory_allocated() / 2**30,
+    }

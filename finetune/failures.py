@@ -1,0 +1,39 @@
+"""Turning an exception from a run into one paragraph that says what to change
+(the seeds' troubleshooting tables: out of memory, NaN loss, data or model not found)."""
+
+from __future__ import annotations
+
+from finetune.config import RunConfig
+from finetune.errors import FinetuneError
+
+
+def explain_failure(exc: BaseException, config: RunConfig) -> str:
+    """One paragraph that says what went wrong and what to change (the seeds' troubleshooting tables)."""
+    if isinstance(exc, FinetuneError):
+        return str(exc)
+    text = str(exc)
+    lowered = text.lower()
+    if "out of memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
+        advice = _oom_advice(config)
+        return f"Out of memory. {advice}"
+    if isinstance(exc, FileNotFoundError):
+        return f"A file was not found: {text}. Check dataset_path / eval_dataset_path."
+    if "target modules" in lowered or "target_modules" in lowered:
+        return (
+            f"lora_target_modules '{config.lora_target_modules}' matches no layer of this model ({text}). "
+            "Use all-linear, or the module names of this architecture."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"Training failed: {type(exc).__name__}: {first[:400]}. The full traceback is in train.log."
+
+
+def _oom_advice(config: RunConfig) -> str:
+    try:
+        from finetune.estimate import oom_advice
+
+        return oom_advice(config)
+    except Exception:
+        return (
+            "Lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch), "
+            "lower max_length, turn on gradient_checkpointing, use quantization 4bit, or a smaller lora_r."
+        )
