@@ -415,3 +415,10 @@ def test_blind_pair_on_demo_and_self_contained_report(demo_run):
     assert "rouge_l" in html and "<svg" in html
     markdown = build_report(demo_run, "markdown").read_text()
     assert "| ties | 1 |" in markdown and "## Batch evaluation" in markdown
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas():
+    from finetune.evaluation.common import spreadsheet_safe
+
+    row = spreadsheet_safe({"prompt": "=HYPERLINK(\"x\")", "base": "+1", "tuned": "fine", "n": -3})
+    assert row == {"prompt": "'=HYPERLINK(\"x\")", "base": "'+1", "tuned": "fine", "n": -3}

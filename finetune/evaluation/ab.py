@@ -34,6 +34,7 @@ from finetune.evaluation.common import (
     comparer_for,
     evaluations_dir,
     settings_dict,
+    spreadsheet_safe,
     stamp,
     unique_path,
 )
@@ -291,7 +292,7 @@ def export_votes(run: Any, fmt: str = "csv", out: str | Path | None = None) -> P
             for vote in votes:
                 row = asdict(vote)
                 row["settings"] = json.dumps(vote.settings, ensure_ascii=False)
-                writer.writerow({k: row[k] for k in CSV_COLUMNS})
+                writer.writerow(spreadsheet_safe({k: row[k] for k in CSV_COLUMNS}))
     return path
 
 

@@ -28,6 +28,7 @@ from finetune.evaluation.common import (
     report_progress,
     settings_dict,
     should_stop,
+    spreadsheet_safe,
     stamp,
     unique_path,
     write_json,
@@ -149,7 +150,7 @@ def write_rows(records: list[dict[str, Any]], path: str | Path) -> Path:
             columns = list(dict.fromkeys(k for rec in records for k in rec)) or ["index", "prompt", "reference"]
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows(spreadsheet_safe(rec) for rec in records)
     return path
 
 

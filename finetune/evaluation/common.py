@@ -90,3 +90,12 @@ def settings_dict(settings: Any) -> dict[str, Any]:
 
 class EvaluationError(FinetuneError):
     """A bad evaluation request (unknown vote choice, unusable data, bad output format...)."""
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row whose text cells cannot run as spreadsheet formulas (OWASP CSV injection): model
+    answers and prompts are untrusted text, and a cell starting with = + - @ is a formula."""
+    return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
