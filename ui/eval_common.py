@@ -30,6 +30,14 @@ class StopFlag(threading.Event):
         return StopFlag()
 
 
+def request_stop(stop: StopFlag, what: str) -> str:
+    """The Stop button of a long job on this page: set its flag, say what happens next."""
+    if not stop.running:
+        return f"Nothing to stop: no {what} is running on this page."
+    stop.set()
+    return "■ Stopping after the answer in progress…"
+
+
 def check_idle() -> None:
     """Refuse to load a model for comparison while a training job runs in this process."""
     job = current_job()

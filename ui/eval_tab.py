@@ -17,7 +17,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.evaluation import Evaluation, evaluate, latest_evaluation, load_evaluation
-from ui.eval_common import StopFlag, check_idle, fmt_score, progress_callback, selected_run, settings_from
+from ui.eval_common import StopFlag, check_idle, fmt_score, progress_callback, request_stop, selected_run, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 DEFAULT_LIMIT = 20
@@ -246,13 +246,6 @@ def latest(ctx: Ctx, run_name, which):
         return md_error(exc, "Cannot show the last evaluation"), None, table_empty(), [], None
 
 
-def request_stop(stop: StopFlag):
-    if not stop.running:
-        return "Nothing to stop: no evaluation is running on this page."
-    stop.set()
-    return "■ Stopping after the answer in progress…"
-
-
 def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
     shown = [c["eval_summary"], c["eval_chart"], c["eval_table"], c["eval_files"], c["eval_folder"]]
@@ -264,7 +257,9 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         concurrency_id=GPU,
         concurrency_limit=1,
     )
-    c["eval_stop"].click(request_stop, c["eval_stop_flag"], c["eval_msg"], api_name="stop_evaluation")
+    c["eval_stop"].click(
+        partial(request_stop, what="evaluation"), c["eval_stop_flag"], c["eval_msg"], api_name="stop_evaluation"
+    )
     c["eval_filter"].change(
         refilter, [c["eval_folder"], c["eval_filter"]], [c["eval_table"], c["eval_files"]], api_name="filter_evaluation"
     )

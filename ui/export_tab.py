@@ -92,9 +92,7 @@ def build(ctx: Ctx) -> None:
         c["hub_btn"] = gr.Button("Push to the Hub", elem_id="export-hub-btn")
         c["hub_msg"] = gr.Markdown(elem_id="export-hub-msg")
     gr.Markdown("### Model card")
-    c["card"] = gr.Markdown(
-        card_for(ctx, c["export_run"].value), elem_id="export-card", container=True, max_height=500
-    )
+    c["card"] = gr.Markdown(card_for(ctx, c["export_run"].value), elem_id="export-card", container=True, max_height=500)
 
 
 def wire(ctx: Ctx) -> None:

@@ -24,7 +24,7 @@ from finetune.evaluation import (
     run_prompt_grid,
     save_prompt_set,
 )
-from ui.eval_common import StopFlag, check_idle, progress_callback, selected_run, settings_from
+from ui.eval_common import StopFlag, check_idle, progress_callback, request_stop, selected_run, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName three colours."
@@ -179,13 +179,6 @@ def latest(ctx: Ctx, run_name):
     return grid_note(grid, "Last grid:"), grid_table(grid)
 
 
-def request_stop(stop: StopFlag):
-    if not stop.running:
-        return "Nothing to stop: no grid is running on this page."
-    stop.set()
-    return "■ Stopping after the answer in progress…"
-
-
 def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
     c["grid_save"].click(
@@ -208,7 +201,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         concurrency_id=GPU,
         concurrency_limit=1,
     )
-    c["grid_stop"].click(request_stop, c["grid_stop_flag"], c["grid_msg"], api_name="stop_grid")
+    c["grid_stop"].click(partial(request_stop, what="grid"), c["grid_stop_flag"], c["grid_msg"], api_name="stop_grid")
     show_latest = partial(latest, ctx)
     c["test_run"].change(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_name="latest_grid")
     ctx.blocks.load(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_visibility="private")

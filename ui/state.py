@@ -124,9 +124,7 @@ def adapter_run_picker(ctx: Ctx, prefix: str) -> None:
             elem_id=f"{prefix}-run",
             scale=4,
         )
-        ctx.c[f"{prefix}_refresh"] = gr.Button(
-            "Refresh", size="sm", elem_id=f"{prefix}-refresh", scale=0, min_width=90
-        )
+        ctx.c[f"{prefix}_refresh"] = gr.Button("Refresh", size="sm", elem_id=f"{prefix}-refresh", scale=0, min_width=90)
 
 
 def run_dropdown_update(workspace: Path, current: str | None, prefer: str | None = None, with_adapter: bool = True):

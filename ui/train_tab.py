@@ -191,8 +191,10 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
     old_state = (sig or "").split("|")[1] if sig and sig.split("|")[0] == name else ""
     if switched:
         out["watch"] = run_dropdown_update(ctx.workspace, None, prefer=name, with_adapter=False)
-    if old_state in ACTIVE_STATES and state in FINAL_STATES:  # just finished: new run lists everywhere
-        (gr.Info if state == "done" else gr.Warning)(f"Run {name}: {state}")
+    if state in FINAL_STATES and old_state != state:
+        # finished since this page last looked (or between its load and first poll): fresh run lists
+        if old_state in ACTIVE_STATES:
+            (gr.Info if state == "done" else gr.Warning)(f"Run {name}: {state}")
         rows = history_rows(ctx)
         out["history"] = rows
         out["overlay_runs"] = gr.Dropdown(choices=[r[0] for r in rows])
