@@ -75,7 +75,8 @@ class RunCallback(TrainerCallback):
         record.update(_cuda_memory())
         self.job.run.append_metrics(record)
         self.job.run.log(_format_log(record))
-        self.job._update(persist=True, tokens_per_s=record.get("tokens_per_s", self.job.progress()["tokens_per_s"]))
+        speed = {"tokens_per_s": record["tokens_per_s"]} if "tokens_per_s" in record else {}
+        self.job._update(persist=True, **speed)
         loss = logs.get("loss")
         if isinstance(loss, float) and not math.isfinite(loss):
             self.job.nan_step = state.global_step

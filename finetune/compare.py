@@ -16,7 +16,6 @@ on the first generation that needs it.
 
 from __future__ import annotations
 
-import gc
 import re
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.errors import ModelError, RunError
 from finetune.generation import CompareResult, Generation, GenerationSettings
+from finetune.models import release_memory
 from finetune.runs import Run, open_run
 
 NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, or stop it to save one"
@@ -72,14 +72,6 @@ def _weights_stamp(path: Path) -> tuple:
     """Changes when the adapter on disk is re-saved (a resumed run), so a cached copy is reloaded."""
     files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -178,7 +170,7 @@ class Comparer:
     def _switch_full_model(self, path: Path, name: str) -> str:
         if self.model is not None and path != self.adapter_path:
             self.model = None  # drop the previous fine-tuned copy before the next is loaded
-            _free_memory()
+            release_memory()
         self.adapter_path, self.active_adapter = path, name
         return name
 
@@ -229,7 +221,7 @@ class Comparer:
             self.model = None
             self._base_model = None
             self._adapters.clear()
-        _free_memory()
+        release_memory()
 
     # generation ----------------------------------------------------------
     def _encode(self, prompt: str, settings: GenerationSettings):
@@ -390,4 +382,4 @@ def _release_locked() -> None:
     if _cached is not None:
         _cached.close()
         _cached = None
-    _free_memory()
+    release_memory()

@@ -44,6 +44,17 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
     return name
 
 
+def release_memory() -> None:
+    """Drop unreachable models and hand cached CUDA blocks back, so the next model fits."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def cuda_available() -> bool:
     import torch
 

@@ -8,7 +8,6 @@ One job runs per process; a second start is answered with BusyError.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import traceback
@@ -20,7 +19,7 @@ from finetune.config import RunConfig
 from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
-from finetune.models import save_tokenizer_for_serving
+from finetune.models import release_memory, save_tokenizer_for_serving
 from finetune.paths import check_config_paths, check_disk_space
 from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
 
@@ -101,9 +100,10 @@ class TrainingJob:
         with self._lock:
             if state is not None:
                 self.state = state
-                if state == "training" and self._train_started is None:
+                if state == "training" and self._train_started is None and "step" in fields:
+                    # the ETA's origin is on_train_begin's step: a resumed run starts at its checkpoint
                     self._train_started = time.time()
-                    self._train_start_step = fields.get("step", 0)
+                    self._train_start_step = fields["step"]
             if message is not None:
                 self.message = message
             self._progress.update(fields)
@@ -129,7 +129,7 @@ class TrainingJob:
             self._update(state="failed", message=explain_failure(exc, self.config))
         finally:
             del trainer, model
-            _release_memory()
+            release_memory()
             self.run.log(f"final state: {self.state}: {self.message}")
 
     def _setup(self):
@@ -248,14 +248,6 @@ def _json(data: Any) -> str:
     import json
 
     return json.dumps(data, indent=1, default=str)
-
-
-def _release_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # --- one job per process -------------------------------------------------------

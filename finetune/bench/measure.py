@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import ctypes
-import gc
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -166,17 +165,10 @@ class MemoryProbe:
     def start(self) -> None:
         import torch
 
-        gc.collect()
+        release()
         if self.device == "cuda":
-            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             return
-        libc = _libc()
-        if libc is not None:
-            try:
-                libc.malloc_trim(0)
-            except Exception:
-                pass
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")  # resets VmHWM to the current RSS
@@ -198,11 +190,11 @@ class MemoryProbe:
 
 
 def release() -> None:
-    import torch
+    """Free what the last arm left (models.release_memory), and on CPU give freed heap back to the OS
+    so the next arm's peak RSS starts from a clean baseline."""
+    from finetune.models import release_memory
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_memory()
     libc = _libc()
     if libc is not None:
         try:
