@@ -11,7 +11,8 @@ Measured:
   minus the RSS right after the imports, in a process forked per grid point. glibc is set to
   return blocks >= 64 KiB to the OS on free (mallopt M_MMAP_THRESHOLD), so RSS tracks live
   tensors rather than heap fragmentation (`--malloc default` measures without that).
-- CUDA: torch.cuda.max_memory_allocated() after a reset of the peak stats (no CUDA context).
+- CUDA: torch.cuda.max_memory_allocated() after a reset of the peak stats (no CUDA context), every
+  row in this one process (CUDA cannot be used in a forked child), memory released between rows.
 
 Usage: python bench/calibrate_memory.py [--device cpu|cuda] [--quick | --full-grid] [--out bench/results]
        python bench/calibrate_memory.py --from-json bench/results/memory_calibration_cpu.json
@@ -265,10 +266,28 @@ def run_forked(row: dict, device: str, malloc: str) -> dict:
     return json.loads(b"".join(chunks))
 
 
-def ensure_models(rows: list[dict]) -> None:
-    """Write each needed random model once, in a throwaway child so the parent stays small."""
+def run_inprocess(row: dict, device: str) -> dict:
+    """Measure one row in this process (CUDA): the peak stats are reset per row, memory freed after."""
+    import torch
+
+    try:
+        result = measure(row, device)
+    except Exception as exc:  # report, keep going
+        result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    gc.collect()
+    torch.cuda.empty_cache()
+    return result
+
+
+def ensure_models(rows: list[dict], fork: bool = True) -> None:
+    """Write each needed random model once, in a throwaway child so the parent stays small (in this
+    process when `fork` is False: forking a process with CUDA or thread pools started can hang)."""
     for key in sorted({(r["shape"], r["layers"] or 0) for r in rows}):
         row = {"shape": key[0], "layers": key[1]}
+        if not fork:
+            _model_dir(row)
+            gc.collect()
+            continue
         pid = os.fork()
         if pid == 0:
             try:
@@ -296,17 +315,24 @@ def row_config(row: dict):
         max_length=row["seq"],
         gradient_checkpointing=row["checkpointing"],
         optim="adamw_torch",
+        # the rows are measured as padded batches of full-length rows, without Liger or re-batching
+        packing=False,
+        padding_free=False,
+        resize_micro_batch=False,
+        use_liger_kernel=False,
     )
 
 
 def row_estimate(row: dict, device: str):
-    """estimate_memory for the (cut-down) shape the row trains."""
-    from finetune.estimate import estimate_memory, load_shape
+    """The estimate of the row's plan, for the (cut-down) shape the row trains."""
+    from finetune.estimate import load_shape
+    from finetune.hardware import Machine
+    from finetune.plan import estimate
 
     shape = load_shape(row["shape"])
     if row["layers"]:
         shape.num_layers = row["layers"]
-    return estimate_memory(shape, row_config(row), device=device)
+    return estimate(row_config(row), Machine.virtual(device, 80.0 if device == "cuda" else 0.0), model=shape)[1]
 
 
 def describe(row: dict) -> str:
@@ -372,7 +398,7 @@ def write_report(
     lines = [
         f"# Memory calibration ({info['device']})",
         "",
-        f'Estimate: `estimate_memory(..., device="{info["device"]}")`, `allocated_gb` '
+        f'Estimate: `finetune.plan.estimate(..., Machine.virtual("{info["device"]}"))`, `allocated_gb` '
         "(the estimate without CUDA context/allocator slack; on CPU it includes a 0.05 GB runtime term).",
         f"Measured: {how}. Each row trains one step after a 16-token warm-up step; LoRA alpha = 2r, "
         "dropout 0.05 unless noted, all-linear targets, AdamW, TRL fused LM-head loss. "
@@ -464,11 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = grid(args.quick, args.full_grid)
     if args.only:
         rows = [rows[i] for i in args.only]
-    ensure_models(rows)
+    cuda = args.device == "cuda"
+    ensure_models(rows, fork=not cuda)
     started, results = time.time(), []
     for index, row in enumerate(rows):
         estimate = row_estimate(row, args.device)
-        result = run_forked(row, args.device, args.malloc)
+        result = run_inprocess(row, args.device) if cuda else run_forked(row, args.device, args.malloc)
         entry = {
             "settings": describe(row),
             "row": row,

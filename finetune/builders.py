@@ -1,49 +1,37 @@
-"""Builders: our RunConfig -> the library objects (BitsAndBytesConfig, LoraConfig, SFTConfig, SFTTrainer).
+"""Builders: a RunConfig and its Plan -> the library objects (BitsAndBytesConfig, LoraConfig,
+SFTConfig, the data collator, SFTTrainer).
 
-Every translation from our knobs to a library's lives here, in one place, including the fast
-path: the `auto` knobs (packing, length grouping, gradient checkpointing, Liger kernels) are
-resolved for the hardware and attention kernel at hand by `resolve_fast_path`, and
-`build_trainer` reuses a tokenized dataset from the cache (`finetune.datacache`) when the same
-data was prepared before with the same tokenizer and settings.
-
-What each fast-path piece does and why (TRL 1.16, transformers 5.23):
-- packing (bfd, padding-free): TRL flattens each batch into one sequence with `position_ids`
-  restarting per example. flash_attention_2 reads them as varlen boundaries (no padding, no
-  quadratic mask). sdpa/eager also keep examples apart (transformers builds a block-diagonal
-  mask from the position_ids) but over the whole flattened batch, which costs more than
-  padding short batches; so `auto` packs only with flash attention.
-- length grouping, unpacked batches: batches are padded to their longest example (never to
-  max_length); `auto` uses transformers' `batch_rebalance` sampler, which keeps the examples of
-  each optimizer step exactly as random order picks them and only splits them into
-  micro-batches of similar length; `true` uses `group_by_length` (least padding).
-- the loss: TRL 1.16 always computes it through a fused, chunked LM head (`loss_type="nll"`;
-  "chunked_nll" is a deprecated alias), over the label positions only, so completion-only /
-  assistant-only loss also skips the LM head on prompt tokens. Nothing to switch on here.
-- gradient checkpointing `auto`: off on CPU/MPS; on CUDA off when `estimate_memory` without it
-  fits in GC_HEADROOM of the GPU's memory.
-- Liger kernels (RMSNorm/RoPE/SwiGLU; TRL keeps its own fused loss) on CUDA when `liger_kernel`
-  is installed, unless $FINETUNE_LIGER=0.
+Every translation from our knobs to a library's lives here; no decision does (the `auto` knobs
+are settled by `finetune.plan`). What each planned piece becomes (TRL 1.16, transformers 5.2x):
+- padding-free batches (plan.padding_free without packing): TRL's DataCollatorForLanguageModeling
+  with `padding_free=True` flattens the micro-batch's examples into one row, `position_ids`
+  restarting per example and no attention mask; flash kernels read the boundaries from
+  `cu_seq_lens`, sdpa gets a block-diagonal mask that transformers builds from the position ids.
+  The examples, their truncation and the loss normalization are those of padded batches (TRL
+  truncates to max_length when it tokenizes), so the same thing is learned; SFTConfig keeps
+  `padding_free=False` because TRL refuses it without packing while max_length is set.
+- packing (bfd): TRL's own padding-free packing into max_length blocks.
+- unpacked, padded batches: padded to their longest example, never to max_length, with
+  transformers' `batch_rebalance` sampler (or `group_by_length`) as the plan says.
+- the loss: TRL 1.16 always computes it through a fused, chunked LM head over the label
+  positions only. Nothing to switch on here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.plan import Plan
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
-GC_HEADROOM = 0.85  # gradient checkpointing `auto`: off when the estimate without it fits in this share of the GPU
-SAMPLERS = {"random": "random", "rebalance": "batch_rebalance", "group": "group_by_length"}
 
 
-def build_bnb_config(config: RunConfig, quantization: str | None = None):
-    """NF4 with double quantization (QLoRA paper) for 4bit; LLM.int8 for 8bit; None for none."""
+def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = None):
+    """NF4 with double quantization (QLoRA paper) for 4bit, computing in the plan's dtype; LLM.int8
+    for 8bit; None for none."""
     from transformers import BitsAndBytesConfig
-
-    from finetune.models import compute_dtype
 
     quantization = config.quantization if quantization is None else quantization
     if quantization == "4bit":
@@ -51,7 +39,7 @@ def build_bnb_config(config: RunConfig, quantization: str | None = None):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype(config),
+            bnb_4bit_compute_dtype=plan.torch_dtype(),
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -85,161 +73,19 @@ def build_lora_config(config: RunConfig):
     )
 
 
-# --- the fast path ---------------------------------------------------------------------------
-
-
-@dataclass
-class FastPath:
-    """The `auto` knobs of a RunConfig, decided for one machine and attention kernel, with the reasons."""
-
-    device: str
-    attn_implementation: str
-    packing: bool
-    padding_free: bool
-    sampler: str  # random | rebalance | group (see SAMPLERS)
-    gradient_checkpointing: bool
-    use_liger_kernel: bool
-    reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def train_sampling_strategy(self) -> str:
-        return SAMPLERS[self.sampler]
-
-    def summary(self) -> str:
-        """One line for train.log, e.g. `fast path: packing off (sdpa) · batches: rebalance · ...`."""
-        parts = [
-            f"attention {self.attn_implementation}",
-            f"packing {'on (padding-free)' if self.packing else 'off'}",
-            f"batches {self.sampler}" + ("" if self.packing else ", padded to the longest example"),
-            f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}",
-            "fused chunked loss",
-        ]
-        if self.use_liger_kernel:
-            parts.append("liger kernels")
-        why = "; ".join(f"{k}: {v}" for k, v in self.reasons.items())
-        return "fast path: " + " · ".join(parts) + (f" ({why})" if why else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "train_sampling_strategy": self.train_sampling_strategy}
-
-
-def device_kind() -> str:
-    """cuda | mps | cpu: where training runs."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _gpu_total_gb() -> float:
-    """Memory of the GPU this process trains on (its local rank's), 0 when unknown."""
-    from finetune.hardware import detect_hardware
-
-    gpus = detect_hardware().gpus
-    if not gpus:
-        return 0.0
-    rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return gpus[rank if rank < len(gpus) else 0].total_gb
-
-
-def _resolve_checkpointing(config: RunConfig, device: str, packing: bool, model: Any) -> tuple[bool, str]:
-    if config.gradient_checkpointing is not None and config.gradient_checkpointing != "auto":
-        return bool(config.gradient_checkpointing), "set in the config"
-    if device != "cuda":
-        return False, f"{device}: memory is not the limit"
-    gpu_gb = _gpu_total_gb()
-    try:
-        from finetune.estimate import estimate_memory
-
-        plain = config.replace(gradient_checkpointing=False, packing=packing)
-        estimate = estimate_memory(model or config.model_name_or_path, plain, device="cuda")
-    except Exception as exc:  # no shape (offline hub id, unknown architecture): keep the memory-safe choice
-        return True, f"no memory estimate ({type(exc).__name__}), kept on"
-    budget = GC_HEADROOM * gpu_gb
-    if gpu_gb and estimate.total_gb <= budget:
-        return False, f"estimate without it {estimate.total_gb:.1f} GB fits in {budget:.1f} GB"
-    return True, f"estimate without it {estimate.total_gb:.1f} GB exceeds {budget:.1f} GB"
-
-
-def resolve_fast_path(
-    config: RunConfig,
-    *,
-    attn_implementation: str | None = None,
-    device: str | None = None,
-    model: Any = None,
-) -> FastPath:
-    """Decide the `auto` knobs of `config` for this machine.
-
-    `attn_implementation`: the kernel the loaded model really uses (default: what
-    `models.pick_attn_implementation` picks); `model`: a name, folder or ModelShape for the
-    memory estimate (default: config.model_name_or_path)."""
-    from finetune.models import pick_attn_implementation
-
-    device = device or device_kind()
-    attn = attn_implementation or pick_attn_implementation(config)
-    flash = "flash" in attn
-    reasons: dict[str, str] = {}
-
-    if config.packing == "auto":
-        packing = flash
-        reasons["packing"] = f"{attn} {'has' if flash else 'lacks'} varlen (padding-free) kernels"
-    else:
-        packing = bool(config.packing)
-
-    if config.group_by_length == "auto":
-        several = config.gradient_accumulation_steps * _world_size() > 1
-        sampler = "random" if packing or not several else "rebalance"
-        if not packing and not several:
-            reasons["batches"] = "one micro-batch per step: nothing to rebalance"
-    else:
-        sampler = "group" if config.group_by_length else "random"
-
-    checkpointing, why = _resolve_checkpointing(config, device, packing, model)
-    reasons["gradient checkpointing"] = why
-    liger = (
-        device == "cuda"
-        and importlib.util.find_spec("liger_kernel") is not None
-        and os.environ.get("FINETUNE_LIGER", "1") != "0"
-    )
-    return FastPath(
-        device=device,
-        attn_implementation=attn,
-        packing=packing,
-        padding_free=packing,
-        sampler=sampler,
-        gradient_checkpointing=checkpointing,
-        use_liger_kernel=liger,
-        reasons=reasons,
-    )
-
-
 def build_sft_config(
     config: RunConfig,
+    plan: Plan,
     output_dir: str,
     *,
     has_eval: bool,
     loss_mode: str,
     disable_tqdm: bool = True,
     extra: dict[str, Any] | None = None,
-    fast: FastPath | None = None,
 ):
-    """SFTConfig for a run. `loss_mode` is how the data was shaped (see training.choose_loss_mode):
-    `assistant_only` | `completion_only` | `full_sequence`. `fast`: the resolved `auto` knobs
-    (default: `resolve_fast_path(config)`)."""
+    """SFTConfig for a run as `plan` settles it. `loss_mode` is how the data was shaped (see
+    training.choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
     from trl import SFTConfig
-
-    from finetune.models import cuda_available, resolve_precision
-
-    fast = fast or resolve_fast_path(config)
-    bf16, fp16 = resolve_precision(config)
     evaluate = has_eval and config.eval_steps > 0
     wants_best = evaluate and (config.load_best_model_at_end or config.early_stopping_patience > 0)
     save_steps = config.eval_steps if wants_best else config.save_steps
@@ -248,26 +94,26 @@ def build_sft_config(
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_train_batch_size=plan.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
         warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
         lr_scheduler_type=config.lr_scheduler_type,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         optim=config.optim,
-        bf16=bf16,
-        fp16=fp16,
-        use_cpu=not cuda_available(),
+        bf16=plan.bf16,
+        fp16=plan.fp16,
+        use_cpu=plan.device != "cuda",
         # transformers 5.23 renamed gradient_checkpointing (a deprecated alias now, mirrored onto the new name)
-        activation_checkpointing=fast.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if fast.gradient_checkpointing else None,
+        activation_checkpointing=plan.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if plan.gradient_checkpointing else None,
         max_length=config.max_length,
-        packing=fast.packing,
+        packing=plan.packing,
         packing_strategy="bfd",
-        padding_free=fast.padding_free,
-        train_sampling_strategy=fast.train_sampling_strategy,
-        use_liger_kernel=fast.use_liger_kernel,
+        padding_free=plan.packing,  # padding-free without packing is our collator's (build_collator)
+        train_sampling_strategy=plan.train_sampling_strategy,
+        use_liger_kernel=plan.use_liger_kernel,
         logging_steps=config.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if evaluate else "no",
@@ -297,8 +143,18 @@ def build_sft_config(
     return SFTConfig(**kwargs)
 
 
+def build_collator(plan: Plan, tokenizer):
+    """The padding-free collator when the plan flattens unpacked micro-batches; None leaves TRL's default."""
+    if not plan.padding_free or plan.packing:
+        return None
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+
 def build_trainer(
     config: RunConfig,
+    plan: Plan,
     *,
     model,
     tokenizer,
@@ -308,13 +164,11 @@ def build_trainer(
     output_dir: str,
     callbacks: list | None = None,
     workspace=None,
-    model_path: str | None = None,
-    fast: FastPath | None = None,
     use_cache: bool | None = None,
     log=None,
 ):
-    """The SFTTrainer of a run: fast path resolved for the loaded model, tokenized data from the cache
-    when it was prepared before (else prepared by TRL and stored for the next run).
+    """The SFTTrainer of a run as `plan` settles it, tokenized data from the cache when it was
+    prepared before (else prepared by TRL and stored for the next run).
 
     `use_cache` None means on unless $FINETUNE_NO_DATA_CACHE is set; `log` gets one-line notes."""
     import warnings
@@ -325,11 +179,7 @@ def build_trainer(
     from finetune import datacache
 
     note = log or (lambda _line: None)
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if fast is None:
-        fast = resolve_fast_path(config, attn_implementation=attn, model=model_path)
-    note(fast.summary())
-    args = build_sft_config(config, output_dir, has_eval=bool(eval_rows), loss_mode=loss_mode, fast=fast)
+    args = build_sft_config(config, plan, output_dir, has_eval=bool(eval_rows), loss_mode=loss_mode)
     if use_cache is None:
         use_cache = not os.environ.get("FINETUNE_NO_DATA_CACHE")
     key = datacache.cache_key(train_rows, eval_rows, tokenizer, args) if use_cache else None
@@ -349,6 +199,7 @@ def build_trainer(
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
+            data_collator=build_collator(plan, tokenizer),
             peft_config=build_lora_config(config),
             callbacks=callbacks,
         )

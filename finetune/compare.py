@@ -115,9 +115,13 @@ class Comparer:
 
     def _load_model(self, path: Path | None = None, quantization: str | None = None):
         """The base (run's quantization) or, for full runs, a saved whole model (16/32-bit)."""
+        from finetune.hardware import detect_machine
         from finetune.models import load_model
+        from finetune.plan import plan_for_inference
 
-        model = load_model(self.config, self.workspace, quantization=quantization, path=str(path) if path else None)
+        plan = plan_for_inference(self.config, detect_machine())
+        source = str(path) if path else None
+        model = load_model(self.config, self.workspace, plan=plan, quantization=quantization, path=source)
         model.eval()
         return model
 

@@ -136,12 +136,16 @@ def _merge_lora(run: Run, cfg, staging: Path, step: Callable[[float, str], None]
     import torch
     from peft import PeftModel
 
+    from finetune.hardware import detect_machine
     from finetune.models import load_model, resolve_model_path
+    from finetune.plan import plan_for_inference
 
     workspace = run_workspace(run)
     step(0.05, f"Loading {cfg.model_name_or_path} without quantization (never merged into quantized weights)")
     # auto precision: bf16 on GPUs that have it, else fp16 on CUDA; float32 on CPU
-    base = load_model(cfg.replace(bf16="auto", fp16="auto"), workspace, quantization="none")
+    merge_cfg = cfg.replace(bf16="auto", fp16="auto")
+    plan = plan_for_inference(merge_cfg, detect_machine())
+    base = load_model(merge_cfg, workspace, plan=plan, quantization="none")
     if getattr(base, "is_quantized", False) or getattr(base.config, "quantization_config", None):
         raise ModelError(
             f"{cfg.model_name_or_path} is stored quantized, so there are no 16-bit weights to merge into; "

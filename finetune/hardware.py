@@ -159,3 +159,87 @@ def detect_hardware() -> HardwareInfo:
     except Exception:
         info.gpus = []
     return info
+
+
+# --- the machine a plan is made for ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the planner needs to know about the machine, detected once (`detect_machine`) or
+    described (`Machine.virtual`, for estimates of other hardware and for tests)."""
+
+    device: str = "cpu"  # cuda | mps | cpu
+    gpu_name: str = ""
+    gpu_gb: float = 0.0  # memory of the GPU this process trains on
+    bf16: bool = False
+    compute_capability: tuple[int, int] | None = None
+    flash_attn: bool = False  # flash-attn installed and the GPU is sm80+
+    varlen_attn: bool = False  # torch's variable-length attention (torch >= 2.10) usable on this GPU
+    liger: bool = False  # liger-kernel installed
+    world_size: int = 1
+    cpu_count: int = 1
+
+    @classmethod
+    def virtual(cls, device: str = "cuda", gpu_gb: float | None = None, **changes) -> Machine:
+        """A machine described rather than detected: a CUDA GPU of `gpu_gb` with bf16, nothing extra installed."""
+        gpu = device == "cuda"
+        base = dict(device=device, gpu_gb=float(gpu_gb or 0.0), bf16=gpu, gpu_name="GPU" if gpu else "")
+        return cls(**{**base, **changes})
+
+    def summary(self) -> str:
+        if self.device == "cpu":
+            return f"CPU ({self.cpu_count} cores)"
+        name = self.gpu_name or self.device.upper()
+        size = f", {self.gpu_gb:.0f} GB" if self.gpu_gb else ""
+        extra = [x for x, on in (("flash-attn", self.flash_attn), ("liger", self.liger)) if on]
+        count = f"{self.world_size} x " if self.world_size > 1 else ""
+        return f"{count}{name}{size}" + (f" ({', '.join(extra)})" if extra else "")
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _varlen_attn_usable(torch, gpu: GpuInfo | None) -> bool:
+    if gpu is None or not gpu.compute_capability or gpu.compute_capability < (8, 0):
+        return False
+    try:
+        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
+    """The Machine this process trains on (its local rank's GPU under `accelerate launch`)."""
+    hw = hardware or detect_hardware()
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    gpu = None
+    if hw.gpus:
+        rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        gpu = hw.gpus[rank if rank < len(hw.gpus) else 0]
+    try:
+        liger = importlib.util.find_spec("liger_kernel") is not None
+    except (ImportError, ValueError):
+        liger = False
+    varlen = False
+    if hw.device == "cuda":
+        try:
+            import torch
+
+            varlen = _varlen_attn_usable(torch, gpu)
+        except Exception:
+            varlen = False
+    return Machine(
+        device=hw.device,
+        gpu_name=gpu.name if gpu else "",
+        gpu_gb=gpu.total_gb if gpu else 0.0,
+        bf16=bool(gpu.bf16) if gpu and hw.device == "cuda" else False,
+        compute_capability=gpu.compute_capability if gpu else None,
+        flash_attn=bool(gpu.flash_attention_eligible) if gpu else False,
+        varlen_attn=varlen,
+        liger=liger and hw.device == "cuda",
+        world_size=world,
+        cpu_count=hw.cpu_count,
+    )

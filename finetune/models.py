@@ -16,6 +16,8 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError
+from finetune.hardware import Machine
+from finetune.plan import Plan
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
@@ -55,68 +57,26 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def flash_attention_available() -> bool:
-    import torch
-
-    if not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None:
-        return False
-    major, _ = torch.cuda.get_device_capability()
-    return major >= 8
-
-
-def pick_attn_implementation(config: RunConfig) -> str:
-    """`auto` -> flash_attention_2 when installed and supported, else sdpa."""
-    if config.attn_implementation != "auto":
-        return config.attn_implementation
-    return "flash_attention_2" if flash_attention_available() else "sdpa"
-
-
-def resolve_precision(config: RunConfig) -> tuple[bool, bool]:
-    """(bf16, fp16) with `auto` resolved for the hardware present."""
-    bf16 = bf16_supported() if config.bf16 == "auto" else bool(config.bf16)
-    fp16 = (cuda_available() and not bf16) if config.fp16 == "auto" else bool(config.fp16)
-    if bf16 and fp16:
-        fp16 = False
-    return bf16, fp16
-
-
-def compute_dtype(config: RunConfig):
-    import torch
-
-    bf16, fp16 = resolve_precision(config)
-    return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
-
-
-def check_runnable(config: RunConfig) -> list[str]:
-    """Problems that make this config impossible on this machine (empty when it can run)."""
+def check_runnable(config: RunConfig, machine: Machine) -> list[str]:
+    """Problems that make this config impossible on `machine` (empty when it can run)."""
     problems = []
-    cuda = cuda_available()
+    cuda = machine.device == "cuda"
     if config.attn_implementation == "flash_attention_2":
         if not cuda:
             problems.append("attn_implementation: flash_attention_2 needs a CUDA GPU; use auto or sdpa on this machine")
-        elif not flash_attention_available():
+        elif not machine.flash_attn:
             problems.append(
                 "attn_implementation: flash_attention_2 needs the flash-attn package and a GPU of compute "
                 "capability 8.0+ (Ampere or newer); use auto or sdpa"
             )
     if config.fp16 is True and not cuda:
         problems.append("fp16: float16 mixed precision needs a CUDA GPU; set fp16 to auto or false")
-    if config.bf16 is True and cuda and not bf16_supported():
+    if config.bf16 is True and cuda and not machine.bf16:
         problems.append("bf16: this GPU does not support bfloat16; set bf16 to auto or false (fp16 is used instead)")
     if config.optim == "adamw_torch_fused" and not cuda:
         problems.append("optim: adamw_torch_fused needs a CUDA GPU; use adamw_torch on this machine")
+    if config.use_liger_kernel is True and not machine.liger:
+        problems.append("use_liger_kernel: needs a CUDA GPU and the liger-kernel package; set it to auto or false")
     if config.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
         problems.append(
             f"quantization: {config.quantization} needs the bitsandbytes package (pip install bitsandbytes)"
@@ -192,19 +152,19 @@ def _add_generation_markers(tokenizer) -> None:
         tokenizer.chat_template = patched
 
 
-def model_load_kwargs(config: RunConfig, quantization: str | None = None) -> dict[str, Any]:
-    """from_pretrained kwargs for the config's dtype, quantization, attention and device."""
+def model_load_kwargs(config: RunConfig, plan: Plan, quantization: str | None = None) -> dict[str, Any]:
+    """from_pretrained kwargs for the plan's dtype, attention and device, and the quantization."""
     from finetune.builders import build_bnb_config
 
     quantization = config.quantization if quantization is None else quantization
     kwargs: dict[str, Any] = {
-        "dtype": compute_dtype(config),
-        "attn_implementation": pick_attn_implementation(config),
+        "dtype": plan.torch_dtype(),
+        "attn_implementation": plan.attn_implementation,
         "trust_remote_code": config.trust_remote_code,
     }
     if quantization != "none":
-        kwargs["quantization_config"] = build_bnb_config(config, quantization)
-    if cuda_available():
+        kwargs["quantization_config"] = build_bnb_config(config, plan, quantization)
+    if plan.device == "cuda":
         from accelerate import PartialState
 
         # one full copy per process: the device of this rank under accelerate/DDP
@@ -213,14 +173,19 @@ def model_load_kwargs(config: RunConfig, quantization: str | None = None) -> dic
 
 
 def load_model(
-    config: RunConfig, workspace: str | Path | None = None, *, quantization: str | None = None, path: str | None = None
+    config: RunConfig,
+    workspace: str | Path | None = None,
+    *,
+    plan: Plan,
+    quantization: str | None = None,
+    path: str | None = None,
 ):
-    """The base causal LM, loaded as the config says (4-bit/8-bit/16-bit, attention, dtype)."""
+    """The base causal LM, loaded as the config and its plan say (4-bit/8-bit/16-bit, attention, dtype)."""
     from transformers import AutoModelForCausalLM
 
     source = path or resolve_model_path(config.model_name_or_path, workspace)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, quantization))
+        return AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, plan, quantization))
     except (OSError, ValueError) as exc:
         if "flash" in str(exc).lower():
             raise ModelError(

@@ -140,6 +140,11 @@ class Run:
     def data_summary_path(self) -> Path:
         return self.path / "data_summary.json"
 
+    @property
+    def plan_path(self) -> Path:
+        """plan.json: every auto decision the run trained with, and why (finetune.plan)."""
+        return self.path / "plan.json"
+
     def exists(self) -> bool:
         return self.config_path.is_file()
 

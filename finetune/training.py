@@ -52,6 +52,7 @@ class TrainingJob:
         self.resume_from = resume_from
         self.stop_event = threading.Event()
         self.nan_step: int | None = None
+        self.plan = None  # the finetune.plan.Plan this run trains with, once setup has made it
         self.state = "queued"
         self.message = "Waiting to start"
         self._lock = threading.Lock()
@@ -120,8 +121,8 @@ class TrainingJob:
     def _main(self) -> None:
         trainer = model = None
         try:
-            trainer, model = self._setup()
-            self._train(trainer)
+            trainer, model = self.setup()
+            self.train(trainer)
         except StopRequested:
             self._update(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
@@ -132,13 +133,16 @@ class TrainingJob:
             release_memory()
             self.run.log(f"final state: {self.state}: {self.message}")
 
-    def _setup(self):
+    def setup(self):
+        """Phase 1: data, tokenizer, plan, model and trainer; returns (trainer, model)."""
         import datasets
         from transformers import set_seed
 
         from finetune.builders import build_trainer
         from finetune.data import prepare_data
+        from finetune.hardware import detect_machine
         from finetune.models import load_model, load_tokenizer, resolve_model_path
+        from finetune.plan import make_plan
 
         cfg = self.config
         datasets.disable_progress_bars()  # progress is reported through the run, not stderr
@@ -160,9 +164,22 @@ class TrainingJob:
         self.run.log(f"data: {len(train_rows)} train / {len(eval_rows)} validation rows, loss on: {loss_mode}")
         self._check_stop()
 
+        # every auto decision, once (finetune/plan.py); recorded before anything loads
+        mean_tokens = (data.stats or {}).get("mean") or None
+        plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
         self._update(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
-        model = load_model(cfg, self.workspace, path=model_path)
+        model = load_model(cfg, self.workspace, plan=plan, path=model_path)
+        loaded_attn = getattr(model.config, "_attn_implementation", None)
+        if loaded_attn and loaded_attn != plan.attn_implementation:  # transformers fell back to another kernel
+            plan = make_plan(
+                cfg, plan.machine, model=model_path, attn_implementation=loaded_attn, mean_tokens=mean_tokens
+            )
+        self.plan = plan
+        for line in plan.lines():
+            self.run.log(line)
+        if not self.run.read_only:
+            self.run.plan_path.write_text(plan.to_json() + "\n", encoding="utf-8")
         self._check_stop()
 
         self._update(message="Tokenizing")
@@ -174,6 +191,7 @@ class TrainingJob:
         # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
         trainer = build_trainer(
             cfg,
+            plan,
             model=model,
             tokenizer=tokenizer,
             train_rows=train_rows,
@@ -182,7 +200,6 @@ class TrainingJob:
             output_dir=str(self.run.checkpoints_dir),
             callbacks=callbacks,
             workspace=self.workspace,
-            model_path=model_path,
             log=self.run.log,
         )
         from transformers.trainer_callback import PrinterCallback
@@ -191,7 +208,8 @@ class TrainingJob:
         self._check_stop()
         return trainer, model
 
-    def _train(self, trainer) -> None:
+    def train(self, trainer) -> None:
+        """Phase 2: train (resuming when asked), then save the adapter and say how it ended."""
         resume = str(self.resume_from) if self.resume_from else None
         if resume:
             self.run.log(f"resuming from {self.resume_from.name}")
@@ -278,6 +296,7 @@ def start_training(
     `restrict_paths=True` (the web app): the model folder, data files and output_dir must lie in
     the allowed places (finetune.paths). Every caller gets the free disk space checked first."""
     global _current
+    from finetune.hardware import detect_machine
     from finetune.models import check_runnable
 
     with _registry_lock:
@@ -287,7 +306,7 @@ def start_training(
                 f"Busy: the run '{running.run.name}' is {running.state} in this process. "
                 "Stop it or wait for it to finish before starting another."
             )
-        problems = config.validate() + check_runnable(config)
+        problems = config.validate() + check_runnable(config, detect_machine())
         if problems:
             raise ConfigError(problems)
         if restrict_paths:

@@ -5,43 +5,41 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune import builders
 from finetune.builders import (
-    FastPath,
     build_bnb_config,
+    build_collator,
     build_lora_config,
     build_sft_config,
     lora_target_modules,
-    resolve_fast_path,
 )
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
+from finetune.hardware import Machine
+from finetune.plan import make_plan
+
+CPU = Machine.virtual("cpu")
 
 
-def cpu_fast(**changes) -> FastPath:
-    base = dict(
-        device="cpu",
-        attn_implementation="sdpa",
-        packing=False,
-        padding_free=False,
-        sampler="random",
-        gradient_checkpointing=False,
-        use_liger_kernel=False,
-    )
-    return FastPath(**{**base, **changes})
+def cpu_plan(config: RunConfig | None = None, **changes):
+    """The plan of `config` on a CPU machine, with `changes` to the plan itself."""
+    from dataclasses import replace
+
+    return replace(make_plan(config or RunConfig(), CPU), **changes)
 
 
 # --- bitsandbytes / LoRA ---------------------------------------------------------------------
 
 
 def test_bnb_config_per_quantization():
-    four = build_bnb_config(RunConfig(quantization="4bit"))
+    four = build_bnb_config(RunConfig(quantization="4bit"), cpu_plan())
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_use_double_quant
     assert four.bnb_4bit_compute_dtype == torch.float32  # no GPU: fp32 compute
-    eight = build_bnb_config(RunConfig(quantization="8bit"))
+    eight = build_bnb_config(RunConfig(quantization="8bit"), cpu_plan())
     assert eight.load_in_8bit and not eight.load_in_4bit
-    assert build_bnb_config(RunConfig(quantization="none")) is None
-    assert build_bnb_config(RunConfig(quantization="none"), quantization="4bit").load_in_4bit
+    assert build_bnb_config(RunConfig(quantization="none"), cpu_plan()) is None
+    assert build_bnb_config(RunConfig(quantization="none"), cpu_plan(), quantization="4bit").load_in_4bit
+    gpu = make_plan(RunConfig(), Machine.virtual("cuda", 80.0), model="demo")
+    assert build_bnb_config(RunConfig(), gpu).bnb_4bit_compute_dtype == torch.bfloat16
 
 
 def test_lora_config_knobs():
@@ -80,7 +78,7 @@ def test_sft_config_carries_every_training_knob(tmp_path):
         seed=7,
         report_to="tensorboard",
     )
-    args = build_sft_config(cfg, str(tmp_path), has_eval=True, loss_mode="assistant_only", fast=cpu_fast())
+    args = build_sft_config(cfg, cpu_plan(cfg), str(tmp_path), has_eval=True, loss_mode="assistant_only")
     assert args.learning_rate == 1e-4 and args.num_train_epochs == 2.0 and args.max_steps == 50
     assert args.per_device_train_batch_size == 3 and args.per_device_eval_batch_size == 5
     assert args.gradient_accumulation_steps == 2 and args.warmup_steps == 7
@@ -96,81 +94,42 @@ def test_sft_config_carries_every_training_knob(tmp_path):
 
 def test_sft_config_warmup_ratio_eval_off_and_best_model(tmp_path):
     cfg = RunConfig(warmup_ratio=0.1, eval_steps=0, save_steps=0.25, report_to="none")
-    args = build_sft_config(cfg, str(tmp_path), has_eval=True, loss_mode="completion_only", fast=cpu_fast())
+    args = build_sft_config(cfg, cpu_plan(cfg), str(tmp_path), has_eval=True, loss_mode="completion_only")
     assert args.warmup_steps == 0.1 and args.eval_strategy.value == "no" and args.report_to == []
     assert args.completion_only_loss and not args.assistant_only_loss
     best = RunConfig(eval_steps=5, load_best_model_at_end=True)
-    args = build_sft_config(best, str(tmp_path), has_eval=True, loss_mode="full_sequence", fast=cpu_fast())
+    args = build_sft_config(best, cpu_plan(best), str(tmp_path), has_eval=True, loss_mode="full_sequence")
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and args.save_steps == 5
     assert not args.completion_only_loss and not args.assistant_only_loss
-    no_eval = build_sft_config(best, str(tmp_path), has_eval=False, loss_mode="full_sequence", fast=cpu_fast())
+    no_eval = build_sft_config(best, cpu_plan(best), str(tmp_path), has_eval=False, loss_mode="full_sequence")
     assert no_eval.eval_strategy.value == "no" and not no_eval.load_best_model_at_end
 
 
-def test_sft_config_takes_the_fast_path(tmp_path):
-    fast = cpu_fast(packing=True, padding_free=True, sampler="rebalance", gradient_checkpointing=True)
-    args = build_sft_config(RunConfig(), str(tmp_path), has_eval=False, loss_mode="assistant_only", fast=fast)
+def test_sft_config_follows_the_plan(tmp_path):
+    plan = cpu_plan(packing=True, padding_free=True, sampler="rebalance", gradient_checkpointing=True)
+    args = build_sft_config(RunConfig(), plan, str(tmp_path), has_eval=False, loss_mode="assistant_only")
     assert args.packing and args.padding_free and args.packing_strategy == "bfd"
     assert args.train_sampling_strategy == "batch_rebalance"
     assert args.activation_checkpointing and args.gradient_checkpointing
     assert args.activation_checkpointing_kwargs == {"use_reentrant": False}
-    plain = build_sft_config(RunConfig(), str(tmp_path), has_eval=False, loss_mode="assistant_only", fast=cpu_fast())
+    plain = build_sft_config(RunConfig(), cpu_plan(sampler="random"), str(tmp_path), has_eval=False, loss_mode="x")
     assert not plain.packing and not plain.padding_free and plain.train_sampling_strategy == "random"
     assert not plain.activation_checkpointing and plain.pad_to_multiple_of is None  # padded to the longest only
+    resized = cpu_plan(per_device_train_batch_size=16, gradient_accumulation_steps=1, padding_free=True)
+    args = build_sft_config(RunConfig(), resized, str(tmp_path), has_eval=False, loss_mode="assistant_only")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
+    assert not args.padding_free  # TRL refuses padding_free without packing: our collator does it
 
 
-# --- resolve_fast_path ---------------------------------------------------------------------------
+def test_collator_follows_the_plan(demo_path):
+    from finetune.models import load_tokenizer
 
-
-def test_auto_knobs_on_cpu():
-    fast = resolve_fast_path(RunConfig(gradient_accumulation_steps=4))
-    assert fast.device == "cpu" and fast.attn_implementation == "sdpa"
-    assert not fast.packing and not fast.padding_free  # sdpa: no varlen kernels
-    assert fast.sampler == "rebalance" and fast.train_sampling_strategy == "batch_rebalance"
-    assert not fast.gradient_checkpointing and not fast.use_liger_kernel
-    assert "packing" in fast.summary() and "rebalance" in fast.summary()
-    assert resolve_fast_path(RunConfig(gradient_accumulation_steps=1)).sampler == "random"
-
-
-def test_explicit_values_win():
-    cfg = RunConfig(packing=True, group_by_length=True, gradient_checkpointing=True)
-    fast = resolve_fast_path(cfg)
-    assert fast.packing and fast.padding_free and fast.sampler == "group" and fast.gradient_checkpointing
-    off = resolve_fast_path(RunConfig(group_by_length=False, gradient_accumulation_steps=8))
-    assert off.sampler == "random"
-
-
-def test_flash_attention_packs_padding_free():
-    fast = resolve_fast_path(RunConfig(), attn_implementation="flash_attention_2", device="cuda", model="demo")
-    assert fast.packing and fast.padding_free and fast.sampler == "random"
-    assert not resolve_fast_path(RunConfig(packing=False), attn_implementation="flash_attention_2").packing
-
-
-@pytest.mark.parametrize(("gpu_gb", "expected"), [(80.0, False), (0.5, True)])
-def test_gradient_checkpointing_auto_follows_the_memory_estimate(monkeypatch, gpu_gb, expected):
-    monkeypatch.setattr(builders, "_gpu_total_gb", lambda: gpu_gb)
-    cfg = RunConfig(max_length=2048, per_device_train_batch_size=4)
-    fast = resolve_fast_path(cfg, attn_implementation="sdpa", device="cuda", model="qwen2.5-0.5b")
-    assert fast.gradient_checkpointing is expected
-    assert "estimate without it" in fast.reasons["gradient checkpointing"]
-
-
-def test_gradient_checkpointing_auto_without_an_estimate_stays_on(monkeypatch):
-    monkeypatch.setattr(builders, "_gpu_total_gb", lambda: 80.0)
-    fast = resolve_fast_path(RunConfig(), attn_implementation="sdpa", device="cuda", model="/no/such/model")
-    assert fast.gradient_checkpointing and "no memory estimate" in fast.reasons["gradient checkpointing"]
-
-
-def test_liger_only_on_cuda_when_installed(monkeypatch):
-    monkeypatch.setattr(builders, "_gpu_total_gb", lambda: 80.0)
-    real = builders.importlib.util.find_spec
-    monkeypatch.setattr(
-        builders.importlib.util, "find_spec", lambda name: object() if name == "liger_kernel" else real(name)
-    )
-    assert resolve_fast_path(RunConfig(), device="cuda", model="demo").use_liger_kernel
-    assert not resolve_fast_path(RunConfig(), device="cpu").use_liger_kernel
-    monkeypatch.setenv("FINETUNE_LIGER", "0")
-    assert not resolve_fast_path(RunConfig(), device="cuda", model="demo").use_liger_kernel
+    tokenizer = load_tokenizer(RunConfig(), path=str(demo_path))
+    assert build_collator(cpu_plan(padding_free=False), tokenizer) is None  # TRL's default (padded)
+    assert build_collator(cpu_plan(packing=True, padding_free=True), tokenizer) is None  # TRL's packing
+    flat = build_collator(cpu_plan(padding_free=True), tokenizer)
+    batch = flat([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]] and "attention_mask" not in batch
 
 
 # --- the config fields behind it -------------------------------------------------------------------

@@ -22,9 +22,10 @@ TITLE = "finetune studio"
 def _hardware(ctx: Ctx) -> None:
     """Detect the hardware and the preset that fits it; the app still opens when either fails."""
     try:
-        from finetune.hardware import detect_hardware
+        from finetune.hardware import detect_hardware, detect_machine
 
         ctx.hardware = detect_hardware()
+        ctx.machine = detect_machine(ctx.hardware)
     except Exception as exc:
         traceback.print_exc()
         ctx.hardware_error = error_text(exc)

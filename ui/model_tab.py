@@ -123,8 +123,9 @@ def ram_gb(ctx: Ctx) -> float | None:
 def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
     """(verdict Markdown, breakdown figure); never raises: a failed estimate says why."""
     try:
-        from finetune.estimate import estimate_memory
+        from finetune.hardware import Machine
         from finetune.models import resolve_model_path
+        from finetune.plan import estimate as plan_estimate
     except ImportError as exc:
         return md_error(f"The memory estimator is not available: {exc}", "No estimate"), charts.empty_figure(
             "Estimated memory", "Not available"
@@ -140,8 +141,9 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
         if est is None:
             # the demo model lives in this app's workspace: hand the estimator its folder
             model = resolve_model_path(cfg.model_name_or_path, ctx.workspace)
-            # the GPU's size lets `gradient_checkpointing: auto` resolve as the trainer will
-            est = estimate_memory(model, cfg, device=device, gpu_gb=gpu_gb(ctx) if device == "cuda" else None)
+            # the plan the trainer will make on this machine, and the estimate of exactly that plan
+            machine = ctx.machine or Machine.virtual(device, gpu_gb(ctx) if device == "cuda" else 0.0)
+            est = plan_estimate(cfg, machine, model=model)[1]
             with _est_lock:
                 _estimates[key] = est
                 while len(_estimates) > 64:
@@ -161,8 +163,16 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
     else:
         head = f"**Estimated peak: {total:.2f} GB** ({where}; capacity unknown)"
     notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
-    md = head + (f"  \n{notes}" if notes else "")
+    md = head + (f"  \n{notes}" if notes else "") + plan_table(est.plan)
     return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, capacity if device != "cpu" else None)
+
+
+def plan_table(plan: Any) -> str:
+    """What `auto` decided for this machine, and why: the plan the run will train with."""
+    if plan is None:
+        return ""
+    rows = "".join(f"\n| {name} | {md_escape(value)} | {md_escape(why)} |" for name, value, why in plan.decisions())
+    return "\n\n**Plan: what auto decided before Start**\n\n| decision | value | why |\n|---|---|---|" + rows
 
 
 def config_summary(cfg: RunConfig, preset: str | None) -> str:

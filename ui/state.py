@@ -31,6 +31,7 @@ class Ctx:
 
     workspace: Path
     hardware: Any = None  # finetune.hardware.HardwareInfo, or None when detection failed
+    machine: Any = None  # finetune.hardware.Machine the planner decides for (detected once)
     hardware_error: str = ""
     suggested_preset: str | None = None
     base_config: Any = None  # RunConfig <- suggested preset: what the form starts from

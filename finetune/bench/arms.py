@@ -1,13 +1,17 @@
-"""The two ways the benchmark trains the same settings.
+"""The ways the benchmark trains the same settings.
 
-- engine: exactly what the app runs: a run folder, `TrainingJob._setup()` (data preparation,
-  tokenizer, model loading, `builders.build_trainer` with the fast path and the tokenized-data
-  cache, the run's metrics callback), then `trainer.train()`.
-- baseline: a plain TRL script as the seed projects write it: AutoTokenizer/AutoModel with a
-  BitsAndBytesConfig, a LoraConfig, `SFTConfig` with the same hyperparameters, batches padded to
-  max_length (`pad_to_multiple_of=max_length`, like `padding="max_length"`), no packing, TRL's
-  defaults otherwise (gradient checkpointing on, default loss). It trains on the same rows with
-  the same loss mask (assistant/completion tokens), so only the speed knobs differ.
+- engine: exactly what the app runs: a run folder, `TrainingJob.setup()` (data preparation,
+  tokenizer, the plan, model loading, `builders.build_trainer` with the tokenized-data cache,
+  the run's metrics callback), then `trainer.train()`.
+- trl (the primary baseline): TRL's defaults: AutoModel with the same BitsAndBytesConfig, the
+  same LoraConfig and hyperparameters, `SFTTrainer` with its default collator (batches padded to
+  their longest example), gradient checkpointing on (TRL's default), no packing.
+- seed: the seed projects' script: the same, with batches padded to max_length
+  (`pad_to_multiple_of=max_length`, like `padding="max_length"`).
+- unsloth (when installed, CUDA only): Unsloth's FastLanguageModel with the same LoRA and
+  hyperparameters, in a child process (Unsloth patches transformers for the whole process).
+All train on the same rows with the same loss mask (assistant/completion tokens) and the same
+precision, so only the speed knobs differ.
 
 A variant is one of them with a few settings changed (the per-feature rows of the report).
 """
@@ -30,8 +34,8 @@ from finetune.config import RunConfig
 @dataclass
 class Variant:
     name: str
-    kind: str  # engine | baseline
-    changes: dict[str, Any] = field(default_factory=dict)  # RunConfig changes (engine) or baseline options
+    kind: str  # engine | trl | seed | unsloth
+    changes: dict[str, Any] = field(default_factory=dict)  # RunConfig changes (engine) or script options
     env: dict[str, str] = field(default_factory=dict)
     about: str = ""
 
@@ -43,8 +47,9 @@ class BenchContext:
     base: RunConfig  # the settings both ways train with; fast-path knobs left at `auto`
     device: str
     warmup: int
-    rows: list[dict]  # train rows as the engine shapes them (choose_loss_mode), for the baseline
+    rows: list[dict]  # train rows as the engine shapes them (choose_loss_mode), for the scripts
     loss_mode: str
+    plan: Any = None  # the engine's plan (finetune.plan.Plan): the scripts use its precision
     flops_per_token: float | None = None
     peak_tflops: float | None = None
 
@@ -88,7 +93,8 @@ def _train(ctx: BenchContext, trainer) -> dict[str, Any]:
     result["settings"] = {
         "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
         "packing": args.packing,
-        "padding_free": getattr(trainer, "padding_free", None),
+        "padding_free": bool(getattr(counter.collator, "padding_free", False)),
+        "micro_batch": f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps}",
         "pad_to_multiple_of": args.pad_to_multiple_of,
         "train_sampling_strategy": args.train_sampling_strategy,
         "gradient_checkpointing": bool(args.activation_checkpointing),
@@ -112,22 +118,22 @@ def run_engine(ctx: BenchContext, variant: Variant, rep: int) -> dict[str, Any]:
         with _environ(variant.env):
             probe.start()
             started = time.perf_counter()
-            trainer, model = job._setup()  # the app's own setup path (training.py)
+            trainer, model = job.setup()  # the app's own setup path (training.py)
             setup_s = time.perf_counter() - started
             result = _train(ctx, trainer)
         result["peak_mem_gb"] = probe.peak_gb()
         result["setup_s"] = setup_s
         result["cache_hit"] = "tokenized dataset from the cache" in run.log_tail(60)
-        fast = [line for line in run.log_tail(60).splitlines() if "fast path:" in line]
-        result["fast_path"] = fast[-1].split("| ", 1)[-1] if fast else None
+        result["plan"] = job.plan.summary() if job.plan else None
         return result
     finally:
         del trainer, model, job
         release()
 
 
-def run_baseline(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
-    """The plain script. Options in `variant.changes`: pad_to_max (True), gradient_checkpointing (True)."""
+def run_script(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
+    """A plain TRL script (kind trl or seed). Options in `variant.changes`: pad_to_max (seed: True,
+    trl: False), gradient_checkpointing (True, TRL's default)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -136,11 +142,12 @@ def run_baseline(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -
     from trl import SFTConfig, SFTTrainer
 
     from finetune.builders import lora_target_modules
-    from finetune.models import cuda_available, load_tokenizer, resolve_precision
+    from finetune.models import load_tokenizer
 
     cfg = ctx.base
-    options = {"pad_to_max": True, "gradient_checkpointing": True, **variant.changes}
-    bf16, fp16 = resolve_precision(cfg)
+    options = {"pad_to_max": variant.kind == "seed", "gradient_checkpointing": True, **variant.changes}
+    bf16, fp16 = ctx.plan.bf16, ctx.plan.fp16
+    cuda = ctx.device == "cuda"
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     probe = MemoryProbe(ctx.device)
     trainer = model = None
@@ -164,7 +171,7 @@ def run_baseline(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -
                 ctx.model_path,
                 quantization_config=quantization,
                 dtype=dtype,
-                device_map={"": 0} if cuda_available() else None,
+                device_map={"": 0} if cuda else None,
             )
             peft_config = None
             if cfg.method != "full":
@@ -188,7 +195,7 @@ def run_baseline(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -
                 optim=cfg.optim,
                 bf16=bf16,
                 fp16=fp16,
-                use_cpu=not cuda_available(),
+                use_cpu=not cuda,
                 max_length=cfg.max_length,
                 pad_to_multiple_of=cfg.max_length if options["pad_to_max"] else None,
                 gradient_checkpointing=options["gradient_checkpointing"],
@@ -213,8 +220,93 @@ def run_baseline(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -
         result["peak_mem_gb"] = probe.peak_gb()
         result["setup_s"] = setup_s
         result["cache_hit"] = False
-        result["fast_path"] = None
+        result["plan"] = None
         return result
     finally:
         del trainer, model
+        release()
+
+
+def run_unsloth(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
+    """Unsloth's own QLoRA path, in a child process (finetune/bench/unsloth_arm.py)."""
+    import json
+    import subprocess
+    import sys
+
+    rows_file = scratch / "unsloth_rows.jsonl"
+    if not rows_file.exists():
+        rows_file.write_text("".join(json.dumps(r) + "\n" for r in ctx.rows), encoding="utf-8")
+    cfg = ctx.base
+    spec = {
+        "model_path": ctx.model_path,
+        "rows": str(rows_file),
+        "output_dir": str(scratch / f"unsloth-{rep}"),
+        "max_length": cfg.max_length,
+        "batch": cfg.per_device_train_batch_size,
+        "accumulation": cfg.gradient_accumulation_steps,
+        "steps": cfg.max_steps,
+        "warmup": ctx.warmup,
+        "lora_r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha,
+        "learning_rate": cfg.learning_rate,
+        "quantization": cfg.quantization,
+        "loss_mode": ctx.loss_mode,
+        "seed": cfg.seed,
+        "flops_per_token": ctx.flops_per_token,
+        "peak_tflops": ctx.peak_tflops,
+    }
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "finetune.bench.unsloth_arm", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, **variant.env},
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"unsloth arm failed (exit {proc.returncode}): {' | '.join(tail)[:400]}"}
+    result = json.loads(lines[-1])
+    result.setdefault("setup_s", time.perf_counter() - started)
+    result["cache_hit"] = False
+    result["plan"] = None
+    return result
+
+
+def profile_engine(ctx: BenchContext, variant: Variant, steps: int = 3) -> str:
+    """The engine (with `variant.changes`) under torch.profiler for `steps` optimizer steps after the
+    warm-up: the top operators by self time, as a text table."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    from finetune.runs import create_run
+    from finetune.training import TrainingJob
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device == "cuda" else [])
+    profiler = profile(activities=activities, record_shapes=False)
+
+    class Window(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == ctx.warmup:
+                profiler.__enter__()
+            elif state.global_step == ctx.warmup + steps:
+                if ctx.device == "cuda":
+                    torch.cuda.synchronize()
+                profiler.__exit__(None, None, None)
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", variant.name).strip("-").lower()[:60]
+    cfg = ctx.base.replace(**variant.changes, run_name=f"bench-{slug}", max_steps=ctx.warmup + steps + 1)
+    job = TrainingJob(cfg, create_run(cfg, ctx.workspace), ctx.workspace, None)
+    trainer = model = None
+    try:
+        trainer, model = job.setup()
+        trainer.add_callback(Window())
+        trainer.train()
+        key = "self_cuda_time_total" if ctx.device == "cuda" else "self_cpu_time_total"
+        head = f"{variant.name}: {job.plan.summary() if job.plan else ''}\n"
+        return head + profiler.key_averages().table(sort_by=key, row_limit=40)
+    finally:
+        del trainer, model, job
         release()

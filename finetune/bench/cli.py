@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablate", action="store_true", help="also run each fast-path feature switched the other way")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: auto)")
     p.add_argument("--peak-tflops", type=float, help="GPU dense bf16 peak for MFU (default: from the GPU name)")
+    p.add_argument("--no-unsloth", action="store_true", help="leave out the Unsloth arm even when it is installed")
+    p.add_argument("--profile", metavar="DIR", help="also write torch.profiler tables of the engine's steps to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--save", metavar="PREFIX", help="also write PREFIX.json and PREFIX.md")
     p.add_argument("--keep", action="store_true", help="keep the scratch workspace (its path is logged)")
@@ -55,6 +57,8 @@ def cmd_bench(args) -> int:
         peak_tflops=args.peak_tflops,
         workspace=args.workspace,
         keep=args.keep,
+        unsloth=not args.no_unsloth,
+        profile=args.profile,
         command="finetune bench " + " ".join(getattr(args, "argv", None) or sys.argv[2:]),
     )
     with contextlib.redirect_stdout(sys.stderr):  # library prints must not mix with the JSON on stdout
@@ -62,8 +66,9 @@ def cmd_bench(args) -> int:
     if args.save:
         prefix = Path(args.save)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        prefix.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
-        prefix.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+        # appended, not with_suffix: a prefix like gpu_qwen2.5-0.5b keeps its dots
+        Path(f"{prefix}.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+        Path(f"{prefix}.md").write_text(markdown(result), encoding="utf-8")
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     else:
@@ -73,7 +78,7 @@ def cmd_bench(args) -> int:
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
     """Add `finetune bench` to the CLI's subparsers."""
-    p = subparsers.add_parser("bench", help="tokens/s, step time and peak memory: our engine vs a plain TRL script")
+    p = subparsers.add_parser("bench", help="tokens/s, step time and peak memory: our engine vs TRL's defaults, a seed script and Unsloth")
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
     return p

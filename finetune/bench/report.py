@@ -14,9 +14,12 @@ def _mem(result: dict[str, Any], value) -> str:
 
 
 def rows(result: dict[str, Any]) -> list[list[str]]:
-    header = ["variant", "tokens/s", "x baseline", "tokens/CPU-s", "step (s)", "peak mem", "padding", "MFU"]
+    header = ["variant", "tokens/s", "x TRL defaults", "tokens/CPU-s", "step (s)", "peak mem", "padding", "MFU"]
     out = [header]
     for v in result["variants"]:
+        if v.get("error") and not v.get("tokens_per_s"):
+            out.append([v["name"], v["error"][:60]] + ["-"] * (len(header) - 2))
+            continue
         out.append(
             [
                 v["name"],
@@ -54,9 +57,8 @@ def text(result: dict[str, Any]) -> str:
     ]
     if result["device"] == "cpu":
         head.append(f"torch threads: {result['threads']} ({result['threads_reason']})")
-    head.append(result["fast_path"] and "engine " + _fast_line(result) or "")
-    ratio = result["ratio"]
-    tail = f"\nengine / baseline real tokens per second: {ratio:.2f}x" if ratio else ""
+    head.append("engine " + _plan_line(result))
+    tail = "\n" + "\n".join(_ratio_lines(result))
     return "\n".join(head) + "\n\n" + table(result) + tail
 
 
@@ -70,11 +72,11 @@ def data_line(result: dict[str, Any]) -> str:
 def features(result: dict[str, Any]) -> list[str]:
     """One line per ablation: how the engine compares with the variant that switches one feature."""
     out = []
-    for v in result["variants"][2:]:
+    for v in result["variants"]:
         r = v.get("ratio_vs_engine")
-        if not r:
+        if not r or v["kind"] not in ("engine", "trl") or v["name"] in ("engine", "TRL defaults"):
             continue
-        side = "engine" if v["kind"] == "engine" else "baseline"
+        side = "engine" if v["kind"] == "engine" else "TRL defaults"
         ref = result["engine_tokens_per_s"] if side == "engine" else result["baseline_tokens_per_s"]
         ratio = ref / v["tokens_per_s"] if v["tokens_per_s"] else None
         if ratio:
@@ -82,16 +84,25 @@ def features(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _fast_line(result: dict[str, Any]) -> str:
-    f = result["fast_path"]
+def _plan_line(result: dict[str, Any]) -> str:
+    p = result["plan"]
+    batches = "bfd packing" if p["packing"] else "padding-free" if p["padding_free"] else p["train_sampling_strategy"]
     return (
-        f"fast path: attention {f['attn_implementation']}, packing {'on' if f['packing'] else 'off'}, "
-        f"batches {f['train_sampling_strategy']}, gradient checkpointing {'on' if f['gradient_checkpointing'] else 'off'}"
-        f", liger {'on' if f['use_liger_kernel'] else 'off'}"
+        f"plan: {p['dtype']}, attention {p['attn_implementation']}, batches {batches}, micro-batch "
+        f"{p['per_device_train_batch_size']} x {p['gradient_accumulation_steps']}, gradient checkpointing "
+        f"{'on' if p['gradient_checkpointing'] else 'off'}, liger {'on' if p['use_liger_kernel'] else 'off'}"
     )
 
 
-def markdown(result: dict[str, Any], title: str = "Benchmark: engine vs plain TRL") -> str:
+def _ratio_lines(result: dict[str, Any]) -> list[str]:
+    out = []
+    for key, name in (("ratio", "TRL defaults"), ("ratio_vs_seed", "the seed script"), ("ratio_vs_unsloth", "Unsloth")):
+        if result.get(key):
+            out.append(f"engine / {name} (real tokens per second): {result[key]:.2f}x")
+    return out
+
+
+def markdown(result: dict[str, Any], title: str = "Benchmark: engine vs TRL's defaults") -> str:
     m, v, s = result["machine"], result["versions"], result["settings"]
     lines = [f"# {title}", "", "Command:", "", "```", result["command"], "```", ""]
     lines.append(f"- machine: {m['summary']}; CPU: {m.get('cpu') or '?'}; nproc {m['nproc']}, RAM {m['ram_gb']} GB")
@@ -102,20 +113,19 @@ def markdown(result: dict[str, Any], title: str = "Benchmark: engine vs plain TR
         f"- settings: max_length {s['max_length']}, per-device batch {s['per_device_train_batch_size']}, "
         f"gradient accumulation {s['gradient_accumulation_steps']}, {s['quantization']} {s['method']} "
         f"r={s['lora_r']}; {s['steps']} measured optimizer steps after {s['warmup']} warm-up step(s); "
-        f"median of {s['repeats']} repeats, engine and baseline interleaved in one process"
+        f"median of {s['repeats']} repeats, every arm interleaved in one process (Unsloth in a child process)"
     )
     lines.append(f"- data: {data_line(result)}")
-    lines.append(f"- engine {_fast_line(result)}")
+    lines.append(f"- engine {_plan_line(result)}")
     lines.append(f"- memory: {result['memory_metric']}; total wall time {result['wall_s']} s")
     lines += ["", "| " + " | ".join(rows(result)[0]) + " |", "|" + "---|" * len(rows(result)[0])]
     for r in rows(result)[1:]:
         lines.append("| " + " | ".join(r) + " |")
-    ratio = result["ratio"]
-    lines += ["", f"**engine / baseline (real tokens per second): {ratio:.2f}x**" if ratio else ""]
+    lines += [""] + [f"**{line}**" for line in _ratio_lines(result)]
     if result.get("cpu_time_ratio"):
         lines.append(f"(per CPU-second of the process: {result['cpu_time_ratio']:.2f}x)")
     per_feature = features(result)
     if per_feature:
-        lines += ["", "Per feature (each row switches one thing relative to the engine or the baseline):", ""]
+        lines += ["", "Per feature (each row switches one thing relative to the engine or TRL's defaults):", ""]
         lines += [f"- {line}" for line in per_feature]
     return "\n".join(lines) + "\n"

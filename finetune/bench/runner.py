@@ -1,8 +1,9 @@
-"""`run_bench(options) -> dict`: both ways (and the per-feature variants) trained in one process,
-interleaved (A B, B A, ...), medians over the repeats."""
+"""`run_bench(options) -> dict`: the engine, TRL's defaults, the seed script (and Unsloth, and the
+per-feature variants) trained in one process, interleaved (A B C, C B A, ...), medians over the repeats."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shutil
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.bench.arms import BenchContext, Variant, run_baseline, run_engine
+from finetune.bench.arms import BenchContext, Variant, run_engine, run_script, run_unsloth
 from finetune.errors import ConfigError
 
 MEDIAN_KEYS = (
@@ -51,6 +52,8 @@ class BenchOptions:
     peak_tflops: float | None = None
     workspace: str | None = None
     keep: bool = False
+    unsloth: bool = True  # add the Unsloth arm when unsloth is installed and there is a CUDA GPU
+    profile: str | None = None  # folder: torch.profiler tables of the engine and its loss-on-every-token variant
     command: str = ""
 
 
@@ -105,50 +108,55 @@ def versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], **{m.__name__: m.__version__ for m in mods}}
 
 
-def plan(base, fast, ablate: bool) -> list[Variant]:
-    """engine and baseline, plus (with `ablate`) one variant per fast-path feature switched the other way."""
+def variants_for(plan, ablate: bool, unsloth: bool) -> list[Variant]:
+    """engine, TRL's defaults, the seed script (and Unsloth), plus with `ablate` one variant per planned
+    decision switched the other way."""
     variants = [
-        Variant("engine", "engine", about="the app's engine, every fast-path knob at auto"),
-        Variant("baseline", "baseline", about="plain TRL: padded to max_length, gradient checkpointing on"),
+        Variant("engine", "engine", about="the app's engine, every knob at auto (finetune.plan)"),
+        Variant("TRL defaults", "trl", about="SFTTrainer's defaults: padded to the longest, checkpointing on"),
+        Variant("seed script", "seed", about="padded to max_length, checkpointing on"),
     ]
+    if unsloth:
+        variants.append(Variant("Unsloth", "unsloth", about="FastLanguageModel, its gradient checkpointing"))
     if not ablate:
         return variants
-    gc_flip = not fast.gradient_checkpointing
+    flip = not plan.gradient_checkpointing
     variants.append(
         Variant(
-            f"engine, gradient checkpointing {'on' if gc_flip else 'off'}",
+            f"engine, gradient checkpointing {'on' if flip else 'off'}",
             "engine",
-            {"gradient_checkpointing": gc_flip},
-            about="auto decided it " + ("off" if gc_flip else "on"),
+            {"gradient_checkpointing": flip},
+            about="auto decided it " + ("off" if flip else "on"),
         )
     )
-    if fast.sampler != "random":
+    variants.append(
+        Variant(
+            f"engine, padding-free {'off' if plan.padding_free else 'on'}",
+            "engine",
+            {"padding_free": not plan.padding_free, "resize_micro_batch": False},
+            about="padded batches" if plan.padding_free else f"padding-free over {plan.attn_implementation}",
+        )
+    )
+    if plan.per_device_train_batch_size != plan.effective_batch // plan.machine.world_size or plan.padding_free:
+        variants.append(
+            Variant("engine, micro-batch as set", "engine", {"resize_micro_batch": False}, about="no re-batching")
+        )
+    variants.append(Variant("engine, bfd packing", "engine", {"packing": True}, about="TRL packing (regroups rows)"))
+    if not plan.padding_free and plan.sampler != "random":
         variants.append(
             Variant("engine, random batches", "engine", {"group_by_length": False}, about="no length grouping")
         )
-    if fast.sampler != "group" and not fast.packing:
+    if plan.machine.liger:
+        flip = not plan.use_liger_kernel
         variants.append(
-            Variant("engine, group_by_length", "engine", {"group_by_length": True}, about="HF LengthGroupedSampler")
+            Variant(f"engine, Liger {'on' if flip else 'off'}", "engine", {"use_liger_kernel": flip}, about="kernels")
         )
-    variants.append(
-        Variant(
-            f"engine, packing {'off' if fast.packing else 'on'}",
-            "engine",
-            {"packing": not fast.packing},
-            about="padding-free bfd packing" + ("" if fast.packing else f" over {fast.attn_implementation}"),
-        )
-    )
-    if "flash" in fast.attn_implementation:
+    if "flash" in plan.attn_implementation:
         variants.append(Variant("engine, sdpa attention", "engine", {"attn_implementation": "sdpa"}))
-    if fast.use_liger_kernel:
-        variants.append(Variant("engine, no Liger kernels", "engine", env={"FINETUNE_LIGER": "0"}))
     variants.append(
         Variant("engine, loss on every token", "engine", {"train_on_prompt": True}, about="no completion-only mask")
     )
-    variants.append(
-        Variant("baseline, padded to the longest", "baseline", {"pad_to_max": False}, about="dynamic padding")
-    )
-    variants.append(Variant("baseline, gradient checkpointing off", "baseline", {"gradient_checkpointing": False}))
+    variants.append(Variant("TRL defaults, checkpointing off", "trl", {"gradient_checkpointing": False}))
     return variants
 
 
@@ -161,7 +169,8 @@ def _summarize(variant: Variant, runs: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": variant.name, "kind": variant.kind, "about": variant.about}
     out.update({key: _median([r.get(key) for r in runs]) for key in MEDIAN_KEYS})
     out["settings"] = runs[-1].get("settings") if runs else None
-    out["fast_path"] = runs[-1].get("fast_path") if runs else None
+    out["plan"] = runs[-1].get("plan") if runs else None
+    out["error"] = next((r["error"] for r in runs if r.get("error")), None)
     out["loss_first"] = runs[-1].get("loss_first") if runs else None
     out["cache_hits"] = [bool(r.get("cache_hit")) for r in runs]
     out["repeats"] = [
@@ -175,13 +184,15 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
     from finetune.bench.data import length_stats, make_rows, write_rows
     from finetune.bench.measure import flops_params, gpu_peak_tflops
     from finetune.bench.weights import resolve_bench_model
-    from finetune.builders import device_kind, resolve_fast_path
     from finetune.config import RunConfig
     from finetune.data import prepare_data
+    from finetune.hardware import detect_machine
     from finetune.models import check_runnable, load_tokenizer
+    from finetune.plan import make_plan
     from finetune.training import choose_loss_mode
 
-    device = device_kind()
+    machine = detect_machine()
+    device = machine.device
     log(f"model {options.model}: preparing")
     model_path = resolve_bench_model(options.model, scratch)
     probe_cfg = RunConfig(model_name_or_path=model_path)
@@ -209,12 +220,13 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
         lora_r=options.lora_r,
         lora_alpha=2 * options.lora_r,
     )
-    problems = base.validate() + check_runnable(base)
+    problems = base.validate() + check_runnable(base, machine)
     if problems:
         raise ConfigError(problems)
     data = prepare_data(base, tokenizer)
     loss_mode, rows = choose_loss_mode(data.train_rows, tokenizer, base.train_on_prompt)
-    fast = resolve_fast_path(base, model=model_path)
+    mean = (data.stats or {}).get("mean") or None
+    plan = make_plan(base, machine, model=model_path, mean_tokens=mean)
     params = flops_params(model_path)
     peak = options.peak_tflops
     if device == "cuda" and peak is None:
@@ -231,10 +243,11 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
         loss_mode=loss_mode,
         flops_per_token=(6 if options.method == "full" else 4) * params if params else None,
         peak_tflops=peak if device == "cuda" else None,
+        plan=plan,
     )
     data_info = {"file": str(data_file) if options.data else "generated", "rows": len(rows), "loss_mode": loss_mode}
     data_info["token_lengths"] = data_stats or {k: data.stats.get(k) for k in ("min", "mean", "p50", "max")}
-    return ctx, fast, {"data": data_info, "flops_params": params}
+    return ctx, plan, {"data": data_info, "flops_params": params}
 
 
 def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
@@ -259,23 +272,26 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
     (scratch / "cache").symlink_to(cache_dir(options.workspace), target_is_directory=True)
     started = time.time()
     try:
-        ctx, fast, extra = _context(options, scratch, log)
-        variants = plan(ctx.base, fast, options.ablate)
+        ctx, plan, extra = _context(options, scratch, log)
+        unsloth = options.unsloth and ctx.device == "cuda" and importlib.util.find_spec("unsloth") is not None
+        variants = variants_for(plan, options.ablate, unsloth)
         runs: dict[str, list[dict]] = {v.name: [] for v in variants}
         for rep in range(options.repeats):
             order = variants if rep % 2 == 0 else list(reversed(variants))
             for variant in order:
-                arm = run_engine if variant.kind == "engine" else run_baseline
-                args = (ctx, variant, rep) if variant.kind == "engine" else (ctx, variant, rep, scratch)
-                result = arm(*args)
+                result = _run_variant(ctx, variant, rep, scratch)
                 runs[variant.name].append(result)
                 tps = result.get("tokens_per_s")
-                log(f"[{rep + 1}/{options.repeats}] {variant.name}: {tps:,.0f} tokens/s" if tps else variant.name)
+                shown = f"{tps:,.0f} tokens/s" if tps else result.get("error", "no measurement")
+                log(f"[{rep + 1}/{options.repeats}] {variant.name}: {shown}")
+        if options.profile:
+            extra["profiles"] = _profile(ctx, Path(options.profile), log)
     finally:
         if not options.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     summaries = [_summarize(v, runs[v.name]) for v in variants]
-    engine, baseline = summaries[0], summaries[1]
+    engine, baseline, seed = summaries[0], summaries[1], summaries[2]
+    peer = next((s for s in summaries if s["kind"] == "unsloth"), None)
     for s in summaries:
         s["ratio_vs_baseline"] = _ratio(s["tokens_per_s"], baseline["tokens_per_s"])
         s["ratio_vs_engine"] = _ratio(s["tokens_per_s"], engine["tokens_per_s"])
@@ -290,9 +306,14 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
         "device": ctx.device,
         "threads": threads if ctx.device == "cpu" else None,
         "threads_reason": why if ctx.device == "cpu" else None,
+        "baseline": "TRL defaults",
         "engine_tokens_per_s": engine["tokens_per_s"],
         "baseline_tokens_per_s": baseline["tokens_per_s"],
+        "seed_tokens_per_s": seed["tokens_per_s"],
+        "unsloth_tokens_per_s": peer["tokens_per_s"] if peer else None,
         "ratio": _ratio(engine["tokens_per_s"], baseline["tokens_per_s"]),
+        "ratio_vs_seed": _ratio(engine["tokens_per_s"], seed["tokens_per_s"]),
+        "ratio_vs_unsloth": _ratio(engine["tokens_per_s"], peer["tokens_per_s"]) if peer else None,
         "cpu_time_ratio": _ratio(engine["cpu_tokens_per_s"], baseline["cpu_tokens_per_s"]),
         "engine_step_time_s": engine["step_time_s"],
         "baseline_step_time_s": baseline["step_time_s"],
@@ -303,7 +324,7 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
         "memory_metric": "torch.cuda.max_memory_allocated" if ctx.device == "cuda" else "peak RSS growth",
         "peak_tflops": ctx.peak_tflops,
         "flops_per_token": ctx.flops_per_token,
-        "fast_path": fast.to_dict(),
+        "plan": plan.to_dict(),
         "settings": settings,
         **extra,
         "variants": summaries,
@@ -311,6 +332,29 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
         "versions": versions(),
         "wall_s": round(time.time() - started, 1),
     }
+
+
+def _run_variant(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
+    if variant.kind == "engine":
+        return run_engine(ctx, variant, rep)
+    if variant.kind == "unsloth":
+        return run_unsloth(ctx, variant, rep, scratch)
+    return run_script(ctx, variant, rep, scratch)
+
+
+def _profile(ctx: BenchContext, folder: Path, log) -> dict[str, str]:
+    """torch.profiler over the measured steps of the engine and of its loss-on-every-token variant:
+    where the time of completion-only loss goes (issue 11). Tables are written to `folder`."""
+    from finetune.bench.arms import profile_engine
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, changes in (("engine", {}), ("loss-on-every-token", {"train_on_prompt": True})):
+        path = folder / f"profile_{name}.txt"
+        path.write_text(profile_engine(ctx, Variant(f"profile {name}", "engine", changes)), encoding="utf-8")
+        written[name] = str(path)
+        log(f"profile of {name}: {path}")
+    return written
 
 
 def _ratio(a, b) -> float | None:

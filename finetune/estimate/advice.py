@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
-from finetune.estimate.memory import MemoryEstimate, estimate_memory
+from finetune.estimate.memory import MemoryEstimate
 
 MIN_SAVING_GB = 0.05
 MEMORY_TERMS = ("base_weights", "activations", "logits_loss", "optimizer_states", "workspace")
@@ -21,7 +21,8 @@ def knob_changes(config: RunConfig) -> list[tuple[str, dict]]:
             f"per_device_train_batch_size {c.per_device_train_batch_size} -> {batch} (and gradient_accumulation_steps "
             f"{c.gradient_accumulation_steps} -> {accum} to keep the effective batch)"
         )
-        changes.append((text, {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accum}))
+        smaller = {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accum}
+        changes.append((text, {**smaller, "resize_micro_batch": False}))
     if c.max_length > 256:
         changes.append((f"max_length {c.max_length} -> {c.max_length // 2}", {"max_length": c.max_length // 2}))
     if c.gradient_checkpointing is not True:  # false, or auto (which may have left it off)
@@ -45,10 +46,11 @@ def knob_changes(config: RunConfig) -> list[tuple[str, dict]]:
 
 
 def _re_estimate(estimate: MemoryEstimate, config: RunConfig) -> MemoryEstimate | None:
-    """The same estimate for another config, or None when that config is not valid."""
+    """The same estimate (same machine) for another config, or None when that config is not valid."""
+    from finetune.plan import estimate as plan_estimate
+
     try:
-        inputs = estimate.inputs
-        return estimate_memory(estimate.shape, config, device=inputs.get("device", "cuda"), gpu_gb=inputs.get("gpu_gb"))
+        return plan_estimate(config, estimate.plan.machine, model=estimate.shape)[1]
     except FinetuneError:
         return None
 
@@ -116,15 +118,14 @@ def oom_advice(config: RunConfig, estimate: MemoryEstimate | None = None, hw=Non
     `estimate` and `hw` are computed (estimate of config.model_name_or_path, detect_hardware())
     when not given, so `oom_advice(config)` works from an exception handler.
     """
-    if hw is None:
-        from finetune.hardware import detect_hardware
+    from finetune.hardware import detect_hardware, detect_machine
+    from finetune.plan import estimate as plan_estimate
 
+    if hw is None:
         hw = detect_hardware()
     if estimate is None:
-        device = "cpu" if hw.device == "cpu" else "cuda"
         try:
-            gpu_gb = hw.gpus[0].total_gb if hw.gpus else None
-            estimate = estimate_memory(config.model_name_or_path, config, device=device, gpu_gb=gpu_gb)
+            estimate = plan_estimate(config, detect_machine(hw))[1]
         except FinetuneError:
             return _generic(config)
     gpu = hw.gpus[0] if hw is not None and getattr(hw, "gpus", None) else None

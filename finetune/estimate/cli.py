@@ -13,7 +13,7 @@ from pathlib import Path
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
-from finetune.estimate.memory import DEVICES, MemoryEstimate, estimate_memory
+from finetune.estimate.memory import DEVICES, MemoryEstimate
 
 LABELS = {
     "base_weights": "base weights",
@@ -72,16 +72,18 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def _gpu(args: argparse.Namespace) -> tuple[str, float]:
-    """Name and memory to judge the estimate against: --gpu-gb, else the detected GPU, else none."""
-    if getattr(args, "gpu_gb", None):
-        return f"a {args.gpu_gb:g} GB GPU", float(args.gpu_gb)
-    from finetune.hardware import detect_hardware
+def _machine(args: argparse.Namespace):
+    """The machine to plan for: the detected one when it is what --device asks for (and no --gpu-gb),
+    else one described by --device and --gpu-gb. Returns (machine, GPU name, GPU memory)."""
+    from finetune.hardware import Machine, detect_machine
 
-    hw = detect_hardware()
-    if hw.gpus:
-        return hw.gpus[0].name, hw.gpus[0].total_gb
-    return "", 0.0
+    device = getattr(args, "device", "cuda") or "cuda"
+    detected = detect_machine()
+    if detected.device == device and not getattr(args, "gpu_gb", None):
+        return detected, detected.gpu_name, detected.gpu_gb
+    gpu_gb = float(getattr(args, "gpu_gb", None) or 0.0)
+    name = f"a {gpu_gb:g} GB GPU" if gpu_gb else ""
+    return Machine.virtual(device, gpu_gb), name, gpu_gb
 
 
 def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0.0) -> str:
@@ -106,6 +108,8 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
         lines.append(f"  {'max_memory_allocated':<20} {estimate.allocated_gb:8.2f} GB  (what PyTorch itself reports)")
     if gpu_gb > 0:
         lines += ["", f"  On {gpu_name} ({gpu_gb:.1f} GB): {estimate.verdict(gpu_gb)}"]
+    if estimate.plan is not None:
+        lines += ["", "Plan (what auto decided):"] + [f"  {line[len('plan: ') :]}" for line in estimate.plan.lines()]
     lines += ["", "Notes:"] + [f"  - {note}" for note in estimate.notes]
     return "\n".join(lines)
 
@@ -113,16 +117,17 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
 def run_estimate_cli(args: argparse.Namespace) -> int:
     """Handler of `finetune estimate`; returns the exit code."""
     try:
+        from finetune.plan import estimate as plan_estimate
+
         config = build_config(args)
-        gpu_name, gpu_gb = _gpu(args)
-        estimate = estimate_memory(
-            config.model_name_or_path, config, seq_len=args.seq_len, device=args.device, gpu_gb=gpu_gb or None
-        )
+        machine, gpu_name, gpu_gb = _machine(args)
+        plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
     except FinetuneError as exc:
         print(f"finetune estimate: {exc}", file=sys.stderr)
         return 1
     if args.json:
         data = estimate.to_dict()
+        data["plan"] = plan.to_dict()
         data["preset"] = getattr(args, "preset", None)
         data["config_file"] = str(args.config) if getattr(args, "config", None) else None
         data["overrides"] = list(getattr(args, "set_values", []) or [])

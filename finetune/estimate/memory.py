@@ -62,6 +62,7 @@ class MemoryEstimate:
     allocated_gb: float
     shape: ModelShape | None = field(default=None, repr=False, compare=False)
     config: RunConfig | None = field(default=None, repr=False, compare=False)
+    plan: Any = field(default=None, repr=False, compare=False)
 
     def verdict(self, gpu_total_gb: float) -> str:
         """fits / tight (within 10% of capacity either way) / will not fit."""
@@ -77,6 +78,7 @@ class MemoryEstimate:
         data = asdict(self)
         data.pop("shape", None)
         data.pop("config", None)
+        data.pop("plan", None)
         return data
 
 
@@ -91,8 +93,6 @@ def _notes(shape: ModelShape, config: RunConfig, ctx: RunContext, unknown: list[
             "allocated_gb compares with torch.cuda.max_memory_allocated(); total_gb adds the CUDA context and "
             "allocator slack (what nvidia-smi shows)"
         )
-    if config.attn_implementation == "auto":
-        notes.append("attention counted as SDPA; FlashAttention-2 (picked by auto when installed) needs a little less")
     if ctx.loss == "fused":
         notes.append("loss: TRL's fused, chunked LM head (no full batch x seq x vocab logits)")
     if ctx.quantization != "none" and config.method != "full":
@@ -111,80 +111,39 @@ def _notes(shape: ModelShape, config: RunConfig, ctx: RunContext, unknown: list[
         notes.append("DoRA is approximate: its weight-norm temporaries depend on the PEFT version")
     if unknown and config.method != "full":
         notes.append(f"target modules not in a Llama-style layer, not counted: {', '.join(unknown)}")
-    notes.append(f"sequences counted at {ctx.seq} tokens (batches are padded to their longest example)")
+    if ctx.padding_free:
+        notes.append(
+            f"padding-free micro-batches of {ctx.batch} examples counted at {ctx.seq} tokens each (the worst case)"
+        )
+    else:
+        notes.append(f"sequences counted at {ctx.seq} tokens (batches are padded to their longest example)")
+    if ctx.liger:
+        notes.append("Liger kernels: RMSNorm and SwiGLU keep less for backward (not yet calibrated on a GPU)")
     return notes
-
-
-def _is_auto(value: Any) -> bool:
-    return value not in (True, False)
-
-
-def _resolve_auto(
-    shape: ModelShape, config: RunConfig, device: str, gpu_gb: float | None, seq_len: int | None, loss: str
-) -> tuple[RunConfig, list[str]]:
-    """Settle `auto` knobs the way finetune.builders does at run time, saying how in a note."""
-    changes: dict[str, Any] = {}
-    notes: list[str] = []
-    if _is_auto(getattr(config, "packing", False)):
-        changes["packing"] = config.attn_implementation == "flash_attention_2"
-    if _is_auto(config.gradient_checkpointing):
-        if device != "cuda":
-            changes["gradient_checkpointing"] = False
-            notes.append(f"gradient_checkpointing auto: off on {device}")
-        elif gpu_gb:
-            headroom = _checkpointing_headroom()
-            off = estimate_memory(
-                shape,
-                config.replace(gradient_checkpointing=False, **changes),
-                seq_len=seq_len,
-                device=device,
-                loss=loss,
-            )
-            changes["gradient_checkpointing"] = off.total_gb > headroom * gpu_gb
-            state = "on" if changes["gradient_checkpointing"] else "off"
-            notes.append(
-                f"gradient_checkpointing auto: {state} (without it {off.total_gb:.1f} GB vs "
-                f"{headroom:.0%} of {gpu_gb:.1f} GB)"
-            )
-        else:
-            changes["gradient_checkpointing"] = True
-            notes.append("gradient_checkpointing auto counted as on (GPU size not given)")
-    return (config.replace(**changes) if changes else config), notes
-
-
-def _checkpointing_headroom() -> float:
-    """The share of GPU memory `auto` checkpointing allows without it (owned by finetune.builders)."""
-    try:
-        from finetune.builders import GC_HEADROOM
-
-        return float(GC_HEADROOM)
-    except (ImportError, AttributeError):
-        return 0.85
 
 
 def estimate_memory(
     model: str | ModelShape,
     config: RunConfig,
+    plan: Any,
     *,
     seq_len: int | None = None,
-    device: str = "cuda",
     loss: str = "fused",
-    gpu_gb: float | None = None,
 ) -> MemoryEstimate:
-    """Estimate peak training memory; reads only the model's config.json (see module docstring).
-
-    `gpu_gb` (the GPU's memory) only settles `gradient_checkpointing: auto` as the trainer will.
-    """
-    if device not in DEVICES:
-        raise ConfigError([f"device: '{device}' is not one of {', '.join(DEVICES)}"])
+    """Estimate the peak memory of training `config` as `plan` (a finetune.plan.Plan) settles it;
+    reads only the model's config.json (see module docstring). `finetune.plan.estimate` makes the
+    plan and the estimate in one call."""
+    if plan.device not in DEVICES:
+        raise ConfigError([f"device: '{plan.device}' is not one of {', '.join(DEVICES)}"])
     if loss not in LOSSES:
         raise ConfigError([f"loss: '{loss}' is not one of {', '.join(LOSSES)}"])
     config.check()
     if seq_len is not None and seq_len < 1:
         raise ConfigError([f"seq_len: must be positive, got {seq_len}"])
     shape = model if isinstance(model, ModelShape) else load_shape(model)
-    config, auto_notes = _resolve_auto(shape, config, device, gpu_gb, seq_len, loss)
-    ctx = make_context(shape, config, seq_len, device, loss)
+    device = plan.device
+    gpu_gb = plan.machine.gpu_gb or None
+    ctx = make_context(shape, config, plan, seq_len, loss)
     _, unknown = resolve_targets(config.lora_target_modules, shape)
     if config.method != "full" and not ctx.targets:
         raise ConfigError([f"lora_target_modules: '{config.lora_target_modules}' matches no layer of {shape.name}"])
@@ -229,7 +188,9 @@ def estimate_memory(
         "quantization": ctx.quantization,
         "lora_r": config.lora_r if config.method != "full" else None,
         "lora_target_modules": config.lora_target_modules if config.method != "full" else None,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing": ctx.checkpointing,
+        "padding_free": ctx.padding_free,
+        "use_liger_kernel": ctx.liger,
         "optim": config.optim,
         "compute_dtype": "fp32" if ctx.compute_bytes == 4 else "bf16/fp16",
         "gpu_gb": gpu_gb,
@@ -240,9 +201,10 @@ def estimate_memory(
         total_gb=round(total, 3),
         breakdown={key: round(value, 3) for key, value in gb.items()},
         params=params,
-        notes=auto_notes + _notes(shape, config, ctx, unknown),
+        notes=_notes(shape, config, ctx, unknown),
         inputs=inputs,
         allocated_gb=round(total - not_allocated, 3),
         shape=shape,
         config=config,
+        plan=plan,
     )

@@ -39,6 +39,8 @@ class RunContext:
     targets: list[Linear]
     optim: str
     checkpointing: bool
+    padding_free: bool = False
+    liger: bool = False
 
     @property
     def tokens(self) -> int:
@@ -60,24 +62,20 @@ def resolve_targets(spec: str, shape: ModelShape) -> tuple[list[Linear], list[st
     return known, unknown
 
 
-def _precision_bytes(config: RunConfig, device: str) -> int:
-    """2 for bf16/fp16 training on an accelerator, 4 on CPU or when both are switched off."""
-    if device == "cpu" or (config.bf16 is False and config.fp16 is False):
-        return 4
-    return 2
-
-
-def make_context(shape: ModelShape, config: RunConfig, seq_len: int | None, device: str, loss: str) -> RunContext:
-    """Derive dtypes and sizes the way the engine (TRL SFTTrainer + PEFT + bnb) sets them up."""
-    cb = _precision_bytes(config, device)
+def make_context(shape: ModelShape, config: RunConfig, plan, seq_len: int | None, loss: str) -> RunContext:
+    """Derive dtypes and sizes the way the engine (TRL SFTTrainer + PEFT + bnb) sets them up for
+    `plan` (a finetune.plan.Plan: device, precision, attention, batches, micro-batch, checkpointing)."""
+    device = plan.device
+    cb = 2 if (plan.bf16 or plan.fp16) and device != "cpu" else 4
     quantized = config.method != "full" and config.quantization in ("4bit", "8bit")
     param_bytes = cb if config.method == "full" else (2 if quantized else 4)
     autocast = device != "cpu" and cb == 2
     targets, _ = resolve_targets(config.lora_target_modules, shape)
-    attn = "sdpa" if config.attn_implementation == "auto" else config.attn_implementation
     lora_in = cb if autocast else param_bytes
+    batch = plan.per_device_train_batch_size
+    flat = plan.padding_free or plan.packing
     return RunContext(
-        batch=config.per_device_train_batch_size,
+        batch=batch,
         seq=int(seq_len or config.max_length),
         device=device,
         loss=loss,
@@ -88,13 +86,15 @@ def make_context(shape: ModelShape, config: RunConfig, seq_len: int | None, devi
         lora_in_bytes=lora_in,
         mask_bytes=1 if device == "cuda" else lora_in,
         autocast=autocast,
-        padded=config.per_device_train_batch_size > 1 and config.packing is not True,
-        attn=attn,
+        padded=batch > 1 and not flat,
+        attn=plan.attn_implementation,
         rank=config.lora_r,
         dropout=config.lora_dropout,
         targets=[] if config.method == "full" else targets,
         optim=config.optim,
-        checkpointing=config.gradient_checkpointing is True,
+        checkpointing=bool(plan.gradient_checkpointing),
+        padding_free=flat,
+        liger=bool(plan.use_liger_kernel),
     )
 
 
@@ -162,7 +162,7 @@ def _attention_token_bytes(shape: ModelShape, ctx: RunContext) -> float:
     b = ctx.compute_bytes
     if ctx.attn == "eager":
         return 3 * shape.q_dim * b
-    kv = shape.q_dim if (ctx.padded and ctx.attn != "flash_attention_2") else shape.kv_dim
+    kv = shape.q_dim if (ctx.padded and "flash" not in ctx.attn) else shape.kv_dim
     return (2 * shape.q_dim + 2 * kv) * b + shape.num_heads * 4
 
 
@@ -192,8 +192,9 @@ def _adapter_token_bytes(shape: ModelShape, ctx: RunContext) -> float:
 def layer_token_bytes(shape: ModelShape, ctx: RunContext) -> float:
     """Bytes one decoder layer keeps for backward per token (no checkpointing)."""
     b, h = ctx.compute_bytes, shape.hidden_size
-    norms = 2 * (h * 4 + 4) + ((shape.q_dim + shape.kv_dim) * 4 if shape.qk_norm else 0)
-    mlp = 3 * shape.intermediate_size * b
+    norm_bytes = b if ctx.liger else 4  # Liger's RMSNorm keeps its input as is and the rstd
+    norms = 2 * (h * norm_bytes + 4) + ((shape.q_dim + shape.kv_dim) * norm_bytes if shape.qk_norm else 0)
+    mlp = (2 if ctx.liger else 3) * shape.intermediate_size * b  # Liger's SwiGLU recomputes its product
     return norms + _attention_token_bytes(shape, ctx) + mlp + _adapter_token_bytes(shape, ctx)
 
 
@@ -202,9 +203,17 @@ def _layer_sequence_bytes(shape: ModelShape, ctx: RunContext) -> float:
     b, s = ctx.compute_bytes, ctx.seq
     if ctx.attn == "eager":
         return ctx.batch * shape.num_heads * s * s * (4 + b)
-    if ctx.padded and ctx.attn != "flash_attention_2":
+    if ctx.padded and "flash" not in ctx.attn:
         return ctx.batch * s * s * b
     return 0.0
+
+
+def flat_mask_bytes(ctx: RunContext) -> float:
+    """A padding-free micro-batch over sdpa: transformers builds one boolean block-diagonal mask over
+    the flattened batch (shared by every layer); flash/varlen kernels take sequence boundaries instead."""
+    if not ctx.padding_free or ctx.attn != "sdpa":
+        return 0.0
+    return float(ctx.tokens) ** 2
 
 
 def _model_token_bytes(shape: ModelShape, ctx: RunContext) -> float:
@@ -247,7 +256,7 @@ def activation_terms(shape: ModelShape, ctx: RunContext) -> tuple[float, float, 
     """(saved activations at the peak, loss buffers, backward workspace beyond the loss buffers)."""
     n, layers = ctx.tokens, shape.num_layers
     full_layer = n * layer_token_bytes(shape, ctx) + _layer_sequence_bytes(shape, ctx)
-    model_level = n * _model_token_bytes(shape, ctx)
+    model_level = n * _model_token_bytes(shape, ctx) + flat_mask_bytes(ctx)
     if ctx.checkpointing:
         saved = layers * n * shape.hidden_size * ctx.compute_bytes + model_level
         layer_peak = full_layer + _backward_bytes(shape, ctx)  # one layer recomputed, then its backward

@@ -1,0 +1,338 @@
+"""The planner: every `auto` decision of a run, made once, for one machine and one model.
+
+`make_plan(config, machine, model=...)` turns a RunConfig whose knobs may say `auto` into a
+frozen `Plan`: device, precision, attention kernel, packing / padding-free batches, sampler,
+micro-batch and accumulation, gradient checkpointing, Liger kernels and the loss path, each
+with the reason it was taken. The builders only translate the plan into library objects, the
+memory estimate reads the same plan, the Model & memory tab shows it before Start, and a run
+writes it to train.log and plan.json.
+
+GPU policy, from measurement (one H200, torch 2.11+cu130, transformers 5.23, trl 1.16,
+QLoRA r16, batch 4 x 4, rows of 21-1008 tokens at max_length 1024; issue 9's table):
+- padding-free batches over sdpa: 2.2-2.7x the padded, length-rebalanced engine at the 0.5B
+  shape (bfd packing, the same padding-free collation); on CPU padding-free was 1.18x slower
+  (bench/results/cpu_demo.md), so `auto` turns it on for CUDA only. bfd packing itself regroups
+  rows (more rows per optimizer step), which changes what is learned: `auto` never packs.
+- Liger kernels: 1.8x slower at the 0.5B shape: `auto` leaves them off.
+- micro-batch: the GPU ran at 0.8% MFU with micro-batches of 4 short rows (launch-bound); with
+  padding-free batches `auto` merges micro-batches of an optimizer step up to about
+  MICRO_BATCH_TOKENS real tokens when the memory estimate of the worst case fits, with the
+  accumulation lowered so the effective batch (and so the loss, see tests/test_plan.py) is the same.
+- gradient checkpointing: off only when the estimate without it fits in GC_HEADROOM of the GPU.
+Unmeasured choices are named as such in their reason; `bench/gpu_check.sh` measures each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.hardware import Machine
+
+GC_HEADROOM = 0.85  # auto checkpointing / micro-batch: the share of GPU memory a plan may fill
+MICRO_BATCH_TOKENS = 8192  # auto micro-batch: real tokens per forward pass to aim for on a GPU
+SAMPLERS = {"random": "random", "rebalance": "batch_rebalance", "group": "group_by_length"}
+DTYPES = {(True, False): "bfloat16", (False, True): "float16", (False, False): "float32"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one run trains on one machine; every field settled (no `auto`)."""
+
+    machine: Machine
+    device: str
+    bf16: bool
+    fp16: bool
+    attn_implementation: str
+    packing: bool  # TRL bfd packing (rows regrouped into max_length blocks)
+    padding_free: bool  # each micro-batch flattened into one row, no padding
+    sampler: str  # random | rebalance | group (see SAMPLERS)
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+    use_liger_kernel: bool
+    loss: str = "fused"  # TRL's chunked LM head over the label positions only
+    memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPES[(self.bf16, self.fp16)]
+
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    @property
+    def train_sampling_strategy(self) -> str:
+        return SAMPLERS[self.sampler]
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.machine.world_size
+
+    def reason(self, name: str) -> str:
+        return dict(self.reasons).get(name, "")
+
+    def decisions(self) -> list[tuple[str, str, str]]:
+        """(decision, value, why) rows for the Model & memory tab and train.log."""
+        values = {
+            "device": f"{self.device} ({self.machine.summary()})",
+            "precision": self.dtype_name,
+            "attention": self.attn_implementation,
+            "batches": (
+                "bfd packing (padding-free)"
+                if self.packing
+                else "padding-free"
+                if self.padding_free
+                else f"padded to the longest example, {self.train_sampling_strategy} sampler"
+            ),
+            "micro-batch": f"{self.per_device_train_batch_size} x {self.gradient_accumulation_steps} accumulation",
+            "gradient checkpointing": "on" if self.gradient_checkpointing else "off",
+            "kernels": "Liger (RMSNorm, RoPE, SwiGLU)" if self.use_liger_kernel else "PyTorch",
+            "loss": "fused chunked LM head, label positions only",
+        }
+        return [(name, value, self.reason(name)) for name, value in values.items()]
+
+    def summary(self) -> str:
+        """One line, e.g. `plan: cuda · bfloat16 · sdpa · padding-free · 8 x 2 · checkpointing off · PyTorch`."""
+        parts = [value for name, value, _ in self.decisions() if name not in ("loss",)]
+        return "plan: " + " · ".join(parts)
+
+    def lines(self) -> list[str]:
+        return [f"plan: {name}: {value}" + (f" ({why})" if why else "") for name, value, why in self.decisions()]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = dict(self.reasons)
+        data["dtype"] = self.dtype_name
+        data["train_sampling_strategy"] = self.train_sampling_strategy
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=str)
+
+
+def _explicit(value: Any) -> bool:
+    return value is True or value is False
+
+
+def _shape(model: Any, config: RunConfig):
+    """The model's shape for the memory estimate, or None when it cannot be read (offline Hub id...)."""
+    from finetune.estimate.shapes import ModelShape, load_shape
+
+    if isinstance(model, ModelShape):
+        return model
+    try:
+        return load_shape(model or config.model_name_or_path)
+    except Exception:
+        return None
+
+
+def _precision(config: RunConfig, machine: Machine) -> tuple[bool, bool, str]:
+    cuda = machine.device == "cuda"
+    bf16 = (cuda and machine.bf16) if config.bf16 == "auto" else bool(config.bf16)
+    fp16 = (cuda and not bf16) if config.fp16 == "auto" else bool(config.fp16)
+    if bf16 and fp16:
+        fp16 = False
+    if config.bf16 == "auto" and config.fp16 == "auto":
+        why = "the GPU supports bfloat16" if bf16 else "GPU without bfloat16" if fp16 else "no GPU: float32"
+    else:
+        why = "set in the config"
+    return bf16, fp16, why
+
+
+def _attention(config: RunConfig, machine: Machine, loaded: str | None) -> tuple[str, str]:
+    if loaded:
+        return loaded, "the kernel the loaded model uses"
+    if config.attn_implementation != "auto":
+        return config.attn_implementation, "set in the config"
+    if machine.flash_attn:
+        return "flash_attention_2", "flash-attn is installed and the GPU supports it"
+    return "sdpa", "PyTorch's scaled-dot-product attention (flash-attn not installed)"
+
+
+def _batches(config: RunConfig, machine: Machine, attn: str) -> tuple[bool, bool, list[tuple[str, str]]]:
+    """(packing, padding_free, reasons)."""
+    if _explicit(config.packing) and config.packing:
+        return True, True, [("batches", "packing set in the config")]
+    if _explicit(config.padding_free):
+        return False, bool(config.padding_free), [("batches", "padding_free set in the config")]
+    if machine.device != "cuda":
+        return False, False, [("batches", f"{machine.device}: padding-free measured 1.18x slower than padded batches")]
+    if attn == "eager":
+        return False, False, [("batches", "eager attention cannot keep packed examples apart")]
+    return False, True, [("batches", "padding-free measured 2.2-2.7x faster than padded batches on an H200")]
+
+
+def _sampler(config: RunConfig, machine: Machine, padding_free: bool, accumulation: int) -> tuple[str, str]:
+    if not _explicit(config.group_by_length):
+        if padding_free:
+            return "random", "padding-free batches have no padding to save"
+        if accumulation * machine.world_size > 1:
+            return "rebalance", "each step's examples as random order picks them, micro-batches of similar length"
+        return "random", "one micro-batch per step: nothing to rebalance"
+    return ("group", "set in the config") if config.group_by_length else ("random", "set in the config")
+
+
+def _liger(config: RunConfig, machine: Machine) -> tuple[bool, str]:
+    if _explicit(config.use_liger_kernel):
+        if config.use_liger_kernel and not machine.liger:
+            return False, "asked for, but liger-kernel is not installed or there is no CUDA GPU"
+        return bool(config.use_liger_kernel), "set in the config"
+    return False, "measured 1.8x slower at the 0.5B shape on an H200"
+
+
+def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
+    from finetune.estimate.memory import estimate_memory
+
+    try:
+        return estimate_memory(shape, config, plan).total_gb
+    except Exception:
+        return None
+
+
+def _checkpointing(config: RunConfig, machine: Machine, shape, plan: Plan) -> tuple[bool, str]:
+    if _explicit(config.gradient_checkpointing):
+        return bool(config.gradient_checkpointing), "set in the config"
+    if machine.device != "cuda":
+        return False, f"{machine.device}: memory is not the limit"
+    if shape is None:
+        return True, "no memory estimate for this model: kept on (memory-safe)"
+    without = _memory(shape, config, replace(plan, gradient_checkpointing=False))
+    budget = GC_HEADROOM * machine.gpu_gb
+    if without is None:
+        return True, "no memory estimate for this model: kept on (memory-safe)"
+    if machine.gpu_gb and without <= budget:
+        return False, f"the estimate without it, {without:.1f} GB, fits in {budget:.1f} GB"
+    return True, f"the estimate without it, {without:.1f} GB, exceeds {budget:.1f} GB"
+
+
+def _micro_batch(config: RunConfig, machine: Machine, shape, plan: Plan, mean_tokens: float | None) -> Plan:
+    """Merge the micro-batches of an optimizer step (same effective batch) while memory allows."""
+    batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    wanted = config.resize_micro_batch
+    if _explicit(wanted) and not wanted:
+        return replace(plan, reasons=plan.reasons + (("micro-batch", "set in the config"),))
+    if not _explicit(wanted) and not (machine.device == "cuda" and plan.padding_free):
+        why = "as set (merging micro-batches pays only with padding-free batches on a GPU)"
+        return replace(plan, reasons=plan.reasons + (("micro-batch", why),))
+    if accumulation == 1:
+        return replace(plan, reasons=plan.reasons + (("micro-batch", "one micro-batch per step already"),))
+    per_example = mean_tokens or config.max_length / 2
+    total = batch * accumulation
+    budget = GC_HEADROOM * machine.gpu_gb if machine.device == "cuda" else None
+    best, why = plan, "as set: no larger micro-batch passes the token target and the memory check"
+    for size in sorted(d for d in range(batch + 1, total + 1) if total % d == 0):
+        if size * per_example > MICRO_BATCH_TOKENS:
+            break
+        candidate = replace(plan, per_device_train_batch_size=size, gradient_accumulation_steps=total // size)
+        if budget is not None:
+            peak = _memory(shape, config, candidate) if shape is not None else None
+            if peak is None or peak > budget:
+                break
+        best = candidate
+        why = (
+            f"{size} examples of ~{per_example:.0f} tokens per forward pass (target {MICRO_BATCH_TOKENS}), "
+            f"same effective batch {total}; unmeasured on a GPU: bench/gpu_check.sh"
+        )
+    return replace(best, reasons=plan.reasons + (("micro-batch", why),))
+
+
+def make_plan(
+    config: RunConfig,
+    machine: Machine,
+    *,
+    model: Any = None,
+    attn_implementation: str | None = None,
+    mean_tokens: float | None = None,
+) -> Plan:
+    """Settle every `auto` knob of `config` for `machine`.
+
+    `model`: a name, folder or ModelShape for the memory estimate (default config.model_name_or_path);
+    `attn_implementation`: the kernel a loaded model really uses; `mean_tokens`: the data's mean
+    tokens per example, when known, for the micro-batch size."""
+    bf16, fp16, precision_why = _precision(config, machine)
+    attn, attn_why = _attention(config, machine, attn_implementation)
+    packing, padding_free, batch_reasons = _batches(config, machine, attn)
+    sampler, sampler_why = _sampler(config, machine, padding_free, config.gradient_accumulation_steps)
+    liger, liger_why = _liger(config, machine)
+    reasons = [
+        ("device", "detected" if machine.device != "cpu" else "no CUDA or MPS GPU"),
+        ("precision", precision_why),
+        ("attention", attn_why),
+        *batch_reasons,
+        ("sampler", sampler_why),
+        ("kernels", liger_why),
+        ("loss", "TRL's fused LM head scores only the positions that carry loss"),
+    ]
+    plan = Plan(
+        machine=machine,
+        device=machine.device,
+        bf16=bf16,
+        fp16=fp16,
+        attn_implementation=attn,
+        packing=packing,
+        padding_free=padding_free,
+        sampler=sampler,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=False,
+        use_liger_kernel=liger,
+        reasons=tuple(reasons),
+    )
+    shape = _shape(model, config)
+    checkpointing, checkpointing_why = _checkpointing(config, machine, shape, plan)
+    plan = replace(
+        plan,
+        gradient_checkpointing=checkpointing,
+        reasons=plan.reasons + (("gradient checkpointing", checkpointing_why),),
+    )
+    plan = _micro_batch(config, machine, shape, plan, mean_tokens)
+    if plan.sampler == "rebalance" and plan.gradient_accumulation_steps * machine.world_size == 1:
+        plan = replace(plan, sampler="random")
+    memory = _memory(shape, config, plan) if shape is not None else None
+    return replace(plan, memory_gb=memory)
+
+
+def plan_for_inference(config: RunConfig, machine: Machine) -> Plan:
+    """The plan's device, precision and attention for loading a model to generate or merge."""
+    bf16, fp16, why = _precision(config, machine)
+    attn, attn_why = _attention(config, machine, None)
+    return Plan(
+        machine=machine,
+        device=machine.device,
+        bf16=bf16,
+        fp16=fp16,
+        attn_implementation=attn,
+        packing=False,
+        padding_free=False,
+        sampler="random",
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=False,
+        use_liger_kernel=False,
+        reasons=(("precision", why), ("attention", attn_why)),
+    )
+
+
+def estimate(
+    config: RunConfig,
+    machine: Machine,
+    *,
+    model: Any = None,
+    seq_len: int | None = None,
+    loss: str = "fused",
+    mean_tokens: float | None = None,
+):
+    """(plan, memory estimate) of `config` on `machine`: the estimate of exactly what will run.
+    Raises ConfigError / ModelError when the model's shape cannot be read."""
+    from finetune.estimate.memory import estimate_memory
+    from finetune.estimate.shapes import ModelShape, load_shape
+
+    shape = model if isinstance(model, ModelShape) else load_shape(model or config.model_name_or_path)
+    plan = make_plan(config.check(), machine, model=shape, mean_tokens=mean_tokens)
+    return plan, estimate_memory(shape, config, plan, seq_len=seq_len, loss=loss)
