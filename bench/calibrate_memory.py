@@ -494,19 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     ensure_models(rows, fork=not cuda)
     started, results = time.time(), []
     for index, row in enumerate(rows):
-        estimate = row_estimate(row, args.device)
         result = run_inprocess(row, args.device) if cuda else run_forked(row, args.device, args.malloc)
-        entry = {
-            "settings": describe(row),
-            "row": row,
-            **result,
-            "estimate_gb": estimate.allocated_gb,
-            "breakdown": estimate.breakdown,
-        }
+        entry = _entry(row, result, args.device)
+        estimate_gb = entry["estimate_gb"]
         if "error" not in result:
-            entry["error_pct"] = 100 * (estimate.allocated_gb - result["measured_gb"]) / result["measured_gb"]
             print(
-                f"[{index + 1}/{len(rows)}] {entry['settings']}: estimate {estimate.allocated_gb:.3f} GB, "
+                f"[{index + 1}/{len(rows)}] {entry['settings']}: estimate {estimate_gb:.3f} GB, "
                 f"measured {result['measured_gb']:.3f} GB ({entry['error_pct']:+.1f}%), {result['total_s']:.0f}s",
                 flush=True,
             )

@@ -86,6 +86,7 @@ def build_sft_config(
     """SFTConfig for a run as `plan` settles it. `loss_mode` is how the data was shaped (see
     training.choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
     from trl import SFTConfig
+
     evaluate = has_eval and config.eval_steps > 0
     wants_best = evaluate and (config.load_best_model_at_end or config.early_stopping_patience > 0)
     save_steps = config.eval_steps if wants_best else config.save_steps

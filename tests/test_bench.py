@@ -12,9 +12,10 @@ import torch
 from finetune.bench import make_rows
 from finetune.bench.data import length_stats
 from finetune.bench.measure import StepMark, StepMeter, TokenCounter, flops_params, gpu_peak_tflops
-from finetune.bench.runner import plan
-from finetune.builders import FastPath
+from finetune.bench.runner import variants_for
 from finetune.config import RunConfig
+from finetune.hardware import Machine
+from finetune.plan import make_plan
 
 
 @pytest.fixture
@@ -70,18 +71,21 @@ def test_mfu_inputs(demo_path):
     assert flops_params(str(demo_path)) == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 192) + 5 * 64 + vocab * 64
 
 
-def test_variants_follow_the_fast_path():
-    fast = FastPath("cpu", "sdpa", False, False, "rebalance", False, False)
-    names = [v.name for v in plan(RunConfig(), fast, ablate=True)]
-    assert names[:2] == ["engine", "baseline"]
+def test_variants_follow_the_plan():
+    cpu = make_plan(RunConfig(), Machine.virtual("cpu"), model="demo")
+    names = [v.name for v in variants_for(cpu, ablate=True, unsloth=False)]
+    assert names[:3] == ["engine", "TRL defaults", "seed script"] and "Unsloth" not in names
     assert "engine, gradient checkpointing on" in names and "engine, random batches" in names
-    assert "engine, packing on" in names and "baseline, padded to the longest" in names
+    assert "engine, padding-free on" in names and "engine, bfd packing" in names
+    assert "TRL defaults, checkpointing off" in names and "engine, loss on every token" in names
     assert not any("sdpa attention" in n or "Liger" in n for n in names)
-    gpu = FastPath("cuda", "flash_attention_2", True, True, "random", True, True)
-    names = [v.name for v in plan(RunConfig(), gpu, ablate=True)]
-    assert {"engine, packing off", "engine, sdpa attention", "engine, no Liger kernels"} <= set(names)
-    assert "engine, gradient checkpointing off" in names
-    assert [v.name for v in plan(RunConfig(), fast, ablate=False)] == ["engine", "baseline"]
+    machine = Machine.virtual("cuda", 139.8, flash_attn=True, liger=True)
+    gpu = make_plan(RunConfig(), machine, model="qwen2.5-0.5b")
+    names = [v.name for v in variants_for(gpu, ablate=True, unsloth=True)]
+    assert names[3] == "Unsloth"
+    assert {"engine, padding-free off", "engine, sdpa attention", "engine, Liger on"} <= set(names)
+    assert "engine, micro-batch as set" in names and "engine, gradient checkpointing on" in names
+    assert [v.name for v in variants_for(cpu, ablate=False, unsloth=False)] == ["engine", "TRL defaults", "seed script"]
 
 
 def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_path, monkeypatch):
@@ -119,7 +123,9 @@ def test_bench_cli_json_has_the_numbers(workspace):
     from finetune import cli
     from finetune.bench import main as bench_main
 
-    argv = "--steps 3 --repeats 1 --rows 48 --max-length 128 --json".split() + ["--workspace", str(workspace)]
+    prefix = workspace / "out" / "cpu_demo2.5-128"  # a dot in the name must survive
+    argv = "--steps 3 --repeats 1 --rows 48 --max-length 128 --json".split()
+    argv += ["--workspace", str(workspace), "--save", str(prefix)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         parser = cli.build_parser()
@@ -131,8 +137,14 @@ def test_bench_cli_json_has_the_numbers(workspace):
         assert key in result, key
     assert result["engine_tokens_per_s"] > 0 and result["baseline_tokens_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["engine_tokens_per_s"] / result["baseline_tokens_per_s"])
-    engine, baseline = result["variants"][:2]
-    assert baseline["settings"]["pad_to_multiple_of"] == 128 and baseline["settings"]["gradient_checkpointing"]
+    assert result["baseline"] == "TRL defaults" and result["seed_tokens_per_s"] > 0
+    assert result["ratio_vs_seed"] == pytest.approx(result["engine_tokens_per_s"] / result["seed_tokens_per_s"])
+    engine, trl_defaults, seed = result["variants"][:3]
+    assert trl_defaults["settings"]["pad_to_multiple_of"] is None and trl_defaults["settings"]["gradient_checkpointing"]
+    assert seed["settings"]["pad_to_multiple_of"] == 128 and seed["settings"]["gradient_checkpointing"]
     assert engine["settings"]["pad_to_multiple_of"] is None and not engine["settings"]["gradient_checkpointing"]
-    assert engine["padding_fraction"] < baseline["padding_fraction"]
+    assert engine["padding_fraction"] < seed["padding_fraction"]
+    assert result["plan"]["device"] == "cpu" and engine["plan"].startswith("plan: cpu")
     assert result["device"] == "cpu" and result["engine_mfu"] is None and result["machine"]["nproc"] >= 1
+    assert json.loads((workspace / "out" / "cpu_demo2.5-128.json").read_text())["model"] == "demo"
+    assert "engine / TRL defaults" in (workspace / "out" / "cpu_demo2.5-128.md").read_text()

@@ -36,9 +36,14 @@ def setup(ws, demo_path, **changes):
 
 
 def trainer_for(ws, demo_path, tmp_path, cfg, tokenizer, loss_mode, train, evaluation, use_cache, notes=None):
-    model = load_model(cfg, ws, path=str(demo_path))
+    from finetune.hardware import Machine
+    from finetune.plan import make_plan
+
+    plan = make_plan(cfg, Machine.virtual("cpu"), model=str(demo_path))
+    model = load_model(cfg, ws, plan=plan, path=str(demo_path))
     return build_trainer(
         cfg,
+        plan,
         model=model,
         tokenizer=tokenizer,
         train_rows=train,
@@ -103,7 +108,11 @@ def test_cached_run_trains(ws, demo_path, tmp_path):
 
 
 def key_for(cfg, tokenizer, loss_mode, train, evaluation, tmp_path):
-    args = build_sft_config(cfg, str(tmp_path), has_eval=bool(evaluation), loss_mode=loss_mode)
+    from finetune.hardware import Machine
+    from finetune.plan import make_plan
+
+    plan = make_plan(cfg, Machine.virtual("cpu"))
+    args = build_sft_config(cfg, plan, str(tmp_path), has_eval=bool(evaluation), loss_mode=loss_mode)
     return datacache.cache_key(train, evaluation, tokenizer, args)
 
 

@@ -91,12 +91,13 @@ def test_allowed_paths_is_only_the_workspace(tmp_path):
 # --- trust_remote_code ---------------------------------------------------------------------------------
 def test_trust_remote_code_is_off_by_default_and_warned_about():
     from finetune.config import field_help
+    from finetune.hardware import Machine
     from finetune.models import check_runnable
     from ui.model_tab import TRUST_REMOTE_CODE_WARNING, config_summary
 
     assert RunConfig().trust_remote_code is False and field_help()["trust_remote_code"]["default"] is False
     with pytest.warns(UserWarning, match="trust_remote_code is on"):
-        check_runnable(RunConfig(trust_remote_code=True))
+        check_runnable(RunConfig(trust_remote_code=True), Machine.virtual("cpu"))
     assert "trust_remote_code is on" in TRUST_REMOTE_CODE_WARNING
     assert TRUST_REMOTE_CODE_WARNING in config_summary(RunConfig(trust_remote_code=True), "cpu")
     assert "trust_remote_code" not in config_summary(RunConfig(), "cpu")

@@ -145,10 +145,11 @@ REFERENCE_MODEL = {
 @pytest.mark.parametrize("name, model", sorted(REFERENCE_MODEL.items()))
 def test_gpu_presets_fit_their_memory(name, model):
     """Each GPU preset, with a model its hint names, fits the memory it is sized for (as cards report it)."""
-    from finetune.estimate import estimate_memory
+    from finetune.hardware import Machine
+    from finetune.plan import estimate as plan_estimate
     from finetune.presets import get_preset
 
     preset = get_preset(name)
     gpu_gb = preset.min_gpu_gb * 0.95
-    estimate = estimate_memory(model, apply_preset(RunConfig(), name), gpu_gb=gpu_gb)
+    _, estimate = plan_estimate(apply_preset(RunConfig(), name), Machine.virtual("cuda", gpu_gb), model=model)
     assert estimate.verdict(gpu_gb) == "fits", (estimate.total_gb, gpu_gb)

@@ -78,7 +78,9 @@ def cmd_bench(args) -> int:
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
     """Add `finetune bench` to the CLI's subparsers."""
-    p = subparsers.add_parser("bench", help="tokens/s, step time and peak memory: our engine vs TRL's defaults, a seed script and Unsloth")
+    p = subparsers.add_parser(
+        "bench", help="tokens/s, step time and peak memory: our engine vs TRL's defaults, a seed script and Unsloth"
+    )
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
     return p

@@ -137,7 +137,7 @@ def variants_for(plan, ablate: bool, unsloth: bool) -> list[Variant]:
             about="padded batches" if plan.padding_free else f"padding-free over {plan.attn_implementation}",
         )
     )
-    if plan.per_device_train_batch_size != plan.effective_batch // plan.machine.world_size or plan.padding_free:
+    if plan.padding_free:
         variants.append(
             Variant("engine, micro-batch as set", "engine", {"resize_micro_batch": False}, about="no re-batching")
         )
