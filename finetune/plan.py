@@ -46,13 +46,13 @@ class Plan:
     bf16: bool
     fp16: bool
     attn_implementation: str
-    packing: bool  # TRL bfd packing (rows regrouped into max_length blocks)
-    padding_free: bool  # each micro-batch flattened into one row, no padding
-    sampler: str  # random | rebalance | group (see SAMPLERS)
-    per_device_train_batch_size: int
-    gradient_accumulation_steps: int
-    gradient_checkpointing: bool
-    use_liger_kernel: bool
+    packing: bool = False  # TRL bfd packing (rows regrouped into max_length blocks)
+    padding_free: bool = False  # each micro-batch flattened into one row, no padding
+    sampler: str = "random"  # random | rebalance | group (see SAMPLERS)
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    use_liger_kernel: bool = False
     loss: str = "fused"  # TRL's chunked LM head over the label positions only
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
     reasons: tuple[tuple[str, str], ...] = ()
@@ -302,21 +302,8 @@ def plan_for_inference(config: RunConfig, machine: Machine) -> Plan:
     """The plan's device, precision and attention for loading a model to generate or merge."""
     bf16, fp16, why = _precision(config, machine)
     attn, attn_why = _attention(config, machine, None)
-    return Plan(
-        machine=machine,
-        device=machine.device,
-        bf16=bf16,
-        fp16=fp16,
-        attn_implementation=attn,
-        packing=False,
-        padding_free=False,
-        sampler="random",
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=False,
-        use_liger_kernel=False,
-        reasons=(("precision", why), ("attention", attn_why)),
-    )
+    reasons = (("precision", why), ("attention", attn_why))
+    return Plan(machine=machine, device=machine.device, bf16=bf16, fp16=fp16, attn_implementation=attn, reasons=reasons)
 
 
 def estimate(

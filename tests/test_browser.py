@@ -101,6 +101,9 @@ def test_whole_flow(served_app, page):
     logging_steps.fill("2")
     logging_steps.press("Tab")
     expect(page.locator("#model-estimate")).to_contain_text(re.compile("estimated peak", re.I), timeout=30_000)
+    # the plan: what auto decided for this machine, and why, before Start
+    expect(page.locator("#model-estimate")).to_contain_text("what auto decided before Start")
+    expect(page.locator("#model-estimate")).to_contain_text("gradient checkpointing")
     shot(page, "03-model")
 
     # 3. Train: start, and see the loss chart fill

@@ -56,6 +56,15 @@ def test_qlora_run_loss_falls_and_adapter_weights_change(workspace):
     assert status["state"] == "done" and status["step"] == 60
     summary = run.data_summary()
     assert summary["format"] == "messages"
+    # the plan the run trained with: every auto decision and its reason, in plan.json and train.log
+    plan = json.loads(run.plan_path.read_text())
+    assert (
+        plan["device"] == "cpu"
+        and plan["dtype"] == "float32"
+        and plan == job.plan.to_dict() | {"machine": plan["machine"]}
+    )
+    assert {"batches", "micro-batch", "gradient checkpointing"} <= set(plan["reasons"])
+    assert "plan: gradient checkpointing: off" in run.log_tail(200)
 
 
 def test_saved_adapter_loads_with_plain_peft(workspace, demo_path):
