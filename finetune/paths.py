@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import FinetuneError, RunError
+from finetune.errors import FinetuneError, RunError, shown
 
 ALLOWED_PATHS_ENV = "FINETUNE_ALLOWED_PATHS"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -91,10 +91,10 @@ def check_allowed_path(
     roots = allowed_roots(workspace, write=write)
     if any(_inside(real, root) for root in roots):
         return real
-    shown = f"'{text}'" + (f" (resolves to {real})" if str(real) != str(text).strip() else "")
+    quoted = shown(text, 300) + (f" (resolves to {shown(str(real), 300)})" if str(real) != str(text).strip() else "")
     kind = "write to" if write else "read"
     raise PathNotAllowedError(
-        f"{what}: {shown} is outside the folders this app may {kind}: "
+        f"{what}: {quoted} is outside the folders this app may {kind}: "
         + ", ".join(str(r) for r in roots)
         + ". Upload the file in the Data tab or put it in the workspace, or allow its folder by adding it to "
         f"{ALLOWED_PATHS_ENV} (several folders separated by '{os.pathsep}') before starting the app."
@@ -165,9 +165,9 @@ def open_workspace_run(name: Any, workspace: str | os.PathLike):
     root = runs_dir(workspace)
     run = Run(root / name.strip())
     if not run.exists():
-        raise RunError(f"no run named '{name.strip()}' in this workspace")
+        raise RunError(f"no run named {shown(name.strip())} in this workspace")
     if not _inside(_real(run.path), _real(root)):
-        raise RunError(f"the run folder '{name.strip()}' points outside the workspace; it is not used")
+        raise RunError(f"the run folder {shown(name.strip())} points outside the workspace; it is not used")
     return run
 
 

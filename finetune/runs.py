@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RunConfig
-from finetune.errors import RunError
+from finetune.config import MAX_NAME_CHARS, RunConfig
+from finetune.errors import RunError, shown
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
@@ -65,9 +65,13 @@ def cache_dir(workspace: str | Path | None = None) -> Path:
 
 
 def check_name(name: str, what: str = "run name") -> str:
-    """Refuse names that could escape a folder (`..`, slashes, absolute paths)."""
+    """Refuse names that could escape a folder (`..`, slashes, absolute paths) or are too long."""
+    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
+        raise RunError(f"{what} {shown(name)} is not allowed: it is too long (at most {MAX_NAME_CHARS} characters)")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise RunError(f"{what} '{name}' is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')")
+        raise RunError(
+            f"{what} {shown(name)} is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')"
+        )
     return name
 
 
@@ -353,14 +357,17 @@ def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
 
 def open_run(name_or_path: str | Path, workspace: str | Path | None = None) -> Run:
     """A run by folder path, or by name inside the workspace (names may not escape it)."""
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir() and (candidate / "config.yaml").is_file():
-        return Run(candidate)
+    try:
+        candidate = Path(name_or_path).expanduser()
+        if candidate.is_dir() and (candidate / "config.yaml").is_file():
+            return Run(candidate)
+    except (OSError, ValueError):  # a name too long for the file system, a NUL character
+        pass
     if isinstance(name_or_path, str) and "/" not in name_or_path and os.sep not in name_or_path:
         run = Run(runs_dir(workspace) / check_name(name_or_path))
         if run.exists():
             return run
-    raise RunError(f"no run found at '{name_or_path}' (expected a run folder with config.yaml)")
+    raise RunError(f"no run found at {shown(str(name_or_path))} (expected a run folder with config.yaml)")
 
 
 def list_runs(workspace: str | Path | None = None) -> list[RunSummary]:
