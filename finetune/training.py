@@ -21,7 +21,7 @@ from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
 from finetune.paths import check_config_paths, check_disk_space
-from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
+from finetune.runs import ACTIVE_STATES, Run, check_run_folder, create_run, runs_dir, workspace_dir
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -292,7 +292,7 @@ def start_training(
             raise ConfigError(problems)
         if restrict_paths:
             check_config_paths(config, workspace_dir(workspace))
-        _check_disk(config, workspace, resume_run)
+        _check_usable(config, workspace, resume_run)
         resume_from = None
         if resume_run is not None:
             run = resume_run
@@ -317,18 +317,21 @@ def start_training(
         return job.start()
 
 
-def _check_disk(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:
-    """Refuse before anything starts when the run's disk cannot take the adapter and checkpoints."""
+def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:
+    """Refuse before any run folder is made: a model name that names no model, data with no usable
+    row (read, detected and split exactly as the job will), a folder where a run may not live, a
+    disk that cannot take the adapter and checkpoints. A Hub model is only fetched by the job."""
+    from finetune.data.prepare import prepare_data
     from finetune.models import resolve_model_path
 
-    try:
-        model_path = resolve_model_path(config.model_name_or_path, workspace)
-    except FinetuneError:
-        model_path = None  # the job reports a bad model with its own message
+    model_path = resolve_model_path(config.model_name_or_path, workspace)
+    prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if resume_run is not None:
         target = resume_run.path
+    elif config.output_dir:
+        target = check_run_folder(config.output_dir, workspace, config.run_name)
     else:
-        target = Path(config.output_dir).expanduser() if config.output_dir else runs_dir(workspace)
+        target = runs_dir(workspace)
     check_disk_space(config, target, model_path)
 
 

@@ -328,8 +328,10 @@ def test_gpu_memory_is_released_after_a_failure(tiny, workspace):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU: on CPU there is no GPU memory to release (training.py calls gc + empty_cache)")
     before = torch.cuda.memory_allocated()
-    job = start_training(tiny(max_steps=2, dataset_path=_write(workspace / "bad.jsonl", [{"foo": 1}])),
-                         workspace=workspace)  # fmt: skip
+    broken = workspace / "broken-model"  # passes the up-front checks (it has a config.json), fails to load
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    job = start_training(tiny(max_steps=2, model_name_or_path=str(broken)), workspace=workspace)
     assert job.wait(120) == "failed"
     assert torch.cuda.memory_allocated() <= before + 16 * 2**20
 
