@@ -51,6 +51,7 @@ class TrainingJob:
         self.workspace = workspace
         self.resume_from = resume_from
         self.stop_event = threading.Event()
+        self.stop_reason = "the user"
         self.nan_step: int | None = None
         self.state = "queued"
         self.message = "Waiting to start"
@@ -66,9 +67,11 @@ class TrainingJob:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Graceful stop: at the next step boundary, saving the adapter trained so far."""
+    def stop(self, reason: str = "the user") -> None:
+        """Graceful stop: at the next step boundary, saving a checkpoint of that step and the adapter.
+        `reason` names who asked, for the final message (e.g. "SIGTERM")."""
         if self.is_alive() and not self.stop_event.is_set():
+            self.stop_reason = reason
             self.stop_event.set()
             self._update(message="Stop requested: finishing the current step")
 
@@ -200,6 +203,7 @@ class TrainingJob:
             trainer.train(resume_from_checkpoint=resume)
         except StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
             self.run.log(f"evaluation at step {trainer.state.global_step} interrupted by Stop")
+            _save_stop_checkpoint(trainer, self.run)
         if self.nan_step is not None:
             raise FinetuneError(
                 f"The loss became NaN at step {self.nan_step}: lower learning_rate (e.g. by 10x), keep "
@@ -213,10 +217,24 @@ class TrainingJob:
         step = trainer.state.global_step
         if stopped:
             self._update(
-                state="stopped", message=f"Stopped by the user at step {step}; the adapter so far is saved.", step=step
+                state="stopped",
+                message=f"Stopped by {self.stop_reason} at step {step}; a checkpoint and the adapter so far are saved.",
+                step=step,
             )
         else:
             self._update(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+
+
+def _save_stop_checkpoint(trainer, run: Run) -> None:
+    """The checkpoint of the current step when Stop cut an evaluation short (the Trainer saves after
+    evaluating, so its own save never came): Resume then repeats no step."""
+    step = trainer.state.global_step
+    if step == 0 or (run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json").is_file():
+        return
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)  # transformers' own checkpoint layout
+    except Exception as exc:  # noqa: BLE001 - the adapter is still saved; resume uses an older checkpoint
+        run.log(f"could not save a checkpoint at step {step}: {exc}")
 
 
 def _save_adapter(trainer, run: Run) -> None:
