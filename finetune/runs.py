@@ -98,9 +98,20 @@ def _writer_alive(status: dict[str, Any]) -> bool:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a temporary file and rename it over `path`. When that fails (a full disk), the temporary
+    file is removed and `path` is rewritten in place: a short status fits in the blocks it already
+    has, so the final state of a run still reaches the disk."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        if not path.is_file():
+            raise
+        with open(path, "r+", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.truncate()
 
 
 class Run:
@@ -242,11 +253,16 @@ class Run:
 
     # log -----------------------------------------------------------------
     def log(self, message: str) -> None:
+        """Append to train.log; a log line that cannot be written (full disk) is dropped, never raised:
+        the status and metrics carry what matters."""
         if self.read_only:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} | {message}\n")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} | {message}\n")
+        except OSError:
+            pass
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -329,56 +345,11 @@ def default_run_name(config: RunConfig) -> str:
     return f"{model or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _holding_run(path: Path) -> Path | None:
-    """The run folder `path` lies in (itself or an ancestor holding config.yaml and status.json)."""
-    for folder in (path, *path.parents):
-        if (folder / "config.yaml").is_file() and (folder / "status.json").is_file():
-            return folder
-    return None
-
-
-def check_run_folder(path: str | Path, workspace: str | Path | None = None, run_name: str = "") -> Path:
-    """The one rule for where a run may live; returns the resolved folder or raises RunError.
-
-    - In the workspace a run lives directly in runs/ (runs/<name>), where the run list, export and
-      resume find it: never the workspace itself, runs/ itself, uploads/, cache/ or another run's folder.
-    - Anywhere else (`finetune train --output-dir`, or a folder allowed with $FINETUNE_ALLOWED_PATHS),
-      in a new or empty folder that is not inside another run (its adapter zip would carry this one)
-      and does not hold the workspace.
-    - The run is named after its folder: a run_name that says otherwise is refused, not replaced.
-    """
-    try:
-        folder = Path(os.path.realpath(Path(path).expanduser()))
-        ws = Path(os.path.realpath(workspace_dir(workspace)))
-        root = ws / "runs"
-        check_name(folder.name, "output_dir folder name")
-        if run_name and run_name != folder.name:
-            raise RunError(
-                f"run_name {shown(run_name)} and output_dir {shown(str(path), 200)} disagree: a run is named after "
-                "its folder; leave run_name empty or name the folder after it"
-            )
-        if folder == ws or ws.is_relative_to(folder):
-            raise RunError(f"output_dir {shown(str(path), 200)} holds the whole workspace; choose a new folder")
-        if folder.is_relative_to(ws) and folder.parent != root:
-            raise RunError(
-                f"output_dir {shown(str(path), 200)} is inside the workspace but not a run folder: runs live in "
-                f"{root}/<name> (leave output_dir empty and set run_name)"
-            )
-        holder = _holding_run(folder)
-        if holder is not None and holder != folder:
-            raise RunError(f"output_dir {shown(str(path), 200)} is inside the run {holder}; choose a folder outside it")
-        if holder == folder:
-            raise RunError(f"{folder} already holds a run; choose another output_dir or run_name")
-        if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
-            raise RunError(f"output_dir {shown(str(path), 200)} is not an empty folder; choose a new or empty one")
-    except OSError as exc:
-        raise RunError(f"cannot use output_dir {shown(str(path), 200)}: {exc.strerror or exc}") from None
-    return folder
-
-
 def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
     """Make a fresh run folder, write config.yaml and a `queued` status. Never overwrites a run."""
     if config.output_dir:
+        from finetune.paths import check_run_folder
+
         path = check_run_folder(config.output_dir, workspace, config.run_name)
     else:
         name = check_name(config.run_name) if config.run_name else default_run_name(config)

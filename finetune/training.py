@@ -20,8 +20,8 @@ from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
-from finetune.paths import check_config_paths, check_disk_space
-from finetune.runs import ACTIVE_STATES, Run, check_run_folder, create_run, runs_dir, workspace_dir
+from finetune.paths import check_config_paths, check_disk_space, check_run_folder
+from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -112,9 +112,13 @@ class TrainingJob:
             self._progress.update(fields)
             snapshot = dict(self._progress)
         if persist or state is not None or message is not None:
-            self.run.write_status(
-                self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
-            )
+            try:
+                self.run.write_status(
+                    self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
+                )
+            except OSError as exc:  # a full disk: the state stays in memory, the failure is reported once
+                if state in ("failed", "stopped", "done"):
+                    self.message = f"{self.message} (status.json could not be updated: {exc.strerror or exc})"
 
     def _check_stop(self) -> None:
         if self.stop_event.is_set():

@@ -286,7 +286,9 @@ def _read_parquet(path: Path, data: bytes) -> RawData:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(data))
+        # one thread: pyarrow's pool still running at interpreter exit aborted `finetune validate`
+        # ("terminate called without an active exception", exit 134) after its message was printed
+        table = pq.read_table(io.BytesIO(data), use_threads=False)
         rows = table.to_pylist()
     except Exception as exc:  # pyarrow raises many types for corrupt files
         raise DataError(f"{path.name} is not a readable Parquet file: {exc}") from None
