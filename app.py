@@ -50,10 +50,32 @@ def main(argv: list[str] | None = None) -> int:
     warning = exposure_warning(host, auth, args.share)
     warn_stderr(warning)
     demo = build_app(workspace, exposure_warning=warning)
+    stop_training_on_sigterm()
     demo.launch(
         **launch_kwargs(workspace, host=host, port=port, share=args.share, auth=auth, max_file_size=args.max_file_size)
     )
     return 0
+
+
+SIGTERM_GRACE_S = 8.0  # docker stop and most schedulers wait 10 s before SIGKILL
+
+
+def stop_training_on_sigterm(grace_s: float = SIGTERM_GRACE_S) -> None:
+    """On SIGTERM, a run training in this process stops at the next step and saves a checkpoint of
+    it and the adapter (waiting up to `grace_s`), then the server closes as on Ctrl-C."""
+    import signal
+
+    def on_sigterm(signum, frame):
+        from finetune.training import current_job
+
+        job = current_job()
+        if job is not None:
+            print(f"SIGTERM: stopping the run {job.run.name} and saving a checkpoint...", file=sys.stderr, flush=True)
+            job.stop("SIGTERM")
+            job.wait(grace_s)
+        raise KeyboardInterrupt  # Gradio's launch() closes the server on it
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 if __name__ == "__main__":

@@ -31,16 +31,21 @@ class RunCallback(TrainerCallback):
         self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start_time = time.time()
+        # a resumed run's clock goes on from the time logged at its checkpoint: time-based charts never
+        # go backwards (metrics after the checkpoint were cut by training.start_training)
+        before = [m.get("time", 0) for m in self.job.run.metrics() if m.get("step", 0) <= state.global_step]
+        offset = max((t for t in before if isinstance(t, (int, float))), default=0.0) if state.global_step else 0.0
+        self.start_time = time.time() - offset
         self.start_step = state.global_step
         self.job._update(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.job._update(step=state.global_step, epoch=state.epoch)
         if self.job.stop_event.is_set():
+            # Stop (the button, Ctrl-C, SIGTERM): a checkpoint of this very step, so Resume repeats no step
             control.should_training_stop = True
-            control.should_save = False
-            self.job._update(state="saving", message="Stopping: saving the adapter trained so far")
+            control.should_save = True
+            self.job._update(state="saving", message=f"Stopping: saving a checkpoint at step {state.global_step}")
         elif control.should_evaluate:
             self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
         elif control.should_save:

@@ -96,9 +96,20 @@ def cmd_train(args) -> int:
 
 
 def _follow(job, quiet: bool = False) -> int:
-    """Show a progress bar until the job ends; Ctrl-C stops gracefully (adapter saved)."""
+    """Show a progress bar until the job ends; Ctrl-C and SIGTERM (docker stop, schedulers) stop
+    gracefully: a checkpoint of the current step and the adapter are saved."""
+    import signal
+    import threading
+
     from tqdm import tqdm
 
+    def on_sigterm(signum, frame):
+        print("\nSIGTERM: stopping after the current step, saving a checkpoint...", file=sys.stderr, flush=True)
+        job.stop("SIGTERM")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     bar = None if quiet else tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
         while job.is_alive():
@@ -106,7 +117,7 @@ def _follow(job, quiet: bool = False) -> int:
                 job.wait(0.5)
             except KeyboardInterrupt:
                 print("\nStopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
-                job.stop()
+                job.stop("Ctrl-C")
                 job.wait()
             if bar is not None:
                 p = job.progress()
@@ -119,6 +130,8 @@ def _follow(job, quiet: bool = False) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     state = job.state
     print(f"{state}: {job.message}", file=sys.stderr)
     print(job.run.path)

@@ -16,7 +16,31 @@ from typing import Any
 
 import yaml
 
-from finetune.errors import ConfigError
+from finetune.errors import MAX_PROBLEMS, ConfigError, bounded, shown
+
+# Upper bounds of the numeric fields: far above any real run, far below what breaks a 64-bit
+# integer (JSON readers, torch, the page's status stream) or makes a run that never ends.
+MAX_STEPS = 100_000_000
+MAX_SEED = 2**32 - 1
+NUMBER_LIMITS = {
+    "max_steps": MAX_STEPS,
+    "warmup_steps": MAX_STEPS,
+    "logging_steps": MAX_STEPS,
+    "eval_steps": MAX_STEPS,
+    "save_steps": MAX_STEPS,
+    "num_train_epochs": 1_000_000,
+    "seed": MAX_SEED,
+    "max_length": 2**24,
+    "per_device_train_batch_size": 65_536,
+    "per_device_eval_batch_size": 65_536,
+    "gradient_accumulation_steps": 65_536,
+    "lora_r": 65_536,
+    "lora_alpha": 1_000_000,
+    "save_total_limit": 1_000_000,
+    "early_stopping_patience": 1_000_000,
+}
+DEFAULT_NUMBER_LIMIT = 1e9
+MAX_NAME_CHARS = 100
 
 METHODS = ("lora", "dora", "full")
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -271,9 +295,14 @@ class RunConfig:
         known = {f.name: f for f in fields(cls)}
         problems: list[str] = []
         values = (base or cls()).to_dict()
+        unknown = 0
         for key, raw in data.items():
             if key not in known:
-                hint = difflib.get_close_matches(str(key), list(known), n=1)
+                unknown += 1
+                if unknown > MAX_PROBLEMS:  # a file of 76,000 unknown keys: count them, no hints
+                    problems.append(f"unknown setting {_brief(key)}")
+                    continue
+                hint = difflib.get_close_matches(str(key)[:100], list(known), n=1)
                 problems.append(f"unknown setting {_brief(key)}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
                 continue
             try:
@@ -299,6 +328,8 @@ class RunConfig:
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
         except RecursionError:
             raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError([f"{path} holds a value that cannot be read: {bounded(str(exc), 200)}"]) from None
         try:
             return cls.from_dict(data, base=base)
         except ConfigError as exc:
@@ -318,7 +349,7 @@ class RunConfig:
                 continue
             try:
                 data[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError, RecursionError):
                 data[key.strip()] = value
         if problems:
             raise ConfigError(problems)
@@ -327,11 +358,14 @@ class RunConfig:
     def validate(self) -> list[str]:
         """Return every problem with this config (empty list when it is usable)."""
         p: list[str] = []
+        numbers = _out_of_range(self)
+        if numbers:  # the checks below compare numbers: report the unusable ones alone
+            return numbers
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                p.append(f"{f.name}: '{value}' is not one of {', '.join(map(str, choices))}")
+                p.append(f"{f.name}: {shown(value)} is not one of {', '.join(map(str, choices))}")
         if not self.model_name_or_path.strip():
             p.append("model_name_or_path: must not be empty")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -378,10 +412,12 @@ class RunConfig:
             p.append("bf16/fp16: choose one of them, not both")
         if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_steps == 0:
             p.append("early_stopping_patience/load_best_model_at_end need evaluation: set eval_steps > 0")
-        if self.run_name and not _is_safe_name(self.run_name):
-            p.append(f"run_name: '{self.run_name}' may only use letters, digits, '-', '_' and '.'")
+        if self.run_name and len(self.run_name) > MAX_NAME_CHARS:
+            p.append(f"run_name: {shown(self.run_name)} is too long: at most {MAX_NAME_CHARS} characters")
+        elif self.run_name and not _is_safe_name(self.run_name):
+            p.append(f"run_name: {shown(self.run_name)} may only use letters, digits, '-', '_' and '.'")
         if self.report_to not in ("none", "tensorboard", "wandb", "trackio"):
-            p.append(f"report_to: '{self.report_to}' is not one of none, tensorboard, wandb, trackio")
+            p.append(f"report_to: {shown(self.report_to)} is not one of none, tensorboard, wandb, trackio")
         return p
 
     def check(self) -> RunConfig:
@@ -390,6 +426,22 @@ class RunConfig:
         if problems:
             raise ConfigError(problems)
         return self
+
+
+def _out_of_range(config: RunConfig) -> list[str]:
+    """Numbers that are not finite or beyond their field's bound (NUMBER_LIMITS)."""
+    problems = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        limit = NUMBER_LIMITS.get(f.name, DEFAULT_NUMBER_LIMIT)
+        if isinstance(value, float) and not math.isfinite(value):
+            if f.name not in ("learning_rate",):  # learning_rate has its own message
+                problems.append(f"{f.name}: must be a finite number, got {value}")
+        elif abs(value) > limit:
+            problems.append(f"{f.name}: {shown(value)} is out of range: at most {limit:,.0f}")
+    return problems
 
 
 def _is_safe_name(name: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.compare import NO_ADAPTER_MESSAGE, run_workspace
-from finetune.errors import ConfigError, FinetuneError, ModelError, RunError
+from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, shown
 from finetune.model_card import TAG, model_card
 from finetune.runs import Run, open_run
 
@@ -230,7 +230,7 @@ def check_repo_id(repo_id: str) -> str:
     if not _REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith(".git"):
         raise ConfigError(
             [
-                f"repo_id: '{repo_id}' is not a Hub repository id; use owner/name (e.g. alice/my-adapter) with "
+                f"repo_id: {shown(repo_id)} is not a Hub repository id; use owner/name (e.g. alice/my-adapter) with "
                 "letters, digits, '-', '_' and '.'"
             ]
         )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
 
@@ -16,6 +18,12 @@ def explain_failure(exc: BaseException, config: RunConfig) -> str:
     if "out of memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
         advice = _oom_advice(config)
         return f"Out of memory. {advice}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"The disk is full ({exc.strerror or text}): the run could not write its files. Free some space (or "
+            "lower save_total_limit); Resume then continues from the last checkpoint, and every metric logged "
+            "so far is kept."
+        )
     if isinstance(exc, FileNotFoundError):
         return f"A file was not found: {text}. Check dataset_path / eval_dataset_path."
     if "target modules" in lowered or "target_modules" in lowered:

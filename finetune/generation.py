@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, shown
+
+MAX_SEED = 2**32 - 1  # what numpy and torch accept as a seed
 
 
 @dataclass
@@ -29,8 +31,8 @@ class GenerationSettings:
             p.append(f"top_p: must be in (0, 1], got {self.top_p}")
         if not _is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= 8192:
             p.append(f"max_new_tokens: must be a whole number from 1 to 8192, got {self.max_new_tokens}")
-        if not _is_int(self.seed) or self.seed < 0:
-            p.append(f"seed: must be a whole number >= 0, got {self.seed}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            p.append(f"seed: must be a whole number from 0 to {MAX_SEED:,}, got {shown(self.seed)}")
         if not _finite(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
             p.append(f"repetition_penalty: must be in (0, 10] (1 = off), got {self.repetition_penalty}")
         if not isinstance(self.system_prompt, str):

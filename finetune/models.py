@@ -15,7 +15,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.demo import demo_model_path, is_demo
-from finetune.errors import ModelError
+from finetune.errors import ModelError, shown
 from finetune.hardware import Machine
 from finetune.plan import Plan
 
@@ -41,7 +41,7 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
         raise ModelError(f"The local model folder {path} does not exist.")
     if not _HUB_ID_RE.match(name) or ".." in name:
         raise ModelError(
-            f"'{name}' is neither a local folder nor a valid Hub model id (like Qwen/Qwen2.5-0.5B-Instruct)."
+            f"{shown(name)} is neither a local folder nor a valid Hub model id (like Qwen/Qwen2.5-0.5B-Instruct)."
         )
     return name
 
@@ -96,11 +96,11 @@ def _hub_error(name: str, exc: Exception) -> ModelError:
         )
     if offline:
         return ModelError(
-            f"Could not download '{name}' from the Hugging Face Hub (no network access or offline mode). "
+            f"Could not download {shown(name)} from the Hugging Face Hub (no network access or offline mode). "
             "Use a local model folder, a model already in your Hugging Face cache, or `demo`."
         )
     return ModelError(
-        f"Could not load the model '{name}': it was not found on the Hub or locally ({text.splitlines()[0][:200]})."
+        f"Could not load the model {shown(name)}: it was not found on the Hub or locally ({text.splitlines()[0][:200]})."
     )
 
 

@@ -13,6 +13,9 @@ Paths are resolved (symlinks and `..`) before they are compared, so a link insid
 workspace that points elsewhere is refused too. The command line is a local user on their own
 machine and is not restricted: `start_training(..., restrict_paths=True)` is what the app passes.
 
+`check_run_folder` is the one rule for where a run may live (runs/<name> in the workspace, or a new or
+empty folder elsewhere that is not inside another run), for the CLI and the app alike.
+
 `check_disk_space` refuses a run up front when the disk holding its folder cannot take the
 adapter (or model) and its checkpoints.
 """
@@ -24,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import FinetuneError, RunError
+from finetune.errors import FinetuneError, RunError, shown
 
 ALLOWED_PATHS_ENV = "FINETUNE_ALLOWED_PATHS"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -91,10 +94,10 @@ def check_allowed_path(
     roots = allowed_roots(workspace, write=write)
     if any(_inside(real, root) for root in roots):
         return real
-    shown = f"'{text}'" + (f" (resolves to {real})" if str(real) != str(text).strip() else "")
+    quoted = shown(text, 300) + (f" (resolves to {shown(str(real), 300)})" if str(real) != str(text).strip() else "")
     kind = "write to" if write else "read"
     raise PathNotAllowedError(
-        f"{what}: {shown} is outside the folders this app may {kind}: "
+        f"{what}: {quoted} is outside the folders this app may {kind}: "
         + ", ".join(str(r) for r in roots)
         + ". Upload the file in the Data tab or put it in the workspace, or allow its folder by adding it to "
         f"{ALLOWED_PATHS_ENV} (several folders separated by '{os.pathsep}') before starting the app."
@@ -155,6 +158,55 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
         raise PathNotAllowedError("\n".join(problems))
 
 
+def _holding_run(path: Path) -> Path | None:
+    """The run folder `path` lies in (itself or an ancestor holding config.yaml and status.json)."""
+    for folder in (path, *path.parents):
+        if (folder / "config.yaml").is_file() and (folder / "status.json").is_file():
+            return folder
+    return None
+
+
+def check_run_folder(path: str | Path, workspace: str | Path | None = None, run_name: str = "") -> Path:
+    """The one rule for where a run may live; returns the resolved folder or raises RunError.
+
+    - In the workspace a run lives directly in runs/ (runs/<name>), where the run list, export and
+      resume find it: never the workspace itself, runs/ itself, uploads/, cache/ or another run's folder.
+    - Anywhere else (`finetune train --output-dir`, or a folder allowed with $FINETUNE_ALLOWED_PATHS),
+      in a new or empty folder that is not inside another run (its adapter zip would carry this one)
+      and does not hold the workspace.
+    - The run is named after its folder: a run_name that says otherwise is refused, not replaced.
+    """
+    from finetune.runs import check_name, workspace_dir
+
+    try:
+        folder = Path(os.path.realpath(Path(path).expanduser()))
+        ws = Path(os.path.realpath(workspace_dir(workspace)))
+        root = ws / "runs"
+        check_name(folder.name, "output_dir folder name")
+        if run_name and run_name != folder.name:
+            raise RunError(
+                f"run_name {shown(run_name)} and output_dir {shown(str(path), 200)} disagree: a run is named after "
+                "its folder; leave run_name empty or name the folder after it"
+            )
+        if folder == ws or ws.is_relative_to(folder):
+            raise RunError(f"output_dir {shown(str(path), 200)} holds the whole workspace; choose a new folder")
+        if folder.is_relative_to(ws) and folder.parent != root:
+            raise RunError(
+                f"output_dir {shown(str(path), 200)} is inside the workspace but not a run folder: runs live in "
+                f"{root}/<name> (leave output_dir empty and set run_name)"
+            )
+        holder = _holding_run(folder)
+        if holder is not None and holder != folder:
+            raise RunError(f"output_dir {shown(str(path), 200)} is inside the run {holder}; choose a folder outside it")
+        if holder == folder:
+            raise RunError(f"{folder} already holds a run; choose another output_dir or run_name")
+        if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+            raise RunError(f"output_dir {shown(str(path), 200)} is not an empty folder; choose a new or empty one")
+    except OSError as exc:
+        raise RunError(f"cannot use output_dir {shown(str(path), 200)}: {exc.strerror or exc}") from None
+    return folder
+
+
 def open_workspace_run(name: Any, workspace: str | os.PathLike):
     """A run of this workspace, by its name only: never a path typed in its place."""
     from finetune.runs import Run, check_name, runs_dir
@@ -165,9 +217,9 @@ def open_workspace_run(name: Any, workspace: str | os.PathLike):
     root = runs_dir(workspace)
     run = Run(root / name.strip())
     if not run.exists():
-        raise RunError(f"no run named '{name.strip()}' in this workspace")
+        raise RunError(f"no run named {shown(name.strip())} in this workspace")
     if not _inside(_real(run.path), _real(root)):
-        raise RunError(f"the run folder '{name.strip()}' points outside the workspace; it is not used")
+        raise RunError(f"the run folder {shown(name.strip())} points outside the workspace; it is not used")
     return run
 
 
@@ -202,28 +254,58 @@ def _kept_checkpoints(config: Any) -> int:
     return (limit if limit > 0 else 3) + 1  # the one being written exists before the oldest is deleted
 
 
-def disk_need_bytes(config: Any, model_bytes: int | None) -> tuple[int, str]:
-    """(bytes, how it was worked out) a run needs on disk: the final adapter or model plus the
-    checkpoints it keeps, with a 10% margin and 64 MB for tokenizer, logs and trainer state.
+TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "chat_template", "added_tokens")
+LOGS_BYTES = 2 * MB  # train.log, metrics.jsonl, status, config, data summary
+CHECKPOINT_STATE_BYTES = 64 * 2**10  # trainer_state.json, scheduler, RNG states, training args
+UNKNOWN_MODEL_BYTES = 64 * MB  # the minimum checked when the model's size is unknown (not downloaded yet)
 
-    Full fine-tuning: each checkpoint holds the weights plus the optimizer state (AdamW: two
-    float32 moments, 4x 16-bit weights; 8-bit optimizers ~1x; Adafactor ~0.25x; SGD none).
-    LoRA/DoRA: the adapter is taken as 2% of the model per rank 16 (float32 on disk); a
-    checkpoint holds it three times (weights + two moments)."""
+
+def tokenizer_bytes_on_disk(model_path: str | None) -> int:
+    """Size of the tokenizer files next to a local model (each checkpoint and the adapter carry a copy)."""
+    folder = Path(model_path).expanduser() if model_path else None
+    if folder is None or not folder.is_dir():
+        return 0
+    total = 0
+    for file in folder.iterdir():
+        if file.name.startswith(TOKENIZER_FILES) or file.suffix in (".model", ".tiktoken"):
+            try:
+                total += file.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def disk_need_bytes(config: Any, model_bytes: int | None, tokenizer_bytes: int = 0) -> tuple[int, str]:
+    """(bytes, how it was worked out) a run needs on disk: the final adapter (or model), the checkpoints
+    it keeps, its logs, plus a 10% margin; the explanation's terms add up to its total.
+
+    Full fine-tuning: each checkpoint holds the weights plus the optimizer state (AdamW: two float32
+    moments, 4x 16-bit weights; 8-bit optimizers ~1x; Adafactor ~0.25x; SGD none). LoRA/DoRA: the
+    adapter is taken as 2% of the model per rank 16 (float32 on disk); a checkpoint holds it three
+    times (weights + two moments). Every checkpoint and the final folder also carry the tokenizer."""
     kept = _kept_checkpoints(config)
-    base = 64 * MB
     if not model_bytes:
-        return int(base * 1.1), "model size unknown: only a minimum is checked"
+        need = UNKNOWN_MODEL_BYTES
+        return int(need * 1.1), f"model size unknown: a minimum of {_size(need)}, +10% = {_size(int(need * 1.1))}"
     if getattr(config, "method", "lora") == "full":
         optim = str(getattr(config, "optim", ""))
         state = 1.0 if "8bit" in optim else 0.25 if optim == "adafactor" else 0.0 if optim == "sgd" else 4.0
-        need = model_bytes * (1 + (1 + state) * kept)
-        how = f"full fine-tune: model {model_bytes / MB:,.0f} MB x (1 + {1 + state:g} x {kept} checkpoints)"
+        final = model_bytes
+        checkpoint = model_bytes * (1 + state)
+        what = f"full fine-tune: model {_size(final)}, each checkpoint {_size(checkpoint)} (weights + optimizer)"
     else:
-        adapter = model_bytes * 0.02 * max(int(getattr(config, "lora_r", 16) or 16), 1) / 16
-        need = adapter * (1 + 3 * kept)
-        how = f"adapter ~{adapter / MB:,.0f} MB x (1 + 3 x {kept} checkpoints)"
-    return int((need + base) * 1.1), how
+        final = model_bytes * 0.02 * max(int(getattr(config, "lora_r", 16) or 16), 1) / 16
+        checkpoint = 3 * final
+        what = f"adapter {_size(final)}, each checkpoint {_size(checkpoint)} (adapter + optimizer)"
+    final += tokenizer_bytes
+    checkpoint += tokenizer_bytes + CHECKPOINT_STATE_BYTES
+    need = final + kept * checkpoint + LOGS_BYTES
+    total = int(need * 1.1)
+    how = (
+        f"{what}: final {_size(final)} + {kept} checkpoints x {_size(checkpoint)} + logs {_size(LOGS_BYTES)} "
+        f"= {_size(need)}, +10% = {_size(total)}"
+    )
+    return total, how
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -237,7 +319,7 @@ def check_disk_space(config: Any, target: str | os.PathLike, model_path: str | N
     """Refuse (RunError) when the disk holding `target` has less free space than the run needs;
     returns the estimated need in bytes."""
     model_bytes = model_bytes_on_disk(model_path) if model_path else None
-    need, how = disk_need_bytes(config, model_bytes)
+    need, how = disk_need_bytes(config, model_bytes, tokenizer_bytes_on_disk(model_path))
     where = _existing_ancestor(Path(target))
     if where.is_file():
         where = where.parent
@@ -248,8 +330,7 @@ def check_disk_space(config: Any, target: str | os.PathLike, model_path: str | N
     if free < need:
         raise RunError(
             f"Not enough disk space for this run: {_size(free)} free on the disk of {where}, about {_size(need)} "
-            f"needed ({how}, +10%). Free some space, lower save_total_limit, or choose another output_dir or "
-            "workspace."
+            f"needed ({how}). Free some space, lower save_total_limit, or choose another output_dir or workspace."
         )
     return need
 

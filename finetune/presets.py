@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from finetune.config import RunConfig
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, shown
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 TIER_ORDER = ("cpu", "gpu-8gb", "gpu-12gb", "gpu-16gb", "gpu-24gb", "gpu-40-48gb", "gpu-80gb")
@@ -50,7 +50,7 @@ class Preset:
 def _check_name(name: str) -> str:
     """Refuse names that could leave the presets folder (`../x`, slashes, absolute paths)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise ConfigError([f"preset name '{name}' is not allowed: use letters, digits, '-', '_' and '.'"])
+        raise ConfigError([f"preset name {shown(name)} is not allowed: use letters, digits, '-', '_' and '.'"])
     return name
 
 
@@ -99,7 +99,7 @@ def get_preset(name: str, *, directory: Path | None = None) -> Preset:
     path = directory / f"{name}.yaml"
     if not path.is_file():
         available = ", ".join(_available(directory)) or "none"
-        raise ConfigError([f"unknown preset '{name}'; available presets: {available}"])
+        raise ConfigError([f"unknown preset {shown(name)}; available presets: {available}"])
     return _parse(name, path)
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RunConfig
-from finetune.errors import RunError
+from finetune.config import MAX_NAME_CHARS, RunConfig
+from finetune.errors import RunError, shown
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
@@ -65,9 +65,13 @@ def cache_dir(workspace: str | Path | None = None) -> Path:
 
 
 def check_name(name: str, what: str = "run name") -> str:
-    """Refuse names that could escape a folder (`..`, slashes, absolute paths)."""
+    """Refuse names that could escape a folder (`..`, slashes, absolute paths) or are too long."""
+    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
+        raise RunError(f"{what} {shown(name)} is not allowed: it is too long (at most {MAX_NAME_CHARS} characters)")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise RunError(f"{what} '{name}' is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')")
+        raise RunError(
+            f"{what} {shown(name)} is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')"
+        )
     return name
 
 
@@ -94,9 +98,20 @@ def _writer_alive(status: dict[str, Any]) -> bool:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a temporary file and rename it over `path`. When that fails (a full disk), the temporary
+    file is removed and `path` is rewritten in place: a short status fits in the blocks it already
+    has, so the final state of a run still reaches the disk."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        if not path.is_file():
+            raise
+        with open(path, "r+", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.truncate()
 
 
 class Run:
@@ -243,11 +258,16 @@ class Run:
 
     # log -----------------------------------------------------------------
     def log(self, message: str) -> None:
+        """Append to train.log; a log line that cannot be written (full disk) is dropped, never raised:
+        the status and metrics carry what matters."""
         if self.read_only:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} | {message}\n")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} | {message}\n")
+        except OSError:
+            pass
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -333,7 +353,9 @@ def default_run_name(config: RunConfig) -> str:
 def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
     """Make a fresh run folder, write config.yaml and a `queued` status. Never overwrites a run."""
     if config.output_dir:
-        path = Path(config.output_dir).expanduser().resolve()
+        from finetune.paths import check_run_folder
+
+        path = check_run_folder(config.output_dir, workspace, config.run_name)
     else:
         name = check_name(config.run_name) if config.run_name else default_run_name(config)
         path = runs_dir(workspace) / name
@@ -358,14 +380,17 @@ def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
 
 def open_run(name_or_path: str | Path, workspace: str | Path | None = None) -> Run:
     """A run by folder path, or by name inside the workspace (names may not escape it)."""
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir() and (candidate / "config.yaml").is_file():
-        return Run(candidate)
+    try:
+        candidate = Path(name_or_path).expanduser()
+        if candidate.is_dir() and (candidate / "config.yaml").is_file():
+            return Run(candidate)
+    except (OSError, ValueError):  # a name too long for the file system, a NUL character
+        pass
     if isinstance(name_or_path, str) and "/" not in name_or_path and os.sep not in name_or_path:
         run = Run(runs_dir(workspace) / check_name(name_or_path))
         if run.exists():
             return run
-    raise RunError(f"no run found at '{name_or_path}' (expected a run folder with config.yaml)")
+    raise RunError(f"no run found at {shown(str(name_or_path))} (expected a run folder with config.yaml)")
 
 
 def list_runs(workspace: str | Path | None = None) -> list[RunSummary]:

@@ -20,7 +20,7 @@ from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
-from finetune.paths import check_config_paths, check_disk_space
+from finetune.paths import check_config_paths, check_disk_space, check_run_folder
 from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
 
 
@@ -51,6 +51,7 @@ class TrainingJob:
         self.workspace = workspace
         self.resume_from = resume_from
         self.stop_event = threading.Event()
+        self.stop_reason = "the user"
         self.nan_step: int | None = None
         self.plan = None  # the finetune.plan.Plan this run trains with, once setup has made it
         self.state = "queued"
@@ -67,9 +68,11 @@ class TrainingJob:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Graceful stop: at the next step boundary, saving the adapter trained so far."""
+    def stop(self, reason: str = "the user") -> None:
+        """Graceful stop: at the next step boundary, saving a checkpoint of that step and the adapter.
+        `reason` names who asked, for the final message (e.g. "SIGTERM")."""
         if self.is_alive() and not self.stop_event.is_set():
+            self.stop_reason = reason
             self.stop_event.set()
             self._update(message="Stop requested: finishing the current step")
 
@@ -110,9 +113,13 @@ class TrainingJob:
             self._progress.update(fields)
             snapshot = dict(self._progress)
         if persist or state is not None or message is not None:
-            self.run.write_status(
-                self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
-            )
+            try:
+                self.run.write_status(
+                    self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
+                )
+            except OSError as exc:  # a full disk: the state stays in memory, the failure is reported once
+                if state in ("failed", "stopped", "done"):
+                    self.message = f"{self.message} (status.json could not be updated: {exc.strerror or exc})"
 
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
@@ -218,6 +225,7 @@ class TrainingJob:
             trainer.train(resume_from_checkpoint=resume)
         except StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
             self.run.log(f"evaluation at step {trainer.state.global_step} interrupted by Stop")
+            _save_stop_checkpoint(trainer, self.run)
         if self.nan_step is not None:
             raise FinetuneError(
                 f"The loss became NaN at step {self.nan_step}: lower learning_rate (e.g. by 10x), keep "
@@ -231,10 +239,24 @@ class TrainingJob:
         step = trainer.state.global_step
         if stopped:
             self._update(
-                state="stopped", message=f"Stopped by the user at step {step}; the adapter so far is saved.", step=step
+                state="stopped",
+                message=f"Stopped by {self.stop_reason} at step {step}; a checkpoint and the adapter so far are saved.",
+                step=step,
             )
         else:
             self._update(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+
+
+def _save_stop_checkpoint(trainer, run: Run) -> None:
+    """The checkpoint of the current step when Stop cut an evaluation short (the Trainer saves after
+    evaluating, so its own save never came): Resume then repeats no step."""
+    step = trainer.state.global_step
+    if step == 0 or (run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json").is_file():
+        return
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)  # transformers' own checkpoint layout
+    except Exception as exc:  # noqa: BLE001 - the adapter is still saved; resume uses an older checkpoint
+        run.log(f"could not save a checkpoint at step {step}: {exc}")
 
 
 def _save_adapter(trainer, run: Run) -> None:
@@ -311,7 +333,7 @@ def start_training(
             raise ConfigError(problems)
         if restrict_paths:
             check_config_paths(config, workspace_dir(workspace))
-        _check_disk(config, workspace, resume_run)
+        _check_usable(config, workspace, resume_run)
         resume_from = None
         if resume_run is not None:
             run = resume_run
@@ -336,18 +358,21 @@ def start_training(
         return job.start()
 
 
-def _check_disk(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:
-    """Refuse before anything starts when the run's disk cannot take the adapter and checkpoints."""
+def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:
+    """Refuse before any run folder is made: a model name that names no model, data with no usable
+    row (read, detected and split exactly as the job will), a folder where a run may not live, a
+    disk that cannot take the adapter and checkpoints. A Hub model is only fetched by the job."""
+    from finetune.data.prepare import prepare_data
     from finetune.models import resolve_model_path
 
-    try:
-        model_path = resolve_model_path(config.model_name_or_path, workspace)
-    except FinetuneError:
-        model_path = None  # the job reports a bad model with its own message
+    model_path = resolve_model_path(config.model_name_or_path, workspace)
+    prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if resume_run is not None:
         target = resume_run.path
+    elif config.output_dir:
+        target = check_run_folder(config.output_dir, workspace, config.run_name)
     else:
-        target = Path(config.output_dir).expanduser() if config.output_dir else runs_dir(workspace)
+        target = runs_dir(workspace)
     check_disk_space(config, target, model_path)
 
 

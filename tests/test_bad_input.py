@@ -420,7 +420,8 @@ def test_hostile_run_names(name, workspace):
 
     with pytest.raises(RunError) as err:
         check_name(name)
-    _assert_clear(err.value, ["not allowed", "no slashes or '..'"])
+    _assert_clear(err.value, ["not allowed", "at most 100 characters" if len(name) > 100 else "no slashes or '..'"])
+    assert "\x00" not in str(err.value) and "\n" not in str(err.value)  # control characters are escaped
     with pytest.raises(RunError):
         open_workspace_run(name, workspace)
     if name:

@@ -464,6 +464,32 @@ def test_token_length_stats_match_the_trainer_tokenization(tokenizer):
     assert stats["suggested_max_length"] % 64 == 0
 
 
+def test_one_huge_row_is_measured_and_previewed_in_bounded_time(tokenizer):
+    """A single 20 MB row: token statistics estimate its length from a prefix (within 1%), the preview
+    templates a cut copy; both take well under a second where the full work took minutes."""
+    from finetune.data.preview import PREVIEW_CHARS
+    from finetune.data.stats import LONG_TEXT_CHARS
+
+    words = "lorem ipsum dolor sit amet " * (20_000_000 // 27)
+    row = {"messages": [{"role": "user", "content": "Summarize:"}, {"role": "assistant", "content": words}]}
+    started = time.perf_counter()
+    stats = token_length_stats([row], tokenizer, max_length=1024)
+    view = render_example(row, tokenizer)
+    assert time.perf_counter() - started < 5
+    assert view["hidden_chars"] == len(words) - PREVIEW_CHARS
+    assert len(view["text"]) < PREVIEW_CHARS + 1000 and "more characters not shown" in view["text"]
+    assert "".join(piece for piece, _ in view["segments"]) == view["text"]
+    assert any(trained for _, trained in view["segments"])  # the (cut) reply still carries the loss
+    # the estimate against an exact count on a text just over the threshold
+    medium = {"text": words[: 3 * LONG_TEXT_CHARS]}
+    exact = len(tokenizer(medium["text"] + tokenizer.eos_token)["input_ids"])
+    estimated = token_length_stats([medium], tokenizer, max_length=1024)["max"]
+    assert abs(estimated - exact) <= 0.01 * exact
+    assert stats["max"] > 10 * exact / 3  # the 20 MB row is measured as long as it is
+    short = render_example({"text": "Just text."}, tokenizer)
+    assert short["hidden_chars"] == 0
+
+
 def test_no_chat_template_is_a_clear_error(tokenizer):
     tokenizer.chat_template = None
     with pytest.raises(DataError, match="no chat template"):

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,7 +55,11 @@ def test_app_py_turns_auth_on_and_warns_when_exposed(tmp_path, monkeypatch, caps
     monkeypatch.setenv("FINETUNE_WORKSPACE", str(tmp_path / "ws"))  # app.main sets it: restored after the test
     monkeypatch.setenv("FINETUNE_AUTH", "alice:s3cret")
     assert app_module.main(["--host", "0.0.0.0", "--port", "7999", "--workspace", str(tmp_path / "ws")]) == 0
-    assert captured["auth"] == [("alice", "s3cret")] and captured["server_name"] == "0.0.0.0"
+    from ui.launch import LoginThrottle
+
+    throttle = captured["auth"].__self__
+    assert isinstance(throttle, LoginThrottle) and throttle.pairs == {"alice": "s3cret"}
+    assert captured["server_name"] == "0.0.0.0"
     assert captured["allowed_paths"] == [str((tmp_path / "ws").resolve())]
     assert "WARNING" not in capsys.readouterr().err
 
@@ -168,6 +173,42 @@ def test_login_is_enforced_when_auth_is_set(auth_app):
         Client(auth_app, auth=("alice", "wrong"), verbose=False)
     client = Client(auth_app, auth=("alice", "s3cret"), verbose=False)
     assert client.predict("", api_name="/run_status")["state"] == "none"
+
+
+@pytest.mark.slow
+def test_login_is_rate_limited(workspace):
+    """50 wrong passwords at once: at most 5 are checked, each wrong one costs a second, then the user
+    name is locked (a right password too) while the app keeps answering; after the lockout it works."""
+    import concurrent.futures
+
+    import httpx
+    from helpers_app import free_port
+
+    from ui import build_app
+    from ui.launch import launch_kwargs
+
+    blocks = build_app(workspace)
+    kwargs = launch_kwargs(workspace, port=free_port(), quiet=True, auth=[("alice", "s3cret")])
+    throttle = kwargs["auth"].__self__
+    throttle.lockout_s = 12.0  # the default is a minute; a short one keeps the test short
+    _, url, _ = blocks.launch(prevent_thread_lock=True, **kwargs)
+    try:
+
+        def login(password: str) -> int:
+            return httpx.post(url + "login", data={"username": "alice", "password": password}, timeout=60).status_code
+
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(login, [f"guess-{i}" for i in range(50)]))
+        assert codes == [400] * 50 and throttle.checked <= 5 + 16, throttle.checked
+        assert time.time() - started >= 1.0  # no instant answers to wrong passwords
+        assert login("s3cret") == 400  # locked: even the right password is refused
+        probe = time.time()
+        assert _get(url + "config")[0] == 401 and time.time() - probe < 1  # still answering everyone
+        time.sleep(max(throttle.locked_until.values()) - time.monotonic() + 0.2)
+        assert login("s3cret") == 200
+    finally:
+        blocks.close()
 
 
 # --- the Hub token ---------------------------------------------------------------------------------------

@@ -95,3 +95,43 @@ def test_kill_9_during_training_then_resume(workspace):
     # the cosine schedule went on from where it was instead of restarting its warm-up from zero
     lrs = {m["step"]: m["learning_rate"] for m in after.metrics() if "learning_rate" in m}
     assert 0.9 * lrs[checkpoint] <= lrs[checkpoint + 1] <= lrs[checkpoint]
+
+
+def test_one_rule_for_where_a_run_may_live(workspace, tmp_path):
+    """output_dir: directly in runs/ inside the workspace (so the run list, export and resume find it),
+    or a new or empty folder outside it that is not inside another run; never renamed silently."""
+    from finetune.paths import check_config_paths, check_run_folder
+
+    other = create_run(RunConfig(run_name="other"), workspace)
+    other.adapter_dir.mkdir()
+    outside_run = create_run(RunConfig(output_dir=str(tmp_path / "elsewhere" / "ext")), workspace)
+    nonempty = tmp_path / "full"
+    nonempty.mkdir()
+    (nonempty / "keep.txt").write_text("x")
+    refused = [
+        (str(workspace), {}, "holds the whole workspace"),
+        (str(tmp_path), {}, "holds the whole workspace"),
+        (str(workspace / "runs"), {}, "inside the workspace but not a run folder"),
+        (str(workspace / "uploads" / "r"), {}, "inside the workspace but not a run folder"),
+        (str(other.adapter_dir), {}, "inside the workspace but not a run folder"),
+        (str(other.path), {}, "already holds a run"),
+        (str(outside_run.adapter_dir / "nested"), {}, "is inside the run"),
+        (str(nonempty), {}, "not an empty folder"),
+        (str(workspace / "runs" / "named"), {"run_name": "different"}, "disagree"),
+        (str(workspace / "runs" / "bad name!"), {}, "output_dir folder name"),
+    ]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for output_dir, extra, expected in refused:
+        cfg = RunConfig(output_dir=output_dir, **extra)
+        with pytest.raises(RunError, match=expected):
+            create_run(cfg, workspace)
+        with pytest.raises(RunError, match=expected):
+            check_run_folder(output_dir, workspace, cfg.run_name)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing made by a refused run
+    # the allowed places: directly in runs/ (listed under its folder name), or a fresh folder outside
+    inside = create_run(RunConfig(output_dir=str(workspace / "runs" / "named"), run_name="named"), workspace)
+    assert inside.name == "named" and "named" in {r.name for r in list_runs(workspace)}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert create_run(RunConfig(output_dir=str(empty)), workspace).path == empty.resolve()
+    check_config_paths(RunConfig(output_dir=str(workspace / "runs" / "x")), workspace)  # the app allows runs/<name>

@@ -137,13 +137,27 @@ def test_stop_before_training_leaves_a_clean_state(workspace):
     assert follow_up.wait(240) == "done", follow_up.message
 
 
-def test_bad_data_fails_with_a_clear_message(workspace, tmp_path):
+def test_bad_data_or_model_is_refused_before_a_run_folder_exists(workspace, tmp_path):
+    """Unusable data (training or validation file) and a model name that names no model are refused up
+    front with the data's or model's own message: no run folder is left behind (issue 13, item 8)."""
+    from finetune.errors import DataError, ModelError
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"foo": 1}\n{"bar": 2}\n')
-    job = start_training(fast_config(dataset_path=str(bad)), workspace=workspace)
-    assert job.wait(120) == "failed"
-    assert "foo" in job.message and "Traceback" not in job.message
-    assert job.run.status()["state"] == "failed"
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "hello"}\n{"text": "world"}\n')
+    for changes, error, expected in [
+        ({"dataset_path": str(bad)}, DataError, "foo"),
+        ({"dataset_path": str(tmp_path / "missing.jsonl")}, DataError, "file not found"),
+        ({"eval_dataset_path": str(bad)}, DataError, "foo"),
+        ({"dataset_path": str(good), "eval_dataset_path": str(good), "dataset_format": "alpaca"}, DataError, "alpaca"),
+        ({"model_name_or_path": "<b>bad id!!"}, ModelError, "neither a local folder nor a valid Hub model id"),
+        ({"model_name_or_path": str(tmp_path / "no-model")}, ModelError, "does not exist"),
+    ]:
+        with pytest.raises(error) as err:
+            start_training(fast_config(**changes), workspace=workspace)
+        assert expected in str(err.value) and "Traceback" not in str(err.value), (changes, str(err.value))
+    assert not list((workspace / "runs").iterdir())
 
 
 def test_resume_without_checkpoint_is_refused(workspace):

@@ -167,6 +167,11 @@ def segments_html(rendered: dict) -> str:
         '<span class="seg-masked">no loss (prompt, template)</span> '
         f"{rendered.get('trained_tokens', '?')} of {rendered.get('num_tokens', '?')} tokens trained</div>"
     )
+    if rendered.get("hidden_chars"):
+        legend += (
+            f'<div class="seg-legend">This example is long: {rendered["hidden_chars"]:,} characters are not shown '
+            "(and not counted above); the length statistics measure all of it.</div>"
+        )
     spans = []
     for text, trained in rendered.get("segments", []):
         cls = "seg-trained" if trained else "seg-masked"

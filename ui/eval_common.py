@@ -38,12 +38,12 @@ def request_stop(stop: StopFlag, what: str) -> str:
     return "■ Stopping after the answer in progress…"
 
 
-def check_idle() -> None:
-    """Refuse to load a model for comparison while a training job runs in this process."""
+def check_idle(action: str = "comparing") -> None:
+    """Refuse to load a model (to compare, evaluate...: `action`) while a training job runs in this process."""
     job = current_job()
     if job is not None:
         raise FinetuneError(
-            f"The run '{job.run.name}' is training: comparing would load a second model into memory. "
+            f"The run '{job.run.name}' is training: {action} would load a second model into memory. "
             "Wait for it to finish or stop it, then try again."
         )
 

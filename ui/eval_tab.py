@@ -196,7 +196,7 @@ def run_evaluation(
     stop.clear()
     try:
         run = selected_run(ctx, run_name)
-        check_idle()
+        check_idle("evaluating")
         settings = settings_from(system, temperature, top_p, max_new, seed)
         n = int(limit or DEFAULT_LIMIT)
         if n < 1:

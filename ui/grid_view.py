@@ -146,7 +146,7 @@ def run_grid(
     stop.clear()
     try:
         run = selected_run(ctx, run_name)
-        check_idle()
+        check_idle("running the prompt grid")
         settings = settings_from(system, temperature, top_p, max_new, seed)
         prompts = prompts_from_text(text or "")
         if not prompts:

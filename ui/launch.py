@@ -98,6 +98,62 @@ def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
     return pairs or None
 
 
+class LoginThrottle:
+    """Gradio's `auth` (`.check`) with a rate limit: every wrong password costs `delay_s` (awaited, so
+    the server keeps serving), and after `max_failures` wrong passwords for one user name within
+    `window_s` (or `max_failures * 6` for all names together: password spraying) every attempt is
+    refused, even a right one, for `lockout_s`. Passwords are compared in constant time."""
+
+    def __init__(
+        self,
+        pairs: list[tuple[str, str]],
+        *,
+        max_failures: int = 5,
+        window_s: float = 60.0,
+        lockout_s: float = 60.0,
+        delay_s: float = 1.0,
+    ):
+        self.pairs = dict(pairs)
+        self.max_failures, self.window_s, self.lockout_s, self.delay_s = max_failures, window_s, lockout_s, delay_s
+        self.failures: dict[str, list[float]] = {}  # user name ("*": every name) -> times of wrong passwords
+        self.locked_until: dict[str, float] = {}
+        self.checked = 0  # passwords actually compared (for tests and logs)
+
+    def _locked(self, key: str, now: float) -> bool:
+        return self.locked_until.get(key, 0.0) > now
+
+    def _fail(self, key: str, limit: int, now: float) -> None:
+        recent = [t for t in self.failures.get(key, []) if now - t < self.window_s] + [now]
+        self.failures[key] = recent[-limit:]
+        if len(recent) >= limit:
+            self.locked_until[key] = now + self.lockout_s
+            self.failures[key] = []
+
+    async def check(self, username: str, password: str) -> bool:
+        """The `auth` callable (a coroutine function: Gradio awaits only what inspect says is one)."""
+        import asyncio
+        import hmac
+        import time
+
+        now = time.monotonic()
+        user = str(username)[:200]
+        if self._locked(user, now) or self._locked("*", now):
+            await asyncio.sleep(self.delay_s)
+            return False
+        self.checked += 1
+        expected = self.pairs.get(user)
+        ok = expected is not None and hmac.compare_digest(str(password).encode(), expected.encode())
+        if ok:
+            self.failures.pop(user, None)
+            return True
+        if len(self.failures) > 10_000:  # many made-up names: forget the oldest
+            self.failures.clear()
+        self._fail(user, self.max_failures, now)
+        self._fail("*", self.max_failures * 6, now)
+        await asyncio.sleep(self.delay_s)
+        return False
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "") or host.startswith("localhost."):
         return host != ""
@@ -164,7 +220,7 @@ def launch_kwargs(
         "footer_links": ["api", "gradio"],
     }
     if auth:
-        kwargs["auth"] = auth
+        kwargs["auth"] = auth if callable(auth) else LoginThrottle(auth).check
         kwargs["auth_message"] = "finetune studio: sign in"
     return kwargs
 

@@ -54,6 +54,20 @@ def error_text(exc: BaseException) -> str:
     return f"Unexpected error: {type(exc).__name__}: {first}"
 
 
+def json_safe(value: Any) -> Any:
+    """A value every JSON reader takes: integers beyond 64 bits (a status.json written before the
+    range checks) become text, so one bad number can never break the page's stream for everyone."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else f"{value:.3e}" if value.bit_length() < 1000 else "huge"
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def md_error(exc_or_text: BaseException | str, title: str = "Problem") -> str:
     """Markdown for an error: a bold title then the message as a list or paragraph."""
     text = exc_or_text if isinstance(exc_or_text, str) else error_text(exc_or_text)

@@ -21,7 +21,7 @@ from finetune.paths import open_workspace_run
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, list_runs
 from finetune.training import current_job, get_job, start_training
 from ui import charts, config_form
-from ui.state import GPU, Ctx, error_text, fmt_duration, fmt_time, md_error, md_escape, run_dropdown_update
+from ui.state import GPU, Ctx, error_text, fmt_duration, fmt_time, json_safe, md_error, md_escape, run_dropdown_update
 
 ICONS = {
     "queued": "●",
@@ -429,11 +429,13 @@ def wire(ctx: Ctx) -> None:
         if run is None:
             return {"run": name, "state": "none", "message": "no such run"}
         p = progress_of(run, job)
-        return {
-            **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
-            "run": name,
-            "metrics": run.metrics_count(),
-            "has_adapter": run.has_adapter(),
-        }
+        return json_safe(
+            {
+                **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
+                "run": name,
+                "metrics": run.metrics_count(),
+                "has_adapter": run.has_adapter(),
+            }
+        )
 
     gr.api(run_status, api_name="run_status")

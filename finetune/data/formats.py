@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from finetune.errors import DataError
+from finetune.errors import DataError, shown
 
 # What each format reads, in the order auto-detection tries them: a file with both
 # `instruction`/`output` and a pre-rendered `text` column is better used as alpaca.
@@ -82,11 +82,11 @@ def resolve_mapping(columns: list[str], mapping: dict | None) -> dict[str, str]:
                     f' (the mapping reads {{expected_name: your_column}}: did you mean {{"{actual}": "{expected}"}}?)'
                 )
             problems.append(
-                f"column_mapping: '{expected}' is not a column any format expects ({', '.join(EXPECTED_COLUMNS)}){hint}"
+                f"column_mapping: {shown(expected)} is not a column any format expects ({', '.join(EXPECTED_COLUMNS)}){hint}"
             )
         elif actual not in columns:
             problems.append(
-                f"column_mapping: {expected} -> '{actual}', but the data has no column '{actual}' "
+                f"column_mapping: {shown(expected)} -> {shown(actual)}, but the data has no column {shown(actual)} "
                 f"(columns: {', '.join(columns) or 'none'})"
             )
         else:
@@ -115,11 +115,11 @@ def detect_format(columns: list[str], requested: str = "auto", mapping_keys: tup
     present = set(columns)
     if requested != "auto":
         if requested not in FORMAT_COLUMNS:
-            raise DataError(f"unknown dataset format '{requested}'; choose auto, {', '.join(FORMAT_COLUMNS)}")
+            raise DataError(f"unknown dataset format {shown(requested)}; choose auto, {', '.join(FORMAT_COLUMNS)}")
         missing = [c for c in FORMAT_COLUMNS[requested]["required"] if c not in present]
         if missing:
             raise DataError(
-                f"format '{requested}' needs the column(s) {', '.join(missing)}, but the data has: "
+                f"format {shown(requested)} needs the column(s) {', '.join(missing)}, but the data has: "
                 f"{', '.join(columns) or 'no columns'}.\nRename your columns or set column_mapping, "
                 f'e.g. {{"{missing[0]}": "your_column"}}'
             )
@@ -225,8 +225,8 @@ def _message(item: Any, number: int) -> dict:
         raise RowProblem(f"message {number} has no 'role' (or ShareGPT 'from')")
     role = aliases.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
     if role is None:
-        shown = raw_role if isinstance(raw_role, str) else kind_of(raw_role)
-        raise RowProblem(f"message {number} has unknown role '{str(shown)[:40]}'; {accepted}")
+        quoted = shown(raw_role, 40) if isinstance(raw_role, str) else f"'{kind_of(raw_role)}'"
+        raise RowProblem(f"message {number} has unknown role {quoted}; {accepted}")
     if content_key not in item:
         content_key = "value" if content_key == "content" else "content"  # tolerate mixed styles
         if content_key not in item:

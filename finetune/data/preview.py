@@ -1,4 +1,9 @@
-"""What the model sees for one example, and which parts of it carry loss (for the Data tab)."""
+"""What the model sees for one example, and which parts of it carry loss (for the Data tab).
+
+Bounded by the length of the example: one huge row (the upload limit is 500 MB) must not hold a
+server thread for minutes. Texts longer than PREVIEW_CHARS are cut before the example is templated
+(and conversations to PREVIEW_MESSAGES turns); the Data tab's token statistics measure the whole rows.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,19 @@ from finetune.data.templates import (
     render_chat,
 )
 
+PREVIEW_CHARS = 20_000  # characters of one text shown; a page cannot usefully show more
+PREVIEW_MESSAGES = 100  # turns of one conversation shown (the first ones and the last)
+
 
 def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> dict[str, Any]:
     """A normalized row as the trainer will see it.
 
     Returns `chat` (messages to display), `text` (the exact string after the chat template / EOS),
-    `segments` (consecutive (piece, trained) pairs that concatenate to `text`), `num_tokens`
-    and `trained_tokens`.
+    `segments` (consecutive (piece, trained) pairs that concatenate to `text`), `num_tokens`,
+    `trained_tokens`, and `hidden_chars` (characters of long texts cut before templating: the
+    counts are then those of the cut example).
     """
+    row, hidden = _shortened(row)
     messages = conversation_of(row)
     if messages is not None:
         chat = [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -40,7 +50,49 @@ def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> 
     if train_on_prompt:
         mask = [1] * len(ids)
     text, segments = _segments(tokenizer, body, ids, mask, add_special)
-    return {"chat": chat, "text": text, "segments": segments, "num_tokens": len(ids), "trained_tokens": sum(mask)}
+    return {
+        "chat": chat,
+        "text": text,
+        "segments": segments,
+        "num_tokens": len(ids),
+        "trained_tokens": sum(mask),
+        "hidden_chars": hidden,
+    }
+
+
+def _cut_text(value: Any) -> tuple[Any, int]:
+    if isinstance(value, str) and len(value) > PREVIEW_CHARS:
+        hidden = len(value) - PREVIEW_CHARS
+        return value[:PREVIEW_CHARS] + f" … [{hidden:,} more characters not shown]", hidden
+    return value, 0
+
+
+def _cut_messages(messages: Any) -> tuple[Any, int]:
+    if not isinstance(messages, list):
+        return messages, 0
+    hidden = 0
+    if len(messages) > PREVIEW_MESSAGES:  # the first turns and the last one (what is trained on)
+        messages = messages[: PREVIEW_MESSAGES - 1] + messages[-1:]
+    out = []
+    for message in messages:
+        if isinstance(message, dict) and "content" in message:
+            content, cut = _cut_text(message["content"])
+            hidden += cut
+            message = {**message, "content": content}
+        out.append(message)
+    return out, hidden
+
+
+def _shortened(row: dict) -> tuple[dict, int]:
+    """The row with every text over PREVIEW_CHARS cut (and long conversations thinned), and how many
+    characters were cut: templating and tokenizing stay bounded whatever one row holds."""
+    out, hidden = dict(row), 0
+    for key in ("messages", "prompt", "completion", "text"):
+        if key in out:
+            value = out[key]
+            out[key], cut = _cut_messages(value) if isinstance(value, list) else _cut_text(value)
+            hidden += cut
+    return out, hidden
 
 
 def _conversation_mask(row: dict, messages: list[dict], tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -95,12 +147,14 @@ def _decoded_segments(tokenizer: Any, ids: list[int], mask: list[int]) -> tuple[
 
 
 def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
-    merged: list[tuple[str, bool]] = []
+    """Adjacent pieces with the same mask joined: collected in lists and joined once (appending to
+    a string piece by piece copied it every time, quadratic in the length of the example)."""
+    runs: list[tuple[list[str], bool]] = []
     for piece, trained in pieces:
         if not piece:
             continue
-        if merged and merged[-1][1] == trained:
-            merged[-1] = (merged[-1][0] + piece, trained)
+        if runs and runs[-1][1] == trained:
+            runs[-1][0].append(piece)
         else:
-            merged.append((piece, trained))
-    return merged
+            runs.append(([piece], trained))
+    return [("".join(parts), trained) for parts, trained in runs]

@@ -19,7 +19,7 @@ from finetune.data.formats import (
     resolve_mapping,
 )
 from finetune.data.readers import RowIssue, read_source
-from finetune.errors import DataError
+from finetune.errors import DataError, shown
 
 SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
 
@@ -104,7 +104,7 @@ def load_records(
     `report` attribute holds the DatasetReport with every skipped row).
     """
     if dataset_format not in DATASET_FORMATS:
-        raise DataError(f"unknown dataset format '{dataset_format}'; choose one of {', '.join(DATASET_FORMATS)}")
+        raise DataError(f"unknown dataset format {shown(dataset_format)}; choose one of {', '.join(DATASET_FORMATS)}")
     raw = read_source(source)
     name = os.path.basename(raw.source) or raw.source
     if not raw.records:

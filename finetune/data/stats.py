@@ -12,6 +12,9 @@ from finetune.errors import DataError
 _BATCH = 512
 LENGTH_MULTIPLE = 64
 _SANE_MODEL_MAX = 1_000_000  # tokenizers without a limit report ~1e30
+# a text longer than this is measured on its first LONG_TEXT_CHARS characters and scaled up: it is far
+# over any max_length anyway, and tokenizing hundreds of MB of one row would hold a thread for minutes
+LONG_TEXT_CHARS = 400_000
 
 
 def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
@@ -35,9 +38,10 @@ def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
         indices = [i for i, is_plain in enumerate(plain) if is_plain == add_special]
         for start in range(0, len(indices), _BATCH):
             chunk = indices[start : start + _BATCH]
-            encoded = tokenizer([texts[i] for i in chunk], add_special_tokens=add_special)["input_ids"]
-            for i, ids in zip(chunk, encoded):
-                lengths[i] = len(ids)
+            encoded = tokenizer([texts[i][:LONG_TEXT_CHARS] for i in chunk], add_special_tokens=add_special)
+            for i, ids in zip(chunk, encoded["input_ids"]):
+                scale = len(texts[i]) / LONG_TEXT_CHARS if len(texts[i]) > LONG_TEXT_CHARS else 1.0
+                lengths[i] = math.ceil(len(ids) * scale)  # an estimate for the rare very long text
     return lengths
 
 

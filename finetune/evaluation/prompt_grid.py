@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.errors import shown
 from finetune.evaluation.common import (
     EvaluationError,
     Progress,
@@ -90,7 +91,7 @@ def load_prompt_set(name: str, workspace: str | Path | None = None) -> list[str]
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         known = ", ".join(list_prompt_sets(workspace)) or "none yet"
-        raise EvaluationError(f"no prompt set named '{name}' (saved sets: {known})") from None
+        raise EvaluationError(f"no prompt set named {shown(name)} (saved sets: {known})") from None
     except json.JSONDecodeError as exc:
         raise EvaluationError(f"prompt set '{name}' is not valid JSON ({exc}); fix or delete {path}") from None
     return clean_prompts(data.get("prompts") if isinstance(data, dict) else data)
