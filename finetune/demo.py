@@ -163,7 +163,9 @@ def _build(target: Path) -> None:
     if not (target / "config.json").is_file():
         return
     (target / "DEMO_MODEL.json").write_text(
-        json.dumps({"version": DEMO_VERSION, "note": "pretrained on the sample's facts as plain text; for offline demos"})
+        json.dumps(
+            {"version": DEMO_VERSION, "note": "pretrained on the sample's facts as plain text; for offline demos"}
+        )
     )
 
 

@@ -420,5 +420,5 @@ def test_blind_pair_on_demo_and_self_contained_report(demo_run):
 def test_csv_cells_cannot_run_as_spreadsheet_formulas():
     from finetune.evaluation.common import spreadsheet_safe
 
-    row = spreadsheet_safe({"prompt": "=HYPERLINK(\"x\")", "base": "+1", "tuned": "fine", "n": -3})
-    assert row == {"prompt": "'=HYPERLINK(\"x\")", "base": "'+1", "tuned": "fine", "n": -3}
+    row = spreadsheet_safe({"prompt": '=HYPERLINK("x")', "base": "+1", "tuned": "fine", "n": -3})
+    assert row == {"prompt": '\'=HYPERLINK("x")', "base": "'+1", "tuned": "fine", "n": -3}
