@@ -189,6 +189,7 @@ def test_train_compare_export(app, workspace):
 
     merge_note, card = client.predict(run_name, api_name="/merge_model")
     assert "Merged model saved" in merge_note, merge_note
+    assert "float32 weights" in merge_note and "exports/merged" in merge_note, merge_note
     assert "library_name: transformers" in card and card.startswith("```yaml")
     merged_zip = client.predict(run_name, api_name="/zip_merged_model")
     target = workspace / "unzipped-merged"
