@@ -28,7 +28,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import ModelError, RunError
-from finetune.generation import CompareResult, Generation, GenerationSettings
+from finetune.generation import CompareResult, Generation, GenerationSettings, StreamedText
 from finetune.models import release_memory
 from finetune.runs import Run, open_run
 
@@ -302,8 +302,10 @@ class Comparer:
 
     def stream(
         self, prompt: str, use_adapter: bool, settings: GenerationSettings | None = None, *, adapter: str | None = None
-    ) -> Iterator[str]:
-        """Yield the growing answer text as tokens arrive (for a live UI).
+    ) -> Iterator[StreamedText]:
+        """Yield the growing answer text as tokens arrive (for a live UI); once generation ends,
+        the final text again with `.tokens`, the number of tokens generated (never re-counted
+        from the text: decoding and re-encoding does not give the same tokens back).
 
         Generation runs in a thread that holds the model lock for its whole length. Closing
         the iterator early (a cancelled UI event) stops the generation at the next token.
@@ -313,12 +315,15 @@ class Comparer:
         inputs = self._encode(prompt, settings)
         return self._stream(inputs, use_adapter, adapter, settings)
 
-    def _stream(self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings) -> Iterator[str]:
+    def _stream(
+        self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings
+    ) -> Iterator[StreamedText]:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
         failure: list[BaseException] = []
+        generated: list[int] = []
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -327,9 +332,10 @@ class Comparer:
         def work() -> None:
             try:
                 stopping = StoppingCriteriaList([_Cancelled()])
-                self._run_generate(
+                out = self._run_generate(
                     use_adapter, adapter, inputs, settings, streamer=streamer, stopping_criteria=stopping
                 )
+                generated.append(int(out.shape[1] - inputs["input_ids"].shape[1]))
             except BaseException as exc:  # re-raised in the consumer's thread
                 failure.append(exc)
                 streamer.end()  # unblock the consumer
@@ -340,12 +346,13 @@ class Comparer:
         try:
             for piece in streamer:
                 text += piece
-                yield text
+                yield StreamedText(text)
         finally:
             cancel.set()
         thread.join()
         if failure:
             raise failure[0]
+        yield StreamedText(text, generated[0] if generated else None)
 
 
 # process-wide cache: one loaded run at a time -------------------------------

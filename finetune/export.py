@@ -1,4 +1,4 @@
-"""Getting a finished run out: adapter zip, merged 16-bit model, model card, Hub upload.
+"""Getting a finished run out: adapter zip, merged model, model card, Hub upload.
 
 Merging always reloads the base WITHOUT quantization (bf16 on GPUs that support it, else
 fp16; float32 on CPU) and merges the adapter into those weights: merging into 4-bit weights
@@ -182,8 +182,21 @@ def _save_tokenizer(run: Run, cfg, staging: Path) -> None:
     save_tokenizer_for_serving(tokenizer, staging)
 
 
+def saved_dtype(folder: str | Path) -> str:
+    """The dtype a saved model's weights are stored in (from its config.json), e.g. "bfloat16",
+    "float32"; "" when the folder does not say."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    dtype = config.get("dtype") or config.get("torch_dtype") or ""
+    return str(dtype).removeprefix("torch.")
+
+
 def merge_adapter(run: Run | str | Path, out_dir: str | Path | None = None, progress: Progress | None = None) -> Path:
-    """Merge the adapter into a 16-bit copy of the base and save a standalone model.
+    """Merge the adapter into an unquantized copy of the base and save a standalone model
+    (16-bit on a GPU, float32 on CPU unless the base checkpoint is stored in 16 bits; see
+    `saved_dtype(folder)`).
 
     Default folder <run>/exports/merged. An existing folder is replaced only when it is an
     earlier merge of this run; the new one is built beside it and swapped in at the end.

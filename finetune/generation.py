@@ -76,6 +76,19 @@ class Generation:
         return self.text
 
 
+class StreamedText(str):
+    """The answer so far, as `Comparer.stream` yields it. `tokens` is the number of tokens the
+    model generated (special tokens such as the end of turn included, as in `Generation.tokens`):
+    None while streaming, set on the last item, which repeats the final text once generation ended."""
+
+    tokens: int | None = None
+
+    def __new__(cls, text: str, tokens: int | None = None) -> StreamedText:
+        obj = super().__new__(cls, text)
+        obj.tokens = tokens
+        return obj
+
+
 @dataclass
 class CompareResult:
     base: str

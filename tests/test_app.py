@@ -153,7 +153,11 @@ def test_save_config_roundtrip(app):
     saved, note = client.predict(*values_from_config(cfg), api_name="/save_config")
     path = saved["value"] if isinstance(saved, dict) else saved  # an update that also shows the file
     assert "Saved" in note
-    assert RunConfig.from_yaml(path) == cfg
+    # the sample data ('' in the form) is saved by its path, so the file says which data it trains on
+    from finetune.demo import SAMPLE_DATASET
+
+    assert cfg.dataset_path == ""
+    assert RunConfig.from_yaml(path) == cfg.replace(dataset_path=str(SAMPLE_DATASET))
 
 
 def test_train_compare_export(app, workspace):
@@ -189,6 +193,7 @@ def test_train_compare_export(app, workspace):
 
     merge_note, card = client.predict(run_name, api_name="/merge_model")
     assert "Merged model saved" in merge_note, merge_note
+    assert "float32 weights" in merge_note and "exports/merged" in merge_note, merge_note
     assert "library_name: transformers" in card and card.startswith("```yaml")
     merged_zip = client.predict(run_name, api_name="/zip_merged_model")
     target = workspace / "unzipped-merged"

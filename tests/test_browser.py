@@ -191,3 +191,75 @@ def test_whole_flow(served_app, page):
     expect(page.locator("#export-adapter-file")).to_contain_text("-adapter", timeout=60_000)
     expect(page.locator("#export-card")).to_contain_text("Training configuration")
     shot(page, "11-export")
+
+
+def loss_steps(page) -> list[float]:
+    """The x values (steps) of the loss chart's first trace, as the page plots them."""
+    return page.evaluate(
+        "() => { const p = document.querySelector('#plot-loss .js-plotly-plot');"
+        " return p && p.data && p.data.length ? Array.from(p.data[0].x) : []; }"
+    )
+
+
+def set_steps(page, steps: int) -> None:
+    open_tab(page, "2 · Model & memory")
+    box = page.locator("#cfg-max_steps input")
+    if not box.is_visible():
+        page.locator("#advanced").get_by_text("Advanced: every setting").click()
+        page.get_by_role("tab", name="Training (", exact=False).click()
+    box.fill(str(steps))
+    box.press("Tab")
+    open_tab(page, "3 · Train")
+    expect_text(page, "#train-config", f"max_steps {steps}")
+
+
+def expect_text(page, selector: str, text, timeout: float = 30_000) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_contain_text(text, timeout=timeout)
+
+
+def test_second_run_preset_toast_log_and_reload(served_app, page):
+    """Issue 12's browser defects: one toast per preset pick, charts that follow a second Start on the
+    same page, the log scrolled to its newest line, a reload during training landing on Train."""
+    from playwright.sync_api import expect
+
+    blocks, url = served_app
+    page.goto(url)
+    expect(page.locator("#data-summary")).to_contain_text("110", timeout=60_000)
+    open_tab(page, "2 · Model & memory")
+    page.locator("#model-preset input").click()
+    page.get_by_role("option", name="cpu").click()
+    expect(page.locator("[data-testid=toast-body]").first).to_contain_text("Preset cpu applied")
+    page.wait_for_timeout(1500)
+    toasts = " ".join(page.locator("[data-testid=toast-body]").all_inner_texts())
+    assert toasts.count("Preset cpu applied") == 1, toasts
+
+    set_steps(page, 30)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-status")).to_contain_text("done", timeout=LONG)
+    page.wait_for_function("() => { const p = document.querySelector('#plot-loss .js-plotly-plot');"
+                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) >= 30; }", timeout=30_000)  # fmt: skip
+    set_steps(page, 8)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-status")).to_contain_text("8 steps", timeout=LONG)
+    page.wait_for_function("() => { const p = document.querySelector('#plot-loss .js-plotly-plot');"
+                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) <= 8; }", timeout=30_000)  # fmt: skip
+    assert max(loss_steps(page)) <= 8  # the second run's curve, not the first one's
+    log = page.locator("#train-log textarea")
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#train-log textarea');"
+        " return t && t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 4; }",
+        timeout=10_000,
+    )
+    assert "final state" in log.input_value()
+    shot(page, "12-second-run")
+
+    set_steps(page, 2000)  # long enough to still train after the reload
+    page.locator("#train-start").click()
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    page.reload()
+    expect(page.get_by_role("tab", name="3 · Train")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    page.locator("#train-stop").click()
+    expect(page.locator("#train-status")).to_contain_text("stopped", timeout=LONG)
+    shot(page, "13-reload-lands-on-train")

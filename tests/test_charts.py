@@ -148,3 +148,35 @@ def test_poll_sends_nothing_when_nothing_changed(workspace):
     later = dict(zip(TICK_KEYS, tick(ctx, "polled", first["drawn"], first["sig"])))
     assert later["drawn"] == len(METRICS) + 1
     assert list(later["plot_loss"].data[0].x) == [2, 4, 6, 8]
+
+
+def test_histogram_labels_never_share_a_row_and_the_title_names_what_was_measured():
+    from ui.charts import length_histogram
+
+    stats = {"lengths": [30, 35, 40, 45, 50, 52], "p50": 42.5, "p95": 51.5, "p99": 51.9}
+    for max_length in (48, 256):  # inside the data, and far beyond it (labelled at the edge)
+        fig = length_histogram(stats, max_length, "text")
+        rows = [a.y for a in fig.layout.annotations]
+        assert len(rows) == 4 and len(set(rows)) == 4, rows
+    assert "plain text" in fig.layout.title.text and "chat template" not in fig.layout.title.text
+    assert "chat template applied" in length_histogram(stats, 256, "conversational").layout.title.text
+
+
+def test_equivalent_command_names_the_model_and_the_data_and_reproduces_the_config():
+    import shlex
+
+    from finetune.cli import build_parser, build_train_config
+    from finetune.config import RunConfig
+    from finetune.demo import SAMPLE_DATASET
+    from finetune.presets import apply_preset
+    from ui.config_form import command_text
+
+    for cfg in (apply_preset(RunConfig(), "cpu"), apply_preset(RunConfig(), "cpu").replace(lora_r=4)):
+        text = command_text(cfg, "cpu")
+        assert "button above" in text
+        flags = text.split("\n", 4)[4].replace("\\\n", " ")
+        assert f"--model demo --data {SAMPLE_DATASET}" in flags
+        argv = shlex.split(flags)[2:]  # after "finetune train"
+        assert build_train_config(build_parser().parse_args(["train", *argv])) == cfg.replace(
+            dataset_path=str(SAMPLE_DATASET)
+        )

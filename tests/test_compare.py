@@ -101,7 +101,11 @@ def test_stream_ends_with_the_non_streaming_text(workspace):
         pieces = list(comparer.stream(PROMPT, use_adapter, GREEDY))
         assert pieces, "the stream yielded nothing"
         assert all(b.startswith(a) for a, b in zip(pieces, pieces[1:]))  # growing text
-        assert pieces[-1] == comparer.generate(PROMPT, use_adapter, GREEDY).text
+        whole = comparer.generate(PROMPT, use_adapter, GREEDY)
+        assert pieces[-1] == whole.text
+        # the generated-token count, not the answer re-tokenized (which can exceed max_new_tokens)
+        assert pieces[-1].tokens == whole.tokens <= GREEDY.max_new_tokens
+        assert all(p.tokens is None for p in pieces[:-1])
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import yaml
 from helpers_runs import encode, load_plain_base, make_run, plain_generate
 
 from finetune.errors import ConfigError, RunError
-from finetune.export import HubError, check_repo_id, merge_adapter, model_card, push_to_hub, zip_adapter
+from finetune.export import HubError, check_repo_id, merge_adapter, model_card, push_to_hub, saved_dtype, zip_adapter
 
 SECRET = "hf_TopSecretToken1234567890"
 
@@ -92,6 +92,7 @@ def test_merged_model_matches_base_plus_adapter(workspace, quantization):
 
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config  # merged into 16/32-bit weights, never 4-bit
+    assert saved_dtype(out) == "float32"  # the demo is stored in float32 and merged on CPU: said as it is
     assert list(out.glob("*.safetensors")) and (out / "generation_config.json").is_file()
     assert _front_matter((out / "README.md").read_text())["library_name"] == "transformers"
 

@@ -62,7 +62,7 @@ def test_cpu_preset_is_a_quick_demo_run():
     steps = (
         -(-train_rows // s["per_device_train_batch_size"]) * s["num_train_epochs"] // s["gradient_accumulation_steps"]
     )
-    assert 60 <= steps <= 120
+    assert 60 <= steps <= 160  # 156: about 6 s on an idle 2-core CPU (tests/test_demo.py checks what it learns)
     assert s["learning_rate"] >= 1e-3
 
 

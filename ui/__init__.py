@@ -65,13 +65,14 @@ def build_app(workspace: str | Path | None = None, *, exposure_warning: str | No
                 data_tab.build(ctx)
             with gr.Tab("2 · Model & memory", id="model", elem_id="tab-model"):
                 model_tab.build(ctx)
-            with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
+            with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_tab_item:
                 train_tab.build(ctx)
             with gr.Tab("4 · Test", id="test", elem_id="tab-test"):
                 test_tab.build(ctx)
             with gr.Tab("5 · Export", id="export", elem_id="tab-export"):
                 export_tab.build(ctx)
         ctx.c["tabs"] = tabs
+        ctx.c["train_tab_item"] = train_tab_item
         model_tab.wire(ctx)
         data_tab.wire(ctx)
         train_tab.wire(ctx)
@@ -101,3 +102,14 @@ def _wire_cross_tab(ctx: Ctx) -> None:
     ctx.blocks.load(
         runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]], api_visibility="private"
     )
+
+    def landing_tab():
+        """A page opened (or reloaded) while a run trains lands on the Train tab, else where it is."""
+        from finetune.training import current_job
+
+        job = current_job()
+        return gr.Tabs(selected="train") if job is not None and job.is_alive() else gr.skip()
+
+    ctx.blocks.load(landing_tab, None, c["tabs"], api_visibility="private", show_progress="hidden")
+    # the Train tab mounts its log at the top: show the newest line when it is opened
+    c["train_tab_item"].select(None, None, None, js=train_tab.SCROLL_LOG_JS, api_visibility="private")

@@ -184,8 +184,17 @@ def overlay_figure(runs: dict[str, list[dict]], smoothed: bool = True) -> go.Fig
     return _layout(fig, "Loss of selected runs (train smoothed, eval dotted)", "loss", "overlay")
 
 
-def length_histogram(stats: dict[str, Any], max_length: int | None) -> go.Figure:
-    """Token lengths with p50/p95/p99 and the chosen max_length as vertical lines."""
+HISTOGRAM_TITLES = {
+    "conversational": "Token lengths (chat template applied)",
+    "prompt_completion": "Token lengths (prompt + completion)",
+    "text": "Token lengths (plain text)",
+}
+
+
+def length_histogram(stats: dict[str, Any], max_length: int | None, shape: str | None = None) -> go.Figure:
+    """Token lengths with p50/p95/p99 and the chosen max_length as vertical lines. `shape` (the data's
+    normalized shape: conversational, prompt_completion, text) names what was measured in the title.
+    Each label has its own row at the top, so none covers another."""
     lengths = stats.get("lengths") or []
     if not lengths:
         return empty_figure("Token lengths", "No examples", "lengths")
@@ -205,7 +214,7 @@ def length_histogram(stats: dict[str, Any], max_length: int | None) -> go.Figure
     elif max_length:  # far beyond the data: say so at the edge instead of squashing the histogram
         fig.add_annotation(
             x=1,
-            y=1,
+            y=1 - 0.08 * len(lines),  # the row below the percentile labels
             xref="paper",
             yref="paper",
             text=f"max_length {max_length} →",
@@ -229,7 +238,8 @@ def length_histogram(stats: dict[str, Any], max_length: int | None) -> go.Figure
             bgcolor="rgba(255,255,255,0.8)",
         )
     fig.update_xaxes(range=[0, x_max])
-    fig = _layout(fig, "Token lengths (chat template applied)", "examples", "lengths", xtitle="tokens")
+    title = HISTOGRAM_TITLES.get(shape or "", "Token lengths")
+    fig = _layout(fig, title, "examples", "lengths", xtitle="tokens")
     fig.update_layout(showlegend=False, bargap=0.05, hovermode="closest")
     return fig
 

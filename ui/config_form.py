@@ -186,13 +186,20 @@ def overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]:
     return out
 
 
+def explicit_data_path(cfg: RunConfig) -> str:
+    """The training data as a path: an empty dataset_path means the bundled sample, so say which file."""
+    from finetune.demo import SAMPLE_DATASET
+
+    return cfg.dataset_path or str(SAMPLE_DATASET)
+
+
 def command_text(cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml") -> str:
     """The `finetune train` command lines that reproduce this config."""
     lines = [
-        "# 1) with the config file (Save config as YAML below):",
+        "# 1) with the config file (the “Save config as YAML” button above):",
         f"finetune train --config {shlex.quote(yaml_name)}",
         "",
-        "# 2) or flags only: the preset, then every setting that differs from it",
+        "# 2) or flags only: the model, the data, the preset, then every setting that differs from it",
     ]
     base = RunConfig()
     head = "finetune train"
@@ -204,8 +211,9 @@ def command_text(cfg: RunConfig, preset: str | None = None, yaml_name: str = "ru
             head += f" --preset {shlex.quote(preset)}"
         except Exception:
             base = RunConfig()
-    parts = [head] + [f"--set {shlex.quote(o)}" for o in overrides(cfg, base)]
-    if len(parts) == 1:
-        parts.append("--model demo")
+    # the model and the data always by name (the data as the path of the bundled sample when it is that)
+    head += f" --model {shlex.quote(cfg.model_name_or_path)} --data {shlex.quote(explicit_data_path(cfg))}"
+    named = ("model_name_or_path", "dataset_path")
+    parts = [head] + [f"--set {shlex.quote(o)}" for o in overrides(cfg, base) if o.split("=", 1)[0] not in named]
     lines.append(" \\\n    ".join(parts))
     return "\n".join(lines)

@@ -167,7 +167,8 @@ def analyze(
         except FinetuneError:
             pass
         out.update(
-            data_state={"dataset_path": dataset_path, "lengths": [], "suggested": None},
+            # "error": the Train tab refuses to start on data the Data tab shows as unusable
+            data_state={"dataset_path": dataset_path, "lengths": [], "suggested": None, "error": error_text(exc)},
             data_summary=md_error(exc, f"Cannot use {source_label(dataset_path)}"),
             data_detected="Format: **not detected**",
             data_mapping_acc=gr.Accordion(open=bool(columns)),
@@ -226,7 +227,7 @@ def analyze(
         )
     if stats is not None:
         out.update(
-            data_hist=charts.length_histogram(stats, max_length),
+            data_hist=charts.length_histogram(stats, max_length, report.shape),
             data_trunc=truncation_md(stats, max_length),
             data_suggest_btn=gr.Button(f"Use suggested max_length ({stats['suggested_max_length']})", interactive=True),
         )
@@ -234,6 +235,7 @@ def analyze(
         "dataset_path": dataset_path,
         "lengths": stats["lengths"] if stats else [],
         "suggested": stats["suggested_max_length"] if stats else None,
+        "shape": report.shape,
     }
     if tokenizer is not None:
         out["data_chat"], out["data_text"] = preview(report, tokenizer, 1, train_on_prompt)
@@ -414,7 +416,7 @@ def wire(ctx: Ctx) -> None:
         if not lengths or not ml:
             return gr.skip(), gr.skip()
         stats = length_stats(lengths, int(ml))
-        return charts.length_histogram(stats, int(ml)), truncation_md(stats, int(ml))
+        return charts.length_histogram(stats, int(ml), state.get("shape")), truncation_md(stats, int(ml))
 
     c["data_max_length"].change(
         lengths_view,

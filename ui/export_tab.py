@@ -1,4 +1,4 @@
-"""Export tab: adapter zip, merged 16-bit model (folder + zip), Hub upload, model card preview.
+"""Export tab: adapter zip, merged model (folder + zip), Hub upload, model card preview.
 
 Engine calls: finetune.export (zip_adapter, merge_adapter with a progress callback, model_card,
 push_to_hub, exports_dir). Only paths the engine returns reach a file component; the Hub token
@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.export import exports_dir, merge_adapter, model_card, push_to_hub, zip_adapter
+from finetune.export import exports_dir, merge_adapter, model_card, push_to_hub, saved_dtype, zip_adapter
 from finetune.paths import open_workspace_run
 from finetune.training import current_job
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
@@ -67,10 +67,11 @@ def build(ctx: Ctx) -> None:
             c["zip_file"] = gr.File(label="Adapter zip", interactive=False, elem_id="export-adapter-file", height=90)
         with gr.Column():
             gr.Markdown(
-                "### 2. A merged 16-bit model\nThe adapter folded into the base weights: a standalone "
+                "### 2. A merged model\nThe adapter folded into an unquantized copy of the base weights "
+                "(16-bit on a GPU; float32 on CPU unless the base is stored in 16 bits): a standalone "
                 "transformers model."
             )
-            c["merge_btn"] = gr.Button("Merge into a 16-bit model", variant="primary", elem_id="export-merge-btn")
+            c["merge_btn"] = gr.Button("Merge into a standalone model", variant="primary", elem_id="export-merge-btn")
             c["merge_msg"] = gr.Markdown(elem_id="export-merge-msg")
             c["merged_zip_btn"] = gr.Button("Download the merged model (.zip)", elem_id="export-merged-zip-btn")
             c["merged_file"] = gr.File(
@@ -131,10 +132,13 @@ def wire(ctx: Ctx) -> None:
             gr.Warning(error_text(exc))
             return md_error(exc, "Merge failed"), gr.skip()
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+        dtype = saved_dtype(folder)
+        where = folder.relative_to(run.path).as_posix() if folder.is_relative_to(run.path) else str(folder)
         gr.Info("Merged model saved")
         return (
-            f"✔ Merged model saved ({size:,.0f} MB) in `{md_escape(folder.name)}` inside the run folder "
-            f"**{md_escape(run.name)}** — download it below or push it to the Hub.",
+            f"✔ Merged model saved ({size:,.0f} MB{f', {dtype} weights' if dtype else ''}) in "
+            f"`{md_escape(where)}` inside the run folder **{md_escape(run.name)}** — download it below or push "
+            "it to the Hub.",
             card_md(model_card(run, merged=True)),
         )
 
@@ -154,7 +158,7 @@ def wire(ctx: Ctx) -> None:
             run = open_workspace_run(run_name, ctx.workspace)
             folder = merged_folder(run)
             if folder is None:
-                raise FinetuneError("This run has no merged model yet: press “Merge into a 16-bit model” first.")
+                raise FinetuneError("This run has no merged model yet: press “Merge into a standalone model” first.")
             progress(0.1, desc="Zipping the merged model")
             out = zip_folder(folder, exports_dir(run) / f"{run.name}-merged.zip")
         except Exception as exc:

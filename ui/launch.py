@@ -218,6 +218,8 @@ def launch_kwargs(
         "js": JS,
         "quiet": quiet,
         "footer_links": ["api", "gradio"],
+        # Gradio 6.31 announces a finished progress bar as the untranslated key "common.complete"
+        "i18n": gr.I18n(en={"common.complete": "Complete"}),
     }
     if auth:
         kwargs["auth"] = auth if callable(auth) else LoginThrottle(auth).check

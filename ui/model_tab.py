@@ -348,7 +348,8 @@ def wire(ctx: Ctx) -> None:
         gr.Info(f"Preset {name} applied")
         return config_form.values_from_config(cfg) + [preset_info(name)]
 
-    chain(c["preset"].input(use_preset, [c["preset"], *fields], [*fields, c["preset_md"]], api_name="apply_preset"))
+    # .select, not .input: Gradio 6.31's Dropdown fires `input` twice per pick (two runs, two toasts)
+    chain(c["preset"].select(use_preset, [c["preset"], *fields], [*fields, c["preset_md"]], api_name="apply_preset"))
 
     def save_yaml(*values):
         try:
@@ -362,7 +363,7 @@ def wire(ctx: Ctx) -> None:
         name = re.sub(r"\.{2,}", ".", name).strip(".-")[:80] or "run"
         path = ctx.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(path)
+        cfg.replace(dataset_path=config_form.explicit_data_path(cfg)).to_yaml(path)  # the sample by its path
         note = f"Saved **{path.name}** (download it above)."
         if problems:
             note += "\n\n" + md_error("\n".join(f"- {p}" for p in problems), "Note: Start will refuse these settings")

@@ -75,12 +75,19 @@ def md_error(exc_or_text: BaseException | str, title: str = "Problem") -> str:
     if not lines:
         return f"**{title}**"
     body = []
+    in_list = False
     for ln in lines:
         stripped = ln.strip()
         if stripped.startswith("- "):
+            if not in_list and body:
+                body.append("")  # a list must start after a blank line to be a list
             body.append(f"- {md_escape(stripped[2:])}")
+            in_list = True
         else:
+            if in_list:
+                body.append("")  # else Markdown continues the last item with this line
             body.append(md_escape(stripped) + "  ")
+            in_list = False
     return f"⚠ **{title}:**\n\n" + "\n".join(body)
 
 

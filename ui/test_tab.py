@@ -87,14 +87,6 @@ def _build_side_by_side(ctx: Ctx) -> None:
     c["test_diff"] = gr.HTML(DIFF_EMPTY, label="Word diff", show_label=False, elem_id="test-diff", container=True)
 
 
-def count_tokens(tokenizer, text: str) -> int:
-    """Tokens in a streamed answer (re-encoded: the stream gives text only)."""
-    try:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    except Exception:
-        return 0
-
-
 def stats_md(base_tokens: int, base_s: float, tuned_tokens: int, tuned_s: float) -> str:
     def one(tokens: int, seconds: float) -> str:
         rate = f", {tokens / seconds:.1f} tokens/s" if seconds > 0 and tokens else ""
@@ -130,9 +122,8 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
         for tuned in comparer.stream(prompt, True, settings):
             yield base, tuned, "… Fine-tuned model answering…", gr.skip(), gr.skip()
         t2 = time.perf_counter()
-        stats = stats_md(
-            count_tokens(comparer.tokenizer, base), t1 - t0, count_tokens(comparer.tokenizer, tuned), t2 - t1
-        )
+        # the stream's last item carries the number of tokens generated (0 if it yielded nothing)
+        stats = stats_md(getattr(base, "tokens", 0) or 0, t1 - t0, getattr(tuned, "tokens", 0) or 0, t2 - t1)
     except Exception as exc:
         gr.Warning(error_text(exc))
         yield gr.skip(), gr.skip(), md_error(exc, "No comparison"), gr.skip(), gr.skip()

@@ -78,7 +78,8 @@ def progress_of(run: Run, job) -> dict[str, Any]:
     }
 
 
-def status_md(name: str, p: dict) -> str:
+def status_md(name: str, p: dict, resumable: bool = True) -> str:
+    """The status line; `resumable`: the run has a checkpoint that Resume could continue from."""
     state = p.get("state", "unknown")
     icon = ICONS.get(state, "•")
     text = f"{icon} **{md_escape(name)}** — **{state}**"
@@ -86,8 +87,10 @@ def status_md(name: str, p: dict) -> str:
         text += f": {md_escape(p['message'])}"
     if state == "done":
         text += "  \nNext: compare answers in **Test**, download or merge in **Export**."
-    elif state in ("stopped", "interrupted", "failed"):
-        text += "  \n**Resume** continues from the last checkpoint when there is one."
+    elif state in ("stopped", "interrupted", "failed") and resumable:
+        text += "  \n**Resume** continues from the last checkpoint."
+    elif state == "failed":
+        text += "  \nNo checkpoint was saved: fix what the message says, then press **Start training** for a new run."
     return text
 
 
@@ -113,19 +116,24 @@ def progress_html(p: dict) -> str:
     )
 
 
-def history_rows(ctx: Ctx) -> list[list]:
+def history_rows(ctx: Ctx, live: dict | None = None) -> list[list]:
+    """One row per run, newest first; `live` (a progress dict with "run") overrides that run's
+    state and steps, which status.json only records at each log."""
     rows = []
     try:
         runs = list_runs(ctx.workspace)
     except Exception:
         return rows
     for r in runs:
-        steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
+        state, step, total = r.state, r.step, r.total_steps
+        if live and live.get("run") == r.name:
+            state, step, total = live.get("state", state), live.get("step") or step, live.get("total_steps") or total
+        steps = f"{step}/{total}" if total else str(step)
         rows.append(
             [
                 r.name,
                 r.model,
-                r.state,
+                state,
                 steps,
                 round(r.final_loss, 4) if r.final_loss is not None else None,
                 round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
@@ -171,13 +179,15 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
     active = state in ACTIVE_STATES
     if job is None and active:
         run.reload_metrics()  # another process is writing this run
-    drawn = int(drawn or 0)
+    # `drawn` counts the points of the run named in `sig` (both come from the same tick): a tick that was
+    # in flight when Start switched runs returns the old run's count, which must not hide the new run's points
+    drawn = int(drawn or 0) if (sig or "").split("|")[0] == name else 0
     fresh = run.metrics(since=drawn)
     new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}"
     if not fresh and new_sig == sig and not active and not switched:
         return skip  # the common case on an idle page: nothing is sent
     out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
-    out["train_status"] = status_md(name, p)
+    out["train_status"] = status_md(name, p, state not in FINAL_STATES or run.latest_checkpoint() is not None)
     out["train_progress"] = progress_html(p)
     due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
     if (fresh and due) or (not drawn and new_sig != sig):
@@ -185,10 +195,14 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
             out[key] = fig
         out["drawn"] = run.metrics_count()
         out["plotted_at"] = time.time()
+        if active:  # the history's row of this run follows its progress at the charts' pace
+            out["history"] = history_rows(ctx, live={**p, "run": name})
+    old_state = (sig or "").split("|")[1] if sig and sig.split("|")[0] == name else ""
+    if active and old_state != state:  # queued -> loading -> training...: the history row says so at once
+        out["history"] = history_rows(ctx, live={**p, "run": name})
     if fresh or new_sig != sig:
         out["train_log"] = run.log_tail(40)
     out["sig"] = new_sig
-    old_state = (sig or "").split("|")[1] if sig and sig.split("|")[0] == name else ""
     if switched:
         out["watch"] = run_dropdown_update(ctx.workspace, None, prefer=name, with_adapter=False)
     if state in FINAL_STATES and old_state != state:
@@ -222,6 +236,10 @@ TICK_KEYS = [
     "export_run",
 ]
 PLOT_INTERVAL_S = 3.0
+SCROLL_LOG_JS = """() => {
+  const bottom = () => document.querySelectorAll('#train-log textarea').forEach(t => { t.scrollTop = t.scrollHeight; });
+  requestAnimationFrame(bottom); setTimeout(bottom, 250);
+}"""
 
 
 def build(ctx: Ctx) -> None:
@@ -316,8 +334,15 @@ def wire(ctx: Ctx) -> None:
     fail = [gr.skip()] * (len(start_outputs) - 1)
 
     def start(*values):
+        *values, data_state = values
         try:
             cfg = config_form.config_from_values(values)
+            unusable = (data_state or {}).get("error")
+            if unusable and (data_state or {}).get("dataset_path", "") == cfg.dataset_path:
+                raise FinetuneError(
+                    f"The data chosen in 1 · Data cannot be used: {unusable}\n"
+                    "Fix it there (or press “Use the sample dataset”), then start again."
+                )
             from finetune.compare import release_comparer
 
             release_comparer()  # free the Test tab's model before training loads one
@@ -328,7 +353,12 @@ def wire(ctx: Ctx) -> None:
         return after_start(job, "Started")
 
     c["start_btn"].click(
-        start, fields, start_outputs, api_name="start_training", concurrency_id=GPU, concurrency_limit=1
+        start,
+        [*fields, c["data_state"]],
+        start_outputs,
+        api_name="start_training",
+        concurrency_id=GPU,
+        concurrency_limit=1,
     )
 
     def resume(name):
@@ -362,6 +392,10 @@ def wire(ctx: Ctx) -> None:
         )
 
     c["stop_btn"].click(stop, None, c["train_msg"], api_name="stop_training")
+
+    # the log shows its newest line: scrolled to the bottom after each update (the textarea's own autoscroll
+    # only follows updates while mounted, and a tab opened later starts at the top)
+    c["train_log"].change(None, None, None, js=SCROLL_LOG_JS, api_visibility="private", show_progress="hidden")
 
     def watch(name):
         return 0, ""  # redraw the whole curve of the newly chosen run at the next tick
