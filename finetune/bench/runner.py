@@ -214,7 +214,7 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
         max_steps=options.warmup + options.steps,
         val_split=0.0,
         eval_steps=0,
-        save_steps=10**9,
+        save_steps=10**8,  # never within a bench run (the RunConfig bound)
         quantization=options.quantization,
         method=options.method,
         lora_r=options.lora_r,
