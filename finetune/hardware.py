@@ -179,6 +179,7 @@ class Machine:
     liger: bool = False  # liger-kernel installed
     world_size: int = 1
     cpu_count: int = 1
+    load_average: float = 0.0  # 1-minute load average when detected: other work on the cores
 
     @classmethod
     def virtual(cls, device: str = "cuda", gpu_gb: float | None = None, **changes) -> Machine:
@@ -242,4 +243,12 @@ def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
         liger=liger and hw.device == "cuda",
         world_size=world,
         cpu_count=hw.cpu_count,
+        load_average=_load_average(),
     )
+
+
+def _load_average() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return 0.0

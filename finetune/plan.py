@@ -53,6 +53,7 @@ class Plan:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     use_liger_kernel: bool = False
+    cpu_threads: int | None = None  # torch threads for CPU training; None: torch's default
     loss: str = "fused"  # TRL's chunked LM head over the label positions only
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
     reasons: tuple[tuple[str, str], ...] = ()
@@ -93,8 +94,11 @@ class Plan:
             "micro-batch": f"{self.per_device_train_batch_size} x {self.gradient_accumulation_steps} accumulation",
             "gradient checkpointing": "on" if self.gradient_checkpointing else "off",
             "kernels": "Liger (RMSNorm, RoPE, SwiGLU)" if self.use_liger_kernel else "PyTorch",
+            "threads": str(self.cpu_threads or "torch's default"),
             "loss": "fused chunked LM head, label positions only",
         }
+        if self.device != "cpu":
+            values.pop("threads")
         return [(name, value, self.reason(name)) for name, value in values.items()]
 
     def summary(self) -> str:
@@ -186,6 +190,18 @@ def _liger(config: RunConfig, machine: Machine) -> tuple[bool, str]:
     return False, "measured 1.8x slower at the 0.5B shape on an H200"
 
 
+def _threads(machine: Machine) -> tuple[int | None, str]:
+    if machine.device != "cpu":
+        return None, "the GPU does the work"
+    if machine.cpu_count > 1 and machine.load_average >= machine.cpu_count / 2:
+        why = (
+            f"load average {machine.load_average:.1f} on {machine.cpu_count} cores: other work keeps them busy, "
+            "and one thread measured 4-17x faster than two on this project's 2-core machine"
+        )
+        return 1, why
+    return None, f"load average {machine.load_average:.1f} on {machine.cpu_count} cores: the cores are free"
+
+
 def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
     from finetune.estimate.memory import estimate_memory
 
@@ -260,6 +276,7 @@ def make_plan(
     packing, padding_free, batch_reasons = _batches(config, machine, attn)
     sampler, sampler_why = _sampler(config, machine, padding_free, config.gradient_accumulation_steps)
     liger, liger_why = _liger(config, machine)
+    threads, threads_why = _threads(machine)
     reasons = [
         ("device", "detected" if machine.device != "cpu" else "no CUDA or MPS GPU"),
         ("precision", precision_why),
@@ -267,6 +284,7 @@ def make_plan(
         *batch_reasons,
         ("sampler", sampler_why),
         ("kernels", liger_why),
+        ("threads", threads_why),
         ("loss", "TRL's fused LM head scores only the positions that carry loss"),
     ]
     plan = Plan(
@@ -282,6 +300,7 @@ def make_plan(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         gradient_checkpointing=False,
         use_liger_kernel=liger,
+        cpu_threads=threads,
         reasons=tuple(reasons),
     )
     shape = _shape(model, config)

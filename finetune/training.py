@@ -126,9 +126,14 @@ class TrainingJob:
             raise StopRequested
 
     def _main(self) -> None:
+        import torch
+
         trainer = model = None
+        threads = torch.get_num_threads()
         try:
             trainer, model = self.setup()
+            if self.plan is not None and self.plan.cpu_threads:
+                torch.set_num_threads(self.plan.cpu_threads)  # the plan's CPU thread count, for training only
             self.train(trainer)
         except StopRequested:
             self._update(state="stopped", message="Stopped before training began; nothing was trained.")
@@ -137,6 +142,7 @@ class TrainingJob:
             self._update(state="failed", message=explain_failure(exc, self.config))
         finally:
             del trainer, model
+            torch.set_num_threads(threads)
             release_memory()
             self.run.log(f"final state: {self.state}: {self.message}")
 

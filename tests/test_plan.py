@@ -29,6 +29,15 @@ def test_cpu_plan():
     assert make_plan(RunConfig(gradient_accumulation_steps=1), CPU).sampler == "random"
 
 
+def test_cpu_threads_follow_the_load():
+    busy = make_plan(RunConfig(), Machine.virtual("cpu", cpu_count=2, load_average=3.0))
+    assert busy.cpu_threads == 1 and "4-17x" in busy.reason("threads")
+    idle = make_plan(RunConfig(), Machine.virtual("cpu", cpu_count=2, load_average=0.2))
+    assert idle.cpu_threads is None and ("threads", "torch's default", idle.reason("threads")) in idle.decisions()
+    assert make_plan(RunConfig(), H200, model="demo").cpu_threads is None
+    assert "threads" not in [name for name, _, _ in make_plan(RunConfig(), H200, model="demo").decisions()]
+
+
 def test_gpu_plan_is_padding_free_and_merges_micro_batches():
     plan = make_plan(RunConfig(max_length=1024), H200, model="qwen2.5-0.5b", mean_tokens=515)
     assert plan.device == "cuda" and plan.bf16 and plan.dtype_name == "bfloat16"
