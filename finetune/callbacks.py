@@ -4,13 +4,25 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
-if TYPE_CHECKING:
-    from finetune.training import TrainingJob
+from finetune.runs import Run
+
+
+class ProgressSink(Protocol):
+    """What the callback feeds: a training job (finetune.training.TrainingJob) or anything like it."""
+
+    run: Run
+    stop_event: threading.Event
+    nan_step: int | None
+
+    def report(
+        self, state: str | None = None, message: str | None = None, persist: bool = False, **fields: Any
+    ) -> None: ...
 
 
 class StopRequested(Exception):
@@ -24,7 +36,7 @@ class StopDuringEvaluation(Exception):
 class RunCallback(TrainerCallback):
     """Feeds the run: progress, metrics (buffer + metrics.jsonl), phase changes, stop and NaN checks."""
 
-    def __init__(self, job: TrainingJob):
+    def __init__(self, job: ProgressSink):
         self.job = job
         self.start_time = time.time()
         self.start_step = 0
@@ -37,19 +49,19 @@ class RunCallback(TrainerCallback):
         offset = max((t for t in before if isinstance(t, (int, float))), default=0.0) if state.global_step else 0.0
         self.start_time = time.time() - offset
         self.start_step = state.global_step
-        self.job._update(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
+        self.job.report(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.job._update(step=state.global_step, epoch=state.epoch)
+        self.job.report(step=state.global_step, epoch=state.epoch)
         if self.job.stop_event.is_set():
             # Stop (the button, Ctrl-C, SIGTERM): a checkpoint of this very step, so Resume repeats no step
             control.should_training_stop = True
             control.should_save = True
-            self.job._update(state="saving", message=f"Stopping: saving a checkpoint at step {state.global_step}")
+            self.job.report(state="saving", message=f"Stopping: saving a checkpoint at step {state.global_step}")
         elif control.should_evaluate:
-            self.job._update(state="evaluating", message=f"Evaluating at step {state.global_step}")
+            self.job.report(state="evaluating", message=f"Evaluating at step {state.global_step}")
         elif control.should_save:
-            self.job._update(state="saving", message=f"Saving checkpoint {state.global_step}")
+            self.job.report(state="saving", message=f"Saving checkpoint {state.global_step}")
 
     def on_prediction_step(self, args, state, control, **kwargs):
         if self.job.stop_event.is_set():  # a long evaluation stops at the next batch, not at its end
@@ -57,11 +69,11 @@ class RunCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, **kwargs):
         if not self.job.stop_event.is_set():
-            self.job._update(state="training", message="Training")
+            self.job.report(state="training", message="Training")
 
     def on_save(self, args, state, control, **kwargs):
         if not self.job.stop_event.is_set():
-            self.job._update(state="training", message="Training")
+            self.job.report(state="training", message="Training")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
@@ -81,7 +93,7 @@ class RunCallback(TrainerCallback):
         self.job.run.append_metrics(record)
         self.job.run.log(_format_log(record))
         speed = {"tokens_per_s": record["tokens_per_s"]} if "tokens_per_s" in record else {}
-        self.job._update(persist=True, **speed)
+        self.job.report(persist=True, **speed)
         loss = logs.get("loss")
         if isinstance(loss, float) and not math.isfinite(loss):
             self.job.nan_step = state.global_step

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ OPTIMIZERS = (
 )
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
 # fields that are `auto` (decided for the hardware at run time, see finetune.builders), true or false
+# a Hugging Face Hub model id: `name` or `owner/name`
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 AUTO_BOOL = ("auto", True, False)
 PRECISION_CHOICES = AUTO_BOOL
 

@@ -13,13 +13,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RunConfig
+from finetune.config import HUB_ID_RE, RunConfig
 from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError, shown
 from finetune.hardware import Machine
 from finetune.plan import Plan
-
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
@@ -30,7 +28,7 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
     if is_demo(name):
         return str(demo_model_path(workspace))
     path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not _HUB_ID_RE.match(name)
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not HUB_ID_RE.match(name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"The folder {path} is not a model: it has no config.json.")
@@ -39,7 +37,7 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
         raise ModelError(f"{path} is a file: give the model's folder (the one that holds config.json).")
     if looks_local or path.exists():
         raise ModelError(f"The local model folder {path} does not exist.")
-    if not _HUB_ID_RE.match(name) or ".." in name:
+    if not HUB_ID_RE.match(name) or ".." in name:
         raise ModelError(
             f"{shown(name)} is neither a local folder nor a valid Hub model id (like Qwen/Qwen2.5-0.5B-Instruct)."
         )

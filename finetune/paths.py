@@ -13,8 +13,8 @@ Paths are resolved (symlinks and `..`) before they are compared, so a link insid
 workspace that points elsewhere is refused too. The command line is a local user on their own
 machine and is not restricted: `start_training(..., restrict_paths=True)` is what the app passes.
 
-`check_run_folder` is the one rule for where a run may live (runs/<name> in the workspace, or a new or
-empty folder elsewhere that is not inside another run), for the CLI and the app alike.
+Where a run may live (runs/<name> in the workspace, or a new or empty folder elsewhere that is not
+inside another run) is `finetune.runs.check_run_folder`, for the CLI and the app alike.
 
 `check_disk_space` refuses a run up front when the disk holding its folder cannot take the
 adapter (or model) and its checkpoints.
@@ -107,15 +107,15 @@ def check_allowed_path(
 # --- what a config names ----------------------------------------------------------------
 def is_local_model_name(name: str) -> bool:
     """Does the model name mean a local folder (rather than `demo` or a Hub id)?"""
+    from finetune.config import HUB_ID_RE
     from finetune.demo import is_demo
-    from finetune.models import _HUB_ID_RE
 
     text = (name or "").strip()
     if not text or is_demo(text):
         return False
     if text.startswith((".", "/", "~")) or "\\" in text or "\x00" in text:
         return True
-    if os.sep in text and (not _HUB_ID_RE.match(text) or ".." in text):
+    if os.sep in text and (not HUB_ID_RE.match(text) or ".." in text):
         return True
     return Path(text).expanduser().exists()  # a relative folder shadows a Hub id of the same spelling
 
@@ -156,55 +156,6 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
             problems.append(str(exc))
     if problems:
         raise PathNotAllowedError("\n".join(problems))
-
-
-def _holding_run(path: Path) -> Path | None:
-    """The run folder `path` lies in (itself or an ancestor holding config.yaml and status.json)."""
-    for folder in (path, *path.parents):
-        if (folder / "config.yaml").is_file() and (folder / "status.json").is_file():
-            return folder
-    return None
-
-
-def check_run_folder(path: str | Path, workspace: str | Path | None = None, run_name: str = "") -> Path:
-    """The one rule for where a run may live; returns the resolved folder or raises RunError.
-
-    - In the workspace a run lives directly in runs/ (runs/<name>), where the run list, export and
-      resume find it: never the workspace itself, runs/ itself, uploads/, cache/ or another run's folder.
-    - Anywhere else (`finetune train --output-dir`, or a folder allowed with $FINETUNE_ALLOWED_PATHS),
-      in a new or empty folder that is not inside another run (its adapter zip would carry this one)
-      and does not hold the workspace.
-    - The run is named after its folder: a run_name that says otherwise is refused, not replaced.
-    """
-    from finetune.runs import check_name, workspace_dir
-
-    try:
-        folder = Path(os.path.realpath(Path(path).expanduser()))
-        ws = Path(os.path.realpath(workspace_dir(workspace)))
-        root = ws / "runs"
-        check_name(folder.name, "output_dir folder name")
-        if run_name and run_name != folder.name:
-            raise RunError(
-                f"run_name {shown(run_name)} and output_dir {shown(str(path), 200)} disagree: a run is named after "
-                "its folder; leave run_name empty or name the folder after it"
-            )
-        if folder == ws or ws.is_relative_to(folder):
-            raise RunError(f"output_dir {shown(str(path), 200)} holds the whole workspace; choose a new folder")
-        if folder.is_relative_to(ws) and folder.parent != root:
-            raise RunError(
-                f"output_dir {shown(str(path), 200)} is inside the workspace but not a run folder: runs live in "
-                f"{root}/<name> (leave output_dir empty and set run_name)"
-            )
-        holder = _holding_run(folder)
-        if holder is not None and holder != folder:
-            raise RunError(f"output_dir {shown(str(path), 200)} is inside the run {holder}; choose a folder outside it")
-        if holder == folder:
-            raise RunError(f"{folder} already holds a run; choose another output_dir or run_name")
-        if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
-            raise RunError(f"output_dir {shown(str(path), 200)} is not an empty folder; choose a new or empty one")
-    except OSError as exc:
-        raise RunError(f"cannot use output_dir {shown(str(path), 200)}: {exc.strerror or exc}") from None
-    return folder
 
 
 def open_workspace_run(name: Any, workspace: str | os.PathLike):

@@ -350,11 +350,56 @@ def default_run_name(config: RunConfig) -> str:
     return f"{model or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def holding_run(path: Path) -> Path | None:
+    """The run folder `path` lies in (itself or an ancestor holding config.yaml and status.json)."""
+    for folder in (path, *path.parents):
+        if (folder / "config.yaml").is_file() and (folder / "status.json").is_file():
+            return folder
+    return None
+
+
+def check_run_folder(path: str | Path, workspace: str | Path | None = None, run_name: str = "") -> Path:
+    """The one rule for where a run may live; returns the resolved folder or raises RunError.
+
+    - In the workspace a run lives directly in runs/ (runs/<name>), where the run list, export and
+      resume find it: never the workspace itself, runs/ itself, uploads/, cache/ or another run's folder.
+    - Anywhere else (`finetune train --output-dir`, or a folder allowed with $FINETUNE_ALLOWED_PATHS),
+      in a new or empty folder that is not inside another run (its adapter zip would carry this one)
+      and does not hold the workspace.
+    - The run is named after its folder: a run_name that says otherwise is refused, not replaced.
+    """
+    try:
+        folder = Path(os.path.realpath(Path(path).expanduser()))
+        ws = Path(os.path.realpath(workspace_dir(workspace)))
+        root = ws / "runs"
+        check_name(folder.name, "output_dir folder name")
+        if run_name and run_name != folder.name:
+            raise RunError(
+                f"run_name {shown(run_name)} and output_dir {shown(str(path), 200)} disagree: a run is named after "
+                "its folder; leave run_name empty or name the folder after it"
+            )
+        if folder == ws or ws.is_relative_to(folder):
+            raise RunError(f"output_dir {shown(str(path), 200)} holds the whole workspace; choose a new folder")
+        if folder.is_relative_to(ws) and folder.parent != root:
+            raise RunError(
+                f"output_dir {shown(str(path), 200)} is inside the workspace but not a run folder: runs live in "
+                f"{root}/<name> (leave output_dir empty and set run_name)"
+            )
+        holder = holding_run(folder)
+        if holder is not None and holder != folder:
+            raise RunError(f"output_dir {shown(str(path), 200)} is inside the run {holder}; choose a folder outside it")
+        if holder == folder:
+            raise RunError(f"{folder} already holds a run; choose another output_dir or run_name")
+        if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+            raise RunError(f"output_dir {shown(str(path), 200)} is not an empty folder; choose a new or empty one")
+    except OSError as exc:
+        raise RunError(f"cannot use output_dir {shown(str(path), 200)}: {exc.strerror or exc}") from None
+    return folder
+
+
 def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
     """Make a fresh run folder, write config.yaml and a `queued` status. Never overwrites a run."""
     if config.output_dir:
-        from finetune.paths import check_run_folder
-
         path = check_run_folder(config.output_dir, workspace, config.run_name)
     else:
         name = check_name(config.run_name) if config.run_name else default_run_name(config)

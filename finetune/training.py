@@ -20,8 +20,8 @@ from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
-from finetune.paths import check_config_paths, check_disk_space, check_run_folder
-from finetune.runs import ACTIVE_STATES, Run, create_run, runs_dir, workspace_dir
+from finetune.paths import check_config_paths, check_disk_space
+from finetune.runs import ACTIVE_STATES, Run, check_run_folder, create_run, runs_dir, workspace_dir
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -74,7 +74,7 @@ class TrainingJob:
         if self.is_alive() and not self.stop_event.is_set():
             self.stop_reason = reason
             self.stop_event.set()
-            self._update(message="Stop requested: finishing the current step")
+            self.report(message="Stop requested: finishing the current step")
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -97,7 +97,7 @@ class TrainingJob:
         return p
 
     # internals ---------------------------------------------------------------
-    def _update(
+    def report(
         self, state: str | None = None, message: str | None = None, persist: bool = False, **fields: Any
     ) -> None:
         """Change the in-memory progress; status.json is rewritten on phase changes and at each log."""
@@ -136,10 +136,10 @@ class TrainingJob:
                 torch.set_num_threads(self.plan.cpu_threads)  # the plan's CPU thread count, for training only
             self.train(trainer)
         except StopRequested:
-            self._update(state="stopped", message="Stopped before training began; nothing was trained.")
+            self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
             self.run.log("FAILED\n" + "".join(traceback.format_exception(exc)))
-            self._update(state="failed", message=explain_failure(exc, self.config))
+            self.report(state="failed", message=explain_failure(exc, self.config))
         finally:
             del trainer, model
             torch.set_num_threads(threads)
@@ -159,7 +159,7 @@ class TrainingJob:
 
         cfg = self.config
         datasets.disable_progress_bars()  # progress is reported through the run, not stderr
-        self._update(state="loading", message="Reading the data and the tokenizer")
+        self.report(state="loading", message="Reading the data and the tokenizer")
         self.run.log(
             f"run {self.run.name}: model={cfg.model_name_or_path} method={cfg.method} quantization={cfg.quantization}"
         )
@@ -180,7 +180,7 @@ class TrainingJob:
         # every auto decision, once (finetune/plan.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
-        self._update(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
+        self.report(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
         loaded_attn = getattr(model.config, "_attn_implementation", None)
@@ -195,7 +195,7 @@ class TrainingJob:
             self.run.plan_path.write_text(plan.to_json() + "\n", encoding="utf-8")
         self._check_stop()
 
-        self._update(message="Tokenizing")
+        self.report(message="Tokenizing")
         callbacks: list = [RunCallback(self)]
         if cfg.early_stopping_patience > 0 and eval_rows:
             from transformers import EarlyStoppingCallback
@@ -226,7 +226,7 @@ class TrainingJob:
         resume = str(self.resume_from) if self.resume_from else None
         if resume:
             self.run.log(f"resuming from {self.resume_from.name}")
-        self._update(state="training", message="Training")
+        self.report(state="training", message="Training")
         try:
             trainer.train(resume_from_checkpoint=resume)
         except StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
@@ -238,19 +238,19 @@ class TrainingJob:
                 "max_grad_norm at 1.0, or switch fp16 off (bf16 or fp32 are more stable)."
             )
         stopped = self.stop_event.is_set()
-        self._update(
+        self.report(
             state="saving", message="Saving the adapter" if self.config.method != "full" else "Saving the model"
         )
         _save_adapter(trainer, self.run)
         step = trainer.state.global_step
         if stopped:
-            self._update(
+            self.report(
                 state="stopped",
                 message=f"Stopped by {self.stop_reason} at step {step}; a checkpoint and the adapter so far are saved.",
                 step=step,
             )
         else:
-            self._update(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+            self.report(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
 
 
 def _save_stop_checkpoint(trainer, run: Run) -> None:

@@ -100,7 +100,8 @@ def test_kill_9_during_training_then_resume(workspace):
 def test_one_rule_for_where_a_run_may_live(workspace, tmp_path):
     """output_dir: directly in runs/ inside the workspace (so the run list, export and resume find it),
     or a new or empty folder outside it that is not inside another run; never renamed silently."""
-    from finetune.paths import check_config_paths, check_run_folder
+    from finetune.paths import check_config_paths
+    from finetune.runs import check_run_folder
 
     other = create_run(RunConfig(run_name="other"), workspace)
     other.adapter_dir.mkdir()

@@ -4,7 +4,8 @@ shapes, split, measure token lengths and preview what the model trains on. No UI
 from finetune.data.formats import FORMAT_COLUMNS, describe_formats
 from finetune.data.prepare import PreparedData, prepare_data, split_train_val, to_prompt_completion
 from finetune.data.preview import render_example
-from finetune.data.readers import SUPPORTED_EXTENSIONS, RowIssue, read_source
+from finetune.data.raw import SUPPORTED_EXTENSIONS, RowIssue
+from finetune.data.readers import read_source
 from finetune.data.report import DatasetReport, load_records, row_shape
 from finetune.data.stats import length_stats, token_length_stats
 from finetune.data.templates import has_generation_markers

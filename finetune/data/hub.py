@@ -6,7 +6,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from finetune.data.readers import SUPPORTED_EXTENSIONS, RawData
+from finetune.data.raw import SUPPORTED_EXTENSIONS, RawData
 from finetune.errors import DataError
 
 

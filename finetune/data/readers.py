@@ -11,78 +11,18 @@ import io
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finetune.data.formats import EXPECTED_COLUMNS
+from finetune.data.hub import read_hub
+from finetune.data.raw import SUPPORTED_EXTENSIONS, RawData, RowIssue
 from finetune.errors import DataError
 
-SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 _HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _SNIFF_BYTES = 8192
 # Python's csv module refuses fields over 128 KiB by default; long documents are legitimate.
 csv.field_size_limit(2**31 - 1)
-
-
-@dataclass
-class RowIssue:
-    """A row that was skipped: `row` counts from 1 the way a person counts lines (`unit`) or rows."""
-
-    row: int
-    reason: str
-    unit: str = "row"
-
-    @property
-    def where(self) -> str:
-        return f"{self.unit} {self.row}"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
-
-
-@dataclass
-class RawData:
-    """What a reader found: JSON objects by row number, rows it could not read, and the columns seen."""
-
-    source: str
-    unit: str  # "line" for JSON Lines, "row" otherwise
-    records: list[tuple[int, dict]] = field(default_factory=list)
-    issues: list[RowIssue] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-
-    @property
-    def total_rows(self) -> int:
-        return len(self.records) + len(self.issues)
-
-    def add(self, row: int, value: Any) -> None:
-        """Keep `value` when it is a JSON object, else record why it is not a usable row."""
-        if isinstance(value, dict):
-            self.records.append((row, value))
-        else:
-            self.issues.append(RowIssue(row, f"is {_json_kind(value)}, not an object with named fields", self.unit))
-
-    def collect_columns(self) -> None:
-        seen: dict[str, None] = {}
-        for _, record in self.records:
-            for key in record:
-                seen.setdefault(str(key), None)
-        self.columns = list(seen)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a JSON array"
-    if isinstance(value, str):
-        return "a JSON string"
-    if isinstance(value, bool):
-        return "a JSON boolean"
-    if isinstance(value, (int, float)):
-        return "a JSON number"
-    if value is None:
-        return "JSON null"
-    return f"a {type(value).__name__}"
 
 
 def looks_like_hub_id(source: str) -> bool:
@@ -99,8 +39,6 @@ def read_source(source: str | os.PathLike) -> RawData:
     if not text:
         raise DataError("no dataset given: choose a .jsonl, .json, .csv or .parquet file")
     if isinstance(source, str) and looks_like_hub_id(text):
-        from finetune.data.hub import read_hub
-
         return read_hub(text)
     return read_file(Path(text).expanduser())
 

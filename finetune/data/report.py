@@ -18,7 +18,8 @@ from finetune.data.formats import (
     normalize_row,
     resolve_mapping,
 )
-from finetune.data.readers import RowIssue, read_source
+from finetune.data.raw import RowIssue
+from finetune.data.readers import read_source
 from finetune.errors import DataError, shown
 
 SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
