@@ -93,7 +93,7 @@ def _stop_inside(monkeypatch, module, name: str, seen: list):
 
 def _stop_on_update(monkeypatch, predicate, seen: list):
     """Press Stop right after the job reports the phase `predicate` matches (its own phase changes)."""
-    original = TrainingJob._update
+    original = TrainingJob.report
 
     def hooked(self, state=None, message=None, persist=False, **fields):
         original(self, state, message, persist, **fields)
@@ -101,7 +101,7 @@ def _stop_on_update(monkeypatch, predicate, seen: list):
             seen.append((state, message, fields.get("step")))
             self.stop()
 
-    monkeypatch.setattr(TrainingJob, "_update", hooked)
+    monkeypatch.setattr(TrainingJob, "report", hooked)
 
 
 # --- Stop in every phase -------------------------------------------------------------------------
