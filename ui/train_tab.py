@@ -183,7 +183,11 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
     # in flight when Start switched runs returns the old run's count, which must not hide the new run's points
     drawn = int(drawn or 0) if (sig or "").split("|")[0] == name else 0
     fresh = run.metrics(since=drawn)
-    new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}"
+    try:  # the log's size too: its last lines ("final state") are written after the last status change
+        log_size = run.log_path.stat().st_size
+    except OSError:
+        log_size = 0
+    new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}|{log_size}"
     if not fresh and new_sig == sig and not active and not switched:
         return skip  # the common case on an idle page: nothing is sent
     out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
