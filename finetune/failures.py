@@ -18,9 +18,12 @@ def explain_failure(exc: BaseException, config: RunConfig) -> str:
     if "out of memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
         advice = _oom_advice(config)
         return f"Out of memory. {advice}"
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # safetensors and other native writers report a full disk in their own exception type, not OSError
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or "no space left on device" in lowered or "disk quota exceeded" in lowered:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "No space left on device"
         return (
-            f"The disk is full ({exc.strerror or text}): the run could not write its files. Free some space (or "
+            f"The disk is full ({reason}): the run could not write its files. Free some space (or "
             "lower save_total_limit); Resume then continues from the last checkpoint, and every metric logged "
             "so far is kept."
         )

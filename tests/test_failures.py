@@ -1,0 +1,23 @@
+"""Failure messages: a full disk reads as a full disk whichever library hit it."""
+
+from __future__ import annotations
+
+import errno
+
+from finetune.config import RunConfig
+from finetune.failures import explain_failure
+
+
+class SafetensorError(Exception):
+    """Stands for safetensors' own error type, which is no OSError."""
+
+
+def test_a_full_disk_is_named_whoever_reports_it():
+    from_os = explain_failure(OSError(errno.ENOSPC, "No space left on device"), RunConfig())
+    native = explain_failure(
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), RunConfig()
+    )
+    for message in (from_os, native):
+        assert message.startswith("The disk is full (No space left on device)") and "Resume" in message
+    other = explain_failure(SafetensorError("header too large"), RunConfig())
+    assert other.startswith("Training failed: SafetensorError: header too large")
