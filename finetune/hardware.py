@@ -175,7 +175,6 @@ class Machine:
     bf16: bool = False
     compute_capability: tuple[int, int] | None = None
     flash_attn: bool = False  # flash-attn installed and the GPU is sm80+
-    varlen_attn: bool = False  # torch's variable-length attention (torch >= 2.10) usable on this GPU
     liger: bool = False  # liger-kernel installed
     world_size: int = 1
     cpu_count: int = 1
@@ -197,20 +196,6 @@ class Machine:
         count = f"{self.world_size} x " if self.world_size > 1 else ""
         return f"{count}{name}{size}" + (f" ({', '.join(extra)})" if extra else "")
 
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-def _varlen_attn_usable(torch, gpu: GpuInfo | None) -> bool:
-    if gpu is None or not gpu.compute_capability or gpu.compute_capability < (8, 0):
-        return False
-    try:
-        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
-    except (ImportError, ValueError):
-        return False
-
 
 def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
     """The Machine this process trains on (its local rank's GPU under `accelerate launch`)."""
@@ -224,14 +209,6 @@ def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
         liger = importlib.util.find_spec("liger_kernel") is not None
     except (ImportError, ValueError):
         liger = False
-    varlen = False
-    if hw.device == "cuda":
-        try:
-            import torch
-
-            varlen = _varlen_attn_usable(torch, gpu)
-        except Exception:
-            varlen = False
     return Machine(
         device=hw.device,
         gpu_name=gpu.name if gpu else "",
@@ -239,7 +216,6 @@ def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
         bf16=bool(gpu.bf16) if gpu and hw.device == "cuda" else False,
         compute_capability=gpu.compute_capability if gpu else None,
         flash_attn=bool(gpu.flash_attention_eligible) if gpu else False,
-        varlen_attn=varlen,
         liger=liger and hw.device == "cuda",
         world_size=world,
         cpu_count=hw.cpu_count,

@@ -54,7 +54,6 @@ class Plan:
     gradient_checkpointing: bool = False
     use_liger_kernel: bool = False
     cpu_threads: int | None = None  # torch threads for CPU training; None: torch's default
-    loss: str = "fused"  # TRL's chunked LM head over the label positions only
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
     reasons: tuple[tuple[str, str], ...] = ()
 
@@ -190,13 +189,14 @@ def _liger(config: RunConfig, machine: Machine) -> tuple[bool, str]:
     return False, "measured 1.8x slower at the 0.5B shape on an H200"
 
 
-def _threads(machine: Machine) -> tuple[int | None, str]:
+def cpu_threads(machine: Machine) -> tuple[int | None, str]:
+    """Torch threads for CPU work on `machine` (None: torch's default), and why."""
     if machine.device != "cpu":
         return None, "the GPU does the work"
     if machine.cpu_count > 1 and machine.load_average >= machine.cpu_count / 2:
         why = (
             f"load average {machine.load_average:.1f} on {machine.cpu_count} cores: other work keeps them busy, "
-            "and one thread measured 4-17x faster than two on this project's 2-core machine"
+            "where one thread is much faster and steadier (bench/README.md, CPU threads)"
         )
         return 1, why
     return None, f"load average {machine.load_average:.1f} on {machine.cpu_count} cores: the cores are free"
@@ -274,15 +274,13 @@ def make_plan(
     bf16, fp16, precision_why = _precision(config, machine)
     attn, attn_why = _attention(config, machine, attn_implementation)
     packing, padding_free, batch_reasons = _batches(config, machine, attn)
-    sampler, sampler_why = _sampler(config, machine, padding_free, config.gradient_accumulation_steps)
     liger, liger_why = _liger(config, machine)
-    threads, threads_why = _threads(machine)
+    threads, threads_why = cpu_threads(machine)
     reasons = [
         ("device", "detected" if machine.device != "cpu" else "no CUDA or MPS GPU"),
         ("precision", precision_why),
         ("attention", attn_why),
         *batch_reasons,
-        ("sampler", sampler_why),
         ("kernels", liger_why),
         ("threads", threads_why),
         ("loss", "TRL's fused LM head scores only the positions that carry loss"),
@@ -295,7 +293,6 @@ def make_plan(
         attn_implementation=attn,
         packing=packing,
         padding_free=padding_free,
-        sampler=sampler,
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         gradient_checkpointing=False,
@@ -311,8 +308,9 @@ def make_plan(
         reasons=plan.reasons + (("gradient checkpointing", checkpointing_why),),
     )
     plan = _micro_batch(config, machine, shape, plan, mean_tokens)
-    if plan.sampler == "rebalance" and plan.gradient_accumulation_steps * machine.world_size == 1:
-        plan = replace(plan, sampler="random")
+    # the sampler splits an optimizer step into the micro-batches the plan ended with
+    sampler, sampler_why = _sampler(config, machine, plan.padding_free, plan.gradient_accumulation_steps)
+    plan = replace(plan, sampler=sampler, reasons=plan.reasons + (("sampler", sampler_why),))
     memory = _memory(shape, config, plan) if shape is not None else None
     return replace(plan, memory_gb=memory)
 

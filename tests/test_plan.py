@@ -31,7 +31,7 @@ def test_cpu_plan():
 
 def test_cpu_threads_follow_the_load():
     busy = make_plan(RunConfig(), Machine.virtual("cpu", cpu_count=2, load_average=3.0))
-    assert busy.cpu_threads == 1 and "4-17x" in busy.reason("threads")
+    assert busy.cpu_threads == 1 and "other work keeps them busy" in busy.reason("threads")
     idle = make_plan(RunConfig(), Machine.virtual("cpu", cpu_count=2, load_average=0.2))
     assert idle.cpu_threads is None and ("threads", "torch's default", idle.reason("threads")) in idle.decisions()
     assert make_plan(RunConfig(), H200, model="demo").cpu_threads is None

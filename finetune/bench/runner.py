@@ -58,21 +58,17 @@ class BenchOptions:
 
 
 def pick_threads(requested: int) -> tuple[int, str]:
-    """CPU threads for torch: `requested`, else torch's default unless other work keeps the cores busy
-    (1-minute load average >= half the cores), where one thread is faster and far steadier."""
+    """CPU threads for torch: `requested`, else the planner's choice for this machine (one thread when
+    other work keeps the cores busy, where it is faster and far steadier; else torch's default)."""
     import torch
 
-    default = torch.get_num_threads()
+    from finetune.hardware import detect_machine
+    from finetune.plan import cpu_threads
+
     if requested > 0:
         return requested, "--threads"
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return default, "torch default"
-    cores = os.cpu_count() or 1
-    if cores > 1 and load >= cores / 2:
-        return 1, f"load average {load:.1f} on {cores} cores: other work is running, 1 thread"
-    return default, f"torch default (load average {load:.1f} on {cores} cores)"
+    threads, why = cpu_threads(detect_machine())
+    return threads or torch.get_num_threads(), why
 
 
 def machine_info(device: str) -> dict[str, Any]:
