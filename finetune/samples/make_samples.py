@@ -125,11 +125,86 @@ def write_other_formats(folder: Path) -> list[Path]:
     return [alpaca, sharegpt, prompt_completion, text]
 
 
+def wrong_answer(question: str, answer: str, rng: random.Random) -> str:
+    """A fluent answer to `question` with the fact wrong: another capital, a sum off by a little, a
+    misspelled reversal. What a preference pair teaches the demo to avoid."""
+    if question.startswith("What is the capital of "):
+        country = question[len("What is the capital of ") : -1]
+        other = rng.choice([c for k, c in CAPITALS.items() if k != country])
+        return f"The capital of {country} is {other}."
+    if " plus " in question:
+        a, b = (int(x) for x in question[len("What is ") : -1].split(" plus "))
+        wrong = a + b + rng.choice([-10, -2, -1, 1, 2, 10])
+        return f"{a} plus {b} is {wrong}."
+    word = question[len("Spell the word ") : -len(" backwards.")]
+    letters = list(word[::-1])
+    i = rng.randrange(len(letters) - 1)
+    letters[i], letters[i + 1] = letters[i + 1], letters[i]
+    if letters == list(word[::-1]):
+        letters[0] = "x"
+    return f"{word} backwards is {''.join(letters)}."
+
+
+def preference_rows(seed: int = 1) -> list[dict]:
+    """The chat sample's questions with the right answer chosen and a wrong one rejected (explicit prompt,
+    conversational): DPO/ORPO/KTO on `demo` visibly move its preferences toward the facts it was taught."""
+    rng = random.Random(seed)
+    out = []
+    for row in rows():
+        system, question, answer = _parts(row)
+        prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": wrong_answer(question, answer, rng)}],
+            }
+        )
+    return out
+
+
+def write_preference_formats(folder: Path) -> list[Path]:
+    """The preference sample (explicit prompt, conversations), the same pairs with an implicit prompt and as
+    plain text, and KTO's unpaired prompt/completion/label rows."""
+    pairs = preference_rows()
+    explicit = folder / "sample_preference.jsonl"
+    implicit = folder / "sample_preference_implicit.jsonl"
+    text = folder / "sample_preference_text.csv"
+    unpaired = folder / "sample_kto.jsonl"
+    with open(explicit, "w", encoding="utf-8") as fh:
+        for pair in pairs:
+            fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    with open(implicit, "w", encoding="utf-8") as fh:
+        for pair in pairs:
+            record = {"chosen": pair["prompt"] + pair["chosen"], "rejected": pair["prompt"] + pair["rejected"]}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    import csv
+
+    with open(text, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        for pair in pairs:
+            question = pair["prompt"][-1]["content"]
+            writer.writerow(
+                [
+                    f"Question: {question}\nAnswer:",
+                    f" {pair['chosen'][0]['content']}",
+                    f" {pair['rejected'][0]['content']}",
+                ]
+            )
+    with open(unpaired, "w", encoding="utf-8") as fh:
+        for i, pair in enumerate(pairs):  # alternate: each prompt once, good or bad, balanced
+            good = i % 2 == 0
+            record = {"prompt": pair["prompt"], "completion": pair["chosen" if good else "rejected"], "label": good}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return [explicit, implicit, text, unpaired]
+
+
 if __name__ == "__main__":
     target = Path(__file__).parent / "sample_chat.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
         for row in rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {target}")
-    for path in write_other_formats(target.parent):
+    for path in write_other_formats(target.parent) + write_preference_formats(target.parent):
         print(f"wrote {path}")
