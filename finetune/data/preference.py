@@ -67,7 +67,7 @@ def _implicit_conversations(chosen: list[dict], rejected: list[dict]) -> dict:
 
     split = extract_prompt({"chosen": chosen, "rejected": rejected})
     shared = len(split["prompt"])
-    for name, messages in (("chosen", chosen), ("rejected", rejected)):
+    for messages in (chosen, rejected):
         rest = messages[shared:]
         if any(m["role"] != "assistant" for m in rest):
             first = shared + 1

@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune.config import PREFERENCE_OBJECTIVES
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
-from finetune.config import PREFERENCE_OBJECTIVES
 from finetune.errors import DataError
 
 SUMMARY_MAX_SKIPPED = 200
