@@ -125,30 +125,15 @@ def write_other_formats(folder: Path) -> list[Path]:
     return [alpaca, sharegpt, prompt_completion, text]
 
 
-def wrong_answer(question: str, answer: str, rng: random.Random) -> str:
-    """A fluent answer to `question` with the fact wrong: another capital, a sum off by a little, a
-    misspelled reversal. What a preference pair teaches the demo to avoid."""
-    if question.startswith("What is the capital of "):
-        country = question[len("What is the capital of ") : -1]
-        other = rng.choice([c for k, c in CAPITALS.items() if k != country])
-        return f"The capital of {country} is {other}."
-    if " plus " in question:
-        a, b = (int(x) for x in question[len("What is ") : -1].split(" plus "))
-        wrong = a + b + rng.choice([-10, -2, -1, 1, 2, 10])
-        return f"{a} plus {b} is {wrong}."
-    word = question[len("Spell the word ") : -len(" backwards.")]
-    letters = list(word[::-1])
-    i = rng.randrange(len(letters) - 1)
-    letters[i], letters[i + 1] = letters[i + 1], letters[i]
-    if letters == list(word[::-1]):
-        letters[0] = "x"
-    return f"{word} backwards is {''.join(letters)}."
+def short_answer(answer: str) -> str:
+    """The bare fact of a sample answer: "The capital of France is Paris." -> "Paris."."""
+    return answer.rsplit(" is ", 1)[-1]
 
 
-def preference_rows(seed: int = 1) -> list[dict]:
-    """The chat sample's questions with the right answer chosen and a wrong one rejected (explicit prompt,
-    conversational): DPO/ORPO/KTO on `demo` visibly move its preferences toward the facts it was taught."""
-    rng = random.Random(seed)
+def preference_rows() -> list[dict]:
+    """The chat sample's questions with the bare answer chosen ("Paris.") over the full sentence the
+    demo was taught ("The capital of France is Paris."): the base prefers the sentence, so a
+    preference run visibly moves its preference (and its answers) to the short form."""
     out = []
     for row in rows():
         system, question, answer = _parts(row)
@@ -156,8 +141,8 @@ def preference_rows(seed: int = 1) -> list[dict]:
         out.append(
             {
                 "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": answer}],
-                "rejected": [{"role": "assistant", "content": wrong_answer(question, answer, rng)}],
+                "chosen": [{"role": "assistant", "content": short_answer(answer)}],
+                "rejected": [{"role": "assistant", "content": answer}],
             }
         )
     return out
@@ -193,10 +178,10 @@ def write_preference_formats(folder: Path) -> list[Path]:
                 ]
             )
     with open(unpaired, "w", encoding="utf-8") as fh:
-        for i, pair in enumerate(pairs):  # alternate: each prompt once, good or bad, balanced
-            good = i % 2 == 0
-            record = {"prompt": pair["prompt"], "completion": pair["chosen" if good else "rejected"], "label": good}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for pair in pairs:  # every prompt with one good and one bad completion
+            for good in (True, False):
+                record = {"prompt": pair["prompt"], "completion": pair["chosen" if good else "rejected"], "label": good}
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return [explicit, implicit, text, unpaired]
 
 
