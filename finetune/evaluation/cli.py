@@ -25,7 +25,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     """Add the `evaluate` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score base and fine-tuned answers on held-out data (exact match, token F1, ROUGE-L, labels)",
+        help="score base and fine-tuned answers on held-out data (exact match, token F1, ROUGE-L, labels; "
+        "preference accuracy and mean margin on chosen/rejected pairs)",
         description="Generate base and fine-tuned answers for the run's validation rows (or --data) and score them "
         "against the reference answers.",
     )
@@ -58,6 +59,8 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from finetune.compare import GenerationSettings
     from finetune.evaluation.batch import evaluate
+    from finetune.evaluation.examples import load_eval_rows
+    from finetune.evaluation.preference import as_reference_rows, evaluate_preferences, is_preference_data
     from finetune.runs import open_run
 
     out = Path(args.out)
@@ -69,9 +72,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings.check()
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     run = open_run(args.run, args.workspace)
+    rows, source, warnings = load_eval_rows(run, args.data)
+    preference = None
+    if is_preference_data(rows):  # pairs: preference accuracy, and the usual scores against the chosen answer
+        preference = evaluate_preferences(run, source, rows=rows, limit=args.limit, adapter=args.checkpoint)
+        rows = as_reference_rows(rows)
     evaluation = evaluate(
         run,
-        args.data,
+        source,
+        rows=rows,
         limit=args.limit,
         settings=settings,
         adapter=args.checkpoint,
@@ -80,11 +89,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     evaluation.write(out)
     summary = evaluation.summary
+    summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])
+    if preference is not None:
+        merge_preference_summary(summary, preference.summary, preference.folder)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_summary(summary, out, evaluation.folder))
     return 0
+
+
+PREFERENCE_KEYS = ("preference_accuracy", "mean_margin", "mean_chosen_logp", "mean_rejected_logp")
+
+
+def merge_preference_summary(summary: dict[str, Any], preference: dict[str, Any], folder: Path | None) -> None:
+    """Per model, preference_accuracy and mean_margin beside the generation scores (which used the
+    chosen answers as references); the pair count and where the pairs were saved."""
+    for model in ("base", "finetuned"):
+        summary[model].update({k: preference[model][k] for k in PREFERENCE_KEYS})
+    summary["preference_pairs"] = preference["n"]
+    summary["preference_folder"] = str(folder) if folder else None
+    summary["warnings"] = list(summary.get("warnings") or []) + list(preference.get("warnings") or [])
 
 
 def _progress_printer():
@@ -109,7 +134,11 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
     if summary.get("label_like"):
         lines.append(f"labels:   {', '.join(summary['labels'])}")
     lines.append(f"{'metric':14} {'base':>8} {'fine-tuned':>11}")
-    for metric in summary_metrics(summary) + ["mean_tokens", "mean_seconds"]:
+    metrics = summary_metrics(summary) + ["mean_tokens", "mean_seconds"]
+    if "preference_pairs" in summary:
+        lines.append(f"pairs:    {summary['preference_pairs']} (log p(chosen) vs log p(rejected))")
+        metrics = ["preference_accuracy", "mean_margin"] + metrics
+    for metric in metrics:
         base, tuned = summary["base"].get(metric), summary["finetuned"].get(metric)
         lines.append(f"{metric:14} {_num(base):>8} {_num(tuned):>11}")
     lines.append(
