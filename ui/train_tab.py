@@ -1,8 +1,7 @@
 """Train tab: Start / Stop / Resume, live progress and charts, log tail, run history.
 
-Engine calls: finetune.training (start_training, current_job, get_job, TrainingJob.progress/stop),
-finetune.runs (list_runs, Run.metrics/status/log_tail), finetune.paths.open_workspace_run,
-finetune.compare.release_comparer.
+Engine calls (all through the Studio): start, resume, stop, training_now, progress (one path for a
+run training here or only on disk), runs, run (Run.metrics/log_tail), rename, delete.
 Training runs in the engine's thread; this tab only polls (gr.Timer, 1 s), so closing the
 browser never stops a run and a reloaded page reattaches to it.
 """
@@ -10,16 +9,13 @@ browser never stops a run and a reloaded page reattaches to it.
 from __future__ import annotations
 
 import html
-import threading
 import time
 from typing import Any
 
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.paths import open_workspace_run
-from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, list_runs
-from finetune.training import current_job, get_job, start_training
+from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
 from ui import charts, config_form
 from ui.state import GPU, Ctx, error_text, fmt_duration, fmt_time, json_safe, md_error, md_escape, run_dropdown_update
 
@@ -35,47 +31,16 @@ ICONS = {
     "interrupted": "⚠",
 }
 HISTORY_HEADERS = ["run", "model", "status", "steps", "final loss", "eval loss", "started"]
-_runs_lock = threading.Lock()
-_runs: dict[str, Run] = {}  # runs not trained by this process, opened once and re-read when active
 
 
-def locate(ctx: Ctx, name: str | None) -> tuple[Run | None, Any]:
-    """(Run, TrainingJob or None) for a run name; the job's own Run shares the trainer's buffer."""
+def locate(ctx: Ctx, name: str | None):
+    """The Run of a run name in this workspace, or None (a name that names no run)."""
     if not name:
-        return None, None
-    job = get_job(name)
-    if job is not None:
-        return job.run, job
-    with _runs_lock:
-        run = _runs.get(name)
-    if run is None or not run.exists():
-        try:
-            run = open_workspace_run(name, ctx.workspace)  # a name only: never a typed path
-        except FinetuneError:
-            return None, None
-        with _runs_lock:
-            _runs[name] = run
-    return run, None
-
-
-def progress_of(run: Run, job) -> dict[str, Any]:
-    if job is not None:
-        p = job.progress()
-        if job.is_alive() or p.get("state") in ACTIVE_STATES:
-            return p
-    status = run.status()
-    step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
-    return {
-        "state": status.get("state", "unknown"),
-        "message": status.get("message", ""),
-        "step": step,
-        "total_steps": total,
-        "fraction": min(step / total, 1.0) if total else 0.0,
-        "eta": None,
-        "tokens_per_s": None,
-        "elapsed": None,
-        "run": run.name,
-    }
+        return None
+    try:
+        return ctx.studio.run(name)
+    except FinetuneError:
+        return None
 
 
 def status_md(name: str, p: dict, resumable: bool = True) -> str:
@@ -121,7 +86,7 @@ def history_rows(ctx: Ctx, live: dict | None = None) -> list[list]:
     state and steps, which status.json only records at each log."""
     rows = []
     try:
-        runs = list_runs(ctx.workspace)
+        runs = ctx.studio.runs()
     except Exception:
         return rows
     for r in runs:
@@ -167,18 +132,16 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
     name = watched
     switched = False
     if not name:  # nothing chosen yet: follow a job started elsewhere (another tab, the API)
-        job = current_job()
-        if job is None:
+        name = ctx.studio.training_now()
+        if name is None:
             return skip
-        name, switched = job.run.name, True
-    run, job = locate(ctx, name)
+        switched = True
+    run = locate(ctx, name)
     if run is None:
         return skip
-    p = progress_of(run, job)
+    p = ctx.studio.progress(name)
     state = p.get("state", "unknown")
     active = state in ACTIVE_STATES
-    if job is None and active:
-        run.reload_metrics()  # another process is writing this run
     # `drawn` counts the points of the run named in `sig` (both come from the same tick): a tick that was
     # in flight when Start switched runs returns the old run's count, which must not hide the new run's points
     drawn = int(drawn or 0) if (sig or "").split("|")[0] == name else 0
@@ -191,7 +154,7 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
     if not fresh and new_sig == sig and not active and not switched:
         return skip  # the common case on an idle page: nothing is sent
     out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
-    out["train_status"] = status_md(name, p, state not in FINAL_STATES or run.latest_checkpoint() is not None)
+    out["train_status"] = status_md(name, p, state not in FINAL_STATES or p.get("resumable"))
     out["train_progress"] = progress_html(p)
     due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
     if (fresh and due) or (not drawn and new_sig != sig):
@@ -208,7 +171,7 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
         out["train_log"] = run.log_tail(40)
     out["sig"] = new_sig
     if switched:
-        out["watch"] = run_dropdown_update(ctx.workspace, None, prefer=name, with_adapter=False)
+        out["watch"] = run_dropdown_update(ctx.studio, None, prefer=name, with_adapter=False)
     if state in FINAL_STATES and old_state != state:
         # finished since this page last looked (or between its load and first poll): fresh run lists
         if old_state in ACTIVE_STATES:
@@ -216,8 +179,8 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
         rows = history_rows(ctx)
         out["history"] = rows
         out["overlay_runs"] = gr.Dropdown(choices=[r[0] for r in rows])
-        out["test_run"] = run_dropdown_update(ctx.workspace, None, prefer=name)
-        out["export_run"] = run_dropdown_update(ctx.workspace, None, prefer=name)
+        out["test_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
+        out["export_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
     return [out[k] for k in TICK_KEYS]
 
 
@@ -321,13 +284,13 @@ def wire(ctx: Ctx) -> None:
         trigger_mode="always_last",
     )
 
-    def after_start(job, verb: str) -> list:
+    def after_start(run, verb: str) -> list:
         rows = history_rows(ctx)
-        msg = f"{verb} **{md_escape(job.run.name)}** — it keeps training if you close this page."
-        gr.Info(f"{verb} {job.run.name}")
+        msg = f"{verb} **{md_escape(run.name)}** — it keeps training if you close this page."
+        gr.Info(f"{verb} {run.name}")
         return [
             msg,
-            gr.Dropdown(choices=[r[0] for r in rows], value=job.run.name),
+            gr.Dropdown(choices=[r[0] for r in rows], value=run.name),
             0,
             "",
             rows,
@@ -347,14 +310,11 @@ def wire(ctx: Ctx) -> None:
                     f"The data chosen in 1 · Data cannot be used: {unusable}\n"
                     "Fix it there (or press “Use the sample dataset”), then start again."
                 )
-            from finetune.compare import release_comparer
-
-            release_comparer()  # free the Test tab's model before training loads one
-            job = start_training(cfg, workspace=ctx.workspace, restrict_paths=True)
+            run = ctx.studio.start(cfg)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [md_error(exc, "Training did not start")] + fail
-        return after_start(job, "Started")
+        return after_start(run, "Started")
 
     c["start_btn"].click(
         start,
@@ -369,30 +329,25 @@ def wire(ctx: Ctx) -> None:
         try:
             if not name:
                 raise FinetuneError("Pick the run to resume in 'Run shown' first.")
-            run = open_workspace_run(name, ctx.workspace)
-            from finetune.compare import release_comparer
-
-            release_comparer()
-            job = start_training(run.config(), workspace=ctx.workspace, resume_run=run)
+            run = ctx.studio.resume(name)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [md_error(exc, "Not resumed")] + fail
-        return after_start(job, "Resumed")
+        return after_start(run, "Resumed")
 
     c["resume_btn"].click(
         resume, c["watch"], start_outputs, api_name="resume_training", concurrency_id=GPU, concurrency_limit=1
     )
 
     def stop():
-        job = current_job()
-        if job is None:
+        name = ctx.studio.stop()
+        if name is None:
             gr.Info("Nothing is training.")
             return "Nothing is training right now."
-        job.stop()
-        gr.Info(f"Stopping {job.run.name}")
+        gr.Info(f"Stopping {name}")
         return (
-            f"■ Stop requested for **{md_escape(job.run.name)}**: it finishes the current step and saves "
-            "the adapter trained so far."
+            f"■ Stop requested for **{md_escape(name)}**: it finishes the current step, saves a checkpoint "
+            "and the adapter trained so far."
         )
 
     c["stop_btn"].click(stop, None, c["train_msg"], api_name="stop_training")
@@ -427,10 +382,8 @@ def wire(ctx: Ctx) -> None:
     def overlay(names):
         data = {}
         for name in names or []:
-            run, job = locate(ctx, name)
+            run = locate(ctx, name)
             if run is not None:
-                if job is None:
-                    run.reload_metrics()
                 data[name] = run.metrics()
         return charts.overlay_figure(data)
 
@@ -438,10 +391,9 @@ def wire(ctx: Ctx) -> None:
 
     def on_load():
         """Reattach: the job running in this process, else the newest active run, else the newest run."""
-        job = current_job()
         rows = history_rows(ctx)
         names = [r[0] for r in rows]
-        name = job.run.name if job is not None else None
+        name = ctx.studio.training_now()
         if name is None:
             name = next((r[0] for r in rows if r[2] in ACTIVE_STATES), names[0] if names else None)
         return gr.Dropdown(choices=names, value=name), 0, "", rows, gr.Dropdown(choices=names)
@@ -459,14 +411,14 @@ def wire(ctx: Ctx) -> None:
 
     def run_status(run_name: str = "") -> dict:
         """Progress of a run (default: the one training now, else the newest run)."""
-        name = run_name or (current_job().run.name if current_job() else None)
+        name = run_name or ctx.studio.training_now()
         if not name:
             rows = history_rows(ctx)
             name = rows[0][0] if rows else None
-        run, job = locate(ctx, name)
+        run = locate(ctx, name)
         if run is None:
             return {"run": name, "state": "none", "message": "no such run"}
-        p = progress_of(run, job)
+        p = ctx.studio.progress(name)
         return json_safe(
             {
                 **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
