@@ -317,9 +317,10 @@ class Run:
     def summary(self) -> RunSummary:
         status = self.status()
         try:
-            model = self.config().model_name_or_path
+            config = self.config()
+            model, data, method = config.model_name_or_path, data_tag(config.dataset_path), method_tag(config)
         except Exception:
-            model = "?"
+            model, data, method = "?", "?", "?"
         metrics = self.metrics()
         losses = [m["loss"] for m in metrics if "loss" in m]
         evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
@@ -327,6 +328,8 @@ class Run:
             name=self.name,
             path=str(self.path),
             model=model,
+            data=data,
+            method=method,
             state=status.get("state", "unknown"),
             message=status.get("message", ""),
             step=int(status.get("step") or 0),
@@ -343,6 +346,8 @@ class RunSummary:
     name: str
     path: str
     model: str
+    data: str  # the training data in a word (data_tag): sample, a file's stem, a Hub dataset's name
+    method: str  # method_tag: qlora, lora8, lora, qdora, dora, full
     state: str
     message: str
     step: int

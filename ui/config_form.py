@@ -30,10 +30,6 @@ FLOAT_STEPS = {"learning_rate": 1e-5, "early_stopping_threshold": 1e-3}
 PER_ROW = 3
 
 
-def help_table() -> dict[str, dict[str, Any]]:
-    return field_help()
-
-
 def field_names() -> list[str]:
     return list(field_help())
 

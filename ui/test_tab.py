@@ -96,7 +96,7 @@ def stats_md(base_tokens: int, base_s: float, tuned_tokens: int, tuned_s: float)
 def diff_html(ctx: Ctx, base: str, tuned: str) -> str:
     if base.strip() == tuned.strip():
         return '<div class="ft-diff-same">The two answers are identical.</div>'
-    return DIFF_LEGEND + ctx.studio.judge.diff_html(ctx, base, tuned)
+    return DIFF_LEGEND + ctx.studio.judge.diff_html(base, tuned)
 
 
 def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, seed):
@@ -126,7 +126,13 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
         yield gr.skip(), gr.skip(), md_error(exc, "No comparison"), gr.skip(), gr.skip()
         return
     same = " (identical answers)" if base == tuned else ""
-    yield base, tuned, f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.", stats, diff_html(base, tuned)
+    yield (
+        base,
+        tuned,
+        f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
+        stats,
+        diff_html(ctx, base, tuned),
+    )
 
 
 def make_report(ctx: Ctx, fmt: str, run_name):
