@@ -20,6 +20,7 @@ from finetune.config import RunConfig
 from finetune.errors import BusyError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
 
+RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
 LEASE_WAIT_S = 600.0  # a model-loading request waits this long for another one (a merge) to finish
 
 
@@ -250,7 +251,8 @@ class Studio:
             p = run.progress()
             if p["state"] in ACTIVE_STATES:
                 run.reload_metrics()  # another process (or host) is writing this run
-        p["resumable"] = p.get("state") in FINAL_STATES and run.latest_checkpoint() is not None
+        # a finished run has nothing left to train; the others continue from their last checkpoint
+        p["resumable"] = p.get("state") in RESUMABLE_STATES and run.latest_checkpoint() is not None
         return p
 
     def start(self, config: RunConfig) -> Run:
