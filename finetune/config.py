@@ -60,6 +60,7 @@ PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
 # TRL 1.16 DPOConfig.loss_type values that need no extra knob (the others want loss_weights etc.)
 DPO_LOSS_TYPES = (
     "sigmoid",
+    "sigmoid+sft",
     "hinge",
     "ipo",
     "exo_pair",
@@ -247,7 +248,8 @@ class RunConfig:
     )
     dpo_loss_type: str = _f(
         "sigmoid",
-        "DPO loss (TRL's loss_type): sigmoid is the original DPO; ipo, hinge, robust, bco_pair, sppo_hard, "
+        "DPO loss (TRL's loss_type): sigmoid is the original DPO; sigmoid+sft adds the chosen answers' SFT loss "
+        "(RPO: keeps the model fluent when DPO alone lowers both answers); ipo, hinge, robust, bco_pair, sppo_hard, "
         "nca_pair, exo_pair, aot, aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm are its variants. "
         "Only for objective dpo.",
         DPO_LOSS_TYPES,

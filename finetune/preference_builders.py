@@ -42,7 +42,7 @@ def build_preference_config(
         return DPOConfig(
             **kwargs,
             beta=config.beta,
-            loss_type=[config.dpo_loss_type],
+            loss_type=config.dpo_loss_type.split("+"),  # sigmoid+sft: TRL sums the two losses
             precompute_ref_log_probs=config.method == "full",
         )
     if config.objective == "kto":

@@ -58,9 +58,7 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from finetune.compare import GenerationSettings
-    from finetune.evaluation.batch import evaluate
-    from finetune.evaluation.examples import load_eval_rows
-    from finetune.evaluation.preference import as_reference_rows, evaluate_preferences, is_preference_data
+    from finetune.evaluation.preference import evaluate_with_preferences
     from finetune.runs import open_run
 
     out = Path(args.out)
@@ -72,15 +70,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings.check()
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     run = open_run(args.run, args.workspace)
-    rows, source, warnings = load_eval_rows(run, args.data)
-    preference = None
-    if is_preference_data(rows):  # pairs: preference accuracy, and the usual scores against the chosen answer
-        preference = evaluate_preferences(run, source, rows=rows, limit=args.limit, adapter=args.checkpoint)
-        rows = as_reference_rows(rows)
-    evaluation = evaluate(
+    evaluation = evaluate_with_preferences(
         run,
-        source,
-        rows=rows,
+        args.data,
         limit=args.limit,
         settings=settings,
         adapter=args.checkpoint,
@@ -89,27 +81,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     evaluation.write(out)
     summary = evaluation.summary
-    summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])
-    if preference is not None:
-        merge_preference_summary(summary, preference.summary, preference.folder)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_summary(summary, out, evaluation.folder))
     return 0
-
-
-PREFERENCE_KEYS = ("preference_accuracy", "mean_margin", "mean_chosen_logp", "mean_rejected_logp")
-
-
-def merge_preference_summary(summary: dict[str, Any], preference: dict[str, Any], folder: Path | None) -> None:
-    """Per model, preference_accuracy and mean_margin beside the generation scores (which used the
-    chosen answers as references); the pair count and where the pairs were saved."""
-    for model in ("base", "finetuned"):
-        summary[model].update({k: preference[model][k] for k in PREFERENCE_KEYS})
-    summary["preference_pairs"] = preference["n"]
-    summary["preference_folder"] = str(folder) if folder else None
-    summary["warnings"] = list(summary.get("warnings") or []) + list(preference.get("warnings") or [])
 
 
 def _progress_printer():
@@ -137,7 +113,7 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
     metrics = summary_metrics(summary) + ["mean_tokens", "mean_seconds"]
     if "preference_pairs" in summary:
         lines.append(f"pairs:    {summary['preference_pairs']} (log p(chosen) vs log p(rejected))")
-        metrics = ["preference_accuracy", "mean_margin"] + metrics
+        metrics = metrics[:1] + ["mean_margin"] + metrics[1:]
     for metric in metrics:
         base, tuned = summary["base"].get(metric), summary["finetuned"].get(metric)
         lines.append(f"{metric:14} {_num(base):>8} {_num(tuned):>11}")

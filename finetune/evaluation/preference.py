@@ -223,3 +223,58 @@ def as_reference_rows(rows: list[dict]) -> list[dict]:
         else:
             out.append({"prompt": row["prompt"], "completion": answer})
     return out
+
+
+PREFERENCE_KEYS = ("preference_accuracy", "mean_margin", "mean_chosen_logp", "mean_rejected_logp")
+
+
+def merge_preference_summary(summary: dict[str, Any], preference: dict[str, Any], folder: Path | None) -> None:
+    """Per model, preference_accuracy and mean_margin beside the generation scores (which used the
+    chosen answers as references); the pair count and where the pairs were saved."""
+    for model in MODELS:
+        summary[model].update({k: preference[model][k] for k in PREFERENCE_KEYS})
+    summary["preference_pairs"] = preference["n"]
+    summary["preference_folder"] = str(folder) if folder else None
+    summary["warnings"] = list(summary.get("warnings") or []) + list(preference.get("warnings") or [])
+
+
+def evaluate_with_preferences(
+    run: Any,
+    data: str | Path | None = None,
+    *,
+    limit: int | None,
+    settings: Any = None,
+    adapter: str | Path | None = None,
+    labels: list[str] | None = None,
+    progress: Progress | None = None,
+    stop: StopCheck = None,
+):
+    """The batch evaluation of held-out rows; on preference pairs also preference accuracy and mean
+    margin per model (in the same summary, saved with it), the chosen answers serving as references."""
+    from finetune.evaluation.batch import evaluate
+    from finetune.evaluation.examples import load_eval_rows
+
+    run = as_run(run)
+    rows, source, warnings = load_eval_rows(run, data)
+    preference = None
+    if is_preference_data(rows):
+        preference = evaluate_preferences(run, source, rows=rows, limit=limit, adapter=adapter, stop=stop)
+        rows = as_reference_rows(rows)
+    evaluation = evaluate(
+        run,
+        source,
+        rows=rows,
+        limit=limit,
+        settings=settings,
+        adapter=adapter,
+        labels=labels,
+        progress=progress,
+        stop=stop,
+    )
+    summary = evaluation.summary
+    summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])
+    if preference is not None:
+        merge_preference_summary(summary, preference.summary, preference.folder)
+    if evaluation.folder is not None:
+        write_json(evaluation.folder / "summary.json", summary)
+    return evaluation

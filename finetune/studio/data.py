@@ -26,7 +26,7 @@ from finetune.data import (
     render_example,
     token_length_stats,
 )
-from finetune.demo import SAMPLE_DATASET
+from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
 from finetune.errors import DataError, FinetuneError
 from finetune.paths import check_dataset_path, check_model_path
 
@@ -95,6 +95,7 @@ class DataDesk:
 
     map_targets = MAP_TARGETS
     extensions = SUPPORTED_EXTENSIONS
+    preference_sample = str(SAMPLE_PREFERENCE_DATASET)  # the bundled pairs for DPO/ORPO/KTO
 
     def __init__(self, workspace: Path, *, restrict_paths: bool = True):
         self.workspace = workspace
