@@ -125,3 +125,54 @@ def test_dpo_on_a_finished_sft_adapter(workspace):
     # a run for another base model, or one with no adapter, is refused before a run folder exists
     with pytest.raises(ConfigError, match="start_from_run"):
         start_training(preference_config("dpo", start_from_run="no-such-run"), workspace=workspace)
+
+
+def test_dpo_killed_with_sigkill_resumes_from_its_checkpoint(workspace):
+    """`finetune train --set objective=dpo` killed with SIGKILL mid-run: the run reads as interrupted, and
+    `--resume` goes on from the last checkpoint with the next step (no step twice, none skipped)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from finetune.runs import Run
+
+    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
+    base = [sys.executable, "-m", "finetune.cli", "train", "--workspace", str(workspace), "--quiet"]
+    settings = [f"--set={s}" for s in ("objective=dpo", "quantization=none", "max_length=96", "lora_r=4",
+                                       "logging_steps=1", "save_steps=4", "eval_steps=0", "learning_rate=0.001",
+                                       "per_device_train_batch_size=4", "gradient_accumulation_steps=1")]  # fmt: skip
+    proc = subprocess.Popen(
+        [*base, "--model", "demo", "--name", "dpo-killed", "--max-steps", "2000", *settings],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = Run(workspace / "runs" / "dpo-killed")
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            latest = run.latest_checkpoint() if run.path.is_dir() else None
+            if latest is not None and int(latest.name.split("-")[-1]) >= 8:
+                break
+            time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = Run(run.path)
+    assert run.status()["state"] == "interrupted", run.status()
+    checkpoint = int(run.latest_checkpoint().name.split("-")[-1])
+    assert checkpoint >= 8
+    resumed = subprocess.run(
+        [*base, "--resume", "dpo-killed", "--max-steps", str(checkpoint + 3)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [m["step"] for m in Run(run.path).metrics() if "loss" in m]
+    assert steps == list(range(1, checkpoint + 4)), steps
+    assert all("rewards/margins" in m for m in Run(run.path).metrics() if "loss" in m and m["step"] > checkpoint)
