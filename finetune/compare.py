@@ -117,7 +117,9 @@ class Comparer:
 
         plan = plan_for_inference(self.config, detect_machine())
         source = str(path) if path else None
-        model = load_model(self.config, self.workspace, plan=plan, quantization=quantization, path=source)
+        model = load_model(
+            self.config, self.workspace, plan=plan, quantization=quantization, path=source, training=False
+        )
         model.eval()
         return model
 

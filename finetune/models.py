@@ -170,6 +170,23 @@ def model_load_kwargs(config: RunConfig, plan: Plan, quantization: str | None = 
     return kwargs
 
 
+def keep_4bit_layers_differentiable(model) -> int:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights for a model that trains; returns how many
+    layers it touched.
+
+    On a CPU with AVX512-BF16, a Linear4bit that runs once in eval mode without gradients (the
+    trainer's evaluation) repacks its weights for an inference kernel, gemv_4bit, and keeps them so:
+    every later training step then backpropagates through an op without an autograd kernel, and the
+    gradient through the frozen base weights is silently dropped (PyTorch warns "silently incorrect
+    behavior" once per step). tests/test_models.py shows the gradients differ without this."""
+    count = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def load_model(
     config: RunConfig,
     workspace: str | Path | None = None,
@@ -177,13 +194,18 @@ def load_model(
     plan: Plan,
     quantization: str | None = None,
     path: str | None = None,
+    training: bool = True,
 ):
-    """The base causal LM, loaded as the config and its plan say (4-bit/8-bit/16-bit, attention, dtype)."""
+    """The base causal LM, loaded as the config and its plan say (4-bit/8-bit/16-bit, attention, dtype).
+    `training=False` (comparison, evaluation) lets bitsandbytes use its inference-only CPU kernels."""
     from transformers import AutoModelForCausalLM
 
     source = path or resolve_model_path(config.model_name_or_path, workspace)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, plan, quantization))
+        model = AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, plan, quantization))
+        if training:
+            keep_4bit_layers_differentiable(model)
+        return model
     except (OSError, ValueError) as exc:
         if "flash" in str(exc).lower():
             raise ModelError(
