@@ -17,6 +17,7 @@ from finetune.config import HUB_ID_RE, RunConfig
 from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError, shown
 from finetune.hardware import Machine
+from finetune.offline import hub_offline
 from finetune.plan import Plan
 
 
@@ -86,7 +87,7 @@ def check_runnable(config: RunConfig, machine: Machine) -> list[str]:
 
 def _hub_error(name: str, exc: Exception) -> ModelError:
     text = str(exc)
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower()
+    offline = hub_offline() or "offline" in text.lower() or "connect" in text.lower()
     if "gated" in text.lower() or "401" in text or "403" in text:
         return ModelError(
             f"The model '{name}' is gated or private: accept its licence on huggingface.co and provide a token "
