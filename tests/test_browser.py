@@ -278,6 +278,28 @@ def test_second_run_preset_toast_log_and_reload(served_app, page):
     expect(page.locator("#train-status")).to_contain_text("stopped", timeout=LONG)
     shot(page, "13-reload-lands-on-train")
 
+    # the buttons follow the state: nothing trains, and the stopped run has a checkpoint to resume from
+    expect(page.locator("#train-stop")).to_be_disabled(timeout=30_000)
+    expect(page.locator("#train-resume")).to_be_enabled()
+    expect(page.locator("#train-start")).to_be_enabled()
+    # the history: method and data columns, a filter, rename and delete (confirmed) of the run shown
+    history = page.locator("#run-history")
+    expect(history).to_contain_text("qlora")
+    expect(history).to_contain_text("sample")
+    page.locator("#history-filter textarea").fill("stopped")
+    page.locator("#history-filter textarea").press("Enter")
+    expect(history).not_to_contain_text("done", timeout=30_000)
+    page.locator("#history-rename-to textarea").fill("my-stopped-run")
+    page.locator("#history-rename-btn").click()
+    expect(page.locator("#history-msg")).to_contain_text("my-stopped-run", timeout=30_000)
+    expect(history).to_contain_text("my-stopped-run")
+    page.locator("#history-delete-btn").click()
+    expect(page.locator("#history-delete-question")).to_contain_text("my-stopped-run")
+    page.locator("#history-delete-yes").click()
+    expect(page.locator("#history-msg")).to_contain_text("Deleted", timeout=30_000)
+    assert not (blocks.finetune_ctx.workspace / "runs" / "my-stopped-run").exists()
+    shot(page, "14-history-rename-delete")
+
 
 def test_dpo_run_from_preference_data_to_side_by_side(served_app, page):
     """Preference tuning through the page: the preference sample side by side, DPO chosen on the Model tab,

@@ -140,3 +140,30 @@ def test_saved_config_names_the_sample_by_its_path(workspace):
     path = studio.save_config(RunConfig(run_name="../../x y"))
     assert path.parent == workspace / "configs" and path.name.startswith("x-y-")
     assert RunConfig.from_yaml(path).dataset_path == str(SAMPLE_DATASET)
+
+
+def test_the_lease_is_one_at_a_time_and_survives_a_generator_resumed_on_another_thread(workspace):
+    import threading
+
+    from finetune.studio import GpuLease
+
+    studio = Studio(workspace)
+    studio.lease = GpuLease(wait_s=0.2)
+
+    def streamed():
+        with studio.lease.hold("comparing answers"):
+            yield 1
+            yield 2
+
+    answer = streamed()
+    assert next(answer) == 1  # holds the lease in this thread
+    with pytest.raises(BusyError, match="Busy comparing answers: merging waits"):
+        with studio.lease.hold("merging"):
+            pass
+    finished = []
+    worker = threading.Thread(target=lambda: finished.extend(answer))  # resumed and closed elsewhere
+    worker.start()
+    worker.join()
+    assert finished == [2]
+    with studio.lease.hold("merging"):  # free again
+        pass

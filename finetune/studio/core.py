@@ -32,8 +32,13 @@ class GpuLease:
     cached comparison model first, so the trainer gets that memory.
     """
 
-    _lock = threading.RLock()  # process-wide: every Studio of this process shares the one accelerator
+    # process-wide: every Studio of this process shares the one accelerator. A plain Lock, not an RLock: a
+    # streamed answer holds the lease across yields, and Gradio may resume the generator on another thread
+    _lock = threading.Lock()
     holder = ""
+
+    def __init__(self, wait_s: float = LEASE_WAIT_S):
+        self.wait_s = wait_s
 
     @contextmanager
     def hold(self, action: str) -> Iterator[None]:
@@ -45,7 +50,7 @@ class GpuLease:
     @contextmanager
     def locked(self, action: str) -> Iterator[None]:
         """The lease's lock alone: starting a run (training's own check names the busy run)."""
-        if not self._lock.acquire(timeout=LEASE_WAIT_S):
+        if not self._lock.acquire(timeout=self.wait_s):
             raise BusyError(f"Busy {GpuLease.holder}: {action} waits for it; try again when it has finished.")
         previous, GpuLease.holder = GpuLease.holder, action
         try:
