@@ -43,7 +43,9 @@ def build(ctx: Ctx) -> None:
     gr.Markdown(
         "Run the base and the fine-tuned model over held-out rows and score both against the reference "
         "answers (exact match, token F1, ROUGE-L; accuracy and macro F1 when the answers look like labels). "
-        "Uses the decoding settings above (the rows keep their own system turns).",
+        "Uses the decoding settings above (the rows keep their own system turns). On preference pairs "
+        "(chosen/rejected): also each model's preference accuracy (log-probability of the chosen answer above "
+        "the rejected one's) and mean margin, with the chosen answers as the references.",
         elem_id="eval-intro",
     )
     c["eval_stop_flag"] = gr.State(StopFlag())

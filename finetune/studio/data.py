@@ -52,6 +52,8 @@ def source_label(dataset_path: str) -> str:
     """A source as a person names it: the sample, an upload by its original file name, else as typed."""
     if not (dataset_path or "").strip():
         return f"the bundled sample dataset ({SAMPLE_DATASET.name})"
+    if dataset_path == str(SAMPLE_PREFERENCE_DATASET):
+        return f"the bundled preference sample ({SAMPLE_PREFERENCE_DATASET.name})"
     name = Path(dataset_path).name
     prefix = name[:UPLOAD_PREFIX_CHARS]
     if (
