@@ -176,3 +176,16 @@ def test_dpo_killed_with_sigkill_resumes_from_its_checkpoint(workspace):
     steps = [m["step"] for m in Run(run.path).metrics() if "loss" in m]
     assert steps == list(range(1, checkpoint + 4)), steps
     assert all("rewards/margins" in m for m in Run(run.path).metrics() if "loss" in m and m["step"] > checkpoint)
+
+
+def test_full_fine_tuning_dpo_precomputes_the_reference(workspace):
+    """method=full: the reference log-probabilities are computed once before training from the model
+    itself (no second copy of the weights): step 1 starts at zero rewards, the whole model is saved."""
+    run = train(
+        preference_config("dpo", method="full", quantization="none", learning_rate=5e-4, max_steps=8), workspace
+    )
+    first = run.metrics()[0]
+    assert abs(first["rewards/chosen"]) < 1e-3 and abs(first["rewards/margins"]) < 1e-3, first
+    assert any(m.get("rewards/margins", 0) > 0 for m in run.metrics())
+    assert (run.adapter_dir / "config.json").is_file()
+    assert "computed once before training" in run.log_tail(200)
