@@ -13,21 +13,12 @@ The reference model never costs a second copy of the weights:
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 from finetune.builders import build_lora_config, training_kwargs
 from finetune.config import RunConfig
 from finetune.plan import Plan
-
-# the metrics each trainer logs (train; eval_ prefixed when there is validation data)
-REWARD_METRICS = (
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/chosen",
-    "logps/rejected",
-)
 
 
 def build_preference_config(
@@ -109,3 +100,27 @@ def load_start_adapter(model, adapter_dir, plan: Plan):
     if plan.gradient_checkpointing:
         peft_model.enable_input_require_grads()
     return peft_model
+
+
+def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
+    """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model."""
+    from finetune.errors import ConfigError, FinetuneError
+    from finetune.runs import open_run
+
+    try:
+        start = open_run(config.start_from_run.strip(), workspace)
+    except FinetuneError as exc:
+        raise ConfigError([f"start_from_run: {exc}"]) from None
+    if not (start.adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(
+            [f"start_from_run: the run '{start.name}' has no saved LoRA/DoRA adapter (adapter/adapter_config.json)"]
+        )
+    base = start.config().model_name_or_path
+    if base.strip().lower() != config.model_name_or_path.strip().lower():
+        raise ConfigError(
+            [
+                f"start_from_run: the run '{start.name}' trained an adapter for {base}, but this run's model is "
+                f"{config.model_name_or_path}; use the same base model"
+            ]
+        )
+    return start.adapter_dir

@@ -187,7 +187,7 @@ class TrainingJob:
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
         if cfg.start_from_run.strip():
-            from finetune.preference_builders import load_start_adapter
+            from finetune.preference_builders import load_start_adapter, start_adapter_dir
 
             start = start_adapter_dir(cfg, self.workspace)
             self.run.log(f"starting from the adapter {start}")
@@ -402,6 +402,8 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     model_path = resolve_model_path(config.model_name_or_path, workspace)
     prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if config.start_from_run.strip():
+        from finetune.preference_builders import start_adapter_dir
+
         start_adapter_dir(config, workspace)
     if resume_run is not None:
         target = resume_run.path
@@ -410,29 +412,6 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     else:
         target = runs_dir(workspace)
     check_disk_space(config, target, model_path)
-
-
-def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
-    """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model."""
-    from finetune.runs import open_run
-
-    try:
-        start = open_run(config.start_from_run.strip(), workspace)
-    except FinetuneError as exc:
-        raise ConfigError([f"start_from_run: {exc}"]) from None
-    if not (start.adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(
-            [f"start_from_run: the run '{start.name}' has no saved LoRA/DoRA adapter (adapter/adapter_config.json)"]
-        )
-    base = start.config().model_name_or_path
-    if base.strip().lower() != config.model_name_or_path.strip().lower():
-        raise ConfigError(
-            [
-                f"start_from_run: the run '{start.name}' trained an adapter for {base}, but this run's model is "
-                f"{config.model_name_or_path}; use the same base model"
-            ]
-        )
-    return start.adapter_dir
 
 
 def _truncate_metrics(run: Run, last_step: int) -> None:

@@ -160,7 +160,8 @@ def no_format_message(columns: list[str]) -> str:
 
 # --- rows ---------------------------------------------------------------------
 def normalize_row(fmt: str, record: dict, conversational_prompts: bool = False) -> dict:
-    """One raw (already mapped) record -> a normalized row, or RowProblem saying what is wrong."""
+    """One raw (already mapped) record -> a normalized row, or RowProblem saying what is wrong
+    (preference formats: finetune.data.preference.normalize_preference)."""
     if fmt == "messages":
         return {"messages": check_conversation(parse_messages(record.get("messages"), "messages"))}
     if fmt == "sharegpt":
@@ -175,14 +176,6 @@ def normalize_row(fmt: str, record: dict, conversational_prompts: bool = False) 
         return {"prompt": _text(record, "prompt"), "completion": _text(record, "completion")}
     if fmt == "text":
         return {"text": _text(record, "text")}
-    if fmt == "preference":
-        from finetune.data.preference import normalize_paired
-
-        return normalize_paired(record)
-    if fmt == "unpaired_preference":
-        from finetune.data.preference import normalize_unpaired
-
-        return normalize_unpaired(record)
     raise ValueError(f"unknown format {fmt}")
 
 

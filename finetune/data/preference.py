@@ -148,6 +148,11 @@ def normalize_unpaired(record: dict) -> dict:
     return {"prompt": prompt, "completion": completion, "label": label}
 
 
+def normalize_preference(fmt: str, record: dict) -> dict:
+    """A record of the `preference` or `unpaired_preference` format -> a normalized row, or RowProblem."""
+    return normalize_paired(record) if fmt == "preference" else normalize_unpaired(record)
+
+
 def is_paired(row: dict) -> bool:
     return "chosen" in row
 
@@ -156,15 +161,6 @@ def is_preference_row(row: dict) -> bool:
     return "chosen" in row or "label" in row
 
 
-def row_is_conversational(row: dict) -> bool:
-    return isinstance(row.get("prompt"), list)
-
-
 def answers_of(row: dict) -> list[Any]:
     """The completions of a preference row (chosen and rejected, or the one KTO completion)."""
     return [row["chosen"], row["rejected"]] if is_paired(row) else [row["completion"]]
-
-
-def conversation_pair(row: dict) -> tuple[list[dict], list[list[dict]]]:
-    """(prompt messages, [answer messages...]) of a conversational preference row."""
-    return list(row["prompt"]), [list(answer) for answer in answers_of(row)]

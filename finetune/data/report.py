@@ -19,6 +19,7 @@ from finetune.data.formats import (
     normalize_row,
     resolve_mapping,
 )
+from finetune.data.preference import normalize_preference
 from finetune.data.raw import RowIssue
 from finetune.data.readers import read_source
 from finetune.errors import DataError, shown
@@ -147,7 +148,10 @@ def load_records(
     rows, skipped, numbers = [], list(raw.issues), []
     for number, record in records:
         try:
-            rows.append(normalize_row(fmt, record, conversational_prompts))
+            if fmt in PREFERENCE_FORMATS:
+                rows.append(normalize_preference(fmt, record))
+            else:
+                rows.append(normalize_row(fmt, record, conversational_prompts))
             numbers.append(number)
         except RowProblem as problem:
             skipped.append(RowIssue(number, str(problem), raw.unit))

@@ -197,19 +197,6 @@ def save_preference_evaluation(run: Any, evaluation: PreferenceEvaluation) -> Pa
     return folder
 
 
-def latest_preference_evaluation(run: Any) -> PreferenceEvaluation | None:
-    import json
-
-    parent = as_run(run).path / "preference_evaluations"
-    found = sorted(p for p in parent.glob("*") if (p / "summary.json").is_file()) if parent.is_dir() else []
-    if not found:
-        return None
-    folder = found[-1]
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    lines = (folder / "rows.jsonl").read_text(encoding="utf-8").splitlines()
-    return PreferenceEvaluation([json.loads(line) for line in lines if line.strip()], summary, folder)
-
-
 def as_reference_rows(rows: list[dict]) -> list[dict]:
     """Preference rows as rows the generation evaluation scores (the chosen / good answer is the
     reference), so the usual exact-match, F1 and ROUGE-L apply too."""
