@@ -236,7 +236,8 @@ class RunConfig:
         "What is learned. sft: imitate the answers (supervised fine-tuning); dpo: prefer the chosen answer over "
         "the rejected one (Direct Preference Optimization, against a frozen reference); orpo: SFT and preference in "
         "one loss, no reference model; kto: learn from answers labelled good or bad (unpaired). dpo/orpo/kto need "
-        "preference data.",
+        "preference data, and usually a lower learning_rate than SFT (TRL's DPO default is 1e-6 for full "
+        "fine-tuning).",
         OBJECTIVES,
         group="method",
     )

@@ -166,3 +166,23 @@ def test_planner_and_estimate_know_the_preference_passes():
     assert started.breakdown["adapter_weights"] == pytest.approx(2 * dpo.breakdown["adapter_weights"], rel=0.05)
     full = make_plan(base.replace(objective="dpo", method="full", quantization="none"), machine, model=None)
     assert "computed once before training" in full.reason("objective")
+
+
+def test_pair_tokens_follow_trl_and_truncate_at_max_length(tokenizer):
+    from finetune.evaluation.preference import pair_token_ids, pairs_of
+
+    row = {"prompt": USER, "chosen": GOOD, "rejected": BAD}
+    prompt_ids, (chosen, rejected) = pair_token_ids(tokenizer, row)
+    full = tokenizer.apply_chat_template(USER + BAD, tokenize=True, return_dict=True)["input_ids"]
+    assert prompt_ids + rejected == list(full)
+    _, (cut_chosen, cut_rejected) = pair_token_ids(tokenizer, row, max_length=len(prompt_ids) + 2)
+    assert cut_chosen == chosen[:2] and cut_rejected == rejected[:2]
+    assert pair_token_ids(tokenizer, row, max_length=len(prompt_ids))[1] == [[], []]
+    # unpaired rows pair up by prompt; a prompt with one label only is counted, not used
+    unpaired = [
+        {"prompt": "Q1", "completion": "good", "label": True},
+        {"prompt": "Q1", "completion": "bad", "label": False},
+        {"prompt": "Q2", "completion": "alone", "label": True},
+    ]
+    pairs, notes = pairs_of(unpaired)
+    assert pairs == [{"prompt": "Q1", "chosen": "good", "rejected": "bad"}] and "1 unpaired" in notes[0]

@@ -63,10 +63,11 @@ def pairs_of(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return pairs, notes
 
 
-def pair_token_ids(tokenizer: Any, row: dict) -> tuple[list[int], list[list[int]]]:
+def pair_token_ids(tokenizer: Any, row: dict, max_length: int | None = None) -> tuple[list[int], list[list[int]]]:
     """(prompt ids, [chosen ids, rejected ids]) as TRL's DPO trainer tokenizes a pair: the chat template
     (generation prompt on the prompt) for conversations, plain text + EOS otherwise; each answer starts
-    where the prompt and prompt + answer stop sharing tokens."""
+    where the prompt and prompt + answer stop sharing tokens, and is cut where prompt + answer reach
+    `max_length` (TRL's keep_start truncation)."""
     from finetune.data.templates import chat_ids, common_prefix_length, with_eos
 
     answers = [row["chosen"], row["rejected"]]
@@ -78,7 +79,8 @@ def pair_token_ids(tokenizer: Any, row: dict) -> tuple[list[int], list[list[int]
         full = [list(tokenizer(row["prompt"] + with_eos(tokenizer, a))["input_ids"]) for a in answers]
     shared = min(common_prefix_length(prompt_ids, ids) for ids in full)
     shared = max(shared, 1)  # the first answer token is scored from at least one prompt token
-    return prompt_ids[:shared], [ids[shared:] for ids in full]
+    end = max_length if max_length else None
+    return prompt_ids[:shared], [ids[shared:end] for ids in full]
 
 
 def _text(value: Any) -> str:
@@ -123,12 +125,18 @@ def evaluate_preferences(
     name = comparer.active_adapter
     results: list[dict[str, Any]] = []
     stopped = False
+    max_length = run.config().max_length
+    too_long = 0
     report_progress(progress, 0, len(pairs))
     for index, pair in enumerate(pairs):
         if should_stop(stop):
             stopped = True
             break
-        prompt_ids, answers = pair_token_ids(comparer.tokenizer, pair)
+        prompt_ids, answers = pair_token_ids(comparer.tokenizer, pair, max_length)
+        if not all(answers):  # the prompt alone fills max_length: TRL drops such pairs too
+            too_long += 1
+            report_progress(progress, len(results), len(pairs))
+            continue
         record: dict[str, Any] = {
             "index": index,
             "prompt": _text(pair["prompt"]),
@@ -151,7 +159,9 @@ def evaluate_preferences(
         stopped=stopped,
         adapter=name,
         run=run.name,
-        warnings=list(warnings) + notes,
+        warnings=list(warnings)
+        + notes
+        + ([f"{too_long} pairs skipped: their prompt alone fills max_length={max_length}"] if too_long else []),
     )
     evaluation = PreferenceEvaluation(results, summary)
     if save:
