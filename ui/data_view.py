@@ -78,6 +78,12 @@ def summary_md(dataset_path: str, report) -> str:
         f"**{report.kept_rows}** of {report.total_rows} rows usable · **{len(report.skipped)}** skipped · "
         f"shape: {report.shape}",
     ]
+    if report.shape == "preference":
+        lines.append(
+            "- Preference pairs: train them with the objective **DPO**, **ORPO** or **KTO** (Model & memory tab)."
+        )
+    elif report.shape == "unpaired_preference":
+        lines.append("- Labelled completions: train them with the objective **KTO** (Model & memory tab).")
     for w in report.warnings:
         lines.append(f"- ⚠ {md_escape(w)}")
     return "\n".join(lines)
