@@ -182,6 +182,7 @@ def build_trainer(
     import warnings
 
     from datasets import Dataset
+    from peft import PeftModel
     from trl import SFTTrainer
 
     from finetune import datacache
@@ -208,7 +209,8 @@ def build_trainer(
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             data_collator=build_collator(plan, tokenizer),
-            peft_config=build_lora_config(config),
+            # a model with a run's adapter attached (start_from_run) continues that adapter
+            peft_config=None if isinstance(model, PeftModel) else build_lora_config(config),
             callbacks=callbacks,
         )
     if key and cached is None:

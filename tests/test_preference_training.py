@@ -189,3 +189,11 @@ def test_full_fine_tuning_dpo_precomputes_the_reference(workspace):
     assert any(m.get("rewards/margins", 0) > 0 for m in run.metrics())
     assert (run.adapter_dir / "config.json").is_file()
     assert "computed once before training" in run.log_tail(200)
+
+
+def test_sft_can_continue_a_finished_runs_adapter(workspace):
+    first = train(preference_config("sft", run_name="sft-a", eval_steps=0, max_steps=6, learning_rate=1e-2), workspace)
+    again = train(preference_config("sft", start_from_run="sft-a", eval_steps=0, max_steps=4), workspace)
+    before = load_file(first.adapter_dir / "adapter_model.safetensors")
+    after = load_file(again.adapter_dir / "adapter_model.safetensors")
+    assert set(before) == set(after) and any((before[k] - after[k]).abs().sum() > 0 for k in before)
