@@ -151,7 +151,7 @@ class TrainingJob:
         import datasets
         from transformers import set_seed
 
-        from finetune.builders import build_trainer
+        from finetune.builders import build_sft_config, build_trainer
         from finetune.data import prepare_data
         from finetune.hardware import detect_machine
         from finetune.models import load_model, load_tokenizer, resolve_model_path
@@ -180,6 +180,11 @@ class TrainingJob:
         # every auto decision, once (finetune/plan.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
+        # the training arguments exist before the model: they set up the distributed state and, under
+        # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
+        sft_args = build_sft_config(
+            cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
+        )
         self.report(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
@@ -187,6 +192,9 @@ class TrainingJob:
         if loaded_attn and loaded_attn != plan.attn_implementation:  # transformers fell back to another kernel
             plan = make_plan(
                 cfg, plan.machine, model=model_path, attn_implementation=loaded_attn, mean_tokens=mean_tokens
+            )
+            sft_args = build_sft_config(
+                cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
             )
         self.plan = plan
         for line in plan.lines():
@@ -214,6 +222,7 @@ class TrainingJob:
             callbacks=callbacks,
             workspace=self.workspace,
             log=self.run.log,
+            args=sft_args,
         )
         from transformers.trainer_callback import PrinterCallback
 
