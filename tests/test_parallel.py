@@ -187,7 +187,7 @@ def test_every_fsdp_unit_of_a_qlora_model_has_one_dtype(workspace, launched):
     quantized = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]
     assert quantized and {p.dtype for p in quantized} == {torch.bfloat16}  # not uint8: FSDP can shard them
     model = get_peft_model(model, build_lora_config(config))
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:  # TRL casts the adapters of a quantized model to bf16
             param.data = param.data.to(torch.bfloat16)
 

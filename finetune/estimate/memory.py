@@ -30,6 +30,7 @@ from finetune.config import RunConfig
 from finetune.errors import ConfigError
 from finetune.estimate.shapes import ModelShape, load_shape
 from finetune.estimate.sharding import per_gpu, sharding_note
+from finetune.parallel import SHARD_STATES
 from finetune.estimate.terms import (
     RunContext,
     activation_terms,
@@ -163,7 +164,11 @@ def estimate_memory(
     grads = (trainable - magnitude) * ctx.param_bytes + magnitude * 4
     states = optimizer_state_bytes(mats, magnitude, ctx)
     saved, loss_b, workspace = activation_terms(shape, ctx)
-    step_extra = optimizer_transient(mats, ctx) - (saved + loss_b + workspace)
+    strategy, world = getattr(plan, "strategy", "none"), plan.machine.world_size
+    # the optimizer steps over this GPU's shard only when the states are sharded
+    step_extra = optimizer_transient(mats, ctx) / (world if strategy in SHARD_STATES else 1) - (
+        saved + loss_b + workspace
+    )
     workspace += max(0.0, step_extra)
     transient = saved + loss_b + workspace
     breakdown = {
@@ -175,7 +180,6 @@ def estimate_memory(
         "logits_loss": loss_b,
         "workspace": workspace,
     }
-    strategy, world = getattr(plan, "strategy", "none"), plan.machine.world_size
     breakdown = per_gpu(breakdown, shape, ctx, trainable, strategy, world)
     transient += breakdown.get("gathered_weights", 0.0)
     if device == "cuda":
