@@ -33,6 +33,7 @@ PUBLISHED_PARAMS = {
     "mistral-7b": 7_241_732_096,
     "llama-3.1-8b": 8_030_261_248,
     "qwen3-4b": 4_022_468_096,
+    "llama-3.1-70b": 70_553_706_496,
 }
 LLAMA_70B = {
     "model_type": "llama",
