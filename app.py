@@ -29,14 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.workspace:
         os.environ["FINETUNE_WORKSPACE"] = args.workspace  # the engine's default for anything not told otherwise
     from finetune.errors import FinetuneError
-    from finetune.runs import workspace_dir
+    from finetune.studio import Studio
 
     try:
-        workspace = workspace_dir(args.workspace)
+        studio = Studio.open(args.workspace)  # the engine service; the hardware is detected once
     except FinetuneError as exc:  # e.g. a path under a regular file, a read-only disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # uploads land inside the workspace (not a shared /tmp), before gradio reads this at import
+    workspace = studio.workspace
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio-uploads"))
     from ui import build_app
     from ui.launch import AUTH_ENV, exposure_warning, launch_kwargs, parse_auth, resolve_host_port, warn_stderr
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     host, port = resolve_host_port(args.host, args.port)
     warning = exposure_warning(host, auth, args.share)
     warn_stderr(warning)
-    demo = build_app(workspace, exposure_warning=warning)
-    stop_training_on_sigterm()
+    demo = build_app(exposure_warning=warning, studio=studio)
+    stop_training_on_sigterm(studio)
     demo.launch(
         **launch_kwargs(workspace, host=host, port=port, share=args.share, auth=auth, max_file_size=args.max_file_size)
     )
@@ -60,19 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 SIGTERM_GRACE_S = 8.0  # docker stop and most schedulers wait 10 s before SIGKILL
 
 
-def stop_training_on_sigterm(grace_s: float = SIGTERM_GRACE_S) -> None:
+def stop_training_on_sigterm(studio, grace_s: float = SIGTERM_GRACE_S) -> None:
     """On SIGTERM, a run training in this process stops at the next step and saves a checkpoint of
     it and the adapter (waiting up to `grace_s`), then the server closes as on Ctrl-C."""
     import signal
 
     def on_sigterm(signum, frame):
-        from finetune.training import current_job
-
-        job = current_job()
-        if job is not None:
-            print(f"SIGTERM: stopping the run {job.run.name} and saving a checkpoint...", file=sys.stderr, flush=True)
-            job.stop("SIGTERM")
-            job.wait(grace_s)
+        name = studio.training_now()
+        if name is not None:
+            print(f"SIGTERM: stopping the run {name} and saving a checkpoint...", file=sys.stderr, flush=True)
+            studio.stop("SIGTERM", wait_s=grace_s)
         raise KeyboardInterrupt  # Gradio's launch() closes the server on it
 
     signal.signal(signal.SIGTERM, on_sigterm)

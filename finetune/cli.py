@@ -1,4 +1,4 @@
-"""`finetune ...`: everything the app does, headless.
+"""`finetune ...`: everything the app does, headless, through the same service (finetune.studio).
 
 Errors are one clear paragraph on stderr and a non-zero exit, never a traceback.
 """
@@ -18,19 +18,23 @@ def _add_workspace(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", help="workspace folder (default: $FINETUNE_WORKSPACE or ./workspace)")
 
 
+def _studio(args, detect: bool = False):
+    """The service for this command: any path may be given on a command line (no app restrictions)."""
+    from finetune.studio import Studio
+
+    workspace = getattr(args, "workspace", None)
+    return Studio.open(workspace, restrict_paths=False) if detect else Studio(workspace, restrict_paths=False)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
 # --- validate ---------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from finetune.config import RunConfig
-    from finetune.data import load_records, token_length_stats
-    from finetune.models import load_tokenizer
-
-    report = load_records(args.data, dataset_format=args.format)
-    config = RunConfig(model_name_or_path=args.model, max_length=args.max_length)
-    stats = token_length_stats(report.rows, load_tokenizer(config, args.workspace), args.max_length)
+    desk = _studio(args).data
+    report = desk.report(args.data, args.format)
+    stats = desk.length_stats(report, args.model, args.max_length)
     stats.pop("lengths", None)
     summary = {**report.to_dict(), "tokenizer": args.model, "token_stats": stats}
     if args.json:
@@ -59,9 +63,9 @@ def build_train_config(args):
 
     config = RunConfig()
     if args.preset:
-        from finetune.presets import apply_preset
+        from finetune.studio import Studio
 
-        config = apply_preset(config, args.preset)
+        config = Studio.apply_preset(config, args.preset)
     if args.config:
         config = RunConfig.from_yaml(args.config, base=config)
     flags = {
@@ -77,25 +81,19 @@ def build_train_config(args):
 
 
 def cmd_train(args) -> int:
-    from finetune.runs import open_run
-    from finetune.training import start_training
-
+    studio = _studio(args)
     if args.resume:
-        run = open_run(args.resume, args.workspace)
-        config = run.config()
-        if args.max_steps is not None or args.set:
-            config = config.replace(**({"max_steps": args.max_steps} if args.max_steps is not None else {}))
-            config = config.with_overrides(args.set or [])
-        job = start_training(config, workspace=args.workspace, resume_run=run)
+        overrides = ([f"max_steps={args.max_steps}"] if args.max_steps is not None else []) + (args.set or [])
+        run = studio.resume(args.resume, overrides)
     else:
         if not (args.config or args.model or args.data or args.preset):
             raise FinetuneError("finetune train needs --config FILE, or --model M --data FILE (or --preset NAME).")
-        job = start_training(build_train_config(args), workspace=args.workspace)
-    print(f"run folder: {job.run.path}", file=sys.stderr, flush=True)
-    return _follow(job, quiet=args.quiet)
+        run = studio.start(build_train_config(args))
+    print(f"run folder: {run.path}", file=sys.stderr, flush=True)
+    return _follow(studio, run, quiet=args.quiet)
 
 
-def _follow(job, quiet: bool = False) -> int:
+def _follow(studio, run, quiet: bool = False) -> int:
     """Show a progress bar until the job ends; Ctrl-C and SIGTERM (docker stop, schedulers) stop
     gracefully: a checkpoint of the current step and the adapter are saved."""
     import signal
@@ -105,22 +103,22 @@ def _follow(job, quiet: bool = False) -> int:
 
     def on_sigterm(signum, frame):
         print("\nSIGTERM: stopping after the current step, saving a checkpoint...", file=sys.stderr, flush=True)
-        job.stop("SIGTERM")
+        studio.stop("SIGTERM")
 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     bar = None if quiet else tqdm(total=0, unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
-        while job.is_alive():
+        while studio.training_now() == run.name:
             try:
-                job.wait(0.5)
+                studio.wait(0.5)
             except KeyboardInterrupt:
                 print("\nStopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
-                job.stop("Ctrl-C")
-                job.wait()
+                studio.stop("Ctrl-C")
+                studio.wait()
             if bar is not None:
-                p = job.progress()
+                p = studio.progress(run.name)
                 bar.total = p["total_steps"] or bar.total
                 bar.n = p["step"]
                 tps = p.get("tokens_per_s")
@@ -132,18 +130,17 @@ def _follow(job, quiet: bool = False) -> int:
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    state = job.state
-    print(f"{state}: {job.message}", file=sys.stderr)
-    print(job.run.path)
+    final = studio.progress(run.name)
+    state = final["state"]
+    print(f"{state}: {final['message']}", file=sys.stderr)
+    print(run.path)
     return 0 if state in ("done", "stopped") else 1
 
 
 # --- compare / export / runs ------------------------------------------------------
 def cmd_compare(args) -> int:
-    from finetune.compare import GenerationSettings, get_comparer
-    from finetune.runs import open_run
+    from finetune.studio import GenerationSettings
 
-    run = open_run(args.run, args.workspace)
     settings = GenerationSettings(
         system_prompt=args.system or "",
         temperature=args.temperature,
@@ -151,7 +148,7 @@ def cmd_compare(args) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
-    result = get_comparer(run).compare(args.prompt, settings)
+    result = _studio(args).judge.compare(args.run, args.prompt, settings)
     if args.json:
         _print_json({"prompt": args.prompt, "base": result.base, "finetuned": result.finetuned})
     else:
@@ -163,34 +160,29 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from finetune.export import merge_adapter, push_to_hub, zip_adapter
-    from finetune.runs import open_run
-
-    run = open_run(args.run, args.workspace)
+    desk = _studio(args).export
+    run = desk.studio.run(args.run)
     out = Path(args.out) if args.out else None
     if args.merge:
 
         def progress(fraction: float, message: str) -> None:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
-        folder = merge_adapter(run, out, progress=progress)
+        folder = desk.merge(args.run, progress, out=out).folder
         print(folder)
     else:
         target = (out / f"{run.name}-adapter.zip") if out and (out.is_dir() or not out.suffix) else out
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-        folder = zip_adapter(run, target)
-        print(folder)
+        print(desk.zip_adapter(args.run, target))
     if args.push_to_hub:
-        source = folder if args.merge else run.adapter_dir
-        print(push_to_hub(source, args.push_to_hub, token=os.environ.get("HF_TOKEN")))
+        merged = {"merged": True, "folder": folder} if args.merge else {"merged": False}
+        print(desk.push(args.run, args.push_to_hub, os.environ.get("HF_TOKEN"), **merged))
     return 0
 
 
 def cmd_runs(args) -> int:
-    from finetune.runs import list_runs
-
-    runs = list_runs(args.workspace)
+    runs = _studio(args).runs()
     if args.json:
         _print_json([r.__dict__ for r in runs])
         return 0
@@ -205,9 +197,9 @@ def cmd_runs(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from finetune.presets import list_presets
+    from finetune.studio import Studio
 
-    for preset in list_presets():
+    for preset in Studio.presets():
         print(f"{preset.name:34} {preset.description}")
     return 0
 

@@ -36,10 +36,6 @@ NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, 
 MAX_LOADED_ADAPTERS = 6  # final adapter + a handful of checkpoints for a prompt grid
 
 
-def _as_run(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
-
-
 def run_workspace(run: Run) -> Path | None:
     """The workspace a run lives in (<ws>/runs/<name>), where the demo model is cached."""
     return run.path.parent.parent if run.path.parent.name == "runs" else None
@@ -90,7 +86,7 @@ class Comparer:
     """
 
     def __init__(self, run: Run | str | Path, adapter_path: str | Path | None = None):
-        self.run = _as_run(run)
+        self.run = open_run(run)
         self.config: RunConfig = self.run.config()
         self.full = self.config.method == "full"
         self.workspace = run_workspace(self.run)
@@ -367,7 +363,7 @@ def get_comparer(run: Run | str | Path, adapter_path: str | Path | None = None) 
     `adapter_path` switches the cached comparer to that adapter/checkpoint (cheap).
     """
     global _cached
-    run = _as_run(run)
+    run = open_run(run)
     with _cache_lock:
         if _cached is not None and _cached.run.path == run.path:
             _cached.load_adapter(resolve_adapter_path(run, adapter_path))

@@ -74,6 +74,23 @@ ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
 # fields that are `auto` (decided for the hardware at run time, see finetune.builders), true or false
 # a Hugging Face Hub model id: `name` or `owner/name`
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+# a Hub repository id with its owner (datasets, uploads): `owner/name`, each at most 96 characters
+HUB_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def is_hub_id(text: str, *, owner: bool = False) -> bool:
+    """`text` has the shape of a Hub id (`owner/name`; `name` alone too unless `owner`), never `..`."""
+    pattern = HUB_REPO_RE if owner else HUB_ID_RE
+    return isinstance(text, str) and ".." not in text and pattern.fullmatch(text) is not None
+
+
+def safe_name(text: str, fallback: str = "run", max_chars: int = 80) -> str:
+    """`text` as a file or folder name: runs of other characters become '-', no leading dot, no '..'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text or ""))
+    name = re.sub(r"\.{2,}", ".", name).strip(".-")[:max_chars].strip(".-")
+    return name or fallback
+
+
 AUTO_BOOL = ("auto", True, False)
 PRECISION_CHOICES = AUTO_BOOL
 

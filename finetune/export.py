@@ -10,31 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from finetune.compare import NO_ADAPTER_MESSAGE, run_workspace
+from finetune.config import is_hub_id
 from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, shown
+from finetune.files import zip_folder
 from finetune.model_card import TAG, model_card
 from finetune.runs import Run, open_run
 
 MERGE_MARKER = ".finetune-merge.json"  # marks a folder as our merge, so a re-merge may replace it
-_REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 Progress = Callable[[float, str], Any]
 
 
 class HubError(FinetuneError):
     """Uploading to the Hugging Face Hub failed (offline, no token, refused); never holds the token."""
-
-
-def _as_run(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
 
 
 def _require_adapter(run: Run) -> None:
@@ -57,7 +52,7 @@ def write_adapter_card(run: Run) -> Path:
 # zip ------------------------------------------------------------------------
 def zip_adapter(run: Run | str | Path, out_path: str | Path | None = None) -> Path:
     """A zip of adapter/ (files at the zip's root, so it unzips into a loadable folder)."""
-    run = _as_run(run)
+    run = open_run(run)
     _require_adapter(run)
     suffix = "model" if run.config().method == "full" else "adapter"
     out = Path(out_path).expanduser() if out_path else exports_dir(run) / f"{run.name}-{suffix}.zip"
@@ -66,12 +61,7 @@ def zip_adapter(run: Run | str | Path, out_path: str | Path | None = None) -> Pa
     try:
         write_adapter_card(run)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for file in sorted(run.adapter_dir.rglob("*")):
-                if file.is_file() and not file.is_symlink() and not file.name.startswith("."):
-                    zf.write(file, file.relative_to(run.adapter_dir).as_posix())
-        os.replace(tmp, out)
+        zip_folder(run.adapter_dir, out)
     except OSError as exc:
         raise RunError(f"cannot write the zip {out}: {exc.strerror or exc}") from None
     return out
@@ -203,7 +193,7 @@ def merge_adapter(run: Run | str | Path, out_dir: str | Path | None = None, prog
     `progress(fraction, message)` is called at each stage. For method=full the saved model
     is copied as it is.
     """
-    run = _as_run(run)
+    run = open_run(run)
     _require_adapter(run)
     cfg = run.config()
     out = Path(out_dir).expanduser().resolve() if out_dir else exports_dir(run) / "merged"
@@ -240,7 +230,7 @@ def merge_adapter(run: Run | str | Path, out_dir: str | Path | None = None, prog
 def check_repo_id(repo_id: str) -> str:
     """`owner/name` with the Hub's characters; raises ConfigError otherwise."""
     repo_id = (repo_id or "").strip() if isinstance(repo_id, str) else ""
-    if not _REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith(".git"):
+    if not is_hub_id(repo_id, owner=True) or "--" in repo_id or repo_id.endswith(".git"):
         raise ConfigError(
             [
                 f"repo_id: {shown(repo_id)} is not a Hub repository id; use owner/name (e.g. alice/my-adapter) with "

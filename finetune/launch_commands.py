@@ -15,7 +15,10 @@ from typing import Any
 
 import yaml
 
+from finetune.config import RunConfig
+from finetune.demo import SAMPLE_DATASET
 from finetune.parallel import ACCELERATE_CONFIGS
+from finetune.presets import apply_preset
 from finetune.shipped import shipped_dir
 
 # strategy -> shipped accelerate config (see accelerate_configs/*.yaml for when to use which);
@@ -133,3 +136,60 @@ def _loads(text: str) -> Any:
 
 def _join(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
+
+
+# --- the app's "equivalent command line" ---------------------------------------------
+def config_overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]:
+    """`key=value` strings for every field that differs from `base` (RunConfig() by default)."""
+    base_d = (base or RunConfig()).to_dict()
+    out = []
+    for name, value in cfg.to_dict().items():
+        if value == base_d[name] and type(value) is type(base_d[name]):
+            continue
+        if isinstance(value, dict):
+            text = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif value == "":
+            text = ""
+        else:
+            text = str(value)
+        out.append(f"{name}={text}")
+    return out
+
+
+def explicit_data_path(cfg: RunConfig) -> str:
+    """The training data as a path: an empty dataset_path means the bundled sample, so say which file."""
+    return cfg.dataset_path or str(SAMPLE_DATASET)
+
+
+def train_command_lines(
+    cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml", strategy: str | None = None
+) -> str:
+    """The `finetune train` command lines that reproduce this config, and for a config planned for
+    several GPUs (num_gpus > 1) the `accelerate launch` command of `strategy` (default: the config's,
+    ddp for auto), for one or several machines."""
+    lines = [
+        "# 1) with the config file (the “Save config as YAML” button above):",
+        f"finetune train --config {shlex.quote(yaml_name)}",
+        "",
+        "# 2) or flags only: the model, the data, the preset, then every setting that differs from it",
+    ]
+    base = RunConfig()
+    head = "finetune train"
+    if preset:
+        try:
+            base = apply_preset(RunConfig(), preset)
+            head += f" --preset {shlex.quote(preset)}"
+        except Exception:
+            base = RunConfig()
+    # the model and the data always by name (the data as the path of the bundled sample when it is that)
+    head += f" --model {shlex.quote(cfg.model_name_or_path)} --data {shlex.quote(explicit_data_path(cfg))}"
+    named = ("model_name_or_path", "dataset_path")
+    parts = [head] + [f"--set {shlex.quote(o)}" for o in config_overrides(cfg, base) if o.split("=", 1)[0] not in named]
+    lines.append(" \\\n    ".join(parts))
+    if cfg.num_gpus > 1:
+        strategy = strategy or (cfg.strategy if cfg.strategy != "auto" else "ddp")
+        lines += ["", f"# 3) on {cfg.num_gpus} GPUs ({strategy}), with the config file:"]
+        lines.append(cluster_command(yaml_name, cfg.num_gpus, strategy, cfg.num_machines))
+    return "\n".join(lines)

@@ -9,19 +9,15 @@ from typing import Any
 
 import yaml
 
+from finetune.config import is_hub_id
 from finetune.demo import is_demo
 from finetune.runs import Run, open_run
 
 TAG = "finetune-studio"
-_HUB_MODEL_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _as_run(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
 
 
 def _is_hub_id(name: str) -> bool:
-    if is_demo(name) or ".." in name or not _HUB_MODEL_RE.fullmatch(name):
+    if is_demo(name) or not is_hub_id(name):
         return False
     return not Path(name).expanduser().exists()
 
@@ -108,7 +104,7 @@ def model_card(run: Run | str | Path, *, merged: bool = False) -> str:
     `base_model` is written only for Hub ids: the Hub rejects metadata naming a local
     folder, and the built-in demo model is not on the Hub.
     """
-    run = _as_run(run)
+    run = open_run(run)
     cfg = run.config()
     base = cfg.model_name_or_path
     adapter = cfg.method != "full" and not merged

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.config import MAX_NAME_CHARS, RunConfig
+from finetune.config import MAX_NAME_CHARS, RunConfig, safe_name
 from finetune.errors import RunError, shown
+from finetune.files import write_text_atomic
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
@@ -112,12 +114,9 @@ def _atomic_write(path: Path, text: str) -> None:
     """Write a temporary file and rename it over `path`. When that fails (a full disk), the temporary
     file is removed and `path` is rewritten in place: a short status fits in the blocks it already
     has, so the final state of a run still reaches the disk."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError:
-        tmp.unlink(missing_ok=True)
         if not path.is_file():
             raise
         with open(path, "r+", encoding="utf-8") as fh:
@@ -247,6 +246,24 @@ class Run:
         ago = f", last heartbeat {max(0.0, time.time() - last):.0f} s ago" if last else ""
         return f"{status['state']} on {host} (pid {pid}{ago})"
 
+    def progress(self) -> dict[str, Any]:
+        """The progress the status file records (the live fields of a job training here are None):
+        the same keys as TrainingJob.progress."""
+        status = self.status()
+        step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
+        return {
+            "state": status.get("state", "unknown"),
+            "message": status.get("message", ""),
+            "step": step,
+            "total_steps": total,
+            "epoch": status.get("epoch"),
+            "fraction": min(step / total, 1.0) if total else 0.0,
+            "eta": None,
+            "tokens_per_s": None,
+            "elapsed": None,
+            "run": self.name,
+        }
+
     def mark_interrupted_if_dead(self) -> bool:
         """Persist `interrupted` for a run whose process died; returns True when it did."""
         raw = self._read_status_raw()
@@ -347,9 +364,10 @@ class Run:
     def summary(self) -> RunSummary:
         status = self.status()
         try:
-            model = self.config().model_name_or_path
+            config = self.config()
+            model, data, method = config.model_name_or_path, data_tag(config.dataset_path), method_tag(config)
         except Exception:
-            model = "?"
+            model, data, method = "?", "?", "?"
         metrics = self.metrics()
         losses = [m["loss"] for m in metrics if "loss" in m]
         evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
@@ -357,6 +375,8 @@ class Run:
             name=self.name,
             path=str(self.path),
             model=model,
+            data=data,
+            method=method,
             state=status.get("state", "unknown"),
             message=status.get("message", ""),
             step=int(status.get("step") or 0),
@@ -373,6 +393,8 @@ class RunSummary:
     name: str
     path: str
     model: str
+    data: str  # the training data in a word (data_tag): sample, a file's stem, a Hub dataset's name
+    method: str  # method_tag: qlora, lora8, lora, qdora, dora, full
     state: str
     message: str
     step: int
@@ -392,9 +414,60 @@ def _process_start() -> float | None:
         return None
 
 
+def method_tag(config: RunConfig) -> str:
+    """The training method in a word: qlora, lora8, lora, qdora, dora or full."""
+    if config.method == "full":
+        return "full"
+    quant = {"4bit": "q", "8bit": "8"}.get(config.quantization, "")
+    base = "dora" if config.method == "dora" else "lora"
+    return f"q{base}" if quant == "q" else f"{base}{quant}"
+
+
+def data_tag(dataset_path: str) -> str:
+    """The data in a word: `sample`, an upload by its original name, a file by its stem, a Hub id by its name."""
+    if not (dataset_path or "").strip():
+        return "sample"
+    stem = Path(dataset_path.rstrip("/")).stem if Path(dataset_path).suffix else dataset_path.rstrip("/").split("/")[-1]
+    return re.sub(r"^[0-9a-f]{10}-", "", stem)  # uploads are stored as <hash>-<name>
+
+
 def default_run_name(config: RunConfig) -> str:
-    model = re.sub(r"[^A-Za-z0-9._-]+", "-", config.model_name_or_path.rstrip("/").split("/")[-1]).strip("-.")
-    return f"{model or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A readable name: model, data, method and when, e.g. `Qwen2.5-0.5B-Instruct-support-qlora-20261130-1945`."""
+    model = safe_name(config.model_name_or_path.rstrip("/").split("/")[-1], "model", 40)
+    data = safe_name(data_tag(config.dataset_path), "data", 30)
+    return f"{model}-{data}-{method_tag(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def rename_run(run: Run, new_name: str) -> Run:
+    """Move a run folder to runs/<new_name> beside it; config.yaml follows (run_name, output_dir)."""
+    new_name = check_name((new_name or "").strip(), "new run name")
+    target = run.path.parent / new_name
+    if target.exists():
+        raise RunError(f"a run named {shown(new_name)} already exists; choose another name")
+    config = run.config()
+    try:
+        os.rename(run.path, target)
+    except OSError as exc:
+        raise RunError(f"cannot rename the run folder {run.path.name}: {exc.strerror or exc}") from None
+    renamed = Run(target)
+    changes = {}
+    if config.run_name:
+        changes["run_name"] = new_name
+    if config.output_dir and Path(config.output_dir).expanduser().resolve() == run.path.resolve():
+        changes["output_dir"] = str(target)
+    if changes:
+        config.replace(**changes).to_yaml(renamed.config_path)
+    return renamed
+
+
+def delete_run(run: Run) -> None:
+    """Remove a run folder and everything in it; only a folder that is a run (config.yaml, status.json)."""
+    if holding_run(run.path) != run.path:
+        raise RunError(f"{shown(str(run.path), 200)} is not a run folder; nothing was deleted")
+    try:
+        shutil.rmtree(run.path)
+    except OSError as exc:
+        raise RunError(f"cannot delete the run folder {run.path.name}: {exc.strerror or exc}") from None
 
 
 def holding_run(path: Path) -> Path | None:
@@ -470,8 +543,10 @@ def create_run(config: RunConfig, workspace: str | Path | None = None) -> Run:
     return run
 
 
-def open_run(name_or_path: str | Path, workspace: str | Path | None = None) -> Run:
-    """A run by folder path, or by name inside the workspace (names may not escape it)."""
+def open_run(name_or_path: Run | str | Path, workspace: str | Path | None = None) -> Run:
+    """A run by folder path, or by name inside the workspace (names may not escape it); a Run as it is."""
+    if isinstance(name_or_path, Run):
+        return name_or_path
     try:
         candidate = Path(name_or_path).expanduser()
         if candidate.is_dir() and (candidate / "config.yaml").is_file():

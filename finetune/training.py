@@ -426,10 +426,9 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
 def _truncate_metrics(run: Run, last_step: int) -> None:
     """Before a resume: keep only metrics up to the checkpoint, so replayed steps are not doubled."""
     import json
-    import os
+
+    from finetune.files import write_text_atomic
 
     kept = [m for m in run.metrics() if m.get("step", 0) <= last_step]
-    tmp = run.metrics_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
-    os.replace(tmp, run.metrics_path)
+    write_text_atomic(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
     run.reload_metrics()

@@ -62,8 +62,8 @@ def test_first_open_defaults(app):
     ctx = blocks.finetune_ctx
     assert ctx.base_config.model_name_or_path == "demo"
     assert ctx.base_config.dataset_path == ""  # the sample dataset
-    if ctx.hardware is not None and not getattr(ctx.hardware, "gpus", None):
-        assert ctx.suggested_preset and "cpu" in ctx.suggested_preset.lower()
+    if ctx.studio.hardware is not None and not getattr(ctx.studio.hardware, "gpus", None):
+        assert ctx.studio.suggested_preset and "cpu" in ctx.studio.suggested_preset.lower()
 
 
 def test_sample_data_format_and_rows(app):
@@ -100,7 +100,7 @@ def test_bad_data_file_shows_columns(app, tmp_path):
     assert "Cannot use" in named["data_summary"]
     assert "question" in named["data_mapping_md"] and "answer" in named["data_mapping_md"]
     # map the columns: instruction <- question, output <- answer
-    from ui.data_view import MAP_TARGETS
+    from finetune.studio import MAP_TARGETS
 
     maps = ["" for _ in MAP_TARGETS]
     maps[MAP_TARGETS.index("instruction")] = "question"

@@ -72,7 +72,8 @@ def test_overlay_and_memory_breakdown():
 def test_config_form_roundtrip_and_problems():
     from finetune.config import RunConfig, field_help
     from finetune.errors import ConfigError
-    from ui.config_form import command_text, config_from_values, field_names, values_from_config
+    from finetune.launch_commands import train_command_lines
+    from ui.config_form import config_from_values, field_names, values_from_config
 
     cfg = RunConfig(max_steps=30, bf16=False, column_mapping={"instruction": "q"}, logging_steps=0.5)
     assert config_from_values(values_from_config(cfg)) == cfg
@@ -83,21 +84,8 @@ def test_config_form_roundtrip_and_problems():
     with pytest.raises(ConfigError) as err:
         config_from_values(values)
     assert "max_steps" in str(err.value) and "column_mapping" in str(err.value)
-    text = command_text(cfg)
+    text = train_command_lines(cfg)
     assert "finetune train --config" in text and "--set max_steps=30" in text and "--set bf16=false" in text
-
-
-def test_command_line_reproduces_the_config():
-    from finetune.cli import build_parser, build_train_config
-    from finetune.config import RunConfig
-    from finetune.presets import apply_preset
-    from ui.config_form import overrides
-
-    cfg = apply_preset(RunConfig(), "cpu").replace(max_steps=12, lora_r=4, column_mapping={"output": "answer"})
-    argv = ["train", "--preset", "cpu"] + [
-        x for o in overrides(cfg, apply_preset(RunConfig(), "cpu")) for x in ("--set", o)
-    ]
-    assert build_train_config(build_parser().parse_args(argv)) == cfg
 
 
 def test_markdown_escape():
@@ -128,6 +116,7 @@ def test_poll_sends_nothing_when_nothing_changed(workspace):
     """The Train tab's 1 s poll: full curve on (re)attach, then gr.skip() for everything until new points."""
     from finetune.config import RunConfig
     from finetune.runs import create_run
+    from finetune.studio import Studio
     from ui.state import Ctx
     from ui.train_tab import TICK_KEYS, tick
 
@@ -135,7 +124,7 @@ def test_poll_sends_nothing_when_nothing_changed(workspace):
     for m in METRICS:
         run.append_metrics(m)
     run.write_status("done", "Finished", step=6, total_steps=6)
-    ctx = Ctx(workspace=workspace)
+    ctx = Ctx(studio=Studio(workspace))
     first = dict(zip(TICK_KEYS, tick(ctx, "polled", 0, "")))
     assert first["drawn"] == len(METRICS)
     assert first["plot_loss"].layout.uirevision == "polled-loss"
@@ -160,23 +149,3 @@ def test_histogram_labels_never_share_a_row_and_the_title_names_what_was_measure
         assert len(rows) == 4 and len(set(rows)) == 4, rows
     assert "plain text" in fig.layout.title.text and "chat template" not in fig.layout.title.text
     assert "chat template applied" in length_histogram(stats, 256, "conversational").layout.title.text
-
-
-def test_equivalent_command_names_the_model_and_the_data_and_reproduces_the_config():
-    import shlex
-
-    from finetune.cli import build_parser, build_train_config
-    from finetune.config import RunConfig
-    from finetune.demo import SAMPLE_DATASET
-    from finetune.presets import apply_preset
-    from ui.config_form import command_text
-
-    for cfg in (apply_preset(RunConfig(), "cpu"), apply_preset(RunConfig(), "cpu").replace(lora_r=4)):
-        text = command_text(cfg, "cpu")
-        assert "button above" in text
-        flags = text.split("\n", 4)[4].replace("\\\n", " ")
-        assert f"--model demo --data {SAMPLE_DATASET}" in flags
-        argv = shlex.split(flags)[2:]  # after "finetune train"
-        assert build_train_config(build_parser().parse_args(["train", *argv])) == cfg.replace(
-            dataset_path=str(SAMPLE_DATASET)
-        )

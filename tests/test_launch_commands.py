@@ -99,3 +99,36 @@ def test_shipped_configs_match_their_strategy():
 def test_accelerate_command_refuses_bad_input(kwargs):
     with pytest.raises(ValueError):
         accelerate_command("run.yaml", **kwargs)
+
+
+def test_command_line_reproduces_the_config():
+    from finetune.cli import build_parser, build_train_config
+    from finetune.config import RunConfig
+    from finetune.launch_commands import config_overrides as overrides
+    from finetune.presets import apply_preset
+
+    cfg = apply_preset(RunConfig(), "cpu").replace(max_steps=12, lora_r=4, column_mapping={"output": "answer"})
+    argv = ["train", "--preset", "cpu"] + [
+        x for o in overrides(cfg, apply_preset(RunConfig(), "cpu")) for x in ("--set", o)
+    ]
+    assert build_train_config(build_parser().parse_args(argv)) == cfg
+
+
+def test_equivalent_command_names_the_model_and_the_data_and_reproduces_the_config():
+    import shlex
+
+    from finetune.cli import build_parser, build_train_config
+    from finetune.config import RunConfig
+    from finetune.demo import SAMPLE_DATASET
+    from finetune.launch_commands import train_command_lines as command_text
+    from finetune.presets import apply_preset
+
+    for cfg in (apply_preset(RunConfig(), "cpu"), apply_preset(RunConfig(), "cpu").replace(lora_r=4)):
+        text = command_text(cfg, "cpu")
+        assert "button above" in text
+        flags = text.split("\n", 4)[4].replace("\\\n", " ")
+        assert f"--model demo --data {SAMPLE_DATASET}" in flags
+        argv = shlex.split(flags)[2:]  # after "finetune train"
+        assert build_train_config(build_parser().parse_args(["train", *argv])) == cfg.replace(
+            dataset_path=str(SAMPLE_DATASET)
+        )

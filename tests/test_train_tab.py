@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from helpers_runs import make_run
 
+from finetune.studio import Studio
+from ui.history_view import STATE_COLUMN, history_rows
 from ui.state import Ctx
-from ui.train_tab import TICK_KEYS, history_rows, status_md, tick
+from ui.train_tab import TICK_KEYS, status_md, tick
 
 
 def _tick(ctx, watched, drawn, sig) -> dict:
@@ -22,7 +24,7 @@ def test_charts_follow_a_new_run_even_after_a_stale_poll(workspace):
     for step in range(3, 9):  # the old run has more points than the new one
         old.append_metrics({"step": step, "epoch": 1.0, "loss": 2.0})
     new = make_run(workspace, run_name="new", with_adapter=False)
-    ctx = Ctx(workspace=workspace)
+    ctx = Ctx(studio=Studio(workspace))
     # a poll in flight when Start was pressed answers for the old run: its count and signature win the race
     stale = _tick(ctx, "old", 0, "")
     assert stale["drawn"] == old.metrics_count() > new.metrics_count()
@@ -34,10 +36,12 @@ def test_charts_follow_a_new_run_even_after_a_stale_poll(workspace):
 
 def test_history_shows_the_live_progress_of_a_training_run(workspace):
     make_run(workspace, run_name="live", with_adapter=False)  # status.json: training, step 2
-    ctx = Ctx(workspace=workspace)
+    ctx = Ctx(studio=Studio(workspace))
     rows = history_rows(ctx, live={"run": "live", "state": "training", "step": 50, "total_steps": 156})
-    assert rows[0][0] == "live" and rows[0][2] == "training" and rows[0][3] == "50/156"
-    assert history_rows(ctx)[0][3] == "2/2"
+    assert rows[0][0] == "live" and rows[0][STATE_COLUMN] == "training" and rows[0][STATE_COLUMN + 1] == "50/156"
+    assert history_rows(ctx)[0][STATE_COLUMN + 1] == "2/2"
+    assert history_rows(ctx, query="live training")[0][0] == "live"
+    assert history_rows(ctx, query="no-such-word") == []
 
 
 def test_resume_is_offered_only_with_a_checkpoint():

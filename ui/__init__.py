@@ -6,45 +6,24 @@
 from __future__ import annotations
 
 import html
-import traceback
 from pathlib import Path
 
 import gradio as gr
 
-from finetune.config import RunConfig
-from finetune.runs import workspace_dir
+from finetune.studio import Studio
 from ui import data_tab, export_tab, model_tab, test_tab, train_tab
-from ui.state import Ctx, error_text, run_dropdown_update
+from ui.state import Ctx, run_dropdown_update
 
 TITLE = "finetune studio"
 
 
-def _hardware(ctx: Ctx) -> None:
-    """Detect the hardware and the preset that fits it; the app still opens when either fails."""
-    try:
-        from finetune.hardware import detect_hardware, detect_machine
-
-        ctx.hardware = detect_hardware()
-        ctx.machine = detect_machine(ctx.hardware)
-    except Exception as exc:
-        traceback.print_exc()
-        ctx.hardware_error = error_text(exc)
-    try:
-        from finetune.presets import apply_preset, suggest_preset
-
-        ctx.suggested_preset = suggest_preset(ctx.hardware) if ctx.hardware is not None else None
-        ctx.base_config = apply_preset(RunConfig(), ctx.suggested_preset) if ctx.suggested_preset else RunConfig()
-    except Exception as exc:
-        traceback.print_exc()
-        ctx.hardware_error = ctx.hardware_error or error_text(exc)
-        ctx.suggested_preset = None
-        ctx.base_config = RunConfig()
-
-
-def build_app(workspace: str | Path | None = None, *, exposure_warning: str | None = None) -> gr.Blocks:
-    """The whole app. `exposure_warning` shows as a red banner (network exposure without auth)."""
-    ctx = Ctx(workspace=workspace_dir(workspace))
-    _hardware(ctx)
+def build_app(
+    workspace: str | Path | None = None, *, exposure_warning: str | None = None, studio: Studio | None = None
+) -> gr.Blocks:
+    """The whole app. `exposure_warning` shows as a red banner (network exposure without auth).
+    `studio`: the engine service to use (default: one opened on `workspace`, hardware detected)."""
+    studio = studio or Studio.open(workspace)
+    ctx = Ctx(studio=studio, base_config=studio.base_config())
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(86400, 86400)) as blocks:
         ctx.blocks = blocks
         if exposure_warning:
@@ -97,7 +76,7 @@ def _wire_cross_tab(ctx: Ctx) -> None:
     hooks["reanalyze"](hooks["after_reset"])
 
     def runs_now(test_cur, export_cur):
-        return run_dropdown_update(ctx.workspace, test_cur), run_dropdown_update(ctx.workspace, export_cur)
+        return run_dropdown_update(ctx.studio, test_cur), run_dropdown_update(ctx.studio, export_cur)
 
     ctx.blocks.load(
         runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]], api_visibility="private"
@@ -105,10 +84,7 @@ def _wire_cross_tab(ctx: Ctx) -> None:
 
     def landing_tab():
         """A page opened (or reloaded) while a run trains lands on the Train tab, else where it is."""
-        from finetune.training import current_job
-
-        job = current_job()
-        return gr.Tabs(selected="train") if job is not None and job.is_alive() else gr.skip()
+        return gr.Tabs(selected="train") if ctx.studio.training_now() else gr.skip()
 
     ctx.blocks.load(landing_tab, None, c["tabs"], api_visibility="private", show_progress="hidden")
     # the Train tab mounts its log at the top: show the newest line when it is opened

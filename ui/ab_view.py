@@ -2,23 +2,21 @@
 prompt; the user picks A, B, tie or both bad (buttons or keys 1-4 / A B T X), then the sides are
 revealed and the tally (fine-tuned win rate over base with a 95% interval) is updated.
 
-Engine calls: finetune.evaluation (new_blind_pair, record_vote, run_tally, export_votes,
-tally_figure; examples for a held-out prompt). The BlindPair stays in gr.State on the server:
+Engine calls: the Studio's judging desk (blind_pair, vote, tally, tally_figure, export_votes,
+held_out_prompt). The BlindPair stays in gr.State on the server:
 the page only ever sees its two texts until the vote is in. Votes live in <run>/votes.jsonl,
 so the tally survives restarts. The shortcut keys are wired by ui.launch.JS (button elem_ids).
 """
 
 from __future__ import annotations
 
-import random
 from functools import partial
 from html import escape
 
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.evaluation import export_votes, new_blind_pair, record_vote, run_tally, tally_figure
-from ui.eval_common import check_idle, selected_run, settings_from
+from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 CHOICES = {
@@ -84,16 +82,16 @@ def tally_outputs(ctx: Ctx, run_name: str | None):
     if not run_name:
         return "No run chosen.", None
     try:
-        result = run_tally(selected_run(ctx, run_name))
+        result = ctx.studio.judge.tally(run_name)
     except Exception as exc:
         return md_error(exc, "No tally"), None
     head = f"**Blind A/B tally for {md_escape(run_name)}**\n\n"
-    return head + md_escape(result.text()), (votes_figure(result) if result.n else None)
+    return head + md_escape(result.text()), (votes_figure(ctx, result) if result.n else None)
 
 
-def votes_figure(result):
+def votes_figure(ctx: Ctx, result):
     """The engine's stacked bar, with whole-number ticks (counts) and the legend in bar order."""
-    fig = tally_figure(result)
+    fig = ctx.studio.judge.tally_figure(result)
     fig.update_xaxes(title_text="votes", rangemode="tozero", dtick=1 if result.n <= 12 else None)
     fig.update_layout(legend={"traceorder": "normal", "orientation": "h", "y": -0.45}, height=200)
     return fig
@@ -104,10 +102,8 @@ def new_pair(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, se
     try:
         if not (prompt or "").strip():
             raise FinetuneError("Type a prompt first (or draw a held-out one).")
-        run = selected_run(ctx, run_name)
-        check_idle()
         settings = settings_from(system, temperature, top_p, max_new, seed)
-        pair = new_blind_pair(run, prompt, settings)
+        pair = ctx.studio.judge.blind_pair(run_name, prompt, settings)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return None, "", "", md_error(exc, "No blind pair"), *buttons_state(False), ""
@@ -116,7 +112,7 @@ def new_pair(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, se
         if pair.identical
         else "Which answer is better? Vote with the buttons or the keys."
     )
-    return {"run": run.name, "pair": pair}, pair.answer_a, pair.answer_b, note, *buttons_state(True, pair.identical), ""
+    return {"run": run_name, "pair": pair}, pair.answer_a, pair.answer_b, note, *buttons_state(True, pair.identical), ""
 
 
 def vote(ctx: Ctx, choice: str, held):
@@ -127,8 +123,7 @@ def vote(ctx: Ctx, choice: str, held):
         return None, gr.skip(), gr.skip(), gr.skip(), *buttons_state(False)
     pair = held["pair"]
     try:
-        run = selected_run(ctx, held["run"])
-        stored = record_vote(run, pair, choice)
+        stored = ctx.studio.judge.vote(held["run"], pair, choice)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return None, md_error(exc, "Vote not saved"), gr.skip(), gr.skip(), *buttons_state(False)
@@ -151,12 +146,7 @@ def vote(ctx: Ctx, choice: str, held):
 def draw_prompt(ctx: Ctx, run_name):
     """A random prompt from the run's held-out (validation) rows."""
     try:
-        from finetune.evaluation.examples import examples_from_rows, load_eval_rows
-
-        run = selected_run(ctx, run_name)
-        rows, _, _ = load_eval_rows(run)
-        examples, _ = examples_from_rows(rows)
-        return random.SystemRandom().choice(examples).prompt_text
+        return ctx.studio.judge.held_out_prompt(run_name)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return gr.skip()
@@ -164,10 +154,7 @@ def draw_prompt(ctx: Ctx, run_name):
 
 def export(ctx: Ctx, fmt: str, run_name):
     try:
-        run = selected_run(ctx, run_name)
-        if not run_tally(run).n:
-            raise FinetuneError("This run has no votes yet: cast a blind vote first.")
-        path = export_votes(run, fmt)
+        path = ctx.studio.judge.export_votes(run_name, fmt)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return None

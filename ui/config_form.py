@@ -7,7 +7,6 @@ Model tabs write into it, presets and YAML files fill it, and Start reads it.
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 import gradio as gr
@@ -29,10 +28,6 @@ GROUPS = [
 EXTRA_CHOICES = {"report_to": ("none", "tensorboard", "wandb", "trackio")}
 FLOAT_STEPS = {"learning_rate": 1e-5, "early_stopping_threshold": 1e-3}
 PER_ROW = 3
-
-
-def help_table() -> dict[str, dict[str, Any]]:
-    return field_help()
 
 
 def field_names() -> list[str]:
@@ -159,61 +154,3 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
             placeholder='{"instruction": "question", "output": "answer"}',
         )
     return gr.Textbox(value="" if value is None else str(value), label=label, info=info, elem_id=elem_id)
-
-
-def updates_from_config(cfg: RunConfig) -> list[Any]:
-    """Component updates that set every field to `cfg` (for presets and YAML files)."""
-    return values_from_config(cfg)
-
-
-# --- the equivalent command line ---------------------------------------------------
-def overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]:
-    """`key=value` strings for every field that differs from `base` (RunConfig() by default)."""
-    base_d = (base or RunConfig()).to_dict()
-    out = []
-    for name, value in cfg.to_dict().items():
-        if value == base_d[name] and type(value) is type(base_d[name]):
-            continue
-        if isinstance(value, dict):
-            text = json.dumps(value, ensure_ascii=False)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif value == "":
-            text = ""
-        else:
-            text = str(value)
-        out.append(f"{name}={text}")
-    return out
-
-
-def explicit_data_path(cfg: RunConfig) -> str:
-    """The training data as a path: an empty dataset_path means the bundled sample, so say which file."""
-    from finetune.demo import SAMPLE_DATASET
-
-    return cfg.dataset_path or str(SAMPLE_DATASET)
-
-
-def command_text(cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml") -> str:
-    """The `finetune train` command lines that reproduce this config."""
-    lines = [
-        "# 1) with the config file (the “Save config as YAML” button above):",
-        f"finetune train --config {shlex.quote(yaml_name)}",
-        "",
-        "# 2) or flags only: the model, the data, the preset, then every setting that differs from it",
-    ]
-    base = RunConfig()
-    head = "finetune train"
-    if preset:
-        try:
-            from finetune.presets import apply_preset
-
-            base = apply_preset(RunConfig(), preset)
-            head += f" --preset {shlex.quote(preset)}"
-        except Exception:
-            base = RunConfig()
-    # the model and the data always by name (the data as the path of the bundled sample when it is that)
-    head += f" --model {shlex.quote(cfg.model_name_or_path)} --data {shlex.quote(explicit_data_path(cfg))}"
-    named = ("model_name_or_path", "dataset_path")
-    parts = [head] + [f"--set {shlex.quote(o)}" for o in overrides(cfg, base) if o.split("=", 1)[0] not in named]
-    lines.append(" \\\n    ".join(parts))
-    return "\n".join(lines)

@@ -1,42 +1,24 @@
 """Data tab: pick the data (sample, upload, Hub), check it, preview it, size max_length.
 
-Engine calls (through ui.data_view): finetune.data.load_records, token_length_stats, length_stats,
-render_example; finetune.models.load_tokenizer. The chosen source, format and mapping are written
+Engine calls: the Studio's data desk (report, columns, store_upload, length_stats, render,
+problems_csv; it owns the caches). The chosen source, format and mapping are written
 into the Advanced form (dataset_path, eval_dataset_path, dataset_format, column_mapping).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from finetune.config import DATASET_FORMATS
-from finetune.data import SUPPORTED_EXTENSIONS, length_stats
+from finetune.config import DATASET_FORMATS, is_hub_id
 from finetune.errors import FinetuneError
+from finetune.studio import MAP_TARGETS, parse_mapping, row_chat, source_label
 from ui import charts
-from ui.data_view import (
-    MAP_TARGETS,
-    _row_chat,
-    chat_messages,
-    columns_of,
-    copy_upload,
-    get_report,
-    get_stats,
-    get_tokenizer,
-    parse_mapping,
-    preview,
-    problems_csv,
-    source_label,
-    summary_md,
-    truncation_md,
-)
+from ui.data_view import chat_messages, preview, summary_md, truncation_md
 from ui.state import Ctx, error_text, md_error, md_escape
-
-_HUB_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 # --- layout ----------------------------------------------------------------------------
@@ -53,14 +35,14 @@ def build(ctx: Ctx) -> None:
         with gr.Column(scale=1, min_width=260):
             c["data_train_file"] = gr.File(
                 label="…or upload a training file (.jsonl .json .csv .parquet)",
-                file_types=list(SUPPORTED_EXTENSIONS),
+                file_types=list(ctx.studio.data.extensions),
                 elem_id="data-train-file",
                 height=130,
             )
         with gr.Column(scale=1, min_width=260):
             c["data_val_file"] = gr.File(
                 label="Optional validation file",
-                file_types=list(SUPPORTED_EXTENSIONS),
+                file_types=list(ctx.studio.data.extensions),
                 elem_id="data-val-file",
                 height=130,
             )
@@ -150,6 +132,7 @@ def analyze(
     trust_remote_code: bool = False,
 ) -> list:
     """Every Data-tab output for the given source (see OUTPUT_KEYS)."""
+    desk = ctx.studio.data
     max_length = int(max_length or 1024)
     fmt = fmt if fmt in DATASET_FORMATS else "auto"
     out: dict[str, Any] = {k: gr.skip() for k in OUTPUT_KEYS}
@@ -157,9 +140,9 @@ def analyze(
     try:
         mapping = parse_mapping(mapping_text)
         out["field_column_mapping"] = json.dumps(mapping) if mapping else ""
-        report = get_report(dataset_path, fmt, mapping, ctx.workspace)
+        report = desk.report(dataset_path, fmt, mapping)
     except FinetuneError as exc:
-        columns = columns_of(dataset_path, ctx.workspace)
+        columns = desk.columns(dataset_path)
         cols = ", ".join(f"`{md_escape(col)}`" for col in columns) or "(none could be read)"
         mapping = {}
         try:
@@ -202,14 +185,13 @@ def analyze(
         data_mapping_md=f"Columns found: {', '.join('`' + md_escape(col) + '`' for col in columns)}",
         data_example=gr.Slider(minimum=1, maximum=max(2, report.kept_rows), value=1, interactive=report.kept_rows > 1),
         data_problems=[[i.row, i.where, i.reason] for i in report.skipped[:1000]],
-        data_problems_file=problems_csv(report, ctx.workspace),
+        data_problems_file=desk.problems_csv(report),
     )
     for name in MAP_TARGETS:
         out[f"map_{name}"] = gr.Dropdown(choices=[""] + columns, value=mapping.get(name, ""))
-    tokenizer, stats = None, None
+    stats = None
     try:
-        tokenizer = get_tokenizer(model, ctx.workspace, trust_remote_code)
-        stats = get_stats(report, (model, trust_remote_code), tokenizer, max_length)
+        stats = desk.length_stats(report, model, max_length, trust_remote_code)
     except FinetuneError as exc:
         reason = error_text(exc)
         out.update(
@@ -237,10 +219,10 @@ def analyze(
         "suggested": stats["suggested_max_length"] if stats else None,
         "shape": report.shape,
     }
-    if tokenizer is not None:
-        out["data_chat"], out["data_text"] = preview(report, tokenizer, 1, train_on_prompt)
+    if stats is not None:  # the tokenizer loaded
+        out["data_chat"], out["data_text"] = preview(ctx.studio, report, model, 1, train_on_prompt, trust_remote_code)
     else:
-        out["data_chat"], out["data_text"] = chat_messages(_row_chat(report.rows[0])), ""
+        out["data_chat"], out["data_text"] = chat_messages(row_chat(report.rows[0])), ""
     return [out[k] for k in OUTPUT_KEYS]
 
 
@@ -289,7 +271,7 @@ def wire(ctx: Ctx) -> None:
         if not path:  # the file was removed: back to the sample
             return analyze(ctx, "", "auto", "", model, ml, top, trc)
         try:
-            stored = copy_upload(path, ctx.workspace)
+            stored = ctx.studio.data.store_upload(path)
         except (OSError, FinetuneError) as exc:
             gr.Warning(error_text(exc))
             return [gr.skip()] * len(OUTPUT_KEYS)
@@ -297,7 +279,7 @@ def wire(ctx: Ctx) -> None:
 
     def use_hub(dataset_id, model, ml, top, trc):
         dataset_id = (dataset_id or "").strip()
-        if not _HUB_RE.match(dataset_id) or Path(dataset_id).exists() or ".." in dataset_id:
+        if not is_hub_id(dataset_id, owner=True) or Path(dataset_id).exists():
             gr.Warning("Type a Hub dataset id like owner/name (e.g. HuggingFaceH4/no_robots).")
             return [gr.skip()] * len(OUTPUT_KEYS)
         return analyze(ctx, dataset_id, "auto", "", model, ml, top, trc)
@@ -365,11 +347,10 @@ def wire(ctx: Ctx) -> None:
     # preview another example
     def show_example(dataset_path, fmt, mapping, model, index, top, trc):
         try:
-            report = get_report(dataset_path, fmt, parse_mapping(mapping), ctx.workspace)
-            tokenizer = get_tokenizer(model, ctx.workspace, trc)
+            report = ctx.studio.data.report(dataset_path, fmt, parse_mapping(mapping))
         except FinetuneError:
             return gr.skip(), gr.skip()
-        return preview(report, tokenizer, index, top)
+        return preview(ctx.studio, report, model, index, top, trc)
 
     c["data_example"].release(
         show_example,
@@ -392,8 +373,8 @@ def wire(ctx: Ctx) -> None:
         if not path:
             return "", "No validation file: `val_split` of the training data is held out."
         try:
-            stored = copy_upload(path, ctx.workspace)
-            report = get_report(stored, fmt, parse_mapping(mapping), ctx.workspace)
+            stored = ctx.studio.data.store_upload(path)
+            report = ctx.studio.data.report(stored, fmt, parse_mapping(mapping))
         except (OSError, FinetuneError) as exc:
             gr.Warning(error_text(exc))
             return "", md_error(exc, "Validation file not used")
@@ -415,7 +396,7 @@ def wire(ctx: Ctx) -> None:
         lengths = (state or {}).get("lengths") or []
         if not lengths or not ml:
             return gr.skip(), gr.skip()
-        stats = length_stats(lengths, int(ml))
+        stats = ctx.studio.data.lengths_at(lengths, int(ml))
         return charts.length_histogram(stats, int(ml), state.get("shape")), truncation_md(stats, int(ml))
 
     c["data_max_length"].change(

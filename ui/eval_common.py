@@ -1,22 +1,16 @@
 """Shared pieces of the Test tab's judging views (blind A/B, batch evaluation, checkpoint grid).
 
-Nothing here generates: it checks that generation may start, builds GenerationSettings from the
-shared decoding controls, and holds the per-page stop flag the Stop buttons set.
+Nothing here generates (the Studio's judging desk does, under its GPU lease): it builds
+GenerationSettings from the shared decoding controls and holds the per-page stop flag the Stop
+buttons set.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
-from finetune.compare import GenerationSettings
-from finetune.errors import FinetuneError
-from finetune.runs import Run, open_run
-from finetune.training import current_job
-from ui.state import Ctx
-
-NO_RUN = "No run with a saved adapter yet: train one in the Train tab first."
+from finetune.studio import GenerationSettings
 
 
 class StopFlag(threading.Event):
@@ -36,27 +30,6 @@ def request_stop(stop: StopFlag, what: str) -> str:
         return f"Nothing to stop: no {what} is running on this page."
     stop.set()
     return "■ Stopping after the answer in progress…"
-
-
-def check_idle(action: str = "comparing") -> None:
-    """Refuse to load a model (to compare, evaluate...: `action`) while a training job runs in this process."""
-    job = current_job()
-    if job is not None:
-        raise FinetuneError(
-            f"The run '{job.run.name}' is training: {action} would load a second model into memory. "
-            "Wait for it to finish or stop it, then try again."
-        )
-
-
-def selected_run(ctx: Ctx, run_name: str | None) -> Run:
-    """The chosen run; only runs of this workspace (the dropdown accepts typed text, and the files
-    these views write into the run folder are offered for download)."""
-    if not run_name:
-        raise FinetuneError(NO_RUN)
-    run = open_run(run_name, ctx.workspace)
-    if not run.path.resolve().is_relative_to(Path(ctx.workspace).resolve()):
-        raise FinetuneError(f"'{run_name}' is not a run of this workspace: pick one from the list.")
-    return run
 
 
 def settings_from(system: Any, temperature: Any, top_p: Any, max_new: Any, seed: Any) -> GenerationSettings:

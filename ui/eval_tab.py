@@ -2,8 +2,8 @@
 or a chosen file, capped at N rows, scored against the references, with a progress bar and a Stop
 button; a table with filters (answers differ / fine-tuned worse), a summary chart and downloads.
 
-Engine calls: finetune.evaluation (evaluate with progress/stop callbacks, latest_evaluation,
-load_evaluation; Evaluation.filtered/write/figure). Each evaluation is saved by the engine in
+Engine calls: the Studio's judging desk (evaluate with progress/stop callbacks under the GPU lease,
+latest_evaluation, load_evaluation; Evaluation.filtered/write/figure). Each evaluation is saved by the engine in
 <run>/evaluations/<timestamp>/; the page keeps only that folder in gr.State, and the latest one is
 shown again when a run is chosen. Only files the engine wrote reach the download component.
 """
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from finetune.errors import FinetuneError
-from finetune.evaluation import Evaluation, evaluate, latest_evaluation, load_evaluation
-from ui.eval_common import StopFlag, check_idle, fmt_score, progress_callback, request_stop, selected_run, settings_from
+from finetune.studio import Evaluation
+from ui.eval_common import StopFlag, fmt_score, progress_callback, request_stop, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 DEFAULT_LIMIT = 20
@@ -195,18 +194,14 @@ def run_evaluation(
     """Outputs: message, summary, chart, table, files, folder."""
     stop.clear()
     try:
-        run = selected_run(ctx, run_name)
-        check_idle("evaluating")
+        ctx.studio.lease.refuse_while_training("evaluating")
         settings = settings_from(system, temperature, top_p, max_new, seed)
-        n = int(limit or DEFAULT_LIMIT)
-        if n < 1:
-            raise FinetuneError("The row limit must be at least 1.")
         progress(0.0, desc="Loading the models")
         stop.running = True
-        evaluation = evaluate(
-            run,
+        evaluation = ctx.studio.judge.evaluate(
+            run_name,
             data_file or None,
-            limit=n,
+            limit=int(limit or DEFAULT_LIMIT),
             settings=settings,
             stop=stop,
             progress=progress_callback(progress, "Evaluating", "rows"),
@@ -224,12 +219,12 @@ def run_evaluation(
     return (msg, *view(evaluation, which))
 
 
-def refilter(folder, which):
+def refilter(ctx: Ctx, folder, which):
     """Show another filter of the evaluation in `folder`: table and files only."""
     if not folder:
         return table_empty(), []
     try:
-        evaluation = load_evaluation(folder)
+        evaluation = ctx.studio.judge.load_evaluation(folder)
         return table(evaluation, which), row_files(evaluation, which)
     except Exception as exc:
         gr.Warning(error_text(exc))
@@ -241,7 +236,7 @@ def latest(ctx: Ctx, run_name, which):
     if not run_name:
         return view(None, which)
     try:
-        return view(latest_evaluation(selected_run(ctx, run_name)), which)
+        return view(ctx.studio.judge.latest_evaluation(run_name), which)
     except Exception as exc:
         return md_error(exc, "Cannot show the last evaluation"), None, table_empty(), [], None
 
@@ -261,7 +256,10 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         partial(request_stop, what="evaluation"), c["eval_stop_flag"], c["eval_msg"], api_name="stop_evaluation"
     )
     c["eval_filter"].change(
-        refilter, [c["eval_folder"], c["eval_filter"]], [c["eval_table"], c["eval_files"]], api_name="filter_evaluation"
+        partial(refilter, ctx),
+        [c["eval_folder"], c["eval_filter"]],
+        [c["eval_table"], c["eval_files"]],
+        api_name="filter_evaluation",
     )
     show_latest = partial(latest, ctx)
     c["test_run"].change(show_latest, [c["test_run"], c["eval_filter"]], shown, api_name="latest_evaluation")

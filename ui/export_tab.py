@@ -1,40 +1,15 @@
 """Export tab: adapter zip, merged model (folder + zip), Hub upload, model card preview.
 
-Engine calls: finetune.export (zip_adapter, merge_adapter with a progress callback, model_card,
-push_to_hub, exports_dir). Only paths the engine returns reach a file component; the Hub token
-is handed straight to push_to_hub and never stored, logged or echoed.
+Engine calls: the Studio's export desk (zip_adapter, merge with a progress callback under the GPU
+lease, zip_merged, model_card, push). Only paths the engine returns reach a file component; the
+Hub token is handed straight to the engine and never stored, logged or echoed.
 """
 
 from __future__ import annotations
 
-import os
-import zipfile
-from pathlib import Path
-
 import gradio as gr
 
-from finetune.errors import FinetuneError
-from finetune.export import exports_dir, merge_adapter, model_card, push_to_hub, saved_dtype, zip_adapter
-from finetune.paths import open_workspace_run
-from finetune.training import current_job
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
-
-
-def merged_folder(run) -> Path | None:
-    """The merged model of a run when merge_adapter has written one (its default location)."""
-    folder = exports_dir(run) / "merged"
-    return folder if (folder / "config.json").is_file() else None
-
-
-def zip_folder(folder: Path, out: Path) -> Path:
-    """Zip a folder (files at the zip's root); stored, not deflated: safetensors barely compress."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and not file.is_symlink() and not file.name.startswith("."):
-                zf.write(file, file.relative_to(folder).as_posix())
-    os.replace(tmp, out)
-    return out
 
 
 def card_md(card: str) -> str:
@@ -51,8 +26,7 @@ def card_for(ctx: Ctx, run_name: str | None) -> str:
     if not run_name:
         return "*No run with a saved adapter yet.*"
     try:
-        run = open_workspace_run(run_name, ctx.workspace)
-        return card_md(model_card(run, merged=merged_folder(run) is not None))
+        return card_md(ctx.studio.export.model_card(run_name))
     except Exception as exc:
         return md_error(exc, "No model card")
 
@@ -101,9 +75,7 @@ def wire(ctx: Ctx) -> None:
 
     def do_zip(run_name):
         try:
-            if not run_name:
-                raise FinetuneError("Pick a run with a saved adapter first.")
-            path = zip_adapter(open_workspace_run(run_name, ctx.workspace))
+            path = ctx.studio.export.zip_adapter(run_name)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return None
@@ -114,32 +86,18 @@ def wire(ctx: Ctx) -> None:
 
     def do_merge(run_name, progress=gr.Progress()):
         try:
-            if not run_name:
-                raise FinetuneError("Pick a run with a saved adapter first.")
-            job = current_job()
-            if job is not None:
-                raise FinetuneError(
-                    f"The run '{job.run.name}' is training: merging would load a second model. "
-                    "Wait for it to finish or stop it."
-                )
-            run = open_workspace_run(run_name, ctx.workspace)
+            ctx.studio.lease.refuse_while_training("merging")
             progress(0.0, desc="Starting the merge")
-            from finetune.compare import release_comparer
-
-            release_comparer()  # the merge loads its own 16-bit copy
-            folder = merge_adapter(run, progress=lambda frac, msg: progress(float(frac), desc=msg))
+            merged = ctx.studio.export.merge(run_name, progress=lambda frac, msg: progress(float(frac), desc=msg))
         except Exception as exc:
             gr.Warning(error_text(exc))
             return md_error(exc, "Merge failed"), gr.skip()
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
-        dtype = saved_dtype(folder)
-        where = folder.relative_to(run.path).as_posix() if folder.is_relative_to(run.path) else str(folder)
         gr.Info("Merged model saved")
+        dtype = f", {merged.dtype} weights" if merged.dtype else ""
         return (
-            f"✔ Merged model saved ({size:,.0f} MB{f', {dtype} weights' if dtype else ''}) in "
-            f"`{md_escape(where)}` inside the run folder **{md_escape(run.name)}** — download it below or push "
-            "it to the Hub.",
-            card_md(model_card(run, merged=True)),
+            f"✔ Merged model saved ({merged.size_mb:,.0f} MB{dtype}) in `{md_escape(merged.where)}` inside the run "
+            f"folder **{md_escape(run_name)}** — download it below or push it to the Hub.",
+            card_for(ctx, run_name),
         )
 
     c["merge_btn"].click(
@@ -153,14 +111,8 @@ def wire(ctx: Ctx) -> None:
 
     def do_zip_merged(run_name, progress=gr.Progress()):
         try:
-            if not run_name:
-                raise FinetuneError("Pick a run first.")
-            run = open_workspace_run(run_name, ctx.workspace)
-            folder = merged_folder(run)
-            if folder is None:
-                raise FinetuneError("This run has no merged model yet: press “Merge into a standalone model” first.")
             progress(0.1, desc="Zipping the merged model")
-            out = zip_folder(folder, exports_dir(run) / f"{run.name}-merged.zip")
+            out = ctx.studio.export.zip_merged(run_name)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return None
@@ -171,16 +123,7 @@ def wire(ctx: Ctx) -> None:
 
     def do_push(run_name, repo_id, token, what, private):
         try:
-            if not run_name:
-                raise FinetuneError("Pick a run first.")
-            run = open_workspace_run(run_name, ctx.workspace)
-            if what == "merged model":
-                folder = merged_folder(run)
-                if folder is None:
-                    raise FinetuneError("Merge the model first, or choose to upload the adapter.")
-            else:
-                folder = run.adapter_dir
-            url = push_to_hub(folder, repo_id, token=(token or "").strip() or None, private=bool(private))
+            url = ctx.studio.export.push(run_name, repo_id, token, merged=what == "merged model", private=private)
         except Exception as exc:
             text = error_text(exc)
             if token and token.strip():
@@ -199,5 +142,5 @@ def wire(ctx: Ctx) -> None:
 
     c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
     c["export_refresh"].click(
-        lambda cur: run_dropdown_update(ctx.workspace, cur), c["export_run"], c["export_run"], api_visibility="private"
+        lambda cur: run_dropdown_update(ctx.studio, cur), c["export_run"], c["export_run"], api_visibility="private"
     )

@@ -2,8 +2,8 @@
 base, every saved checkpoint of the run and the final adapter, as one grid. Reading across a row
 shows when the model learned (or broke) something.
 
-Engine calls: finetune.evaluation (save_prompt_set / load_prompt_set / list_prompt_sets in the
-workspace, prompts_from_text, run_prompt_grid with progress/stop, list_grids / load_grid). Each
+Engine calls: the Studio's judging desk (save/load/list prompt sets in the workspace,
+prompts_from_text, prompt_grid with progress/stop under the GPU lease, latest_grid). Each
 grid is saved by the engine in <run>/evaluations/; the latest is shown when a run is chosen.
 """
 
@@ -14,17 +14,8 @@ from functools import partial
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.evaluation import (
-    PromptGrid,
-    list_grids,
-    list_prompt_sets,
-    load_grid,
-    load_prompt_set,
-    prompts_from_text,
-    run_prompt_grid,
-    save_prompt_set,
-)
-from ui.eval_common import StopFlag, check_idle, progress_callback, request_stop, selected_run, settings_from
+from finetune.studio import PromptGrid
+from ui.eval_common import StopFlag, progress_callback, request_stop, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName three colours."
@@ -83,7 +74,7 @@ def build(ctx: Ctx) -> None:
 
 def _sets(ctx: Ctx) -> list[str]:
     try:
-        return list_prompt_sets(ctx.workspace)
+        return ctx.studio.judge.prompt_sets()
     except Exception:
         return []
 
@@ -115,8 +106,8 @@ def save_set(ctx: Ctx, name, text):
         name = (name or "").strip()
         if not name:
             raise FinetuneError("Type a name for the prompt set first.")
-        prompts = prompts_from_text(text or "")
-        save_prompt_set(name, prompts, ctx.workspace)
+        prompts = ctx.studio.judge.prompts_from_text(text)
+        ctx.studio.judge.save_prompt_set(name, prompts)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return md_error(exc, "Prompt set not saved"), gr.skip()
@@ -131,7 +122,7 @@ def load_set(ctx: Ctx, name):
     if not name:
         return gr.skip(), gr.skip(), gr.skip()
     try:
-        prompts = load_prompt_set(name, ctx.workspace)
+        prompts = ctx.studio.judge.load_prompt_set(name)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return gr.skip(), gr.skip(), md_error(exc, "Prompt set not loaded")
@@ -145,16 +136,13 @@ def run_grid(
     """Outputs: message, table."""
     stop.clear()
     try:
-        run = selected_run(ctx, run_name)
-        check_idle("running the prompt grid")
+        ctx.studio.lease.refuse_while_training("running the prompt grid")
         settings = settings_from(system, temperature, top_p, max_new, seed)
-        prompts = prompts_from_text(text or "")
-        if not prompts:
-            raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
+        prompts = ctx.studio.judge.prompts_from_text(text)
         progress(0.0, desc="Loading the models")
         stop.running = True
-        grid = run_prompt_grid(
-            run, prompts, settings, stop=stop, progress=progress_callback(progress, "Answering", "answers")
+        grid = ctx.studio.judge.prompt_grid(
+            run_name, prompts, settings, stop=stop, progress=progress_callback(progress, "Answering", "answers")
         )
     except Exception as exc:
         gr.Warning(error_text(exc))
@@ -170,10 +158,9 @@ def latest(ctx: Ctx, run_name):
     if not run_name:
         return "", empty
     try:
-        found = list_grids(selected_run(ctx, run_name))
-        if not found:
+        grid = ctx.studio.judge.latest_grid(run_name)
+        if grid is None:
             return "*No prompt grid for this run yet.*", empty
-        grid = load_grid(found[-1])
     except Exception as exc:
         return md_error(exc, "Cannot show the last grid"), empty
     return grid_note(grid, "Last grid:"), grid_table(grid)

@@ -1,16 +1,12 @@
 """Model & memory tab: base model, method, memory preset, live VRAM estimate, every knob, YAML.
 
-Engine calls: finetune.presets (list_presets, apply_preset), finetune.estimate.estimate_memory,
-finetune.config (RunConfig, field_help via ui.config_form). The Advanced form built here is
+Engine calls (all through the Studio): presets, apply_preset, estimate (the plan and its memory),
+train_command, save_config; finetune.config (RunConfig, field_help via ui.config_form). The Advanced form built here is
 the config every other tab reads and writes.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +39,6 @@ TRUST_REMOTE_CODE_WARNING = (
     "⚠ **trust_remote_code is on**: Python code from the model repository will run on this machine with "
     "your permissions. Only keep it on for repositories you trust."
 )
-_est_lock = threading.Lock()
-_estimates: OrderedDict[str, Any] = OrderedDict()
 
 
 def method_label(method: str, quantization: str) -> str:
@@ -55,22 +49,18 @@ def method_label(method: str, quantization: str) -> str:
     return {"4bit": "QLoRA 4-bit", "8bit": "LoRA 8-bit"}.get(quantization, "LoRA 16-bit")
 
 
-def preset_choices() -> list[tuple[str, str]]:
+def preset_choices(ctx: Ctx) -> list[tuple[str, str]]:
     try:
-        from finetune.presets import list_presets
-
-        return [(p.name, p.name) for p in list_presets()]
+        return [(p.name, p.name) for p in ctx.studio.presets()]
     except Exception:
         return []
 
 
-def preset_info(name: str | None) -> str:
+def preset_info(ctx: Ctx, name: str | None) -> str:
     if not name:
         return "No preset: the settings below are RunConfig's defaults."
     try:
-        from finetune.presets import list_presets
-
-        for p in list_presets():
+        for p in ctx.studio.presets():
             if p.name == name:
                 need = f" · sized for about {p.min_gpu_gb:g} GB of GPU memory" if getattr(p, "min_gpu_gb", None) else ""
                 hint = f"  \nModels: {md_escape(p.model_hint)}" if getattr(p, "model_hint", "") else ""
@@ -81,81 +71,35 @@ def preset_info(name: str | None) -> str:
 
 
 def hardware_md(ctx: Ctx) -> str:
-    if ctx.hardware is None:
-        return f"**Hardware:** unknown ({md_escape(ctx.hardware_error or 'detection failed')})"
+    studio = ctx.studio
+    if studio.hardware is None:
+        return f"**Hardware:** unknown ({md_escape(studio.hardware_error or 'detection failed')})"
     try:
-        summary = ctx.hardware.summary()
+        summary = studio.hardware.summary()
     except Exception as exc:
         summary = error_text(exc)
-    suggestion = f" · suggested preset: **{md_escape(ctx.suggested_preset)}**" if ctx.suggested_preset else ""
+    preset = studio.suggested_preset
+    suggestion = f" · suggested preset: **{md_escape(preset)}**" if preset else ""
     return f"**Hardware:** {md_escape(summary)}{suggestion}"
-
-
-def gpu_gb(ctx: Ctx) -> float | None:
-    """Memory of the first GPU in GB, when there is one."""
-    hw = ctx.hardware
-    gpus = getattr(hw, "gpus", None) or []
-    if not gpus:
-        return None
-    first = gpus[0]
-    for attr in ("memory_gb", "total_memory_gb", "vram_gb", "total_gb"):
-        value = getattr(first, attr, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
-def device_of(ctx: Ctx) -> str:
-    device = str(getattr(ctx.hardware, "device", "") or "")
-    if device in ("cuda", "cpu", "mps"):
-        return device
-    return "cuda" if gpu_gb(ctx) else "cpu"
-
-
-def ram_gb(ctx: Ctx) -> float | None:
-    for attr in ("ram_gb", "memory_gb", "total_ram_gb", "system_memory_gb"):
-        value = getattr(ctx.hardware, attr, None)
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value)
-    return None
 
 
 def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
     """(verdict Markdown, breakdown figure); never raises: a failed estimate says why."""
+    studio = ctx.studio
     try:
-        from finetune.hardware import Machine
-        from finetune.models import resolve_model_path
-        from finetune.plan import estimate as plan_estimate
-    except ImportError as exc:
-        return md_error(f"The memory estimator is not available: {exc}", "No estimate"), charts.empty_figure(
-            "Estimated memory", "Not available"
-        )
-    device = device_of(ctx)
-    key = f"{device}\n{cfg.to_yaml()}"
-    try:
-        from finetune.paths import check_model_path
-
-        check_model_path(cfg.model_name_or_path, ctx.workspace)  # a typed local folder: allowed places only
-        with _est_lock:
-            est = _estimates.get(key)
-        if est is None:
-            # the demo model lives in this app's workspace: hand the estimator its folder
-            model = resolve_model_path(cfg.model_name_or_path, ctx.workspace)
-            # the plan the trainer will make on this machine, and the estimate of exactly that plan
-            machine = ctx.machine or Machine.virtual(device, gpu_gb(ctx) if device == "cuda" else 0.0)
-            est = plan_estimate(cfg, machine, model=model)[1]
-            with _est_lock:
-                _estimates[key] = est
-                while len(_estimates) > 64:
-                    _estimates.popitem(last=False)
+        est = studio.estimate(cfg)
     except Exception as exc:
         return (
             md_error(error_text(exc), f"Cannot estimate memory for {cfg.model_name_or_path}"),
             charts.empty_figure("Estimated memory", "No estimate for these settings"),
         )
     total = float(est.total_gb)
-    capacity = gpu_gb(ctx) if device != "cpu" else ram_gb(ctx)
-    where = "GPU memory" if device != "cpu" else "system RAM (no GPU: training runs on the CPU)"
+    on_cpu = studio.device == "cpu"
+    capacity = studio.capacity_gb()
+    where = "GPU memory" if not on_cpu else "system RAM (no GPU: training runs on the CPU)"
+    gpus = int(getattr(est, "gpus", 1) or 1)
+    if gpus > 1:  # a run planned for several GPUs: the estimate is each GPU's peak
+        where = f"per GPU ({est.strategy} over {gpus} GPUs)"
     if capacity:
         verdict = est.verdict(capacity)
         icon = {"fits": "✔", "tight": "⚠"}.get(verdict, "✖")
@@ -164,7 +108,7 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
         head = f"**Estimated peak: {total:.2f} GB** ({where}; capacity unknown)"
     notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
     md = head + (f"  \n{notes}" if notes else "") + plan_table(est.plan)
-    return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, capacity if device != "cpu" else None)
+    return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, None if on_cpu else capacity)
 
 
 def plan_table(plan: Any) -> str:
@@ -209,14 +153,14 @@ def build(ctx: Ctx) -> None:
         )
     with gr.Row(equal_height=False):
         c["preset"] = gr.Dropdown(
-            choices=preset_choices(),
-            value=ctx.suggested_preset,
+            choices=preset_choices(ctx),
+            value=ctx.studio.suggested_preset,
             label="Memory preset",
             info="Fills batch size, length, precision… for a memory budget.",
             elem_id="model-preset",
             scale=2,
         )
-        c["preset_md"] = gr.Markdown(preset_info(ctx.suggested_preset), elem_id="model-preset-info")
+        c["preset_md"] = gr.Markdown(preset_info(ctx, ctx.studio.suggested_preset), elem_id="model-preset-info")
     c["hardware_md"] = gr.Markdown(hardware_md(ctx), elem_id="model-hardware")
     md, fig = estimate(ctx, base)
     with gr.Row(equal_height=False):
@@ -237,7 +181,7 @@ def build(ctx: Ctx) -> None:
     c["yaml_file"] = gr.File(label="Saved config (download)", interactive=False, elem_id="yaml-file", visible=False)
     c["yaml_msg"] = gr.Markdown(elem_id="yaml-msg")
     c["command"] = gr.Code(
-        config_form.command_text(base, ctx.suggested_preset),
+        ctx.studio.train_command(base, ctx.studio.suggested_preset),
         language="shell",
         label="Equivalent command line",
         interactive=False,
@@ -277,7 +221,7 @@ def wire(ctx: Ctx) -> None:
             cfg.max_length,
             md,
             fig,
-            config_form.command_text(cfg, preset),
+            ctx.studio.train_command(cfg, preset),
             config_summary(cfg, preset),
             {"preset": preset, "config": cfg.to_dict()},
         ]
@@ -337,16 +281,13 @@ def wire(ctx: Ctx) -> None:
     )
 
     def use_preset(name, *values):
-        from finetune.presets import apply_preset
-
         try:
-            cfg = config_form.config_from_values(values)
-            cfg = apply_preset(cfg, name)
+            cfg = ctx.studio.apply_preset(config_form.config_from_values(values), name)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [gr.skip()] * len(fields) + [md_error(exc, "Preset not applied")]
         gr.Info(f"Preset {name} applied")
-        return config_form.values_from_config(cfg) + [preset_info(name)]
+        return config_form.values_from_config(cfg) + [preset_info(ctx, name)]
 
     # .select, not .input: Gradio 6.31's Dropdown fires `input` twice per pick (two runs, two toasts)
     chain(c["preset"].select(use_preset, [c["preset"], *fields], [*fields, c["preset_md"]], api_name="apply_preset"))
@@ -358,12 +299,7 @@ def wire(ctx: Ctx) -> None:
             gr.Warning(error_text(exc))
             return gr.File(visible=False), md_error(exc, "Not saved")
         problems = cfg.validate()
-        # the name is typed text: only safe characters reach the file name (no '/', no leading '.')
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.run_name or cfg.model_name_or_path.split("/")[-1])
-        name = re.sub(r"\.{2,}", ".", name).strip(".-")[:80] or "run"
-        path = ctx.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cfg.replace(dataset_path=config_form.explicit_data_path(cfg)).to_yaml(path)  # the sample by its path
+        path = ctx.studio.save_config(cfg)
         note = f"Saved **{path.name}** (download it above)."
         if problems:
             note += "\n\n" + md_error("\n".join(f"- {p}" for p in problems), "Note: Start will refuse these settings")
@@ -403,8 +339,8 @@ def wire(ctx: Ctx) -> None:
                 raise ConfigError(cfg.validate())
         except FinetuneError:
             return [gr.skip()] * (len(fields) + 2)
-        preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices()] else None
-        return config_form.values_from_config(cfg) + [preset, preset_info(preset)]
+        preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices(ctx)] else None
+        return config_form.values_from_config(cfg) + [preset, preset_info(ctx, preset)]
 
     ctx.hooks["after_restore"] = chain(
         ctx.blocks.load(restore, c["saved_config"], [*fields, c["preset"], c["preset_md"]], api_visibility="private")
@@ -413,8 +349,8 @@ def wire(ctx: Ctx) -> None:
     def reset():
         gr.Info("Every setting is back to its default")
         return config_form.values_from_config(ctx.base_config) + [
-            ctx.suggested_preset,
-            preset_info(ctx.suggested_preset),
+            ctx.studio.suggested_preset,
+            preset_info(ctx, ctx.studio.suggested_preset),
         ]
 
     ctx.hooks["after_reset"] = chain(

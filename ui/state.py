@@ -18,7 +18,9 @@ from typing import Any
 
 import gradio as gr
 
+from finetune.config import RunConfig
 from finetune.errors import FinetuneError
+from finetune.studio import Studio
 
 log = logging.getLogger("finetune.ui")
 
@@ -29,16 +31,16 @@ GPU = "gpu"  # shared concurrency_id: start, compare and merge never run at the 
 class Ctx:
     """What the tab modules share while the page is built and wired."""
 
-    workspace: Path
-    hardware: Any = None  # finetune.hardware.HardwareInfo, or None when detection failed
-    machine: Any = None  # finetune.hardware.Machine the planner decides for (detected once)
-    hardware_error: str = ""
-    suggested_preset: str | None = None
-    base_config: Any = None  # RunConfig <- suggested preset: what the form starts from
+    studio: Studio  # the engine, the only one this page talks to
+    base_config: RunConfig = field(default_factory=RunConfig)  # RunConfig <- suggested preset: the form starts here
     fields: dict[str, gr.components.Component] = field(default_factory=dict)  # RunConfig field -> component
     c: dict[str, Any] = field(default_factory=dict)  # named components of every tab
     blocks: Any = None
     hooks: dict[str, Any] = field(default_factory=dict)  # cross-tab chains, e.g. "refresh"(dependency)
+
+    @property
+    def workspace(self) -> Path:
+        return self.studio.workspace
 
     @property
     def field_list(self) -> list[gr.components.Component]:
@@ -118,16 +120,13 @@ def fmt_time(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
 
 
-def run_choices(workspace: Path, with_adapter: bool = False) -> list[str]:
+def run_choices(studio: Studio, with_adapter: bool = False) -> list[str]:
     """Run names in the workspace, newest first (optionally only those with a saved adapter)."""
-    from finetune.runs import list_runs
-
     try:
-        runs = list_runs(workspace)
+        return studio.run_names(with_adapter=with_adapter)
     except Exception:  # a listing problem must not break a tab
         traceback.print_exc()
         return []
-    return [r.name for r in runs if r.has_adapter or not with_adapter]
 
 
 def adapter_run_picker(ctx: Ctx, prefix: str) -> None:
@@ -135,7 +134,7 @@ def adapter_run_picker(ctx: Ctx, prefix: str) -> None:
     stored as ctx.c[f"{prefix}_run"] and ctx.c[f"{prefix}_refresh"]."""
     import gradio as gr
 
-    choices = run_choices(ctx.workspace, with_adapter=True)
+    choices = run_choices(ctx.studio, with_adapter=True)
     with gr.Row(equal_height=True):
         ctx.c[f"{prefix}_run"] = gr.Dropdown(
             choices=choices,
@@ -149,9 +148,9 @@ def adapter_run_picker(ctx: Ctx, prefix: str) -> None:
         ctx.c[f"{prefix}_refresh"] = gr.Button("Refresh", size="sm", elem_id=f"{prefix}-refresh", scale=0, min_width=90)
 
 
-def run_dropdown_update(workspace: Path, current: str | None, prefer: str | None = None, with_adapter: bool = True):
+def run_dropdown_update(studio: Studio, current: str | None, prefer: str | None = None, with_adapter: bool = True):
     """A Dropdown update with fresh choices; keeps `current` when still valid, else `prefer`/newest."""
-    choices = run_choices(workspace, with_adapter=with_adapter)
+    choices = run_choices(studio, with_adapter=with_adapter)
     if prefer in choices:
         value = prefer
     elif current in choices:

@@ -5,9 +5,8 @@
 - Blind A/B (ui.ab_view), Batch evaluation (ui.eval_tab), Prompt set × checkpoints (ui.grid_view).
 - Report: a self-contained HTML or Markdown comparison report of the run.
 
-Engine calls: finetune.compare (GenerationSettings, get_comparer -> Comparer.stream), which keeps
-one model copy in memory and generates the base answer with the adapter disabled;
-finetune.evaluation (word_diff_html, build_report).
+Engine calls: the Studio's judging desk (stream, diff_html, report), which keeps one model copy in
+memory under the GPU lease and generates the base answer with the adapter disabled.
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ from functools import partial
 
 import gradio as gr
 
-from finetune.compare import get_comparer
 from finetune.errors import FinetuneError
-from finetune.evaluation import build_report, word_diff_html
+from finetune.studio import NO_RUN
 from ui import ab_view, eval_tab, grid_view
-from ui.eval_common import check_idle, selected_run, settings_from
+from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
 DEFAULT_PROMPT = "Spell the word garden backwards."
@@ -95,31 +93,30 @@ def stats_md(base_tokens: int, base_s: float, tuned_tokens: int, tuned_s: float)
     return f"**Base:** {one(base_tokens, base_s)} · **Fine-tuned:** {one(tuned_tokens, tuned_s)}"
 
 
-def diff_html(base: str, tuned: str) -> str:
+def diff_html(ctx: Ctx, base: str, tuned: str) -> str:
     if base.strip() == tuned.strip():
         return '<div class="ft-diff-same">The two answers are identical.</div>'
-    return DIFF_LEGEND + word_diff_html(base, tuned)
+    return DIFF_LEGEND + ctx.studio.judge.diff_html(base, tuned)
 
 
 def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, seed):
     """Stream the base answer, then the fine-tuned one; yields (base, tuned, message, stats, diff)."""
     try:
         if not run_name:
-            raise FinetuneError("No run with a saved adapter yet: train one in the Train tab first.")
+            raise FinetuneError(NO_RUN)
         if not (prompt or "").strip():
             raise FinetuneError("Type a prompt first.")
-        check_idle()
         settings = settings_from(system, temperature, top_p, max_new, seed)
-        run = selected_run(ctx, run_name)
+        judge = ctx.studio.judge
+        ctx.studio.lease.refuse_while_training("comparing")
         yield "", "", f"● Loading the base model and the adapter of **{md_escape(run_name)}**…", "", DIFF_EMPTY
-        comparer = get_comparer(run)
         base = ""
         t0 = time.perf_counter()
-        for base in comparer.stream(prompt, False, settings):
+        for base in judge.stream(run_name, prompt, False, settings):
             yield base, "", "… Base model answering…", gr.skip(), gr.skip()
         t1 = time.perf_counter()
         tuned = ""
-        for tuned in comparer.stream(prompt, True, settings):
+        for tuned in judge.stream(run_name, prompt, True, settings):
             yield base, tuned, "… Fine-tuned model answering…", gr.skip(), gr.skip()
         t2 = time.perf_counter()
         # the stream's last item carries the number of tokens generated (0 if it yielded nothing)
@@ -129,12 +126,18 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
         yield gr.skip(), gr.skip(), md_error(exc, "No comparison"), gr.skip(), gr.skip()
         return
     same = " (identical answers)" if base == tuned else ""
-    yield base, tuned, f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.", stats, diff_html(base, tuned)
+    yield (
+        base,
+        tuned,
+        f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
+        stats,
+        diff_html(ctx, base, tuned),
+    )
 
 
 def make_report(ctx: Ctx, fmt: str, run_name):
     try:
-        path = build_report(selected_run(ctx, run_name), fmt)
+        path = ctx.studio.judge.report(run_name, fmt)
     except Exception as exc:
         gr.Warning(error_text(exc))
         return None
@@ -156,7 +159,7 @@ def wire(ctx: Ctx) -> None:
         run_compare, inputs, outputs, api_visibility="private", concurrency_id=GPU, concurrency_limit=1
     )
     c["test_refresh"].click(
-        lambda cur: run_dropdown_update(ctx.workspace, cur), c["test_run"], c["test_run"], api_name="list_adapter_runs"
+        lambda cur: run_dropdown_update(ctx.studio, cur), c["test_run"], c["test_run"], api_name="list_adapter_runs"
     )
     c["report_html"].click(partial(make_report, ctx, "html"), c["test_run"], c["report_file"], api_name="report_html")
     c["report_md"].click(

@@ -1,8 +1,7 @@
 """Train tab: Start / Stop / Resume, live progress and charts, log tail, run history.
 
-Engine calls: finetune.training (start_training, current_job, get_job, TrainingJob.progress/stop),
-finetune.runs (list_runs, Run.metrics/status/log_tail), finetune.paths.open_workspace_run,
-finetune.compare.release_comparer.
+Engine calls (all through the Studio): start, resume, stop, training_now, progress (one path for a
+run training here or only on disk), runs, run (Run.metrics/log_tail), rename, delete.
 Training runs in the engine's thread; this tab only polls (gr.Timer, 1 s), so closing the
 browser never stops a run and a reloaded page reattaches to it.
 """
@@ -10,18 +9,16 @@ browser never stops a run and a reloaded page reattaches to it.
 from __future__ import annotations
 
 import html
-import threading
 import time
 from typing import Any
 
 import gradio as gr
 
 from finetune.errors import FinetuneError
-from finetune.paths import open_workspace_run
-from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, list_runs
-from finetune.training import current_job, get_job, start_training
-from ui import charts, config_form
-from ui.state import GPU, Ctx, error_text, fmt_duration, fmt_time, json_safe, md_error, md_escape, run_dropdown_update
+from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
+from ui import charts, config_form, history_view
+from ui.history_view import STATE_COLUMN, history_rows
+from ui.state import GPU, Ctx, error_text, fmt_duration, json_safe, md_error, md_escape, run_dropdown_update
 
 ICONS = {
     "queued": "●",
@@ -34,48 +31,16 @@ ICONS = {
     "failed": "✖",
     "interrupted": "⚠",
 }
-HISTORY_HEADERS = ["run", "model", "status", "steps", "final loss", "eval loss", "started"]
-_runs_lock = threading.Lock()
-_runs: dict[str, Run] = {}  # runs not trained by this process, opened once and re-read when active
 
 
-def locate(ctx: Ctx, name: str | None) -> tuple[Run | None, Any]:
-    """(Run, TrainingJob or None) for a run name; the job's own Run shares the trainer's buffer."""
+def locate(ctx: Ctx, name: str | None):
+    """The Run of a run name in this workspace, or None (a name that names no run)."""
     if not name:
-        return None, None
-    job = get_job(name)
-    if job is not None:
-        return job.run, job
-    with _runs_lock:
-        run = _runs.get(name)
-    if run is None or not run.exists():
-        try:
-            run = open_workspace_run(name, ctx.workspace)  # a name only: never a typed path
-        except FinetuneError:
-            return None, None
-        with _runs_lock:
-            _runs[name] = run
-    return run, None
-
-
-def progress_of(run: Run, job) -> dict[str, Any]:
-    if job is not None:
-        p = job.progress()
-        if job.is_alive() or p.get("state") in ACTIVE_STATES:
-            return p
-    status = run.status()
-    step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
-    return {
-        "state": status.get("state", "unknown"),
-        "message": status.get("message", ""),
-        "step": step,
-        "total_steps": total,
-        "fraction": min(step / total, 1.0) if total else 0.0,
-        "eta": None,
-        "tokens_per_s": None,
-        "elapsed": None,
-        "run": run.name,
-    }
+        return None
+    try:
+        return ctx.studio.run(name)
+    except FinetuneError:
+        return None
 
 
 def status_md(name: str, p: dict, resumable: bool = True) -> str:
@@ -116,33 +81,6 @@ def progress_html(p: dict) -> str:
     )
 
 
-def history_rows(ctx: Ctx, live: dict | None = None) -> list[list]:
-    """One row per run, newest first; `live` (a progress dict with "run") overrides that run's
-    state and steps, which status.json only records at each log."""
-    rows = []
-    try:
-        runs = list_runs(ctx.workspace)
-    except Exception:
-        return rows
-    for r in runs:
-        state, step, total = r.state, r.step, r.total_steps
-        if live and live.get("run") == r.name:
-            state, step, total = live.get("state", state), live.get("step") or step, live.get("total_steps") or total
-        steps = f"{step}/{total}" if total else str(step)
-        rows.append(
-            [
-                r.name,
-                r.model,
-                state,
-                steps,
-                round(r.final_loss, 4) if r.final_loss is not None else None,
-                round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
-                fmt_time(r.created_at),
-            ]
-        )
-    return rows
-
-
 def figures(run: Run, name: str) -> list:
     figs = charts.training_figures(run.metrics(), name)
     mem = figs["mem"]
@@ -155,30 +93,52 @@ def figures(run: Run, name: str) -> list:
     ]
 
 
-def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float = 0.0) -> list:
+def buttons(ctx: Ctx, p: dict | None, data_state: dict | None) -> tuple[str, dict[str, Any]]:
+    """(signature, updates) of Start / Stop / Resume: Start only with usable data and nothing training,
+    Stop only while a run trains here, Resume only for a finished run with a checkpoint."""
+    training = ctx.studio.training_now() is not None
+    data_ok = not (data_state or {}).get("error")
+    resumable = not training and bool(p and p.get("resumable"))
+    updates = {
+        "start_btn": gr.Button(interactive=data_ok and not training),
+        "stop_btn": gr.Button(interactive=training),
+        "resume_btn": gr.Button(interactive=resumable),
+    }
+    return f"b{int(training)}{int(data_ok)}{int(resumable)}", updates
+
+
+def tick(
+    ctx: Ctx,
+    watched: str | None,
+    drawn: int,
+    sig: str,
+    plotted_at: float = 0.0,
+    data_state: dict | None = None,
+    query: str = "",
+) -> list:
     """One poll (every second per open page): what changed since the last one, else gr.skip().
 
     Outputs follow TICK_KEYS. `drawn` is how many metric points the page already plots and `sig`
     a signature of the last status shown; plots are rebuilt only when new points arrived, and
     while a run trains at most every PLOT_INTERVAL_S (building the figures runs in the training
-    process, so redrawing every second cost a few percent of its speed).
+    process, so redrawing every second cost a few percent of its speed). `data_state` (the Data
+    tab's) and `query` (the history filter) decide the Start button and the history rows.
     """
     skip = [gr.skip()] * len(TICK_KEYS)
     name = watched
     switched = False
     if not name:  # nothing chosen yet: follow a job started elsewhere (another tab, the API)
-        job = current_job()
-        if job is None:
+        name = ctx.studio.training_now()
+        switched = name is not None
+    run = locate(ctx, name)
+    if run is None:  # no run to show: only the buttons may change
+        button_sig, updates = buttons(ctx, None, data_state)
+        if sig == f"||{button_sig}":
             return skip
-        name, switched = job.run.name, True
-    run, job = locate(ctx, name)
-    if run is None:
-        return skip
-    p = progress_of(run, job)
+        return [updates.get(k, f"||{button_sig}" if k == "sig" else gr.skip()) for k in TICK_KEYS]
+    p = ctx.studio.progress(name)
     state = p.get("state", "unknown")
     active = state in ACTIVE_STATES
-    if job is None and active:
-        run.reload_metrics()  # another process is writing this run
     # `drawn` counts the points of the run named in `sig` (both come from the same tick): a tick that was
     # in flight when Start switched runs returns the old run's count, which must not hide the new run's points
     drawn = int(drawn or 0) if (sig or "").split("|")[0] == name else 0
@@ -187,11 +147,14 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
         log_size = run.log_path.stat().st_size
     except OSError:
         log_size = 0
-    new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}|{log_size}"
+    button_sig, button_updates = buttons(ctx, p, data_state)
+    new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}|{log_size}|{button_sig}"
     if not fresh and new_sig == sig and not active and not switched:
         return skip  # the common case on an idle page: nothing is sent
     out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
-    out["train_status"] = status_md(name, p, state not in FINAL_STATES or run.latest_checkpoint() is not None)
+    if new_sig.rsplit("|", 1)[-1] != (sig or "").rsplit("|", 1)[-1]:
+        out.update(button_updates)
+    out["train_status"] = status_md(name, p, state not in FINAL_STATES or p.get("resumable"))
     out["train_progress"] = progress_html(p)
     due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
     if (fresh and due) or (not drawn and new_sig != sig):
@@ -200,24 +163,23 @@ def tick(ctx: Ctx, watched: str | None, drawn: int, sig: str, plotted_at: float 
         out["drawn"] = run.metrics_count()
         out["plotted_at"] = time.time()
         if active:  # the history's row of this run follows its progress at the charts' pace
-            out["history"] = history_rows(ctx, live={**p, "run": name})
+            out["history"] = history_rows(ctx, live={**p, "run": name}, query=query)
     old_state = (sig or "").split("|")[1] if sig and sig.split("|")[0] == name else ""
     if active and old_state != state:  # queued -> loading -> training...: the history row says so at once
-        out["history"] = history_rows(ctx, live={**p, "run": name})
+        out["history"] = history_rows(ctx, live={**p, "run": name}, query=query)
     if fresh or new_sig != sig:
         out["train_log"] = run.log_tail(40)
     out["sig"] = new_sig
     if switched:
-        out["watch"] = run_dropdown_update(ctx.workspace, None, prefer=name, with_adapter=False)
+        out["watch"] = run_dropdown_update(ctx.studio, None, prefer=name, with_adapter=False)
     if state in FINAL_STATES and old_state != state:
         # finished since this page last looked (or between its load and first poll): fresh run lists
         if old_state in ACTIVE_STATES:
             (gr.Info if state == "done" else gr.Warning)(f"Run {name}: {state}")
-        rows = history_rows(ctx)
-        out["history"] = rows
-        out["overlay_runs"] = gr.Dropdown(choices=[r[0] for r in rows])
-        out["test_run"] = run_dropdown_update(ctx.workspace, None, prefer=name)
-        out["export_run"] = run_dropdown_update(ctx.workspace, None, prefer=name)
+        out["history"] = history_rows(ctx, query=query)
+        out["overlay_runs"] = gr.Dropdown(choices=ctx.studio.run_names())
+        out["test_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
+        out["export_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
     return [out[k] for k in TICK_KEYS]
 
 
@@ -238,6 +200,9 @@ TICK_KEYS = [
     "overlay_runs",
     "test_run",
     "export_run",
+    "start_btn",
+    "stop_btn",
+    "resume_btn",
 ]
 PLOT_INTERVAL_S = 3.0
 SCROLL_LOG_JS = """() => {
@@ -251,8 +216,8 @@ def build(ctx: Ctx) -> None:
     c["train_config_md"] = gr.Markdown(elem_id="train-config")
     with gr.Row():
         c["start_btn"] = gr.Button("▶ Start training", variant="primary", elem_id="train-start", scale=2)
-        c["stop_btn"] = gr.Button("■ Stop", variant="stop", elem_id="train-stop", scale=1)
-        c["resume_btn"] = gr.Button("↻ Resume", elem_id="train-resume", scale=1)
+        c["stop_btn"] = gr.Button("■ Stop", variant="stop", elem_id="train-stop", scale=1, interactive=False)
+        c["resume_btn"] = gr.Button("↻ Resume", elem_id="train-resume", scale=1, interactive=False)
     c["train_msg"] = gr.Markdown(elem_id="train-msg")
     with gr.Row(equal_height=True):
         c["watch"] = gr.Dropdown(
@@ -281,23 +246,7 @@ def build(ctx: Ctx) -> None:
     c["train_log"] = gr.Textbox(
         label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="train-log"
     )
-    with gr.Accordion("Run history", open=True, elem_id="history"):
-        c["history"] = gr.Dataframe(
-            headers=HISTORY_HEADERS,
-            value=history_rows(ctx),
-            interactive=False,
-            wrap=True,
-            elem_id="run-history",
-            max_height=300,
-        )
-        c["overlay_runs"] = gr.Dropdown(
-            choices=[r[0] for r in history_rows(ctx)],
-            multiselect=True,
-            allow_custom_value=True,
-            label="Overlay the loss curves of these runs",
-            elem_id="run-overlay",
-        )
-        c["plot_overlay"] = gr.Plot(charts.overlay_figure({}), show_label=False, elem_id="plot-overlay")
+    history_view.build(ctx)
     c["drawn"] = gr.State(0)
     c["sig"] = gr.State("")
     c["plotted_at"] = gr.State(0.0)
@@ -308,12 +257,13 @@ def wire(ctx: Ctx) -> None:
     c, fields = ctx.c, ctx.field_list
     tick_outputs = [c[k] for k in TICK_KEYS]
 
-    def poll(watched, drawn, sig, plotted_at):
-        return tick(ctx, watched, drawn, sig, plotted_at)
+    def poll(watched, drawn, sig, plotted_at, data_state, query):
+        return tick(ctx, watched, drawn, sig, plotted_at, data_state, query)
 
+    poll_inputs = [c["watch"], c["drawn"], c["sig"], c["plotted_at"], c["data_state"], c["history_query"]]
     c["timer"].tick(
         poll,
-        [c["watch"], c["drawn"], c["sig"], c["plotted_at"]],
+        poll_inputs,
         tick_outputs,
         show_progress="hidden",
         api_visibility="private",
@@ -321,24 +271,37 @@ def wire(ctx: Ctx) -> None:
         trigger_mode="always_last",
     )
 
-    def after_start(job, verb: str) -> list:
-        rows = history_rows(ctx)
-        msg = f"{verb} **{md_escape(job.run.name)}** — it keeps training if you close this page."
-        gr.Info(f"{verb} {job.run.name}")
+    def after_start(run, verb: str, query: str) -> list:
+        names = ctx.studio.run_names()
+        msg = f"{verb} **{md_escape(run.name)}** — it keeps training if you close this page."
+        gr.Info(f"{verb} {run.name}")
         return [
             msg,
-            gr.Dropdown(choices=[r[0] for r in rows], value=job.run.name),
+            gr.Dropdown(choices=names, value=run.name),
             0,
             "",
-            rows,
-            gr.Dropdown(choices=[r[0] for r in rows]),
+            history_rows(ctx, query=query),
+            gr.Dropdown(choices=names),
+            gr.Button(interactive=False),  # Start, Stop, Resume: the next poll confirms them
+            gr.Button(interactive=True),
+            gr.Button(interactive=False),
         ]
 
-    start_outputs = [c["train_msg"], c["watch"], c["drawn"], c["sig"], c["history"], c["overlay_runs"]]
+    start_outputs = [
+        c["train_msg"],
+        c["watch"],
+        c["drawn"],
+        c["sig"],
+        c["history"],
+        c["overlay_runs"],
+        c["start_btn"],
+        c["stop_btn"],
+        c["resume_btn"],
+    ]
     fail = [gr.skip()] * (len(start_outputs) - 1)
 
     def start(*values):
-        *values, data_state = values
+        *values, data_state, query = values
         try:
             cfg = config_form.config_from_values(values)
             unusable = (data_state or {}).get("error")
@@ -347,52 +310,49 @@ def wire(ctx: Ctx) -> None:
                     f"The data chosen in 1 · Data cannot be used: {unusable}\n"
                     "Fix it there (or press “Use the sample dataset”), then start again."
                 )
-            from finetune.compare import release_comparer
-
-            release_comparer()  # free the Test tab's model before training loads one
-            job = start_training(cfg, workspace=ctx.workspace, restrict_paths=True)
+            run = ctx.studio.start(cfg)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [md_error(exc, "Training did not start")] + fail
-        return after_start(job, "Started")
+        return after_start(run, "Started", query)
 
     c["start_btn"].click(
         start,
-        [*fields, c["data_state"]],
+        [*fields, c["data_state"], c["history_query"]],
         start_outputs,
         api_name="start_training",
         concurrency_id=GPU,
         concurrency_limit=1,
     )
 
-    def resume(name):
+    def resume(name, query):
         try:
             if not name:
                 raise FinetuneError("Pick the run to resume in 'Run shown' first.")
-            run = open_workspace_run(name, ctx.workspace)
-            from finetune.compare import release_comparer
-
-            release_comparer()
-            job = start_training(run.config(), workspace=ctx.workspace, resume_run=run)
+            run = ctx.studio.resume(name)
         except Exception as exc:
             gr.Warning(error_text(exc))
             return [md_error(exc, "Not resumed")] + fail
-        return after_start(job, "Resumed")
+        return after_start(run, "Resumed", query)
 
     c["resume_btn"].click(
-        resume, c["watch"], start_outputs, api_name="resume_training", concurrency_id=GPU, concurrency_limit=1
+        resume,
+        [c["watch"], c["history_query"]],
+        start_outputs,
+        api_name="resume_training",
+        concurrency_id=GPU,
+        concurrency_limit=1,
     )
 
     def stop():
-        job = current_job()
-        if job is None:
+        name = ctx.studio.stop()
+        if name is None:
             gr.Info("Nothing is training.")
             return "Nothing is training right now."
-        job.stop()
-        gr.Info(f"Stopping {job.run.name}")
+        gr.Info(f"Stopping {name}")
         return (
-            f"■ Stop requested for **{md_escape(job.run.name)}**: it finishes the current step and saves "
-            "the adapter trained so far."
+            f"■ Stop requested for **{md_escape(name)}**: it finishes the current step, saves a checkpoint "
+            "and the adapter trained so far."
         )
 
     c["stop_btn"].click(stop, None, c["train_msg"], api_name="stop_training")
@@ -406,13 +366,19 @@ def wire(ctx: Ctx) -> None:
 
     c["watch"].input(watch, c["watch"], [c["drawn"], c["sig"]], api_visibility="private", show_progress="hidden")
 
-    def refresh_history(watched):
-        rows = history_rows(ctx)
-        names = [r[0] for r in rows]
-        return rows, gr.Dropdown(choices=names, value=watched if watched in names else None), gr.Dropdown(choices=names)
+    def refresh_history(watched, query=""):
+        names = ctx.studio.run_names()
+        return (
+            history_rows(ctx, query=query),
+            gr.Dropdown(choices=names, value=watched if watched in names else None),
+            gr.Dropdown(choices=names),
+        )
 
     c["refresh_btn"].click(
-        refresh_history, c["watch"], [c["history"], c["watch"], c["overlay_runs"]], api_name="list_runs"
+        refresh_history,
+        [c["watch"], c["history_query"]],
+        [c["history"], c["watch"], c["overlay_runs"]],
+        api_name="list_runs",
     )
 
     def pick_row(table, evt: gr.SelectData):
@@ -424,26 +390,13 @@ def wire(ctx: Ctx) -> None:
 
     c["history"].select(pick_row, c["history"], [c["watch"], c["drawn"], c["sig"]], api_visibility="private")
 
-    def overlay(names):
-        data = {}
-        for name in names or []:
-            run, job = locate(ctx, name)
-            if run is not None:
-                if job is None:
-                    run.reload_metrics()
-                data[name] = run.metrics()
-        return charts.overlay_figure(data)
-
-    c["overlay_runs"].change(overlay, c["overlay_runs"], c["plot_overlay"], api_name="overlay_runs")
-
     def on_load():
         """Reattach: the job running in this process, else the newest active run, else the newest run."""
-        job = current_job()
         rows = history_rows(ctx)
         names = [r[0] for r in rows]
-        name = job.run.name if job is not None else None
+        name = ctx.studio.training_now()
         if name is None:
-            name = next((r[0] for r in rows if r[2] in ACTIVE_STATES), names[0] if names else None)
+            name = next((r[0] for r in rows if r[STATE_COLUMN] in ACTIVE_STATES), names[0] if names else None)
         return gr.Dropdown(choices=names, value=name), 0, "", rows, gr.Dropdown(choices=names)
 
     load = ctx.blocks.load(
@@ -451,7 +404,7 @@ def wire(ctx: Ctx) -> None:
     )
     load.then(
         poll,
-        [c["watch"], c["drawn"], c["sig"], c["plotted_at"]],
+        poll_inputs,
         tick_outputs,
         api_visibility="private",
         show_progress="hidden",
@@ -459,14 +412,14 @@ def wire(ctx: Ctx) -> None:
 
     def run_status(run_name: str = "") -> dict:
         """Progress of a run (default: the one training now, else the newest run)."""
-        name = run_name or (current_job().run.name if current_job() else None)
+        name = run_name or ctx.studio.training_now()
         if not name:
-            rows = history_rows(ctx)
-            name = rows[0][0] if rows else None
-        run, job = locate(ctx, name)
+            names = ctx.studio.run_names()
+            name = names[0] if names else None
+        run = locate(ctx, name)
         if run is None:
             return {"run": name, "state": "none", "message": "no such run"}
-        p = progress_of(run, job)
+        p = ctx.studio.progress(name)
         return json_safe(
             {
                 **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
@@ -477,3 +430,4 @@ def wire(ctx: Ctx) -> None:
         )
 
     gr.api(run_status, api_name="run_status")
+    history_view.wire(ctx)

@@ -78,11 +78,6 @@ def plain_text(row: dict, tokenizer: Any) -> tuple[str, str]:
     return "", with_eos(tokenizer, row["text"])
 
 
-def input_ids(encoding: Any) -> list[int]:
-    ids = encoding["input_ids"] if not isinstance(encoding, list) else encoding
-    return list(ids)
-
-
 def common_prefix_length(ids: list[int], other: list[int]) -> int:
     """Where TRL starts the completion: the tokens the prompt and prompt+completion share."""
     length = 0

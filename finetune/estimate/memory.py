@@ -30,7 +30,6 @@ from finetune.config import RunConfig
 from finetune.errors import ConfigError
 from finetune.estimate.shapes import ModelShape, load_shape
 from finetune.estimate.sharding import per_gpu, sharding_note
-from finetune.parallel import SHARD_STATES
 from finetune.estimate.terms import (
     RunContext,
     activation_terms,
@@ -41,6 +40,7 @@ from finetune.estimate.terms import (
     trainable_matrices,
     weight_bytes,
 )
+from finetune.parallel import SHARD_STATES
 
 GiB = 1024**3
 CUDA_CONTEXT_GB = 0.5

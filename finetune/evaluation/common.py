@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
+from finetune.files import write_text_atomic
 from finetune.runs import Run, open_run
 
 Progress = Callable[[int, int], Any]  # (done, total), called after every generated answer
@@ -74,9 +74,7 @@ def evaluations_dir(run: Run) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically (tmp + rename): a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False, default=str))
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

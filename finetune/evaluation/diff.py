@@ -64,11 +64,3 @@ def word_diff_html(a: str, b: str) -> str:
         else:
             pieces.append(text)
     return f'<div class="word-diff" style="white-space:pre-wrap">{"".join(pieces)}</div>'
-
-
-def diff_stats(a: str, b: str) -> dict[str, float]:
-    """Words kept / inserted / deleted and the similarity ratio (1.0 = same words)."""
-    left, right = (a or "").split(), (b or "").split()
-    matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)
-    kept = sum(block.size for block in matcher.get_matching_blocks())
-    return {"kept": kept, "inserted": len(right) - kept, "deleted": len(left) - kept, "similarity": matcher.ratio()}

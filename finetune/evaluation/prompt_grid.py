@@ -101,11 +101,6 @@ def list_prompt_sets(workspace: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in prompt_sets_dir(workspace).glob("*.json"))
 
 
-def delete_prompt_set(name: str, workspace: str | Path | None = None) -> None:
-    check_name(name, "prompt set name")
-    (prompt_sets_dir(workspace) / f"{name}.json").unlink(missing_ok=True)
-
-
 # the grid ---------------------------------------------------------------------------------
 @dataclass
 class GridCell:

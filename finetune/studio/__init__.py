@@ -1,0 +1,37 @@
+"""The gradio-free service the web app (`ui/`) and the CLI call for everything they do.
+
+`Studio(workspace)` (or `Studio.open()` to detect the hardware) owns runs and training, the GPU
+lease and memory estimates; `studio.data` reads and measures data, `studio.judge` compares and
+evaluates, `studio.export` zips, merges and uploads. The value types a caller needs are re-exported
+here, so `ui/` imports nothing else from the engine but `finetune.config` and `finetune.errors`.
+"""
+
+from finetune.evaluation import Evaluation, PromptGrid
+from finetune.generation import GenerationSettings
+from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary
+from finetune.studio.core import GpuLease, Studio
+from finetune.studio.data import MAP_TARGETS, DataDesk, parse_mapping, resolve_source, row_chat, source_label
+from finetune.studio.exporting import ExportDesk, Merged
+from finetune.studio.judging import NO_RUN, JudgeDesk
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "MAP_TARGETS",
+    "NO_RUN",
+    "DataDesk",
+    "Evaluation",
+    "ExportDesk",
+    "GenerationSettings",
+    "GpuLease",
+    "JudgeDesk",
+    "Merged",
+    "PromptGrid",
+    "Run",
+    "RunSummary",
+    "Studio",
+    "parse_mapping",
+    "resolve_source",
+    "row_chat",
+    "source_label",
+]

@@ -1,0 +1,329 @@
+"""`Studio`: the one gradio-free service the web app and the CLI call for everything they do.
+
+A Studio is bound to one workspace and the machine it runs on (detected once). It starts, resumes
+and stops training, reports the progress of any run the same way whether it trains in this process
+or only exists on disk, lists/renames/deletes runs, estimates memory, and holds the one rule that a
+single model is in (GPU) memory at a time: the `gpu` lease, taken by everything that loads a model.
+Data inspection lives in `studio.data`, judging in `studio.judge`, export in `studio.export`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.errors import BusyError, FinetuneError, RunError
+from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
+
+LEASE_WAIT_S = 600.0  # a model-loading request waits this long for another one (a merge) to finish
+
+
+class GpuLease:
+    """One model in memory at a time, process-wide: training, comparing, evaluating, grids and merges.
+
+    Work that loads a model holds the lease for its duration (`hold`); a training job holds it for as
+    long as it runs (checked through `finetune.training.current_job`). Starting training releases the
+    cached comparison model first, so the trainer gets that memory.
+    """
+
+    _lock = threading.RLock()  # process-wide: every Studio of this process shares the one accelerator
+    holder = ""
+
+    @contextmanager
+    def hold(self, action: str) -> Iterator[None]:
+        """Hold the lease for `action` (e.g. "comparing answers"); refused while a run trains."""
+        self.refuse_while_training(action)
+        with self.locked(action):
+            yield
+
+    @contextmanager
+    def locked(self, action: str) -> Iterator[None]:
+        """The lease's lock alone: starting a run (training's own check names the busy run)."""
+        if not self._lock.acquire(timeout=LEASE_WAIT_S):
+            raise BusyError(f"Busy {GpuLease.holder}: {action} waits for it; try again when it has finished.")
+        previous, GpuLease.holder = GpuLease.holder, action
+        try:
+            yield
+        finally:
+            GpuLease.holder = previous
+            self._lock.release()
+
+    @staticmethod
+    def refuse_while_training(action: str) -> None:
+        from finetune.training import current_job
+
+        job = current_job()
+        if job is not None:
+            raise BusyError(
+                f"The run '{job.run.name}' is training: {action} would load a second model into memory. "
+                "Wait for it to finish or stop it, then try again."
+            )
+
+    @staticmethod
+    def free_memory() -> None:
+        """Drop the cached comparison model (before training or a merge loads its own copy)."""
+        from finetune.compare import release_comparer
+
+        release_comparer()
+
+
+class Studio:
+    """Everything the app and the CLI do, for one workspace."""
+
+    def __init__(
+        self, workspace: str | Path | None = None, *, machine: Any = None, hardware: Any = None, restrict_paths=True
+    ):
+        """`restrict_paths` (the web app): typed model, data and run paths must lie in the allowed places
+        (finetune.paths) and runs are named, never given as folders; the CLI passes False."""
+        from finetune.studio.data import DataDesk
+        from finetune.studio.exporting import ExportDesk
+        from finetune.studio.judging import JudgeDesk
+
+        self.workspace = workspace_dir(workspace)
+        self.restrict_paths = restrict_paths
+        self.hardware = hardware  # finetune.hardware.HardwareInfo, None when detection failed
+        self.machine = machine  # finetune.hardware.Machine the planner decides for
+        self.hardware_error = ""
+        self.suggested_preset: str | None = None
+        self.lease = GpuLease()
+        self.data = DataDesk(self.workspace, restrict_paths=restrict_paths)
+        self.judge = JudgeDesk(self)
+        self.export = ExportDesk(self)
+        self._lock = threading.Lock()
+        self._runs: dict[str, Run] = {}  # runs not trained here, opened once and re-read while active
+        self._estimates: OrderedDict[str, Any] = OrderedDict()
+
+    @classmethod
+    def open(cls, workspace: str | Path | None = None, *, restrict_paths: bool = True) -> Studio:
+        """A Studio on this machine: hardware detected once, the preset that fits it suggested.
+        Detection failing leaves the studio usable (CPU defaults) with `hardware_error` set."""
+        studio = cls(workspace, restrict_paths=restrict_paths)
+        try:
+            from finetune.hardware import detect_hardware, detect_machine
+
+            studio.hardware = detect_hardware()
+            studio.machine = detect_machine(studio.hardware)
+        except Exception as exc:
+            studio.hardware_error = f"{type(exc).__name__}: {exc}"
+        try:
+            from finetune.presets import suggest_preset
+
+            studio.suggested_preset = suggest_preset(studio.hardware) if studio.hardware is not None else None
+        except Exception as exc:
+            studio.hardware_error = studio.hardware_error or f"{type(exc).__name__}: {exc}"
+        return studio
+
+    # configs and presets ---------------------------------------------------------------
+    def base_config(self) -> RunConfig:
+        """What a new page's form starts from: RunConfig's defaults under the suggested preset."""
+        try:
+            return self.apply_preset(RunConfig(), self.suggested_preset) if self.suggested_preset else RunConfig()
+        except FinetuneError:
+            return RunConfig()
+
+    @staticmethod
+    def presets() -> list:
+        from finetune.presets import list_presets
+
+        return list_presets()
+
+    @staticmethod
+    def apply_preset(config: RunConfig, name: str) -> RunConfig:
+        from finetune.presets import apply_preset
+
+        return apply_preset(config, name)
+
+    def train_command(self, config: RunConfig, preset: str | None = None) -> str:
+        """The command lines of `config`; for several GPUs with strategy auto, the strategy the plan picks."""
+        from finetune.launch_commands import train_command_lines
+
+        strategy = None
+        if config.num_gpus > 1 and config.strategy == "auto":
+            try:
+                strategy = self.estimate(config).plan.strategy
+            except Exception:  # no estimate (an unknown model offline): the command says ddp
+                strategy = None
+        return train_command_lines(config, preset, strategy=strategy)
+
+    def save_config(self, config: RunConfig) -> Path:
+        """Write `config` as YAML to <workspace>/configs/<name>-<time>.yaml (the sample data by its path)."""
+        import time
+
+        from finetune.config import safe_name
+        from finetune.launch_commands import explicit_data_path
+
+        name = safe_name(config.run_name or config.model_name_or_path.split("/")[-1])
+        path = self.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config.replace(dataset_path=explicit_data_path(config)).to_yaml(path)
+        return path
+
+    # hardware and memory -----------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return str(getattr(self.machine, "device", "") or getattr(self.hardware, "device", "") or "cpu")
+
+    def capacity_gb(self) -> float | None:
+        """The memory a run must fit in: the first GPU's, else system RAM (None when unknown)."""
+        if self.device != "cpu":
+            return float(getattr(self.hardware, "accelerator_gb", 0.0) or 0.0) or None
+        return float(getattr(self.hardware, "ram_gb", 0.0) or 0.0) or None
+
+    def estimate(self, config: RunConfig):
+        """The plan a run of `config` would train with on this machine, and its memory estimate
+        (a MemoryEstimate with `.plan`), cached per config."""
+        from finetune.hardware import Machine
+        from finetune.models import resolve_model_path
+        from finetune.paths import check_model_path
+        from finetune.plan import estimate
+
+        if self.restrict_paths:  # a typed local folder: allowed places only
+            check_model_path(config.model_name_or_path, self.workspace)
+        key = f"{self.device}\n{config.to_yaml()}"
+        with self._lock:
+            cached = self._estimates.get(key)
+        if cached is not None:
+            return cached
+        machine = self.machine or Machine.virtual(self.device, self.capacity_gb() or 0.0)
+        model = resolve_model_path(config.model_name_or_path, self.workspace)  # the demo lives in the workspace
+        result = estimate(config, machine, model=model)[1]
+        with self._lock:
+            self._estimates[key] = result
+            while len(self._estimates) > 64:
+                self._estimates.popitem(last=False)
+        return result
+
+    # runs --------------------------------------------------------------------------------
+    def runs(self) -> list[RunSummary]:
+        """Every run of the workspace, newest first."""
+        return list_runs(self.workspace)
+
+    def run_names(self, with_adapter: bool = False) -> list[str]:
+        try:
+            return [r.name for r in self.runs() if r.has_adapter or not with_adapter]
+        except FinetuneError:
+            return []
+
+    def run(self, name: Any) -> Run:
+        """A run of this workspace by its name (restricted: never a typed path; else a run folder too).
+        A run training in this process comes with the trainer's own Run (its metrics buffer); others
+        are opened once."""
+        from finetune.paths import open_workspace_run
+        from finetune.runs import open_run
+        from finetune.training import get_job
+
+        if not self.restrict_paths and isinstance(name, (str, Path)) and str(name).strip():
+            run = open_run(name, self.workspace)
+            job = get_job(run.name)
+            return job.run if job is not None and job.run.path == run.path else run
+        if not isinstance(name, str) or not name.strip():
+            raise RunError("Pick a run first.")
+        job = get_job(name)
+        if job is not None:
+            return job.run
+        with self._lock:
+            run = self._runs.get(name)
+        if run is None or not run.exists():
+            run = open_workspace_run(name, self.workspace)
+            with self._lock:
+                self._runs[name] = run
+        return run
+
+    def training_now(self) -> str | None:
+        """The name of the run training in this process, if any."""
+        from finetune.training import current_job
+
+        job = current_job()
+        return job.run.name if job is not None else None
+
+    def progress(self, name: str) -> dict[str, Any]:
+        """state, message, step, total_steps, fraction, eta, tokens_per_s, elapsed, run: live from the
+        job when it trains here, else from its status.json (new metrics of a run another process
+        writes are re-read). `resumable` says whether Resume could continue it."""
+        from finetune.training import get_job
+
+        run = self.run(name)
+        job = get_job(name)
+        live = job.progress() if job is not None else None
+        if live is not None and (job.is_alive() or live.get("state") in ACTIVE_STATES):
+            p = live
+        else:
+            p = run.progress()
+            if p["state"] in ACTIVE_STATES:
+                run.reload_metrics()  # another process (or host) is writing this run
+        p["resumable"] = p.get("state") in FINAL_STATES and run.latest_checkpoint() is not None
+        return p
+
+    def start(self, config: RunConfig) -> Run:
+        """Start training `config` in the background (checked first: a refused start leaves nothing)."""
+        from finetune.training import start_training
+
+        with self.lease.locked("starting a run"):
+            self.lease.free_memory()
+            return start_training(config, workspace=self.workspace, restrict_paths=self.restrict_paths).run
+
+    def resume(self, name: str, overrides: list[str] | None = None) -> Run:
+        """Continue a stopped, failed or interrupted run from its last checkpoint."""
+        from finetune.training import start_training
+
+        run = self.run(name)
+        config = run.config().with_overrides(overrides or [])
+        with self.lease.locked("resuming a run"):
+            self.lease.free_memory()
+            return start_training(config, workspace=self.workspace, resume_run=run).run
+
+    def stop(self, reason: str = "the user", wait_s: float | None = None) -> str | None:
+        """Ask the run training here to stop after its current step (a checkpoint is saved), waiting up
+        to `wait_s` for it to finish; returns its name (None when nothing trains)."""
+        from finetune.training import current_job
+
+        job = current_job()
+        if job is None:
+            return None
+        job.stop(reason)
+        if wait_s:
+            job.wait(wait_s)
+        return job.run.name
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` for the run training here to end; True when nothing trains any more."""
+        from finetune.training import current_job
+
+        job = current_job()
+        if job is not None:
+            job.wait(timeout)
+        return self.training_now() is None
+
+    def rename(self, name: str, new_name: str) -> Run:
+        """Rename a finished run (its folder); refused while it trains or when the name is taken."""
+        from finetune.runs import rename_run
+
+        self._refuse_active(name, "renamed")
+        run = rename_run(self.run(name), new_name)
+        with self._lock:
+            self._runs.pop(name, None)
+        return run
+
+    def delete(self, name: str) -> None:
+        """Delete a run folder and everything in it (adapter, checkpoints, exports); not while it trains."""
+        from finetune.runs import delete_run
+
+        self._refuse_active(name, "deleted")
+        from finetune.compare import cached_comparer
+
+        cached = cached_comparer()
+        if cached is not None and cached.run.name == name:
+            self.lease.free_memory()
+        delete_run(self.run(name))
+        with self._lock:
+            self._runs.pop(name, None)
+
+    def _refuse_active(self, name: str, what: str) -> None:
+        state = self.progress(name).get("state")
+        if state in ACTIVE_STATES:
+            raise BusyError(f"The run '{name}' is {state}: it cannot be {what} until it has finished or stopped.")
