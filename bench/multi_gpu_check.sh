@@ -56,7 +56,8 @@ print("|---|---|---|---|---|")
 for est_file in sorted(out.glob("mg-*.estimate.json")):
     name = est_file.name[: -len(".estimate.json")]
     try:
-        est = json.loads(est_file.read_text())
+        text = est_file.read_text()
+        est = json.loads(text[text.index("{") :])  # a library may print a line before the JSON
         estimate = f"{est['per_gpu_gb']:.2f} GB ({est['allocated_gb']:.2f})"
     except Exception:
         estimate = "-"

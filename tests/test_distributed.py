@@ -168,3 +168,46 @@ def test_fsdp_shards_the_model_across_two_processes(workspace):
     run = open_run("fsdp")
     with pytest.raises(RunError, match="cannot be resumed"):
         start_training(run.config(), resume_run=run)
+
+
+CPU_2PROC_ZERO3 = ROOT / "accelerate_configs" / "cpu_2proc_zero3.yaml"
+
+
+def _deepspeed_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is None
+
+
+@pytest.mark.skipif(_deepspeed_missing(), reason="DeepSpeed is not installed")
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_zero3_partitions_the_model_as_it_loads(workspace, method):
+    """ZeRO-3 over two CPU processes (DeepSpeed's CPU accelerator): the training arguments exist before
+    the model, so DeepSpeed partitions the weights as they load and each rank holds half of every
+    weight; the saved adapter (or model) is whole."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    sets = ["--set", "quantization=none", "--set", f"method={method}", "--set", "strategy=zero3"]
+    if method == "full":
+        sets += ["--set", "learning_rate=1e-5"]
+    launch = ["accelerate", "launch", "--config_file", str(CPU_2PROC_ZERO3), "--main_process_port", str(_free_port())]
+    result = _run([*launch, "-m", "finetune.cli", *TRAIN_ARGS, *sets, "--name", f"zero3-{method}"])
+    assert result.returncode == 0, result.stderr[-5000:]
+    run_dir = workspace / "runs" / f"zero3-{method}"
+    shares = re.findall(r"sharding: rank (\d) of 2 holds ([\d,]+) of ([\d,]+) parameters", result.stderr)
+    assert sorted(s[0] for s in shares) == ["0", "1"], result.stderr[-3000:]
+    for _, held, whole in shares:
+        assert int(held.replace(",", "")) * 2 == int(whole.replace(",", ""))
+    assert "plan: parallelism: zero3 over 2 processes" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    adapter = run_dir / "adapter"
+    if method == "lora":
+        model = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+        trained = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert trained and all(torch.count_nonzero(p) > 0 for p in trained)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(adapter))
+        assert sum(p.numel() for p in model.parameters()) == int(shares[0][2].replace(",", ""))
+        assert all(p.numel() > 0 and torch.isfinite(p).all() for p in model.parameters())

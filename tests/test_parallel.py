@@ -52,6 +52,7 @@ def launched(monkeypatch):
         ("deepspeed_zero2.yaml", "zero2", False),
         ("deepspeed_zero3.yaml", "zero3", True),
         ("cpu_2proc_fsdp.yaml", "fsdp", True),
+        ("cpu_2proc_zero3.yaml", "zero3", True),
     ],
 )
 def test_the_launchers_strategy_is_detected(launched, config_file, strategy, sharded_loading):

@@ -7,6 +7,7 @@ The lead wires it in `finetune/cli.py` with `register_cli(subparsers)`; the pars
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -129,9 +130,12 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
     try:
         from finetune.plan import estimate as plan_estimate
 
-        config = build_config(args)
-        machine, gpu_name, gpu_gb = _machine(args)
-        plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
+        # stdout carries the table or the JSON only: a library imported on the way (DeepSpeed logs
+        # its accelerator choice to stdout) writes to stderr instead
+        with contextlib.redirect_stdout(sys.stderr):
+            config = build_config(args)
+            machine, gpu_name, gpu_gb = _machine(args)
+            plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
     except FinetuneError as exc:
         print(f"finetune estimate: {exc}", file=sys.stderr)
         return 1
