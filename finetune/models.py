@@ -82,7 +82,7 @@ def check_runnable(config: RunConfig, machine: Machine) -> list[str]:
         )
     if machine.world_size > 1:
         problems += check_launch(config, machine.strategy)
-        problems += check_strategy(config, machine.strategy or "ddp")
+        problems += check_strategy(config, machine.strategy or "ddp", device=machine.device)
     elif config.strategy != "auto":
         problems += check_strategy(config, config.strategy, launched=False)
     if config.trust_remote_code:

@@ -59,10 +59,10 @@ def sharded_loading() -> bool:
     return _flag("FSDP_CPU_RAM_EFFICIENT_LOADING") or _flag("ACCELERATE_DEEPSPEED_ZERO3_INIT")
 
 
-def check_strategy(config, strategy: str, *, launched: bool = True) -> list[str]:
+def check_strategy(config, strategy: str, *, launched: bool = True, device: str = "cuda") -> list[str]:
     """Problems with training `config` under `strategy` (empty when the combination can work);
     `launched=False` (a config planned for a cluster, trained here in one process) skips what only
-    the cluster needs installed.
+    the cluster needs installed; `device` is where the launched processes train.
 
     Reasons, from the libraries as installed: LLM.int8 weights are int8 tensors, and FSDP and ZeRO-3
     shard only floating-point tensors (bitsandbytes' float storage exists for 4-bit only); PEFT's
@@ -77,6 +77,11 @@ def check_strategy(config, strategy: str, *, launched: bool = True) -> list[str]
         problems.append(
             f"quantization: 8bit cannot be sharded by {strategy} (its int8 weights are not a float type FSDP/ZeRO-3 "
             "can split); use 4bit (QLoRA) or none, or the ddp strategy"
+        )
+    if strategy == "fsdp" and quantized and launched and device == "cpu":
+        problems.append(
+            f"quantization: FSDP on CPU (transformers shards the model as it loads) cannot shard {config.quantization} "
+            "weights; set quantization to none here (FSDP+QLoRA runs on GPUs)"
         )
     if strategy == "zero3" and config.method == "dora":
         problems.append(

@@ -106,6 +106,15 @@ def test_combinations_that_work_are_accepted(settings, strategy):
     assert [p for p in check_strategy(RunConfig(**settings), strategy) if "pip install" not in p] == []
 
 
+def test_quantized_fsdp_on_cpu_is_refused_before_loading():
+    """On CPU transformers shards at load (accelerate has no CPU FSDP), which cannot shard bnb weights
+    (measured: 'DTensor' object has no attribute 'compress_statistics' mid-load)."""
+    cpu = Machine.virtual("cpu", world_size=2, strategy="fsdp")
+    problems = check_runnable(RunConfig(quantization="4bit"), cpu)
+    assert any(p.startswith("quantization: FSDP on CPU") for p in problems), problems
+    assert not [p for p in check_runnable(RunConfig(quantization="none"), cpu) if "FSDP" in p]
+
+
 def test_a_config_that_names_a_strategy_must_get_it_from_the_launcher():
     fsdp = RunConfig(strategy="fsdp")
     assert check_launch(fsdp, "fsdp") == [] and check_launch(RunConfig(), "ddp") == []
