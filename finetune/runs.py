@@ -103,9 +103,10 @@ def this_host() -> str:
 def writer_alive(status: dict[str, Any], heartbeat: dict[str, Any] | None = None) -> bool:
     """Is the process that wrote an active status still running? On this host its pid tells; a writer
     on another host (shared storage) is alive while its heartbeat (else its status) is recent."""
-    host = (heartbeat or {}).get("host") or status.get("host")
+    host = status.get("host") or (heartbeat or {}).get("host")
+    beat = heartbeat if heartbeat and heartbeat.get("host") == host else {}  # not a beat of an earlier writer
     if host and host != this_host():
-        last = float((heartbeat or {}).get("time") or status.get("updated_at") or 0)
+        last = max(float(beat.get("time") or 0), float(status.get("updated_at") or 0))
         return abs(time.time() - last) < HEARTBEAT_STALE_S
     return _pid_alive(status.get("pid"), status.get("process_started_at"))
 
@@ -239,10 +240,11 @@ class Run:
         status = self.status()
         if status.get("state") not in ACTIVE_STATES:
             return ""
+        host = status.get("host") or "this host"
         beat = self.heartbeat()
-        host = beat.get("host") or status.get("host") or "this host"
+        beat = beat if beat.get("host") == host else {}
         pid = beat.get("pid") or status.get("pid")
-        last = float(beat.get("time") or status.get("updated_at") or 0)
+        last = max(float(beat.get("time") or 0), float(status.get("updated_at") or 0))
         ago = f", last heartbeat {max(0.0, time.time() - last):.0f} s ago" if last else ""
         return f"{status['state']} on {host} (pid {pid}{ago})"
 

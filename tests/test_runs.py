@@ -216,3 +216,15 @@ def test_a_cli_run_of_another_host_is_followed_then_compared_and_exported(worksp
     release_comparer()
     with zipfile.ZipFile(zip_adapter(run)) as archive:
         assert any(name.endswith("adapter_model.safetensors") for name in archive.namelist())
+
+
+def test_a_heartbeat_of_an_earlier_writer_does_not_decide(workspace):
+    """A run written on node-b, then resumed here: the status (this host, a live pid) decides, not the
+    stale heartbeat node-b left behind."""
+    from finetune.runs import HEARTBEAT_STALE_S
+
+    run = create_run(RunConfig(run_name="moved"), workspace)
+    _as_if_written_on(run, "node-b", beat_age_s=HEARTBEAT_STALE_S + 60)
+    run.write_status("training", "Training")  # this process, this host
+    assert run.status()["state"] == "training" and "remote" not in run.status()
+    assert run.live_elsewhere().startswith("training on ")
