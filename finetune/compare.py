@@ -32,6 +32,8 @@ from finetune.generation import CompareResult, Generation, GenerationSettings, S
 from finetune.models import release_memory
 from finetune.runs import Run, open_run
 
+Prompt = str | list[dict[str, Any]]  # a person's prompt, or a held-out row's messages
+
 NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, or stop it to save one"
 MAX_LOADED_ADAPTERS = 6  # final adapter + a handful of checkpoints for a prompt grid
 
@@ -117,7 +119,9 @@ class Comparer:
 
         plan = plan_for_inference(self.config, detect_machine())
         source = str(path) if path else None
-        model = load_model(self.config, self.workspace, plan=plan, quantization=quantization, path=source)
+        model = load_model(
+            self.config, self.workspace, plan=plan, quantization=quantization, path=source, training=False
+        )
         model.eval()
         return model
 
@@ -224,12 +228,27 @@ class Comparer:
         release_memory()
 
     # generation ----------------------------------------------------------
-    def _encode(self, prompt: str, settings: GenerationSettings):
-        """Token ids for the prompt, through the chat template when the tokenizer has one."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise RunError("the prompt is empty: type a question or instruction to compare")
+    def encode(self, prompt: Prompt, settings: GenerationSettings, *, as_text: bool = False):
+        """Token ids for a prompt, the one encoder of every generation:
+
+        - a person's prompt (str): a user turn, after the settings' system prompt, through the chat
+          template when the tokenizer has one;
+        - messages (a held-out row, list of dicts): through the chat template as they are, with their
+          own system turn when they had one, exactly as training formatted them;
+        - `as_text=True` (a prompt-completion row's prompt): the plain tokenizer, as TRL trained it.
+        """
         settings.check()
         tok = self.tokenizer
+        if isinstance(prompt, list):
+            if getattr(tok, "chat_template", None):
+                return tok.apply_chat_template(
+                    prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+                )
+            return tok("\n\n".join(str(m.get("content", "")) for m in prompt), return_tensors="pt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RunError("the prompt is empty: type a question or instruction to compare")
+        if as_text:
+            return tok(prompt, return_tensors="pt")
         if getattr(tok, "chat_template", None):
             messages = [{"role": "user", "content": prompt}]
             if settings.system_prompt.strip():
@@ -271,17 +290,27 @@ class Comparer:
                 return model.generate(**self._generate_kwargs(model, inputs, settings, **extra))
 
     def generate(
-        self, prompt: str, use_adapter: bool, settings: GenerationSettings | None = None, *, adapter: str | None = None
+        self,
+        prompt: Prompt,
+        use_adapter: bool,
+        settings: GenerationSettings | None = None,
+        *,
+        adapter: str | None = None,
+        stop: Any = None,
+        as_text: bool = False,
     ) -> Generation:
-        """One answer, with (`use_adapter=True`) or without the fine-tuning.
+        """One answer, with (`use_adapter=True`) or without the fine-tuning; only the new tokens decoded.
 
-        `adapter` picks a loaded adapter by name (and makes it the active one) under the same
-        lock as the generation, so a concurrent caller switching checkpoints cannot interfere.
+        `prompt` and `as_text`: see `encode`. `adapter` picks a loaded adapter by name (and makes it
+        the active one) under the same lock as the generation, so a concurrent caller switching
+        checkpoints cannot interfere. `stop` (an Event or a callable returning True) ends a long
+        generation early.
         """
         settings = settings or GenerationSettings()
-        inputs = self._encode(prompt, settings)
+        inputs = self.encode(prompt, settings, as_text=as_text)
+        extra = {} if stop is None else {"stopping_criteria": stopping_criteria(stop)}
         start = time.perf_counter()
-        out = self._run_generate(use_adapter, adapter, inputs, settings)
+        out = self._run_generate(use_adapter, adapter, inputs, settings, **extra)
         seconds = time.perf_counter() - start
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
@@ -308,26 +337,22 @@ class Comparer:
         A bad prompt or settings raise here, before any thread starts.
         """
         settings = settings or GenerationSettings()
-        inputs = self._encode(prompt, settings)
+        inputs = self.encode(prompt, settings)
         return self._stream(inputs, use_adapter, adapter, settings)
 
     def _stream(
         self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings
     ) -> Iterator[StreamedText]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
         failure: list[BaseException] = []
         generated: list[int] = []
 
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return cancel.is_set()
-
         def work() -> None:
             try:
-                stopping = StoppingCriteriaList([_Cancelled()])
+                stopping = stopping_criteria(cancel)
                 out = self._run_generate(
                     use_adapter, adapter, inputs, settings, streamer=streamer, stopping_criteria=stopping
                 )
@@ -349,6 +374,19 @@ class Comparer:
         if failure:
             raise failure[0]
         yield StreamedText(text, generated[0] if generated else None)
+
+
+def stopping_criteria(stop: Any):
+    """Stopping criteria ending a generation once `stop` (an Event, or a callable returning True) says so."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    is_set = stop.is_set if hasattr(stop, "is_set") else stop
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return bool(is_set())
+
+    return StoppingCriteriaList([StopWhenAsked()])
 
 
 # process-wide cache: one loaded run at a time -------------------------------

@@ -21,6 +21,7 @@ from finetune.config import is_hub_id
 from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, shown
 from finetune.files import zip_folder
 from finetune.model_card import TAG, model_card
+from finetune.offline import hub_offline
 from finetune.runs import Run, open_run
 
 MERGE_MARKER = ".finetune-merge.json"  # marks a folder as our merge, so a re-merge may replace it
@@ -240,13 +241,6 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return flag or constants.is_offline_mode()
-
-
 def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
@@ -261,7 +255,7 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
     folder = Path(folder).expanduser()
     if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
         raise RunError(f"{folder} holds no adapter or model to upload (no adapter_config.json / config.json)")
-    if _offline():
+    if hub_offline():
         raise HubError(
             "Cannot upload: the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE is set). Unset it and retry."
         )

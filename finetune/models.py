@@ -17,6 +17,7 @@ from finetune.config import HUB_ID_RE, RunConfig
 from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError, shown
 from finetune.hardware import Machine
+from finetune.offline import hub_offline
 from finetune.parallel import SHARD_WEIGHTS, check_launch, check_strategy
 from finetune.plan import Plan
 
@@ -92,7 +93,7 @@ def check_runnable(config: RunConfig, machine: Machine) -> list[str]:
 
 def _hub_error(name: str, exc: Exception) -> ModelError:
     text = str(exc)
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower()
+    offline = hub_offline() or "offline" in text.lower() or "connect" in text.lower()
     if "gated" in text.lower() or "401" in text or "403" in text:
         return ModelError(
             f"The model '{name}' is gated or private: accept its licence on huggingface.co and provide a token "
@@ -186,6 +187,23 @@ def model_load_kwargs(config: RunConfig, plan: Plan, quantization: str | None = 
     return kwargs
 
 
+def keep_4bit_layers_differentiable(model) -> int:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights for a model that trains; returns how many
+    layers it touched.
+
+    On a CPU with AVX512-BF16, a Linear4bit that runs once in eval mode without gradients (the
+    trainer's evaluation) repacks its weights for an inference kernel, gemv_4bit, and keeps them so:
+    every later training step then backpropagates through an op without an autograd kernel, and the
+    gradient through the frozen base weights is silently dropped (PyTorch warns "silently incorrect
+    behavior" once per step). tests/test_models.py shows the gradients differ without this."""
+    count = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def load_model(
     config: RunConfig,
     workspace: str | Path | None = None,
@@ -193,13 +211,18 @@ def load_model(
     plan: Plan,
     quantization: str | None = None,
     path: str | None = None,
+    training: bool = True,
 ):
-    """The base causal LM, loaded as the config and its plan say (4-bit/8-bit/16-bit, attention, dtype)."""
+    """The base causal LM, loaded as the config and its plan say (4-bit/8-bit/16-bit, attention, dtype).
+    `training=False` (comparison, evaluation) lets bitsandbytes use its inference-only CPU kernels."""
     from transformers import AutoModelForCausalLM
 
     source = path or resolve_model_path(config.model_name_or_path, workspace)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, plan, quantization))
+        model = AutoModelForCausalLM.from_pretrained(source, **model_load_kwargs(config, plan, quantization))
+        if training:
+            keep_4bit_layers_differentiable(model)
+        return model
     except (OSError, ValueError) as exc:
         if "flash" in str(exc).lower():
             raise ModelError(

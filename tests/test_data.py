@@ -290,7 +290,7 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
         load_records("someone/some-data")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(DataError, match="no network access"):
         load_records("someone/some-data")
 
@@ -597,7 +597,7 @@ def test_hub_dataset_is_read_when_reachable(monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     report = load_records("someone/qa", column_mapping={"prompt": "question", "completion": "answer"})
     assert report.rows == [{"prompt": "Q", "completion": "A"}] and report.unit == "row"

@@ -110,14 +110,10 @@ class ScriptedComparer:
                 return tuned if use_adapter else base
         return "no idea"
 
-    def _run_generate(self, use_adapter, adapter, inputs, settings, **extra):
-        import torch
-
-        answer = self.tokenizer(self.answer(self.tokenizer.decode(inputs["input_ids"][0]), use_adapter))["input_ids"]
-        return torch.cat([inputs["input_ids"], answer], dim=1)  # like model.generate: prompt + new tokens
-
-    def generate(self, prompt, use_adapter, settings=None, *, adapter=None):
-        return Generation(self.answer(prompt, use_adapter), tokens=3, seconds=0.01)
+    def generate(self, prompt, use_adapter, settings=None, *, adapter=None, stop=None, as_text=False):
+        text = prompt if isinstance(prompt, str) else " ".join(str(m["content"]) for m in prompt)
+        answer = self.answer(text, use_adapter)
+        return Generation(answer, tokens=len(answer), seconds=0.01)  # one token per character (CharTokenizer)
 
 
 @pytest.fixture

@@ -87,5 +87,28 @@ def _wire_cross_tab(ctx: Ctx) -> None:
         return gr.Tabs(selected="train") if ctx.studio.training_now() else gr.skip()
 
     ctx.blocks.load(landing_tab, None, c["tabs"], api_visibility="private", show_progress="hidden")
+
+    # one run selection for the page: picking a run in Train, Test or Export shows it in the other two
+    # (Test and Export list only runs with a saved adapter: they keep their choice for a run without one)
+    def select_run(name, test_current, export_current):
+        if not name:
+            return [gr.skip()] * 5
+        return (
+            gr.Dropdown(value=name, choices=ctx.studio.run_names()),
+            0,  # the Train tab redraws the chosen run's curves at its next poll
+            "",
+            run_dropdown_update(ctx.studio, test_current, prefer=name),
+            run_dropdown_update(ctx.studio, export_current, prefer=name),
+        )
+
+    followers = [c["watch"], c["drawn"], c["sig"], c["test_run"], c["export_run"]]
+    for picker in ("watch", "test_run", "export_run"):
+        c[picker].input(
+            select_run,
+            [c[picker], c["test_run"], c["export_run"]],
+            followers,
+            api_visibility="private",
+            show_progress="hidden",
+        )
     # the Train tab mounts its log at the top: show the newest line when it is opened
     c["train_tab_item"].select(None, None, None, js=train_tab.SCROLL_LOG_JS, api_visibility="private")

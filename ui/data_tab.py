@@ -294,8 +294,10 @@ def wire(ctx: Ctx) -> None:
 
     ev = c["data_sample_btn"].click(use_sample, common, outputs, api_name="load_sample_data")
     refresh(ev)
-    ev = c["data_train_file"].change(use_upload, [c["data_train_file"], *common], outputs, api_name="load_data_file")
+    # .upload/.clear, not .change: a page reload puts the stored file back in the box without re-reading it
+    ev = c["data_train_file"].upload(use_upload, [c["data_train_file"], *common], outputs, api_name="load_data_file")
     refresh(ev)
+    refresh(c["data_train_file"].clear(use_sample, common, outputs, api_visibility="private"))
     ev = c["data_hub_btn"].click(use_hub, [c["data_hub_id"], *common], outputs, api_name="load_hub_dataset")
     refresh(ev)
     ev = c["data_format"].input(
@@ -383,13 +385,22 @@ def wire(ctx: Ctx) -> None:
             f"{len(report.skipped)} skipped — used instead of `val_split`."
         )
 
-    ev = c["data_val_file"].change(
-        use_val,
-        [c["data_val_file"], f["dataset_format"], f["column_mapping"]],
-        [f["eval_dataset_path"], c["data_val_md"]],
-        api_name="load_validation_file",
+    val_inputs = [c["data_val_file"], f["dataset_format"], f["column_mapping"]]
+    val_outputs = [f["eval_dataset_path"], c["data_val_md"]]
+    refresh(c["data_val_file"].upload(use_val, val_inputs, val_outputs, api_name="load_validation_file"))
+    refresh(c["data_val_file"].clear(use_val, val_inputs, val_outputs, api_visibility="private"))
+
+    def files_shown(dataset_path, eval_path):
+        """After a reload: the upload boxes show the files the restored settings use (uploads only)."""
+        return ctx.studio.data.stored_upload(dataset_path), ctx.studio.data.stored_upload(eval_path)
+
+    ctx.hooks["after_restore"].then(
+        files_shown,
+        [f["dataset_path"], f["eval_dataset_path"]],
+        [c["data_train_file"], c["data_val_file"]],
+        api_visibility="private",
+        show_progress="hidden",
     )
-    refresh(ev)
 
     # max_length: the Data tab's number mirrors the form's field
     def lengths_view(state, ml):

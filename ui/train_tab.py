@@ -361,11 +361,6 @@ def wire(ctx: Ctx) -> None:
     # only follows updates while mounted, and a tab opened later starts at the top)
     c["train_log"].change(None, None, None, js=SCROLL_LOG_JS, api_visibility="private", show_progress="hidden")
 
-    def watch(name):
-        return 0, ""  # redraw the whole curve of the newly chosen run at the next tick
-
-    c["watch"].input(watch, c["watch"], [c["drawn"], c["sig"]], api_visibility="private", show_progress="hidden")
-
     def refresh_history(watched, query=""):
         names = ctx.studio.run_names()
         return (
@@ -381,14 +376,26 @@ def wire(ctx: Ctx) -> None:
         api_name="list_runs",
     )
 
-    def pick_row(table, evt: gr.SelectData):
+    def pick_row(table, test_current, export_current, evt: gr.SelectData):
+        """A row picked in the history: the run shown here, and in Test and Export when it has an adapter."""
         try:
             name = table.iloc[evt.index[0], 0]
         except Exception:
-            return gr.skip(), gr.skip(), gr.skip()
-        return name, 0, ""
+            return [gr.skip()] * 5
+        return (
+            name,
+            0,
+            "",
+            run_dropdown_update(ctx.studio, test_current, prefer=name),
+            run_dropdown_update(ctx.studio, export_current, prefer=name),
+        )
 
-    c["history"].select(pick_row, c["history"], [c["watch"], c["drawn"], c["sig"]], api_visibility="private")
+    c["history"].select(
+        pick_row,
+        [c["history"], c["test_run"], c["export_run"]],
+        [c["watch"], c["drawn"], c["sig"], c["test_run"], c["export_run"]],
+        api_visibility="private",
+    )
 
     def on_load():
         """Reattach: the job running in this process, else the newest active run, else the newest run."""

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-from urllib.parse import urlparse
-
 from finetune.data.raw import SUPPORTED_EXTENSIONS, RawData
 from finetune.errors import DataError
-
-
-def _offline() -> bool:
-    return any(
-        os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe: without it, `load_dataset` retries for ~25 s before failing offline."""
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+from finetune.offline import hub_offline, hub_reachable
 
 
 def read_hub(dataset_id: str) -> RawData:
@@ -32,7 +13,7 @@ def read_hub(dataset_id: str) -> RawData:
         f"could not download dataset '{dataset_id}' from the Hugging Face Hub: no network access. "
         f"Use a local file ({', '.join(SUPPORTED_EXTENSIONS)}) instead"
     )
-    if not _offline() and not _hub_reachable():
+    if not hub_offline(datasets=True) and not hub_reachable():
         raise DataError(no_network)
     try:
         import datasets

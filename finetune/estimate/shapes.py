@@ -11,12 +11,12 @@ Parameter counts are plain arithmetic over a Llama-style decoder (embedding, N x
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import ModelError
+from finetune.offline import hub_offline, hub_reachable
 
 SHAPES_DIR = Path(__file__).resolve().parent.parent / "model_shapes"
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -177,22 +177,6 @@ def _read_json(path: Path, name: str) -> dict[str, Any]:
         raise ModelError(f"cannot read {path} for model '{name}': {exc}") from None
 
 
-def _hub_reachable() -> bool:
-    """Whether the Hub's host name resolves: offline machines fail here at once instead of
-    after huggingface_hub's five retries with back-off."""
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
-        return True
-    except OSError:
-        return False
-
-
 def _hub_error(repo_id: str, reason: str) -> ModelError:
     names = ", ".join(bundled_shapes())
     return ModelError(
@@ -210,7 +194,7 @@ def _hub_config(repo_id: str) -> Path:
         return Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
     except Exception:
         pass  # not cached
-    if not _hub_reachable():
+    if hub_offline() or not hub_reachable():
         raise _hub_error(repo_id, "offline: the Hub cannot be reached and the file is not cached")
     try:
         return Path(hf_hub_download(repo_id, "config.json"))

@@ -9,15 +9,13 @@ The prompt of a row is what the model saw before the answer it learned:
   prompt-completion the `prompt` string (reference: `completion`)
   text              no prompt/answer split: cannot be evaluated (EvaluationError)
 
-Generation must see the prompt formatted as in training, which the Comparer's free-text
-`generate` does not always do: TRL tokenizes a plain-string prompt WITHOUT the chat template,
-and a multi-turn conversation needs all its turns. So examples are encoded here and generated
-through the Comparer's model lock (`Comparer._run_generate`), decoding only the new tokens.
+Generation must see the prompt formatted as in training: TRL tokenizes a plain-string prompt
+WITHOUT the chat template, and a multi-turn conversation needs all its turns. The Comparer's one
+encoder (`Comparer.encode`) does both: messages as they are, a string prompt `as_text`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,44 +133,13 @@ def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict]
     return list(prepared.eval_rows), str(source), warnings
 
 
-def encode_example(tokenizer: Any, prompt_input: str | list[dict[str, Any]]):
-    """Token ids as TRL built them in training: chat template + generation prompt for
-    messages, the plain tokenizer for a string prompt."""
-    if isinstance(prompt_input, str):
-        return tokenizer(prompt_input, return_tensors="pt")
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            prompt_input, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-        )
-    return tokenizer("\n\n".join(_content(m) for m in prompt_input), return_tensors="pt")
-
-
 def generate_example(
     comparer: Any, example: Example, use_adapter: bool, settings: Any, adapter: str | None, stop: Any = None
 ):
-    """One answer (a compare.Generation) for an example, under the Comparer's model lock,
-    with only the generated tokens decoded. `stop` also ends a long generation early (the
-    caller drops that row)."""
-    from finetune.compare import Generation
-
-    settings.check()
-    inputs = encode_example(comparer.tokenizer, example.prompt_input)
-    extra = {} if stop is None else {"stopping_criteria": _stopping(stop)}
-    start = time.perf_counter()
-    out = comparer._run_generate(use_adapter, adapter, inputs, settings, **extra)
-    seconds = time.perf_counter() - start
-    new_tokens = out[0, inputs["input_ids"].shape[1] :]
-    text = comparer.tokenizer.decode(new_tokens, skip_special_tokens=True)
-    return Generation(text=text, tokens=int(new_tokens.numel()), seconds=seconds)
-
-
-def _stopping(stop: Any):
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    from finetune.evaluation.common import should_stop
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return should_stop(stop)
-
-    return StoppingCriteriaList([_Stop()])
+    """One answer (a Generation) for an example, formatted exactly as training formatted its prompt
+    (messages through the chat template, a prompt-completion prompt as plain text), through the
+    Comparer's one public `generate`. `stop` also ends a long generation early (the caller drops that row)."""
+    prompt = example.prompt_input
+    return comparer.generate(
+        prompt, use_adapter, settings.check(), adapter=adapter, stop=stop, as_text=isinstance(prompt, str)
+    )

@@ -20,6 +20,7 @@ from finetune.config import RunConfig
 from finetune.errors import BusyError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
 
+RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
 LEASE_WAIT_S = 600.0  # a model-loading request waits this long for another one (a merge) to finish
 
 
@@ -31,8 +32,13 @@ class GpuLease:
     cached comparison model first, so the trainer gets that memory.
     """
 
-    _lock = threading.RLock()  # process-wide: every Studio of this process shares the one accelerator
+    # process-wide: every Studio of this process shares the one accelerator. A plain Lock, not an RLock: a
+    # streamed answer holds the lease across yields, and Gradio may resume the generator on another thread
+    _lock = threading.Lock()
     holder = ""
+
+    def __init__(self, wait_s: float = LEASE_WAIT_S):
+        self.wait_s = wait_s
 
     @contextmanager
     def hold(self, action: str) -> Iterator[None]:
@@ -44,7 +50,7 @@ class GpuLease:
     @contextmanager
     def locked(self, action: str) -> Iterator[None]:
         """The lease's lock alone: starting a run (training's own check names the busy run)."""
-        if not self._lock.acquire(timeout=LEASE_WAIT_S):
+        if not self._lock.acquire(timeout=self.wait_s):
             raise BusyError(f"Busy {GpuLease.holder}: {action} waits for it; try again when it has finished.")
         previous, GpuLease.holder = GpuLease.holder, action
         try:
@@ -256,7 +262,8 @@ class Studio:
             p = run.progress()
             if p["state"] in ACTIVE_STATES:
                 run.reload_metrics()  # another process (or host) is writing this run
-        p["resumable"] = p.get("state") in FINAL_STATES and run.latest_checkpoint() is not None
+        # a finished run has nothing left to train; the others continue from their last checkpoint
+        p["resumable"] = p.get("state") in RESUMABLE_STATES and run.latest_checkpoint() is not None
         return p
 
     def start(self, config: RunConfig) -> Run:

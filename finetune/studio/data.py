@@ -144,6 +144,17 @@ class DataDesk:
             shutil.copyfile(src, dest)
         return str(dest)
 
+    def stored_upload(self, path: str | None) -> str | None:
+        """`path` when it is a file this desk stored (in <workspace>/uploads), else None."""
+        if not path:
+            return None
+        file = Path(path)
+        uploads = (self.workspace / "uploads").resolve()
+        try:
+            return str(file) if file.is_file() and file.resolve().parent == uploads else None
+        except OSError:
+            return None
+
     def problems_csv(self, report: DatasetReport | None) -> str | None:
         """The skipped rows of a report as a CSV file (row, where, reason), or None when there are none."""
         if report is None or not report.skipped:

@@ -1,0 +1,169 @@
+"""The service the app and the CLI share (finetune/studio): the import rule for ui/, one progress
+path for any run, readable names, rename/delete, the GPU lease, the data desk's path rule and caches."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from finetune.config import RunConfig
+from finetune.errors import BusyError, FinetuneError, RunError
+from finetune.runs import default_run_name
+from finetune.studio import Studio
+from tests.helpers_runs import make_run
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_MAY_IMPORT = {"finetune.studio", "finetune.config", "finetune.errors"}
+
+
+def test_ui_reaches_the_engine_only_through_the_studio():
+    reached = {}
+    for path in sorted((ROOT / "ui").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "finetune"]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("finetune") and name != "finetune" and name not in UI_MAY_IMPORT:
+                    reached.setdefault(path.name, []).append(name)
+    assert not reached, f"ui/ imports engine modules other than the service: {reached}"
+
+
+def test_readable_default_names():
+    name = default_run_name(
+        RunConfig(model_name_or_path="Qwen/Qwen2.5-0.5B-Instruct", dataset_path="/w/uploads/0123456789-my data.jsonl")
+    )
+    assert name.startswith("Qwen2.5-0.5B-Instruct-my-data-qlora-"), name
+    assert default_run_name(RunConfig(quantization="none", method="dora")).startswith("demo-sample-dora-")
+    assert default_run_name(RunConfig(dataset_path="HuggingFaceH4/no_robots", method="full")).startswith(
+        "demo-no_robots-full-"
+    )
+
+
+def test_progress_of_a_run_on_disk_and_the_history_columns(workspace):
+    make_run(workspace, run_name="finished", checkpoints=(1,))
+    studio = Studio(workspace)
+    p = studio.progress("finished")
+    assert (p["state"], p["step"], p["total_steps"], p["fraction"]) == ("done", 2, 2, 1.0)
+    assert p["resumable"] is False  # done is not resumable
+    (summary,) = studio.runs()
+    assert (summary.data, summary.method) == ("sample", "lora")
+    with pytest.raises(RunError):
+        studio.progress("../elsewhere")  # a name, never a path, in the app
+
+
+def test_a_run_whose_writer_died_reads_as_interrupted_and_resumable(workspace):
+    run = make_run(workspace, run_name="crashed", checkpoints=(1,), with_adapter=False)
+    run.write_status("training", "step 1", step=1, total_steps=2)
+    status = run.status_path.read_text().replace(f'"pid": {os.getpid()}', '"pid": 999999999')
+    run.status_path.write_text(status)
+    p = Studio(workspace).progress("crashed")
+    assert p["state"] == "interrupted" and p["resumable"] is True
+
+
+def test_rename_and_delete(workspace):
+    make_run(workspace, run_name="first")
+    make_run(workspace, run_name="second")
+    studio = Studio(workspace)
+    renamed = studio.rename("first", "my-best-run")
+    assert renamed.name == "my-best-run" and renamed.exists() and renamed.config().run_name == "my-best-run"
+    assert set(studio.run_names()) == {"my-best-run", "second"}
+    with pytest.raises(RunError, match="already exists"):
+        studio.rename("second", "my-best-run")
+    with pytest.raises(RunError, match="not allowed"):
+        studio.rename("second", "../escape")
+    studio.delete("second")
+    assert studio.run_names() == ["my-best-run"] and not (workspace / "runs" / "second").exists()
+
+
+def test_a_training_run_can_be_neither_renamed_nor_deleted(workspace):
+    make_run(workspace, run_name="live", with_adapter=False)  # status: training, written by this (live) process
+    studio = Studio(workspace)
+    with pytest.raises(BusyError, match="training"):
+        studio.delete("live")
+    with pytest.raises(BusyError):
+        studio.rename("live", "other")
+    assert studio.run_names() == ["live"]
+
+
+def test_the_gpu_lease_refuses_model_work_while_training(workspace, monkeypatch):
+    import finetune.training
+
+    make_run(workspace, run_name="judged")
+    studio = Studio(workspace)
+    busy = SimpleNamespace(run=SimpleNamespace(name="other-run"))
+    monkeypatch.setattr(finetune.training, "current_job", lambda: busy)
+    for attempt in (
+        lambda: studio.judge.compare("judged", "Hi", studio_settings()),
+        lambda: studio.export.merge("judged"),
+        lambda: studio.judge.evaluate("judged", None, limit=2, settings=studio_settings()),
+    ):
+        with pytest.raises(BusyError, match="other-run' is training"):
+            attempt()
+    assert studio.training_now() == "other-run"
+
+
+def studio_settings():
+    from finetune.studio import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=4)
+
+
+def test_the_data_desk_keeps_app_paths_in_allowed_places_and_caches_reports(workspace, tmp_path):
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"text": "hello"}\n')
+    app = Studio(workspace)
+    with pytest.raises(FinetuneError):
+        app.data.report(str(outside))
+    assert app.data.columns(str(outside)) == []
+    cli = Studio(workspace, restrict_paths=False)
+    assert cli.data.report(str(outside)).kept_rows == 1
+    sample = app.data.report("")
+    assert app.data.report("") is sample  # cached
+    stats = app.data.length_stats(sample, "demo", 64)
+    assert stats["count"] == sample.kept_rows and app.data.lengths_at(stats["lengths"], 8)["truncated"] > 0
+    stored = Path(app.data.store_upload(str(outside)))
+    assert stored.parent == workspace / "uploads" and stored.name.endswith("-outside.jsonl")
+    assert app.data.report(str(stored)).kept_rows == 1  # an upload is in an allowed place
+
+
+def test_saved_config_names_the_sample_by_its_path(workspace):
+    from finetune.demo import SAMPLE_DATASET
+
+    studio = Studio(workspace)
+    path = studio.save_config(RunConfig(run_name="../../x y"))
+    assert path.parent == workspace / "configs" and path.name.startswith("x-y-")
+    assert RunConfig.from_yaml(path).dataset_path == str(SAMPLE_DATASET)
+
+
+def test_the_lease_is_one_at_a_time_and_survives_a_generator_resumed_on_another_thread(workspace):
+    import threading
+
+    from finetune.studio import GpuLease
+
+    studio = Studio(workspace)
+    studio.lease = GpuLease(wait_s=0.2)
+
+    def streamed():
+        with studio.lease.hold("comparing answers"):
+            yield 1
+            yield 2
+
+    answer = streamed()
+    assert next(answer) == 1  # holds the lease in this thread
+    with pytest.raises(BusyError, match="Busy comparing answers: merging waits"):
+        with studio.lease.hold("merging"):
+            pass
+    finished = []
+    worker = threading.Thread(target=lambda: finished.extend(answer))  # resumed and closed elsewhere
+    worker.start()
+    worker.join()
+    assert finished == [2]
+    with studio.lease.hold("merging"):  # free again
+        pass
