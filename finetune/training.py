@@ -149,7 +149,7 @@ class TrainingJob:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
             self.run.log("FAILED\n" + "".join(traceback.format_exception(exc)))
-            self.report(state="failed", message=explain_failure(exc, self.config))
+            self.report(state="failed", message=explain_failure(exc, self.config, self.run.path))
         finally:
             del trainer, model
             torch.set_num_threads(threads)

@@ -224,6 +224,9 @@ class Studio:
         from finetune.training import get_job
 
         if not self.restrict_paths and isinstance(name, (str, Path)) and str(name).strip():
+            job = get_job(str(name))  # a run training here, wherever its folder is (an output_dir)
+            if job is not None:
+                return job.run
             run = open_run(name, self.workspace)
             job = get_job(run.name)
             return job.run if job is not None and job.run.path == run.path else run
