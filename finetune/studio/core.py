@@ -144,11 +144,17 @@ class Studio:
 
         return apply_preset(config, name)
 
-    @staticmethod
-    def train_command(config: RunConfig, preset: str | None = None) -> str:
+    def train_command(self, config: RunConfig, preset: str | None = None) -> str:
+        """The command lines of `config`; for several GPUs with strategy auto, the strategy the plan picks."""
         from finetune.launch_commands import train_command_lines
 
-        return train_command_lines(config, preset)
+        strategy = None
+        if config.num_gpus > 1 and config.strategy == "auto":
+            try:
+                strategy = self.estimate(config).plan.strategy
+            except Exception:  # no estimate (an unknown model offline): the command says ddp
+                strategy = None
+        return train_command_lines(config, preset, strategy=strategy)
 
     def save_config(self, config: RunConfig) -> Path:
         """Write `config` as YAML to <workspace>/configs/<name>-<time>.yaml (the sample data by its path)."""
