@@ -30,16 +30,22 @@ ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = None):
     """NF4 with double quantization (QLoRA paper) for 4bit, computing in the plan's dtype; LLM.int8
-    for 8bit; None for none."""
+    for 8bit; None for none. When the plan shards the weights (fsdp, zero3) the 4-bit codes are
+    stored in the compute dtype too (`bnb_4bit_quant_storage`), as FSDP+QLoRA needs: FSDP and ZeRO-3
+    shard floating-point tensors only, and every tensor of a unit must share one dtype."""
     from transformers import BitsAndBytesConfig
+
+    from finetune.parallel import SHARD_WEIGHTS
 
     quantization = config.quantization if quantization is None else quantization
     if quantization == "4bit":
+        storage = {"bnb_4bit_quant_storage": plan.torch_dtype()} if plan.strategy in SHARD_WEIGHTS else {}
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=plan.torch_dtype(),
+            **storage,
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -115,6 +121,8 @@ def training_kwargs(config: RunConfig, plan: Plan, output_dir: str, *, has_eval:
         disable_tqdm=disable_tqdm,
         dataset_num_proc=None,
         model_init_kwargs=None,
+        # a model sharded by transformers as it loads has no optimizer checkpoint (transformers refuses it)
+        save_only_model=plan.shard_at_load,
     )
 
 
@@ -174,10 +182,13 @@ def build_trainer(
     workspace=None,
     use_cache: bool | None = None,
     log=None,
+    args=None,
 ):
     """The SFTTrainer of a run as `plan` settles it, tokenized data from the cache when it was
     prepared before (else prepared by TRL and stored for the next run).
 
+    `args`: the run's SFTConfig when it was built before the model (it must exist before a ZeRO-3
+    model loads, so that DeepSpeed partitions the weights as they load); else built here.
     `use_cache` None means on unless $FINETUNE_NO_DATA_CACHE is set; `log` gets one-line notes."""
     import warnings
 
@@ -188,7 +199,8 @@ def build_trainer(
     from finetune import datacache
 
     note = log or (lambda _line: None)
-    args = build_sft_config(config, plan, output_dir, has_eval=bool(eval_rows), loss_mode=loss_mode)
+    if args is None:
+        args = build_sft_config(config, plan, output_dir, has_eval=bool(eval_rows), loss_mode=loss_mode)
     if use_cache is None:
         use_cache = not os.environ.get("FINETUNE_NO_DATA_CACHE")
     key = datacache.cache_key(train_rows, eval_rows, tokenizer, args) if use_cache else None

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from finetune.distributed import sharding_line, world_size
 from finetune.runs import Run
 
 
@@ -50,6 +52,11 @@ class RunCallback(TrainerCallback):
         self.start_time = time.time() - offset
         self.start_step = state.global_step
         self.job.report(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
+        if world_size() > 1 and kwargs.get("model") is not None:
+            # what this rank really holds once the trainer has sharded (or replicated) the model
+            line = sharding_line(kwargs["model"])
+            self.job.run.log(line)
+            print(line, file=sys.stderr, flush=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.job.report(step=state.global_step, epoch=state.epoch)

@@ -88,6 +88,19 @@ def build_train_config(args):
     return config.with_overrides(args.set or [])
 
 
+def _library_logs_to_stderr() -> None:
+    """DeepSpeed's logger writes to stdout, where the commands print only their result (the run folder,
+    the merged folder, JSON): when it is installed (transformers and accelerate import it on the way),
+    import it first with stdout pointing at stderr, so its handler writes there."""
+    import contextlib
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed.utils.logging  # noqa: F401
+
+
 def cmd_train(args) -> int:
     studio = _studio(args)
     if args.resume:
@@ -295,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if args.command not in ("runs", "presets"):  # the commands that load no model stay quick
+        _library_logs_to_stderr()
     try:
         return args.func(args)
     except FinetuneError as exc:

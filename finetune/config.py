@@ -39,6 +39,8 @@ NUMBER_LIMITS = {
     "lora_alpha": 1_000_000,
     "save_total_limit": 1_000_000,
     "early_stopping_patience": 1_000_000,
+    "num_gpus": 65_536,
+    "num_machines": 65_536,
 }
 DEFAULT_NUMBER_LIMIT = 1e9
 MAX_NAME_CHARS = 100
@@ -96,6 +98,7 @@ OPTIMIZERS = (
     "adafactor",
     "sgd",
 )
+STRATEGY_CHOICES = ("auto", "ddp", "fsdp", "zero2", "zero3")  # finetune.parallel.STRATEGIES + auto
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
 # fields that are `auto` (decided for the hardware at run time, see finetune.builders), true or false
 # a Hugging Face Hub model id: `name` or `owner/name`
@@ -357,6 +360,29 @@ class RunConfig:
         False, "At the end, keep the checkpoint with the lowest eval_loss instead of the last.", group="logging"
     )
     report_to: str = _f("none", "Extra experiment tracker: none, tensorboard, wandb, trackio.", group="logging")
+    # --- several GPUs ----------------------------------------------------------
+    num_gpus: int = _f(
+        1,
+        "GPUs the run is planned for, on all machines together: the memory estimate is per GPU for this many, and "
+        "the `accelerate launch` command starts this many processes. A launched run trains on the processes the "
+        "launcher started.",
+        group="distributed",
+    )
+    num_machines: int = _f(
+        1,
+        "Machines (nodes) the GPUs are spread over, the same number of GPUs on each: the `accelerate launch` "
+        "command is then run once per machine.",
+        group="distributed",
+    )
+    strategy: str = _f(
+        "auto",
+        "How several GPUs share the work: ddp (each holds the whole model), fsdp (weights, gradients and optimizer "
+        "states sharded; with 4bit this is FSDP+QLoRA), zero2 (DeepSpeed: gradients and optimizer states sharded), "
+        "zero3 (DeepSpeed: also the weights). auto: ddp when a whole copy fits one GPU, else fsdp. A launched run "
+        "uses its accelerate config, which must agree when this is set.",
+        STRATEGY_CHOICES,
+        group="distributed",
+    )
 
     # ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -499,6 +525,14 @@ class RunConfig:
             p.append(f"run_name: {shown(self.run_name)} is too long: at most {MAX_NAME_CHARS} characters")
         elif self.run_name and not _is_safe_name(self.run_name):
             p.append(f"run_name: {shown(self.run_name)} may only use letters, digits, '-', '_' and '.'")
+        for name in ("num_gpus", "num_machines"):
+            if getattr(self, name) < 1:
+                p.append(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.num_gpus >= 1 and self.num_machines >= 1 and self.num_gpus % self.num_machines:
+            p.append(
+                f"num_gpus: {self.num_gpus} GPUs cannot be spread evenly over {self.num_machines} machines "
+                "(accelerate starts the same number of processes on each)"
+            )
         p += self._preference_problems()
         if self.report_to not in ("none", "tensorboard", "wandb", "trackio"):
             p.append(f"report_to: {shown(self.report_to)} is not one of none, tensorboard, wandb, trackio")

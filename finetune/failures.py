@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
 
+NATIVE_WRITE_ERRORS = ("pytorchstreamwriter", "inline_container", "unexpected pos")  # torch.save's zip writer
+LOW_DISK_BYTES = 2**20
 
-def explain_failure(exc: BaseException, config: RunConfig) -> str:
-    """One paragraph that says what went wrong and what to change (the seeds' troubleshooting tables)."""
+
+def explain_failure(exc: BaseException, config: RunConfig, run_path: str | Path | None = None) -> str:
+    """One paragraph that says what went wrong and what to change (the seeds' troubleshooting tables).
+    `run_path`: the run folder, whose disk is checked when a native writer failed without saying why."""
     if isinstance(exc, FinetuneError):
         return str(exc)
     text = str(exc)
@@ -20,6 +26,8 @@ def explain_failure(exc: BaseException, config: RunConfig) -> str:
         return f"Out of memory. {advice}"
     # safetensors and other native writers report a full disk in their own exception type, not OSError
     full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and run_path is not None and any(marker in lowered for marker in NATIVE_WRITE_ERRORS):
+        full = _free_bytes(run_path) < LOW_DISK_BYTES  # torch.save only says "unexpected pos 64 vs 0"
     if full or "no space left on device" in lowered or "disk quota exceeded" in lowered:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "No space left on device"
         return (
@@ -36,6 +44,13 @@ def explain_failure(exc: BaseException, config: RunConfig) -> str:
         )
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"Training failed: {type(exc).__name__}: {first[:400]}. The full traceback is in train.log."
+
+
+def _free_bytes(path: str | Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 2**62
 
 
 def _oom_advice(config: RunConfig) -> str:

@@ -177,6 +177,8 @@ class Machine:
     flash_attn: bool = False  # flash-attn installed and the GPU is sm80+
     liger: bool = False  # liger-kernel installed
     world_size: int = 1
+    strategy: str = ""  # what accelerate launch set up (finetune.parallel.STRATEGIES); "" for one process
+    sharded_loading: bool = False  # the launcher loads weights once and shards them as they load
     cpu_count: int = 1
     load_average: float = 0.0  # 1-minute load average when detected: other work on the cores
 
@@ -196,9 +198,17 @@ class Machine:
         count = f"{self.world_size} x " if self.world_size > 1 else ""
         return f"{count}{name}{size}" + (f" ({', '.join(extra)})" if extra else "")
 
+    def with_world_size(self, world_size: int, strategy: str = "") -> Machine:
+        """This machine's GPU `world_size` times (for an estimate of a run on several of them)."""
+        from dataclasses import replace
+
+        return replace(self, world_size=max(1, int(world_size)), strategy=strategy if world_size > 1 else "")
+
 
 def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
     """The Machine this process trains on (its local rank's GPU under `accelerate launch`)."""
+    from finetune.parallel import launched_strategy, sharded_loading
+
     hw = hardware or detect_hardware()
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     gpu = None
@@ -218,6 +228,8 @@ def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
         flash_attn=bool(gpu.flash_attention_eligible) if gpu else False,
         liger=liger and hw.device == "cuda",
         world_size=world,
+        strategy=launched_strategy(),
+        sharded_loading=sharded_loading() and world > 1,
         cpu_count=hw.cpu_count,
         load_average=_load_average(),
     )

@@ -17,21 +17,26 @@ import yaml
 
 from finetune.config import RunConfig
 from finetune.demo import SAMPLE_DATASET
+from finetune.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
+from finetune.shipped import shipped_dir
 
-# strategy -> shipped accelerate config (see accelerate_configs/*.yaml for when to use which)
+# strategy -> shipped accelerate config (see accelerate_configs/*.yaml for when to use which);
+# deepspeed_zero2/3 are the older names of zero2/3
 STRATEGIES = {
-    "ddp": "ddp.yaml",
-    "deepspeed_zero2": "deepspeed_zero2.yaml",
-    "deepspeed_zero3": "deepspeed_zero3.yaml",
-    "fsdp": "fsdp.yaml",
+    **ACCELERATE_CONFIGS,
+    "deepspeed_zero2": ACCELERATE_CONFIGS["zero2"],
+    "deepspeed_zero3": ACCELERATE_CONFIGS["zero3"],
 }
 CONFIGS_DIR = "accelerate_configs"  # relative to the repository root, where the command is run
+MAIN_PROCESS_PORT = 29500
+# shell variables the multi-machine command leaves to each machine (double-quoted: the shell expands them)
+MACHINE_RANK_VAR, MAIN_IP_VAR = "$MACHINE_RANK", "$MAIN_PROCESS_IP"
 
 
 def accelerate_config_path(strategy: str = "ddp") -> Path:
-    """The shipped accelerate config for `strategy`, as a file in this checkout."""
-    return Path(__file__).resolve().parent.parent / CONFIGS_DIR / _config_name(strategy)
+    """The shipped accelerate config for `strategy`, as a file of this checkout or installed package."""
+    return shipped_dir(CONFIGS_DIR) / _config_name(strategy)
 
 
 def train_command(config_path: str, overrides: dict[str, Any] | None = None) -> str:
@@ -45,28 +50,48 @@ def accelerate_command(
     strategy: str = "ddp",
     *,
     overrides: dict[str, Any] | None = None,
+    num_machines: int = 1,
+    main_process_port: int = MAIN_PROCESS_PORT,
 ) -> str:
-    """`accelerate launch` of the same training, on `num_processes` GPUs with a shipped config.
+    """`accelerate launch` of the same training, on `num_processes` GPUs (of all machines together)
+    with a shipped config. With several machines the same command runs on each, with
+    $MACHINE_RANK (0 on the main machine) and $MAIN_PROCESS_IP (its address) set there
+    (docs/deploy.md has hostfile and SLURM examples)."""
+    for name, value in (("num_processes", num_processes), ("num_machines", num_machines)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    if num_processes % num_machines:
+        raise ValueError(f"{num_processes} processes cannot be spread evenly over {num_machines} machines")
+    words = ["accelerate", "launch", "--config_file", f"{CONFIGS_DIR}/{_config_name(strategy)}"]
+    words += ["--num_processes", str(num_processes)]
+    machines: list[str] = []
+    if num_machines > 1:
+        words += ["--num_machines", str(num_machines)]
+        machines = [
+            "--machine_rank",
+            f'"{MACHINE_RANK_VAR}"',
+            "--main_process_ip",
+            f'"{MAIN_IP_VAR}"',
+            "--main_process_port",
+            str(int(main_process_port)),
+        ]
+    rest = ["-m", "finetune.cli", "train", "--config", str(config_path), *_set_args(overrides)]
+    return " ".join([_join(words), *machines, _join(rest)])
 
-    For several machines add accelerate's --num_machines/--machine_rank/--main_process_ip
-    (docs/deploy.md); num_processes then counts the GPUs of all machines together."""
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"num_processes must be a positive whole number, got {num_processes!r}")
-    words = [
-        "accelerate",
-        "launch",
-        "--config_file",
-        f"{CONFIGS_DIR}/{_config_name(strategy)}",
-        "--num_processes",
-        str(num_processes),
-        "-m",
-        "finetune.cli",
-        "train",
-        "--config",
-        str(config_path),
-        *_set_args(overrides),
-    ]
-    return _join(words)
+
+def cluster_command(config_path: str, num_gpus: int, strategy: str, num_machines: int = 1) -> str:
+    """What the app shows for a run on `num_gpus` GPUs over `num_machines` machines: the command, and
+    for several machines the variables each one sets first."""
+    command = accelerate_command(config_path, num_gpus, strategy, num_machines=num_machines)
+    if num_machines == 1:
+        return command
+    return (
+        f"# on each of the {num_machines} machines, {num_gpus // num_machines} GPUs each, from a checkout of this "
+        "repository\n# with the workspace on storage all machines and the app share:\n"
+        "export MACHINE_RANK=0          # 0 on the main machine, 1, 2, ... on the others\n"
+        "export MAIN_PROCESS_IP=10.0.0.1  # the main machine's address\n"
+        f"{command}"
+    )
 
 
 def _config_name(strategy: str) -> str:
@@ -138,8 +163,12 @@ def explicit_data_path(cfg: RunConfig) -> str:
     return cfg.dataset_path or str(SAMPLE_DATASET)
 
 
-def train_command_lines(cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml") -> str:
-    """The `finetune train` command lines that reproduce this config."""
+def train_command_lines(
+    cfg: RunConfig, preset: str | None = None, yaml_name: str = "run.yaml", strategy: str | None = None
+) -> str:
+    """The `finetune train` command lines that reproduce this config, and for a config planned for
+    several GPUs (num_gpus > 1) the `accelerate launch` command of `strategy` (default: the config's,
+    ddp for auto), for one or several machines."""
     lines = [
         "# 1) with the config file (the “Save config as YAML” button above):",
         f"finetune train --config {shlex.quote(yaml_name)}",
@@ -159,4 +188,8 @@ def train_command_lines(cfg: RunConfig, preset: str | None = None, yaml_name: st
     named = ("model_name_or_path", "dataset_path")
     parts = [head] + [f"--set {shlex.quote(o)}" for o in config_overrides(cfg, base) if o.split("=", 1)[0] not in named]
     lines.append(" \\\n    ".join(parts))
+    if cfg.num_gpus > 1:
+        strategy = strategy or (cfg.strategy if cfg.strategy != "auto" else "ddp")
+        lines += ["", f"# 3) on {cfg.num_gpus} GPUs ({strategy}), with the config file:"]
+        lines.append(cluster_command(yaml_name, cfg.num_gpus, strategy, cfg.num_machines))
     return "\n".join(lines)

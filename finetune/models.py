@@ -18,6 +18,7 @@ from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError, shown
 from finetune.hardware import Machine
 from finetune.offline import hub_offline
+from finetune.parallel import SHARD_WEIGHTS, check_launch, check_strategy
 from finetune.plan import Plan
 
 
@@ -80,6 +81,11 @@ def check_runnable(config: RunConfig, machine: Machine) -> list[str]:
         problems.append(
             f"quantization: {config.quantization} needs the bitsandbytes package (pip install bitsandbytes)"
         )
+    if machine.world_size > 1:
+        problems += check_launch(config, machine.strategy)
+        problems += check_strategy(config, machine.strategy or "ddp", device=machine.device)
+    elif config.strategy != "auto":
+        problems += check_strategy(config, config.strategy, launched=False)
     if config.trust_remote_code:
         warnings.warn("trust_remote_code is on: the model repository's Python code will run", stacklevel=2)
     return problems
@@ -163,7 +169,17 @@ def model_load_kwargs(config: RunConfig, plan: Plan, quantization: str | None = 
     }
     if quantization != "none":
         kwargs["quantization_config"] = build_bnb_config(config, plan, quantization)
-    if plan.device == "cuda":
+    if plan.shard_at_load:
+        from transformers.distributed import DistributedConfig
+
+        # FSDP2 (fully_shard per decoder layer) applied by transformers as the weights load
+        kwargs["distributed_config"] = DistributedConfig(fsdp_size=plan.world_size)
+    elif plan.strategy in SHARD_WEIGHTS:
+        # no device_map: under FSDP (cpu_ram_efficient_loading) rank 0 loads the weights and the
+        # others get empty ones that FSDP fills as it shards; under ZeRO-3 DeepSpeed partitions
+        # them as they load. The dtype is the 4-bit storage dtype (build_bnb_config).
+        pass
+    elif plan.device == "cuda":
         from accelerate import PartialState
 
         # one full copy per process: the device of this rank under accelerate/DDP

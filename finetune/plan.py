@@ -54,6 +54,8 @@ class Plan:
     gradient_checkpointing: bool = False
     use_liger_kernel: bool = False
     cpu_threads: int | None = None  # torch threads for CPU training; None: torch's default
+    strategy: str = "none"  # none (one process) or one of finetune.parallel.STRATEGIES
+    shard_at_load: bool = False  # FSDP2 applied by transformers as the weights load (CPU: accelerate has no FSDP)
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
     objective: str = "sft"  # sft | dpo | orpo | kto (config.objective), for the estimate and the decisions table
     reasons: tuple[tuple[str, str], ...] = ()
@@ -95,6 +97,7 @@ class Plan:
             "gradient checkpointing": "on" if self.gradient_checkpointing else "off",
             "kernels": "Liger (RMSNorm, RoPE, SwiGLU)" if self.use_liger_kernel else "PyTorch",
             "threads": str(self.cpu_threads or "torch's default"),
+            "parallelism": self.parallelism(),
             "loss": "fused chunked LM head, label positions only",
         }
         if self.objective != "sft":
@@ -102,6 +105,21 @@ class Plan:
         if self.device != "cpu":
             values.pop("threads")
         return [(name, value, self.reason(name)) for name, value in values.items()]
+
+    @property
+    def world_size(self) -> int:
+        return self.machine.world_size
+
+    def parallelism(self) -> str:
+        """e.g. `fsdp over 2 processes (weights, gradients and optimizer states sharded)`."""
+        if self.strategy == "none":
+            return "one process"
+        from finetune.parallel import WHAT_IS_SHARDED
+
+        shared = WHAT_IS_SHARDED[self.strategy]
+        return (
+            f"{self.strategy} over {self.world_size} processes ({shared}{' sharded' if self.strategy != 'ddp' else ''})"
+        )
 
     def summary(self) -> str:
         """One line, e.g. `plan: cuda · bfloat16 · sdpa · padding-free · 8 x 2 · checkpointing off · PyTorch`."""
@@ -216,6 +234,45 @@ def cpu_threads(machine: Machine) -> tuple[int | None, str]:
         )
         return 1, why
     return None, f"load average {machine.load_average:.1f} on {machine.cpu_count} cores: the cores are free"
+
+
+def _parallelism(config: RunConfig, machine: Machine, shape, plan: Plan) -> Plan:
+    """The strategy over several processes: the launcher's when launched, else the config's, else
+    (auto) ddp when a whole copy trains on one GPU within GC_HEADROOM (checkpointing allowed), else fsdp."""
+    if machine.world_size <= 1:
+        return replace(plan, reasons=plan.reasons + (("parallelism", "one process"),))
+    if machine.strategy:
+        strategy = machine.strategy
+        why = "the accelerate config this run was launched with"
+        if machine.sharded_loading and strategy in ("fsdp", "zero3"):
+            why += "; weights are sharded as they load"
+    elif config.strategy != "auto":
+        strategy, why = config.strategy, "set in the config"
+    elif machine.device != "cuda":
+        strategy, why = "ddp", f"{machine.device}: memory is not the limit"
+    else:
+        checkpointed = replace(plan, strategy="ddp", gradient_checkpointing=config.gradient_checkpointing is not False)
+        whole = _memory(shape, config, checkpointed) if shape is not None else None
+        budget = GC_HEADROOM * machine.gpu_gb
+        if whole is None:
+            strategy, why = "ddp", "no memory estimate for this model: the usual data-parallel run"
+        elif whole <= budget:
+            strategy, why = "ddp", f"a whole copy, {whole:.1f} GB, trains on one GPU ({budget:.1f} GB)"
+        else:
+            strategy = "fsdp"
+            why = f"a whole copy, {whole:.1f} GB, exceeds one GPU ({budget:.1f} GB): FSDP shards it"
+    shard_at_load = strategy == "fsdp" and machine.device == "cpu"
+    if shard_at_load:
+        why += "; on CPU transformers shards the model as it loads (accelerate's FSDP needs GPUs)"
+    return replace(plan, strategy=strategy, shard_at_load=shard_at_load, reasons=plan.reasons + (("parallelism", why),))
+
+
+def planned_machine(config: RunConfig, machine: Machine) -> Machine:
+    """`machine` as the config plans it: `num_gpus` of its GPU when it is one process (an estimate
+    for a cluster run made on a workstation); a launched machine stays as launched."""
+    if machine.world_size > 1 or config.num_gpus <= 1:
+        return machine
+    return machine.with_world_size(config.num_gpus)
 
 
 def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
@@ -338,6 +395,7 @@ def make_plan(
         objective=config.objective,
     )
     shape = _shape(model, config)
+    plan = _parallelism(config, machine, shape, plan)
     checkpointing, checkpointing_why = _checkpointing(config, machine, shape, plan)
     plan = replace(
         plan,
@@ -369,11 +427,11 @@ def estimate(
     loss: str = "fused",
     mean_tokens: float | None = None,
 ):
-    """(plan, memory estimate) of `config` on `machine`: the estimate of exactly what will run.
-    Raises ConfigError / ModelError when the model's shape cannot be read."""
+    """(plan, memory estimate) of `config` on `machine`: the estimate of exactly what will run, per GPU
+    for the config's `num_gpus` and strategy (see planned_machine). Raises ConfigError / ModelError when the model's shape cannot be read."""
     from finetune.estimate.memory import estimate_memory
     from finetune.estimate.shapes import ModelShape, load_shape
 
     shape = model if isinstance(model, ModelShape) else load_shape(model or config.model_name_or_path)
-    plan = make_plan(config.check(), machine, model=shape, mean_tokens=mean_tokens)
+    plan = make_plan(config.check(), planned_machine(config, machine), model=shape, mean_tokens=mean_tokens)
     return plan, estimate_memory(shape, config, plan, seq_len=seq_len, loss=loss)

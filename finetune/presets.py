@@ -22,8 +22,9 @@ import yaml
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, shown
+from finetune.shipped import shipped_dir
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = shipped_dir("presets")
 TIER_ORDER = ("cpu", "gpu-8gb", "gpu-12gb", "gpu-16gb", "gpu-24gb", "gpu-40-48gb", "gpu-80gb")
 # a card sold as "8 GB" reports ~7.6-7.9 GiB, a T4 14.7 GiB, an 80 GB H100 79.1 GiB
 MEMORY_TOLERANCE = 0.9

@@ -6,6 +6,8 @@ Layout of a run folder::
     status.json        state, message, progress, pid (rewritten atomically)
     metrics.jsonl      one JSON object per logged step, appended and flushed as it happens
     train.log          human-readable log
+    heartbeat.json     host, pid and time of the process writing the run, refreshed while it runs
+    plan.json          every auto decision the run trained with (device, precision, strategy...)
     data_summary.json  format, rows, skipped rows and token statistics of the data used
     checkpoints/       Trainer checkpoints (checkpoint-N), for --resume
     adapter/           the final adapter (standard PEFT layout + tokenizer), or the full model
@@ -34,7 +36,9 @@ from finetune.files import write_text_atomic
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
 FINAL_STATES = ("done", "stopped", "failed", "interrupted")
-REMOTE_STALE_AFTER_S = 15 * 60  # a remote run silent this long is taken as dead
+HOST_ENV = "FINETUNE_HOST"  # the host name a writer records (default: the machine's hostname)
+HEARTBEAT_EVERY_S = 20.0  # how often a writer refreshes heartbeat.json
+HEARTBEAT_STALE_S = 180.0  # a writer on another host silent this long is taken as dead (allows clock skew)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -90,12 +94,20 @@ def _pid_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
-def _writer_alive(status: dict[str, Any]) -> bool:
-    """Is the process that wrote an active status still running? Its pid tells on this host; a run
-    on another node (shared storage) counts as alive while it keeps updating status.json."""
-    host = status.get("host")
-    if host and host != socket.gethostname():
-        return time.time() - float(status.get("updated_at") or 0) < REMOTE_STALE_AFTER_S
+def this_host() -> str:
+    """The host name this process records in a run folder ($FINETUNE_HOST where several machines share
+    one hostname, e.g. containers)."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
+def writer_alive(status: dict[str, Any], heartbeat: dict[str, Any] | None = None) -> bool:
+    """Is the process that wrote an active status still running? On this host its pid tells; a writer
+    on another host (shared storage) is alive while its heartbeat (else its status) is recent."""
+    host = status.get("host") or (heartbeat or {}).get("host")
+    beat = heartbeat if heartbeat and heartbeat.get("host") == host else {}  # not a beat of an earlier writer
+    if host and host != this_host():
+        last = max(float(beat.get("time") or 0), float(status.get("updated_at") or 0))
+        return abs(time.time() - last) < HEARTBEAT_STALE_S
     return _pid_alive(status.get("pid"), status.get("process_started_at"))
 
 
@@ -155,6 +167,27 @@ class Run:
         return self.path / "data_summary.json"
 
     @property
+    def heartbeat_path(self) -> Path:
+        return self.path / "heartbeat.json"
+
+    def beat(self) -> None:
+        """Refresh heartbeat.json: this process, on this host, is writing the run now."""
+        if self.read_only:
+            return
+        beat = {"host": this_host(), "pid": os.getpid(), "process_started_at": _process_start(), "time": time.time()}
+        try:
+            _atomic_write(self.heartbeat_path, json.dumps(beat))
+        except OSError:
+            pass  # a full disk: the status still says what it can
+
+    def heartbeat(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.heartbeat_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
     def plan_path(self) -> Path:
         """plan.json: every auto decision the run trained with, and why (finetune.plan)."""
         return self.path / "plan.json"
@@ -177,7 +210,7 @@ class Run:
             if state in ACTIVE_STATES:
                 current["pid"] = os.getpid()
                 current["process_started_at"] = _process_start()
-                current["host"] = socket.gethostname()
+                current["host"] = this_host()
             _atomic_write(self.status_path, json.dumps(current, indent=1))
             return current
 
@@ -188,9 +221,12 @@ class Run:
             return {}
 
     def status(self) -> dict[str, Any]:
-        """status.json, with an active run whose process has died reported as `interrupted`."""
+        """status.json, with an active run whose process has died reported as `interrupted`; `remote`
+        is true for an active run written on another host (alive while its heartbeat is recent)."""
         status = self._read_status_raw() or {"state": "unknown", "message": "no status.json"}
-        if status.get("state") in ACTIVE_STATES and not _pid_alive(status.get("pid"), status.get("process_started_at")):
+        if status.get("state") in ACTIVE_STATES and status.get("host") not in (None, this_host()):
+            status = {**status, "remote": True}  # written on another host (shared storage)
+        if status.get("state") in ACTIVE_STATES and not writer_alive(status, self.heartbeat()):
             status = {
                 **status,
                 "state": "interrupted",
@@ -198,6 +234,19 @@ class Run:
                 "Resume continues from the last checkpoint.",
             }
         return status
+
+    def live_elsewhere(self) -> str:
+        """'' unless another live process (here or on another host) is writing this run; else who, for a message."""
+        status = self.status()
+        if status.get("state") not in ACTIVE_STATES:
+            return ""
+        host = status.get("host") or "this host"
+        beat = self.heartbeat()
+        beat = beat if beat.get("host") == host else {}
+        pid = beat.get("pid") or status.get("pid")
+        last = max(float(beat.get("time") or 0), float(status.get("updated_at") or 0))
+        ago = f", last heartbeat {max(0.0, time.time() - last):.0f} s ago" if last else ""
+        return f"{status['state']} on {host} (pid {pid}{ago})"
 
     def progress(self) -> dict[str, Any]:
         """The progress the status file records (the live fields of a job training here are None):

@@ -21,7 +21,7 @@ from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
 from finetune.paths import check_config_paths, check_disk_space
-from finetune.runs import ACTIVE_STATES, Run, check_run_folder, create_run, runs_dir, workspace_dir
+from finetune.runs import HEARTBEAT_EVERY_S, Run, check_run_folder, create_run, runs_dir, workspace_dir
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -62,6 +62,7 @@ class TrainingJob:
         self._train_started: float | None = None
         self._train_start_step = 0
         self._thread = threading.Thread(target=self._main, name=f"train-{run.name}", daemon=True)
+        self._ended = threading.Event()
 
     # public -----------------------------------------------------------------
     def start(self) -> TrainingJob:
@@ -121,6 +122,14 @@ class TrainingJob:
                 if state in ("failed", "stopped", "done"):
                     self.message = f"{self.message} (status.json could not be updated: {exc.strerror or exc})"
 
+    def _beat(self) -> None:
+        """heartbeat.json every HEARTBEAT_EVERY_S while the job runs: how the app on another host
+        (shared storage) tells a live run from an interrupted one."""
+        while True:
+            self.run.beat()
+            if self._ended.wait(HEARTBEAT_EVERY_S):
+                return
+
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
             raise StopRequested
@@ -130,6 +139,7 @@ class TrainingJob:
 
         trainer = model = None
         threads = torch.get_num_threads()
+        threading.Thread(target=self._beat, name=f"heartbeat-{self.run.name}", daemon=True).start()
         try:
             trainer, model = self.setup()
             if self.plan is not None and self.plan.cpu_threads:
@@ -139,11 +149,12 @@ class TrainingJob:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
             self.run.log("FAILED\n" + "".join(traceback.format_exception(exc)))
-            self.report(state="failed", message=explain_failure(exc, self.config))
+            self.report(state="failed", message=explain_failure(exc, self.config, self.run.path))
         finally:
             del trainer, model
             torch.set_num_threads(threads)
             release_memory()
+            self._ended.set()
             self.run.log(f"final state: {self.state}: {self.message}")
 
     def setup(self):
@@ -151,7 +162,7 @@ class TrainingJob:
         import datasets
         from transformers import set_seed
 
-        from finetune.builders import build_trainer
+        from finetune.builders import build_sft_config, build_trainer
         from finetune.data import prepare_data
         from finetune.hardware import detect_machine
         from finetune.models import load_model, load_tokenizer, resolve_model_path
@@ -183,6 +194,11 @@ class TrainingJob:
         # every auto decision, once (finetune/plan.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
+        # the training arguments exist before the model: they set up the distributed state and, under
+        # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
+        sft_args = build_sft_config(
+            cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
+        )
         self.report(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
@@ -196,6 +212,9 @@ class TrainingJob:
         if loaded_attn and loaded_attn != plan.attn_implementation:  # transformers fell back to another kernel
             plan = make_plan(
                 cfg, plan.machine, model=model_path, attn_implementation=loaded_attn, mean_tokens=mean_tokens
+            )
+            sft_args = build_sft_config(
+                cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
             )
         self.plan = plan
         for line in plan.lines():
@@ -237,6 +256,7 @@ class TrainingJob:
             callbacks=callbacks,
             workspace=self.workspace,
             log=self.run.log,
+            args=sft_args,
         )
         return self._quiet(trainer), model
 
@@ -371,8 +391,13 @@ def start_training(
         resume_from = None
         if resume_run is not None:
             run = resume_run
-            if run.status().get("state") in ACTIVE_STATES:
-                raise RunError(f"The run '{run.name}' is still running in another process.")
+            live = run.live_elsewhere()
+            if live:
+                raise RunError(
+                    f"The run '{run.name}' is still {live}: resuming it here would train it twice into one "
+                    "folder. Stop it there, or wait until its heartbeat stops (then it reads as interrupted)."
+                )
+            _check_resumable(run)
             resume_from = run.latest_checkpoint()
             if resume_from is None:
                 raise RunError(f"The run '{run.name}' has no checkpoint to resume from (checkpoints/ is empty).")
@@ -390,6 +415,22 @@ def start_training(
         _jobs[run.name] = job
         _current = job
         return job.start()
+
+
+def _check_resumable(run: Run) -> None:
+    """A run whose model transformers sharded as it loaded (FSDP on CPU) saved model-only checkpoints:
+    there is no optimizer state to resume from."""
+    import json
+
+    try:
+        plan = json.loads(run.plan_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(plan, dict) and plan.get("shard_at_load"):
+        raise RunError(
+            f"The run '{run.name}' was sharded by transformers as it loaded (FSDP on CPU), whose checkpoints hold "
+            "the model only, without the optimizer state: it cannot be resumed. Start a new run instead."
+        )
 
 
 def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: Run | None) -> None:

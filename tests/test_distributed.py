@@ -103,3 +103,111 @@ def test_two_processes_train_one_run(workspace):
     answer = get_comparer(run).compare("Hello!", GenerationSettings(max_new_tokens=8))
     assert isinstance(answer.base, str) and isinstance(answer.finetuned, str)
     assert answer.base_tokens > 0 and answer.finetuned_tokens > 0
+
+
+CPU_2PROC_FSDP = ROOT / "accelerate_configs" / "cpu_2proc_fsdp.yaml"
+
+
+def test_fsdp_shards_the_model_across_two_processes(workspace):
+    """FSDP over two CPU processes, quantization none: each rank holds half of the frozen weights while
+    it trains (the LoRA adapter is replicated), and one ordinary adapter comes out that plain PEFT loads."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    from finetune.errors import RunError
+    from finetune.training import start_training
+
+    launch = [
+        "accelerate",
+        "launch",
+        "--config_file",
+        str(CPU_2PROC_FSDP),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "finetune.cli",
+        *TRAIN_ARGS,
+        "--set",
+        "quantization=none",
+        "--set",
+        "strategy=fsdp",
+        "--name",
+        "fsdp",
+    ]
+    result = _run(launch)
+    assert result.returncode == 0, result.stderr[-5000:]
+    run_dir = workspace / "runs" / "fsdp"
+    assert sorted(p.name for p in (workspace / "runs").iterdir() if p.is_dir()) == ["fsdp"]
+
+    # what each rank held during training (printed by both, logged by rank 0)
+    shares = re.findall(
+        r"sharding: rank (\d) of 2 holds ([\d,]+) of ([\d,]+) parameters \(\d+%\): frozen ([\d,]+) of ([\d,]+), "
+        r"trainable ([\d,]+) of ([\d,]+)",
+        result.stderr,
+    )
+    assert sorted(s[0] for s in shares) == ["0", "1"], result.stderr[-3000:]
+    for _, held, whole, frozen_held, frozen, trainable_held, trainable in shares:
+        number = lambda text: int(text.replace(",", ""))  # noqa: E731
+        assert number(frozen_held) * 2 == number(frozen)  # half of the base weights each
+        assert 0.4 < number(held) / number(whole) < 0.65
+        assert number(trainable_held) == number(trainable)  # the adapter is replicated
+    log = (run_dir / "train.log").read_text()
+    assert "plan: parallelism: fsdp over 2 processes" in log and "sharding: rank 0 of 2" in log
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["strategy"] == "fsdp" and plan["machine"]["world_size"] == 2
+
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["step"] == STEPS
+    adapters = [p.parent for p in run_dir.rglob("adapter_model.safetensors") if "checkpoints" not in p.parts]
+    assert adapters == [run_dir / "adapter"]
+    model = AutoPeftModelForCausalLM.from_pretrained(str(run_dir / "adapter"))
+    trained = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert trained and all(torch.count_nonzero(p) > 0 for p in trained)  # the trained adapter, not a fresh one
+
+    # its checkpoints hold the model only (transformers shards at load on CPU): resume says so
+    run = open_run("fsdp")
+    with pytest.raises(RunError, match="cannot be resumed"):
+        start_training(run.config(), resume_run=run)
+
+
+CPU_2PROC_ZERO3 = ROOT / "accelerate_configs" / "cpu_2proc_zero3.yaml"
+
+
+def _deepspeed_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is None
+
+
+@pytest.mark.skipif(_deepspeed_missing(), reason="DeepSpeed is not installed")
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_zero3_partitions_the_model_as_it_loads(workspace, method):
+    """ZeRO-3 over two CPU processes (DeepSpeed's CPU accelerator): the training arguments exist before
+    the model, so DeepSpeed partitions the weights as they load and each rank holds half of every
+    weight; the saved adapter (or model) is whole."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    sets = ["--set", "quantization=none", "--set", f"method={method}", "--set", "strategy=zero3"]
+    if method == "full":
+        sets += ["--set", "learning_rate=1e-5"]
+    launch = ["accelerate", "launch", "--config_file", str(CPU_2PROC_ZERO3), "--main_process_port", str(_free_port())]
+    result = _run([*launch, "-m", "finetune.cli", *TRAIN_ARGS, *sets, "--name", f"zero3-{method}"])
+    assert result.returncode == 0, result.stderr[-5000:]
+    run_dir = workspace / "runs" / f"zero3-{method}"
+    shares = re.findall(r"sharding: rank (\d) of 2 holds ([\d,]+) of ([\d,]+) parameters", result.stderr)
+    assert sorted(s[0] for s in shares) == ["0", "1"], result.stderr[-3000:]
+    for _, held, whole in shares:
+        assert int(held.replace(",", "")) * 2 == int(whole.replace(",", ""))
+    assert "plan: parallelism: zero3 over 2 processes" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    adapter = run_dir / "adapter"
+    if method == "lora":
+        model = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+        trained = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert trained and all(torch.count_nonzero(p) > 0 for p in trained)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(adapter))
+        assert sum(p.numel() for p in model.parameters()) == int(shares[0][2].replace(",", ""))
+        assert all(p.numel() > 0 and torch.isfinite(p).all() for p in model.parameters())

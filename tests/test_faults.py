@@ -16,6 +16,7 @@ from finetune.config import RunConfig
 from finetune.errors import RunError
 from finetune.runs import Run
 from finetune.training import TrainingJob, current_job, start_training
+from ui.history_view import STATE_COLUMN
 
 
 def _rows(n: int, start: int = 0) -> list[dict]:
@@ -385,7 +386,7 @@ def test_kill_9_of_the_app_during_training_then_resume(workspace, tmp_path):
         assert shown["metrics"] == len(before)
         history = client.predict(None, api_name="/list_runs")[0]
         rows = history["data"] if isinstance(history, dict) else history
-        assert ["crashed", "interrupted"] == [rows[0][0], rows[0][2]]
+        assert ["crashed", "interrupted"] == [rows[0][0], rows[0][STATE_COLUMN]]
 
         resumed = plain(client.predict("crashed", api_name="/resume_training")[0])
         assert "Resumed" in resumed, resumed

@@ -145,3 +145,95 @@ def test_method_tag_names_the_preference_objective():
     assert method_tag(RunConfig(objective="dpo")) == "qlora-dpo"
     assert method_tag(RunConfig(objective="kto", method="full", quantization="none")) == "full-kto"
     assert default_run_name(RunConfig(objective="orpo")).startswith("demo-sample-qlora-orpo-")
+
+
+# --- a run written on another host (a cluster node writing to shared storage) -----------------
+
+
+def _as_if_written_on(run: Run, host: str, beat_age_s: float) -> None:
+    """Make the run's status and heartbeat those of a writer on `host`, last heard `beat_age_s` ago."""
+    status = json.loads(run.status_path.read_text())
+    status.update(state="training", message="Training", host=host, pid=4242, updated_at=time.time() - beat_age_s)
+    run.status_path.write_text(json.dumps(status))
+    beat = {"host": host, "pid": 4242, "process_started_at": 1.0, "time": time.time() - beat_age_s}
+    run.heartbeat_path.write_text(json.dumps(beat))
+
+
+def test_a_run_live_on_another_host_reads_as_live_and_is_not_resumed_twice(workspace):
+    from finetune.training import start_training
+
+    run = create_run(RunConfig(run_name="on-node-b", max_steps=4), workspace)
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    _as_if_written_on(run, "node-b", beat_age_s=5)
+    status = run.status()
+    assert status["state"] == "training" and status["remote"] is True  # pid 4242 means nothing here
+    assert [(r.name, r.state) for r in list_runs(workspace)] == [("on-node-b", "training")]
+    assert not run.mark_interrupted_if_dead()
+    with pytest.raises(RunError, match=r"still training on node-b \(pid 4242, last heartbeat \d+ s ago\)"):
+        start_training(run.config(), workspace=workspace, resume_run=run)
+    assert json.loads(run.status_path.read_text())["state"] == "training"  # the refusal changed nothing
+
+
+def test_a_run_whose_remote_heartbeat_stopped_reads_as_interrupted(workspace):
+    from finetune.runs import HEARTBEAT_STALE_S
+
+    run = create_run(RunConfig(run_name="node-b-died"), workspace)
+    _as_if_written_on(run, "node-b", beat_age_s=HEARTBEAT_STALE_S + 60)
+    assert run.status()["state"] == "interrupted" and run.live_elsewhere() == ""
+    assert [r.state for r in list_runs(workspace)] == ["interrupted"]
+
+
+@pytest.mark.slow
+def test_a_cli_run_of_another_host_is_followed_then_compared_and_exported(workspace, monkeypatch):
+    """A real `finetune train` that records itself as host node-b (FINETUNE_HOST, as on a cluster node
+    sharing the workspace): the app's side sees it live while its heartbeat runs, and once it has
+    stopped (SIGTERM, as a scheduler sends), compares and exports it like any run."""
+    import zipfile
+
+    import finetune.runs as runs_module
+    from finetune.compare import GenerationSettings, get_comparer, release_comparer
+    from finetune.export import zip_adapter
+
+    monkeypatch.setattr(runs_module, "HEARTBEAT_STALE_S", 60.0)
+    env = {**os.environ, "FINETUNE_HOST": "node-b", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "finetune.cli", "train", "--model", "demo", "--max-steps", "100000", "--quiet"]
+    cmd += ["--name", "remote", "--set", "logging_steps=1", "--set", "eval_steps=0", "--set", "save_steps=100000"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_dir = workspace / "runs" / "remote"
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").read_text().count("loss") >= 2:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.5)
+        run = open_run("remote", workspace)
+        assert run.heartbeat()["host"] == "node-b" and run.heartbeat()["pid"] == proc.pid
+        status = run.status()
+        assert status["state"] == "training" and status.get("remote") is True
+        assert [(r.name, r.state) for r in list_runs(workspace)] == [("remote", "training")]
+        assert "training on node-b" in run.live_elsewhere()
+        proc.send_signal(signal.SIGTERM)  # the scheduler ends the job: a checkpoint and the adapter are saved
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run.status()["state"] == "stopped" and run.has_adapter()
+    answer = get_comparer(run).compare("Hello!", GenerationSettings(max_new_tokens=4))
+    assert answer.base_tokens > 0 and answer.finetuned_tokens > 0
+    release_comparer()
+    with zipfile.ZipFile(zip_adapter(run)) as archive:
+        assert any(name.endswith("adapter_model.safetensors") for name in archive.namelist())
+
+
+def test_a_heartbeat_of_an_earlier_writer_does_not_decide(workspace):
+    """A run written on node-b, then resumed here: the status (this host, a live pid) decides, not the
+    stale heartbeat node-b left behind."""
+    from finetune.runs import HEARTBEAT_STALE_S
+
+    run = create_run(RunConfig(run_name="moved"), workspace)
+    _as_if_written_on(run, "node-b", beat_age_s=HEARTBEAT_STALE_S + 60)
+    run.write_status("training", "Training")  # this process, this host
+    assert run.status()["state"] == "training" and "remote" not in run.status()
+    assert run.live_elsewhere().startswith("training on ")

@@ -111,6 +111,13 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
     on_cpu = studio.device == "cpu"
     capacity = studio.capacity_gb()
     where = "GPU memory" if not on_cpu else "system RAM (no GPU: training runs on the CPU)"
+    gpus = int(getattr(est, "gpus", 1) or 1)
+    if gpus > 1:  # a run planned for several GPUs: the estimate is each one's peak
+        where = (
+            f"per GPU ({est.strategy} over {gpus} GPUs)"
+            if not on_cpu
+            else f"per process ({est.strategy} over {gpus} CPU processes: no GPU on this machine)"
+        )
     if capacity:
         verdict = est.verdict(capacity)
         icon = {"fits": "✔", "tight": "⚠"}.get(verdict, "✖")

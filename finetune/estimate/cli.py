@@ -7,11 +7,12 @@ The lead wires it in `finetune/cli.py` with `register_cli(subparsers)`; the pars
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from finetune.config import RunConfig
+from finetune.config import STRATEGY_CHOICES, RunConfig
 from finetune.errors import FinetuneError
 from finetune.estimate.memory import DEVICES, MemoryEstimate
 
@@ -23,6 +24,7 @@ LABELS = {
     "activations": "activations",
     "logits_loss": "logits + loss",
     "workspace": "backward workspace",
+    "gathered_weights": "gathered layers",
     "allocator_slack": "allocator slack",
     "cuda_context": "CUDA context",
     "runtime": "runtime",
@@ -51,6 +53,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seq-len", type=int, help="tokens per sequence (default: max_length)")
     parser.add_argument("--device", choices=DEVICES, default="cuda", help="what to estimate for (default: cuda)")
     parser.add_argument("--gpu-gb", type=float, help="GPU memory to judge against (default: the detected GPU)")
+    parser.add_argument("--gpus", type=int, help="GPUs to spread the run over (default: the config's num_gpus)")
+    parser.add_argument(
+        "--strategy", choices=STRATEGY_CHOICES, help="how the GPUs share the work (default: the config's strategy)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_estimate_cli)
     return parser
@@ -69,6 +75,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         config = config.with_overrides(args.set_values)
     if getattr(args, "model", None):
         config = config.replace(model_name_or_path=args.model)
+    if getattr(args, "gpus", None) is not None:
+        config = config.replace(num_gpus=args.gpus)
+    if getattr(args, "strategy", None):
+        config = config.replace(strategy=args.strategy)
     return config
 
 
@@ -93,8 +103,9 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
     method = (
         "full fine-tuning" if i["method"] == "full" else f"{i['method']} r{i['lora_r']} on {i['lora_target_modules']}"
     )
+    where = f"per GPU of {estimate.gpus} ({estimate.strategy})" if estimate.gpus > 1 else "one GPU"
     lines = [
-        f"Memory estimate for {estimate.model} ({p['total'] / 1e9:.2f}B parameters, "
+        f"Memory estimate ({where}) for {estimate.model} ({p['total'] / 1e9:.2f}B parameters, "
         f"{p['trainable'] / 1e6:.1f}M trainable = {share:.2f}%)",
         f"  {i['quantization']} · {method} · batch {i['batch_size']} x {i['seq_len']} tokens · gradient checkpointing "
         f"{'on' if i['gradient_checkpointing'] else 'off'} · {i['optim']} · {i['compute_dtype']} on {i['device']}",
@@ -103,7 +114,7 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
     for key, value in estimate.breakdown.items():
         lines.append(f"  {LABELS.get(key, key):<20} {value:8.2f} GB")
     lines.append(f"  {'-' * 31}")
-    lines.append(f"  {'total':<20} {estimate.total_gb:8.2f} GB")
+    lines.append(f"  {'total per GPU' if estimate.gpus > 1 else 'total':<20} {estimate.total_gb:8.2f} GB")
     if i["device"] == "cuda":
         lines.append(f"  {'max_memory_allocated':<20} {estimate.allocated_gb:8.2f} GB  (what PyTorch itself reports)")
     if gpu_gb > 0:
@@ -119,9 +130,12 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
     try:
         from finetune.plan import estimate as plan_estimate
 
-        config = build_config(args)
-        machine, gpu_name, gpu_gb = _machine(args)
-        plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
+        # stdout carries the table or the JSON only: a library imported on the way (DeepSpeed logs
+        # its accelerator choice to stdout) writes to stderr instead
+        with contextlib.redirect_stdout(sys.stderr):
+            config = build_config(args)
+            machine, gpu_name, gpu_gb = _machine(args)
+            plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
     except FinetuneError as exc:
         print(f"finetune estimate: {exc}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
 from finetune.estimate.shapes import ModelShape, load_shape
+from finetune.estimate.sharding import per_gpu, sharding_note
 from finetune.estimate.terms import (
     RunContext,
     activation_terms,
@@ -39,6 +40,7 @@ from finetune.estimate.terms import (
     trainable_matrices,
     weight_bytes,
 )
+from finetune.parallel import SHARD_STATES
 
 GiB = 1024**3
 CUDA_CONTEXT_GB = 0.5
@@ -60,9 +62,16 @@ class MemoryEstimate:
     notes: list[str]
     inputs: dict[str, Any]
     allocated_gb: float
+    strategy: str = "none"  # none (one process) or a finetune.parallel strategy
+    gpus: int = 1  # total_gb is the peak of each of these GPUs
     shape: ModelShape | None = field(default=None, repr=False, compare=False)
     config: RunConfig | None = field(default=None, repr=False, compare=False)
     plan: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def per_gpu_gb(self) -> float:
+        """The peak of one GPU (the whole estimate is per GPU; the same number as total_gb)."""
+        return self.total_gb
 
     def verdict(self, gpu_total_gb: float) -> str:
         """fits / tight (within 10% of capacity either way) / will not fit."""
@@ -79,6 +88,7 @@ class MemoryEstimate:
         data.pop("shape", None)
         data.pop("config", None)
         data.pop("plan", None)
+        data["per_gpu_gb"] = self.per_gpu_gb
         return data
 
 
@@ -163,7 +173,11 @@ def estimate_memory(
     grads = (trainable - magnitude) * ctx.param_bytes + magnitude * 4
     states = optimizer_state_bytes(mats, magnitude, ctx)
     saved, loss_b, workspace = activation_terms(shape, ctx)
-    step_extra = optimizer_transient(mats, ctx) - (saved + loss_b + workspace)
+    strategy, world = getattr(plan, "strategy", "none"), plan.machine.world_size
+    # the optimizer steps over this GPU's shard only when the states are sharded
+    step_extra = optimizer_transient(mats, ctx) / (world if strategy in SHARD_STATES else 1) - (
+        saved + loss_b + workspace
+    )
     workspace += max(0.0, step_extra)
     transient = saved + loss_b + workspace
     breakdown = {
@@ -175,6 +189,8 @@ def estimate_memory(
         "logits_loss": loss_b,
         "workspace": workspace,
     }
+    breakdown = per_gpu(breakdown, shape, ctx, trainable, strategy, world)
+    transient += breakdown.get("gathered_weights", 0.0)
     if device == "cuda":
         breakdown["allocator_slack"] = ALLOCATOR_SLACK * transient
         breakdown["cuda_context"] = CUDA_CONTEXT_GB * GiB
@@ -204,16 +220,23 @@ def estimate_memory(
         "optim": config.optim,
         "compute_dtype": "fp32" if ctx.compute_bytes == 4 else "bf16/fp16",
         "gpu_gb": gpu_gb,
+        "strategy": strategy,
+        "gpus": world,
     }
     total = sum(gb.values())
+    notes = _notes(shape, config, ctx, unknown)
+    if sharding_note(strategy, world):
+        notes.insert(0, sharding_note(strategy, world))
     return MemoryEstimate(
         model=shape.name,
         total_gb=round(total, 3),
         breakdown={key: round(value, 3) for key, value in gb.items()},
         params=params,
-        notes=_notes(shape, config, ctx, unknown),
+        notes=notes,
         inputs=inputs,
         allocated_gb=round(total - not_allocated, 3),
+        strategy=strategy,
+        gpus=world,
         shape=shape,
         config=config,
         plan=plan,

@@ -144,11 +144,17 @@ class Studio:
 
         return apply_preset(config, name)
 
-    @staticmethod
-    def train_command(config: RunConfig, preset: str | None = None) -> str:
+    def train_command(self, config: RunConfig, preset: str | None = None) -> str:
+        """The command lines of `config`; for several GPUs with strategy auto, the strategy the plan picks."""
         from finetune.launch_commands import train_command_lines
 
-        return train_command_lines(config, preset)
+        strategy = None
+        if config.num_gpus > 1 and config.strategy == "auto":
+            try:
+                strategy = self.estimate(config).plan.strategy
+            except Exception:  # no estimate (an unknown model offline): the command says ddp
+                strategy = None
+        return train_command_lines(config, preset, strategy=strategy)
 
     def save_config(self, config: RunConfig) -> Path:
         """Write `config` as YAML to <workspace>/configs/<name>-<time>.yaml (the sample data by its path)."""
@@ -218,6 +224,9 @@ class Studio:
         from finetune.training import get_job
 
         if not self.restrict_paths and isinstance(name, (str, Path)) and str(name).strip():
+            job = get_job(str(name))  # a run training here, wherever its folder is (an output_dir)
+            if job is not None:
+                return job.run
             run = open_run(name, self.workspace)
             job = get_job(run.name)
             return job.run if job is not None and job.run.path == run.path else run
