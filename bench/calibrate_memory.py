@@ -48,6 +48,7 @@ BASE = {
     "method": "lora",
     "targets": "all-linear",
     "dropout": 0.05,
+    "objective": "sft",
 }
 
 
@@ -81,6 +82,21 @@ def grid(quick: bool = False, full: bool = False) -> list[dict]:
     if quick:
         extra = extra[:2]
     return rows + [{**BASE, **row} for row in extra]
+
+
+def preference_rows() -> list[dict]:
+    """DPO rows (`--objective dpo` runs only these and their SFT twins at twice the batch): the policy
+    runs chosen and rejected together, after a no-grad reference pass with the adapter disabled."""
+    rows = []
+    for quant in ("4bit", "none"):
+        for ckpt in (False, True):
+            for objective in ("dpo", "sft"):
+                batch = 2 if objective == "dpo" else 4
+                rows.append(
+                    {**BASE, "shape": "qwen2.5-0.5b", "layers": 4, "quantization": quant, "batch": batch,
+                     "seq": 256, "checkpointing": ckpt, "objective": objective, "pair": True}
+                )  # fmt: skip
+    return rows
 
 
 # --- measuring (runs in the forked child) ---------------------------------------------------
@@ -183,12 +199,27 @@ def _batch(row: dict, vocab: int, device: str, batch: int, seq: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _step(model, optimizer, inputs: dict, device: str) -> float:
+def _dpo_loss(model, inputs: dict):
+    """TRL's DPO step for memory: a no-grad reference pass (the adapter disabled) over the concatenated
+    chosen + rejected batch, then the policy pass over it with grad, sigmoid loss on summed log-probs."""
+    import contextlib
+
+    import torch
+
+    reference = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with torch.no_grad(), reference:
+        ref = model(**inputs, fused_lm_head=True).log_probs.sum(-1)
+    logps = model(**inputs, fused_lm_head=True).log_probs.sum(-1)
+    chosen, rejected = (logps - ref).chunk(2)
+    return -torch.nn.functional.logsigmoid(0.1 * (chosen - rejected)).mean()
+
+
+def _step(model, optimizer, inputs: dict, device: str, objective: str = "sft") -> float:
     import torch
 
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     with ctx:
-        loss = model(**inputs, fused_lm_head=True).loss
+        loss = _dpo_loss(model, inputs) if objective == "dpo" else model(**inputs, fused_lm_head=True).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -208,8 +239,10 @@ def measure(row: dict, device: str) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     vocab = model.config.vocab_size
-    _step(model, optimizer, _batch(row, vocab, device, 1, 16), device)  # warm-up: states, lazy buffers
-    inputs = _batch(row, vocab, device, row["batch"], row["seq"])
+    objective = row.get("objective", "sft")
+    sequences = 2 if objective == "dpo" else 1  # a DPO pair is two sequences in one batch
+    _step(model, optimizer, _batch(row, vocab, device, sequences, 16), device, objective)  # warm-up
+    inputs = _batch(row, vocab, device, row["batch"] * sequences, row["seq"])
     _trim()
     loaded = _status_kb("VmRSS") * 1024 - base_rss
     if device == "cuda":
@@ -219,7 +252,7 @@ def measure(row: dict, device: str) -> dict:
     else:
         Path("/proc/self/clear_refs").write_text("5")
     step_start = time.time()
-    loss = _step(model, optimizer, inputs, device)
+    loss = _step(model, optimizer, inputs, device, objective)
     step_s = time.time() - step_start
     if device == "cuda":
         torch.cuda.synchronize()
@@ -320,6 +353,7 @@ def row_config(row: dict):
         padding_free=False,
         resize_micro_batch=False,
         use_liger_kernel=False,
+        objective=row.get("objective", "sft"),
     )
 
 
@@ -343,6 +377,8 @@ def describe(row: dict) -> str:
         extra.append(row["targets"])
     if row["dropout"] == 0:
         extra.append("dropout 0")
+    if row.get("objective", "sft") != "sft":
+        extra.append(f"{row['objective']} (b{row['batch']} pairs)")
     return (
         f"{row['shape']} ({layers}) | {row['quantization']} | {method}{' ' + ' '.join(extra) if extra else ''} | "
         f"b{row['batch']} x {row['seq']} | {'on' if row['checkpointing'] else 'off'}"
@@ -474,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-grid", action="store_true", help="rank 64 at every grid point (about twice as long)")
     parser.add_argument("--malloc", choices=("fixed", "default"), default="fixed")
     parser.add_argument("--only", type=int, nargs="*", help="row indices to run")
+    parser.add_argument(
+        "--objective", choices=("all", "dpo"), default="all", help="dpo: only the DPO rows and their SFT twins"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--from-json", type=Path, help="re-estimate the measured rows of an earlier run's JSON")
     parser.add_argument("--note", action="append", help="a line for the report's Notes section (repeatable)")
@@ -488,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     import trl.trainer.utils  # noqa: F401
 
     rows = grid(args.quick, args.full_grid)
+    if args.objective == "dpo":
+        rows = preference_rows()
     if args.only:
         rows = [rows[i] for i in args.only]
     cuda = args.device == "cuda"

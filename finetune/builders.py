@@ -79,24 +79,12 @@ def build_lora_config(config: RunConfig):
     )
 
 
-def build_sft_config(
-    config: RunConfig,
-    plan: Plan,
-    output_dir: str,
-    *,
-    has_eval: bool,
-    loss_mode: str,
-    disable_tqdm: bool = True,
-    extra: dict[str, Any] | None = None,
-):
-    """SFTConfig for a run as `plan` settles it. `loss_mode` is how the data was shaped (see
-    training.choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
-    from trl import SFTConfig
-
+def training_kwargs(config: RunConfig, plan: Plan, output_dir: str, *, has_eval: bool, disable_tqdm: bool = True):
+    """The TrainingArguments every objective shares (schedule, precision, logging, checkpoints)."""
     evaluate = has_eval and config.eval_steps > 0
     wants_best = evaluate and (config.load_best_model_at_end or config.early_stopping_patience > 0)
     save_steps = config.eval_steps if wants_best else config.save_steps
-    kwargs: dict[str, Any] = dict(
+    return dict(
         output_dir=output_dir,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
@@ -116,11 +104,7 @@ def build_sft_config(
         activation_checkpointing=plan.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if plan.gradient_checkpointing else None,
         max_length=config.max_length,
-        packing=plan.packing,
-        packing_strategy="bfd",
-        padding_free=plan.packing,  # padding-free without packing is our collator's (build_collator)
         train_sampling_strategy=plan.train_sampling_strategy,
-        use_liger_kernel=plan.use_liger_kernel,
         logging_steps=config.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if evaluate else "no",
@@ -134,13 +118,36 @@ def build_sft_config(
         seed=config.seed,
         data_seed=config.seed,
         report_to=[] if config.report_to == "none" else [config.report_to],
-        assistant_only_loss=loss_mode == "assistant_only",
-        completion_only_loss=loss_mode == "completion_only",
         disable_tqdm=disable_tqdm,
         dataset_num_proc=None,
         model_init_kwargs=None,
         # a model sharded by transformers as it loads has no optimizer checkpoint (transformers refuses it)
         save_only_model=plan.shard_at_load,
+    )
+
+
+def build_sft_config(
+    config: RunConfig,
+    plan: Plan,
+    output_dir: str,
+    *,
+    has_eval: bool,
+    loss_mode: str,
+    disable_tqdm: bool = True,
+    extra: dict[str, Any] | None = None,
+):
+    """SFTConfig for a run as `plan` settles it. `loss_mode` is how the data was shaped (see
+    training.choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
+    from trl import SFTConfig
+
+    kwargs: dict[str, Any] = training_kwargs(config, plan, output_dir, has_eval=has_eval, disable_tqdm=disable_tqdm)
+    kwargs.update(
+        packing=plan.packing,
+        packing_strategy="bfd",
+        padding_free=plan.packing,  # padding-free without packing is our collator's (build_collator)
+        use_liger_kernel=plan.use_liger_kernel,
+        assistant_only_loss=loss_mode == "assistant_only",
+        completion_only_loss=loss_mode == "completion_only",
     )
     kwargs.update(extra or {})
     if kwargs.get("use_liger_kernel"):
@@ -186,6 +193,7 @@ def build_trainer(
     import warnings
 
     from datasets import Dataset
+    from peft import PeftModel
     from trl import SFTTrainer
 
     from finetune import datacache
@@ -213,7 +221,8 @@ def build_trainer(
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             data_collator=build_collator(plan, tokenizer),
-            peft_config=build_lora_config(config),
+            # a model with a run's adapter attached (start_from_run) continues that adapter
+            peft_config=None if isinstance(model, PeftModel) else build_lora_config(config),
             callbacks=callbacks,
         )
     if key and cached is None:

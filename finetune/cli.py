@@ -49,6 +49,13 @@ def cmd_validate(args) -> int:
         print(f"  ... and {len(report.skipped) - 50} more")
     for warning in report.warnings:
         print(f"warning:   {warning}")
+    if report.shape in ("preference", "unpaired_preference"):
+        kind = "conversations" if isinstance(report.rows[0]["prompt"], list) else "plain text"
+        print(
+            f"pairs:     {kind}; train with --set objective="
+            + ("dpo (or orpo, kto)" if report.shape == "preference" else "kto")
+        )
+        print("           token counts: prompt + the longer answer")
     print(f"tokens ({args.model} tokenizer, chat template applied):")
     print("  " + ", ".join(f"{k}={stats[k]:.0f}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")))
     print(f"  {stats['truncated']} of {stats['count']} examples exceed max_length={args.max_length}")
@@ -75,6 +82,7 @@ def build_train_config(args):
         "output_dir": args.output_dir,
         "max_steps": args.max_steps,
         "run_name": args.name,
+        "start_from_run": args.from_run,
     }
     config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     return config.with_overrides(args.set or [])
@@ -226,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a dataset file and print its format, problems and token statistics")
     p.add_argument("data", help="a .jsonl/.json/.csv/.parquet file or a Hub dataset id")
-    p.add_argument("--format", default="auto", help="auto, messages, sharegpt, alpaca, prompt_completion, text")
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="auto, messages, sharegpt, alpaca, prompt_completion, text, preference, unpaired_preference",
+    )
     p.add_argument("--model", default="demo", help="tokenizer for the token statistics (default: demo)")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--json", action="store_true")
@@ -242,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--preset", help="a preset from presets/ (see `finetune presets`)")
+    p.add_argument(
+        "--from-run",
+        metavar="RUN",
+        help="start from the adapter of this finished run (name or folder), e.g. --set objective=dpo after an SFT run",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any RunConfig field (repeatable)")
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run from its last checkpoint"

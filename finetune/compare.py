@@ -289,6 +289,27 @@ class Comparer:
                 torch.manual_seed(int(settings.seed))
                 return model.generate(**self._generate_kwargs(model, inputs, settings, **extra))
 
+    def completion_logps(
+        self, prompt_ids: list[int], completions: list[list[int]], use_adapter: bool, adapter: str | None = None
+    ) -> list[float]:
+        """Summed log-probability of each completion's tokens after the prompt (what DPO compares), with
+        the adapter or without it (the base), under the model lock."""
+        import torch
+
+        self._check_open()
+        with self._lock:
+            model, context = self._model_for(use_adapter, adapter)
+            device = next(model.parameters()).device
+            out = []
+            with context, torch.no_grad():
+                for completion in completions:
+                    ids = torch.tensor([list(prompt_ids) + list(completion)], device=device)
+                    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+                    target = ids[0, len(prompt_ids) :]
+                    logps = torch.log_softmax(logits, dim=-1).gather(1, target[:, None])
+                    out.append(float(logps.sum()))
+            return out
+
     def generate(
         self,
         prompt: Prompt,

@@ -47,7 +47,36 @@ MAX_NAME_CHARS = 100
 
 METHODS = ("lora", "dora", "full")
 QUANTIZATIONS = ("4bit", "8bit", "none")
-DATASET_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
+DATASET_FORMATS = (
+    "auto",
+    "messages",
+    "sharegpt",
+    "alpaca",
+    "prompt_completion",
+    "text",
+    "preference",
+    "unpaired_preference",
+)
+OBJECTIVES = ("sft", "dpo", "orpo", "kto")
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
+# TRL 1.16 DPOConfig.loss_type values that need no extra knob (the others want loss_weights etc.)
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "sigmoid+sft",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
 SCHEDULERS = (
     "linear",
     "cosine",
@@ -140,7 +169,9 @@ class RunConfig:
     )
     dataset_format: str = _f(
         "auto",
-        "Data format: auto-detect, or messages (OpenAI), sharegpt, alpaca, prompt_completion, text.",
+        "Data format: auto-detect, or messages (OpenAI), sharegpt, alpaca, prompt_completion, text; for preference "
+        "tuning: preference (chosen/rejected, with a prompt column or a prompt shared by both conversations) or "
+        "unpaired_preference (prompt/completion/label, KTO).",
         DATASET_FORMATS,
         group="data",
     )
@@ -203,6 +234,38 @@ class RunConfig:
         group="output",
     )
     # --- method ----------------------------------------------------------
+    objective: str = _f(
+        "sft",
+        "What is learned. sft: imitate the answers (supervised fine-tuning); dpo: prefer the chosen answer over "
+        "the rejected one (Direct Preference Optimization, against a frozen reference); orpo: SFT and preference in "
+        "one loss, no reference model; kto: learn from answers labelled good or bad (unpaired). dpo/orpo/kto need "
+        "preference data, and usually a lower learning_rate than SFT (TRL's DPO default is 1e-6 for full "
+        "fine-tuning).",
+        OBJECTIVES,
+        group="method",
+    )
+    beta: float = _f(
+        0.1,
+        "Preference strength (dpo, kto: how far the model may move from the reference; higher = closer; orpo: "
+        "weight of the odds-ratio term). Typical 0.05-0.5. Ignored for sft.",
+        group="method",
+    )
+    dpo_loss_type: str = _f(
+        "sigmoid",
+        "DPO loss (TRL's loss_type): sigmoid is the original DPO; sigmoid+sft adds the chosen answers' SFT loss "
+        "(RPO: keeps the model fluent when DPO alone lowers both answers); ipo, hinge, robust, bco_pair, sppo_hard, "
+        "nca_pair, exo_pair, aot, aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm are its variants. "
+        "Only for objective dpo.",
+        DPO_LOSS_TYPES,
+        group="method",
+    )
+    start_from_run: str = _f(
+        "",
+        "Continue from the adapter of a finished run (its name or folder), e.g. DPO on top of an SFT run. The "
+        "adapter's own rank and target modules are kept, and the DPO/KTO reference is that run's model (a frozen "
+        "copy of the adapter only, never of the base weights). Empty: a fresh adapter.",
+        group="method",
+    )
     method: str = _f(
         "lora",
         "lora: train small adapter matrices; dora: weight-decomposed LoRA; full: train every weight.",
@@ -470,9 +533,26 @@ class RunConfig:
                 f"num_gpus: {self.num_gpus} GPUs cannot be spread evenly over {self.num_machines} machines "
                 "(accelerate starts the same number of processes on each)"
             )
+        p += self._preference_problems()
         if self.report_to not in ("none", "tensorboard", "wandb", "trackio"):
             p.append(f"report_to: {shown(self.report_to)} is not one of none, tensorboard, wandb, trackio")
         return p
+
+    def _preference_problems(self) -> list[str]:
+        p = []
+        if not (self.beta > 0):
+            p.append(f"beta: must be positive, got {self.beta}")
+        if self.start_from_run.strip():
+            if self.method == "full":
+                p.append("start_from_run: continues an adapter, so method must be lora or dora, not full")
+            if len(self.start_from_run) > 4096:
+                p.append("start_from_run: the run name or folder is too long")
+        return p
+
+    @property
+    def is_preference(self) -> bool:
+        """True for the preference objectives (dpo, orpo, kto)."""
+        return self.objective in PREFERENCE_OBJECTIVES
 
     def check(self) -> RunConfig:
         """Raise ConfigError listing every problem, else return self."""

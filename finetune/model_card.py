@@ -31,8 +31,15 @@ def _method_tags(cfg) -> list[str]:
     return tags
 
 
+TRAINERS = {"sft": "SFTTrainer", "dpo": "DPOTrainer", "orpo": "ORPOTrainer", "kto": "KTOTrainer"}
+
+
 def _config_rows(cfg) -> list[tuple[str, Any]]:
     rows = [("method", cfg.method), ("quantization", cfg.quantization)]
+    if cfg.objective != "sft":
+        rows += [("objective", cfg.objective), ("beta", cfg.beta)]
+        rows += [("dpo_loss_type", cfg.dpo_loss_type)] if cfg.objective == "dpo" else []
+        rows += [("started from the adapter of", cfg.start_from_run)] if cfg.start_from_run else []
     if cfg.method != "full":
         rows += [("lora_r", cfg.lora_r), ("lora_alpha", cfg.lora_alpha), ("lora_dropout", cfg.lora_dropout)]
         rows += [("lora_target_modules", cfg.lora_target_modules)]
@@ -80,7 +87,7 @@ def _data_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 def _final_metrics(run: Run) -> list[tuple[str, Any]]:
     records = run.metrics()
     rows = []
-    for key in ("loss", "eval_loss"):
+    for key in ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "eval_rewards/margins"):
         values = [(m.get("step"), m[key]) for m in records if isinstance(m.get(key), (int, float))]
         if values:
             step, value = values[-1]
@@ -112,7 +119,7 @@ def model_card(run: Run | str | Path, *, merged: bool = False) -> str:
     if _is_hub_id(base):
         meta["base_model"] = base
     meta["library_name"] = "peft" if adapter else "transformers"
-    meta["tags"] = [TAG, *_method_tags(cfg), "trl", "sft"] + (["merged"] if merged else [])
+    meta["tags"] = [TAG, *_method_tags(cfg), "trl", cfg.objective] + (["merged"] if merged else [])
     meta["pipeline_tag"] = "text-generation"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     shown_base = (
@@ -129,7 +136,8 @@ def model_card(run: Run | str | Path, *, merged: bool = False) -> str:
     parts = [
         f"---\n{front}---\n",
         f"# {run.name}\n",
-        f"{kind} of {'`' + base + '`' if _is_hub_id(base) else shown_base}, trained with {TAG} (TRL SFTTrainer + PEFT).\n",
+        f"{kind} of {'`' + base + '`' if _is_hub_id(base) else shown_base}, trained with {TAG} "
+        f"(TRL {TRAINERS[cfg.objective]} + PEFT).\n",
         "## Training configuration\n",
         _table(_config_rows(cfg)) + "\n",
     ]

@@ -154,6 +154,11 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
             check(*args)
         except PathNotAllowedError as exc:
             problems.append(str(exc))
+    if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only
+        try:
+            open_workspace_run(config.start_from_run.strip(), workspace)
+        except FinetuneError as exc:
+            problems.append(f"start_from_run: {exc}")
     if problems:
         raise PathNotAllowedError("\n".join(problems))
 

@@ -57,6 +57,7 @@ class Plan:
     strategy: str = "none"  # none (one process) or one of finetune.parallel.STRATEGIES
     shard_at_load: bool = False  # FSDP2 applied by transformers as the weights load (CPU: accelerate has no FSDP)
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
+    objective: str = "sft"  # sft | dpo | orpo | kto (config.objective), for the estimate and the decisions table
     reasons: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -99,6 +100,8 @@ class Plan:
             "parallelism": self.parallelism(),
             "loss": "fused chunked LM head, label positions only",
         }
+        if self.objective != "sft":
+            values["objective"] = self.objective
         if self.device != "cpu":
             values.pop("threads")
         return [(name, value, self.reason(name)) for name, value in values.items()]
@@ -178,6 +181,17 @@ def _attention(config: RunConfig, machine: Machine, loaded: str | None) -> tuple
 
 def _batches(config: RunConfig, machine: Machine, attn: str) -> tuple[bool, bool, list[tuple[str, str]]]:
     """(packing, padding_free, reasons)."""
+    if config.is_preference:
+        return (
+            False,
+            False,
+            [
+                (
+                    "batches",
+                    f"TRL's {config.objective.upper()} trainer pads each pair (no packing or padding-free in TRL 1.16)",
+                )
+            ],
+        )
     if _explicit(config.packing) and config.packing:
         return True, True, [("batches", "packing set in the config")]
     if _explicit(config.padding_free):
@@ -190,6 +204,8 @@ def _batches(config: RunConfig, machine: Machine, attn: str) -> tuple[bool, bool
 
 
 def _sampler(config: RunConfig, machine: Machine, padding_free: bool, accumulation: int) -> tuple[str, str]:
+    if config.is_preference:
+        return "random", "preference pairs in random order (the length-rebalancing samplers read SFT's input_ids)"
     if not _explicit(config.group_by_length):
         if padding_free:
             return "random", "padding-free batches have no padding to save"
@@ -315,6 +331,25 @@ def _micro_batch(config: RunConfig, machine: Machine, shape, plan: Plan, mean_to
     return replace(best, reasons=plan.reasons + (("micro-batch", why),))
 
 
+def objective_reason(config: RunConfig) -> str:
+    """What each optimizer step computes for the objective, and where the reference comes from."""
+    if config.objective == "sft":
+        return "one forward pass per example"
+    if config.objective == "orpo":
+        return f"chosen and rejected in one policy forward pass, no reference model (beta {config.beta})"
+    if config.method == "full":
+        reference = "reference log-probabilities computed once before training (no second copy of the weights)"
+    elif config.start_from_run.strip():
+        reference = f"reference = the adapter of {config.start_from_run}, a frozen copy of the adapter only"
+    else:
+        reference = "reference = the base with the adapter disabled (no second copy of the weights)"
+    passes = (
+        "chosen and rejected in one policy forward pass" if config.objective == "dpo" else "completions and KL pairs"
+    )
+    extra = f", {config.dpo_loss_type} loss" if config.objective == "dpo" else ""
+    return f"{passes} plus a no-grad reference pass; {reference} (beta {config.beta}{extra})"
+
+
 def make_plan(
     config: RunConfig,
     machine: Machine,
@@ -334,6 +369,7 @@ def make_plan(
     liger, liger_why = _liger(config, machine)
     threads, threads_why = cpu_threads(machine)
     reasons = [
+        ("objective", objective_reason(config)),
         ("device", "detected" if machine.device != "cpu" else "no CUDA or MPS GPU"),
         ("precision", precision_why),
         ("attention", attn_why),
@@ -356,6 +392,7 @@ def make_plan(
         use_liger_kernel=liger,
         cpu_threads=threads,
         reasons=tuple(reasons),
+        objective=config.objective,
     )
     shape = _shape(model, config)
     plan = _parallelism(config, machine, shape, plan)

@@ -396,7 +396,7 @@ class RunSummary:
     path: str
     model: str
     data: str  # the training data in a word (data_tag): sample, a file's stem, a Hub dataset's name
-    method: str  # method_tag: qlora, lora8, lora, qdora, dora, full
+    method: str  # method_tag: qlora, lora8, lora, qdora, dora, full (+ -dpo, -orpo, -kto)
     state: str
     message: str
     step: int
@@ -417,12 +417,16 @@ def _process_start() -> float | None:
 
 
 def method_tag(config: RunConfig) -> str:
-    """The training method in a word: qlora, lora8, lora, qdora, dora or full."""
+    """The training method in a word: qlora, lora8, lora, qdora, dora or full, with the preference
+    objective after it (qlora-dpo, full-kto...)."""
     if config.method == "full":
-        return "full"
-    quant = {"4bit": "q", "8bit": "8"}.get(config.quantization, "")
-    base = "dora" if config.method == "dora" else "lora"
-    return f"q{base}" if quant == "q" else f"{base}{quant}"
+        tag = "full"
+    else:
+        quant = {"4bit": "q", "8bit": "8"}.get(config.quantization, "")
+        base = "dora" if config.method == "dora" else "lora"
+        tag = f"q{base}" if quant == "q" else f"{base}{quant}"
+    objective = getattr(config, "objective", "sft")
+    return tag if objective == "sft" else f"{tag}-{objective}"
 
 
 def data_tag(dataset_path: str) -> str:

@@ -181,10 +181,13 @@ class TrainingJob:
             self.run.data_summary_path.write_text(_json(data.summary), encoding="utf-8")
         for issue in data.report.skipped[:50]:
             self.run.log(f"skipped row {issue.row}: {issue.reason}")
-        loss_mode, train_rows = choose_loss_mode(data.train_rows, tokenizer, cfg.train_on_prompt)
-        _, eval_rows = (
-            choose_loss_mode(data.eval_rows, tokenizer, cfg.train_on_prompt) if data.eval_rows else (None, [])
-        )
+        if cfg.is_preference:  # TRL's preference trainers score the completions of each pair themselves
+            loss_mode, train_rows, eval_rows = f"{cfg.objective} (completions)", data.train_rows, data.eval_rows
+        else:
+            loss_mode, train_rows = choose_loss_mode(data.train_rows, tokenizer, cfg.train_on_prompt)
+            _, eval_rows = (
+                choose_loss_mode(data.eval_rows, tokenizer, cfg.train_on_prompt) if data.eval_rows else (None, [])
+            )
         self.run.log(f"data: {len(train_rows)} train / {len(eval_rows)} validation rows, loss on: {loss_mode}")
         self._check_stop()
 
@@ -199,6 +202,12 @@ class TrainingJob:
         self.report(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
+        if cfg.start_from_run.strip():
+            from finetune.preference_builders import load_start_adapter, start_adapter_dir
+
+            start = start_adapter_dir(cfg, self.workspace)
+            self.run.log(f"starting from the adapter {start}")
+            model = load_start_adapter(model, start, plan)
         loaded_attn = getattr(model.config, "_attn_implementation", None)
         if loaded_attn and loaded_attn != plan.attn_implementation:  # transformers fell back to another kernel
             plan = make_plan(
@@ -220,6 +229,20 @@ class TrainingJob:
             from transformers import EarlyStoppingCallback
 
             callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+        if cfg.is_preference:
+            from finetune.preference_builders import build_preference_trainer
+
+            trainer = build_preference_trainer(
+                cfg,
+                plan,
+                model=model,
+                tokenizer=tokenizer,
+                train_rows=train_rows,
+                eval_rows=eval_rows,
+                output_dir=str(self.run.checkpoints_dir),
+                callbacks=callbacks,
+            )
+            return self._quiet(trainer), model
         # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
         trainer = build_trainer(
             cfg,
@@ -235,11 +258,14 @@ class TrainingJob:
             log=self.run.log,
             args=sft_args,
         )
+        return self._quiet(trainer), model
+
+    def _quiet(self, trainer):
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # metrics go to train.log and metrics.jsonl instead of stdout
         self._check_stop()
-        return trainer, model
+        return trainer
 
     def train(self, trainer) -> None:
         """Phase 2: train (resuming when asked), then save the adapter and say how it ended."""
@@ -298,6 +324,8 @@ def _save_adapter(trainer, run: Run) -> None:
         trainer.save_model(str(staging))  # every rank takes part; only the main process writes
         if run.read_only:
             return
+        if "ref" in (getattr(trainer.model, "peft_config", None) or {}):
+            shutil.rmtree(staging / "ref", ignore_errors=True)  # TRL's frozen reference copy is not the result
         save_tokenizer_for_serving(trainer.processing_class, staging)
     except BaseException:
         if not run.read_only:
@@ -414,6 +442,10 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
 
     model_path = resolve_model_path(config.model_name_or_path, workspace)
     prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
+    if config.start_from_run.strip():
+        from finetune.preference_builders import start_adapter_dir
+
+        start_adapter_dir(config, workspace)
     if resume_run is not None:
         target = resume_run.path
     elif config.output_dir:

@@ -677,3 +677,27 @@ def test_upload_over_the_limit_is_refused(workspace, tmp_path):
         out = client.predict(handle_file(str(small)), "demo", 1024, False, False, api_name="/load_data_file")
         assert "**2** of 2 rows usable" in dict(zip(data_output_keys(), out))["data_summary"]
     assert not list((workspace / "uploads").glob("*big*"))
+
+
+def test_start_from_run_in_the_app_is_a_run_of_this_workspace_by_name(workspace, tmp_path):
+    """The app's start_from_run names a run of the workspace; a folder path (anywhere) is refused, and the
+    engine refuses a run without an adapter or trained for another base model, before any run folder exists."""
+    from helpers_runs import make_run
+
+    from finetune.errors import ConfigError
+    from finetune.paths import PathNotAllowedError, check_config_paths
+    from finetune.training import start_training
+
+    make_run(workspace, run_name="sft-done")
+    make_run(workspace, run_name="no-adapter", with_adapter=False)
+    check_config_paths(RunConfig(objective="dpo", start_from_run="sft-done"), workspace)
+    for bad in (str(workspace / "runs" / "sft-done"), "/etc", "../x", "missing-run"):
+        with pytest.raises(PathNotAllowedError, match="start_from_run"):
+            check_config_paths(RunConfig(objective="dpo", start_from_run=bad), workspace)
+    for name, expected in (("no-adapter", "no saved LoRA/DoRA adapter"), ("missing-run", "no run found")):
+        with pytest.raises(ConfigError, match=expected):
+            start_training(RunConfig(objective="dpo", start_from_run=name, max_steps=1), workspace=workspace)
+    other = make_run(workspace, run_name="other-base", model="Qwen/Qwen2.5-0.5B-Instruct")
+    with pytest.raises(ConfigError, match="use the same base model"):
+        start_training(RunConfig(objective="dpo", start_from_run=other.name, max_steps=1), workspace=workspace)
+    assert sorted(p.name for p in (workspace / "runs").iterdir()) == ["no-adapter", "other-base", "sft-done"]

@@ -148,3 +148,34 @@ def test_bench_cli_json_has_the_numbers(workspace):
     assert result["device"] == "cpu" and result["engine_mfu"] is None and result["machine"]["nproc"] >= 1
     assert json.loads((workspace / "out" / "cpu_demo2.5-128.json").read_text())["model"] == "demo"
     assert "engine / TRL defaults" in (workspace / "out" / "cpu_demo2.5-128.md").read_text()
+
+
+def test_dpo_variants_and_pair_token_counts():
+    dpo = make_plan(RunConfig(objective="dpo"), Machine.virtual("cpu"), model="demo")
+    assert [v.kind for v in variants_for(dpo, ablate=False, unsloth=True)] == ["engine", "trl_dpo"]
+    from finetune.bench.measure import TokenCounter
+
+    def collate(examples):
+        import torch
+
+        return {"input_ids": torch.zeros(4, 5), "completion_mask": torch.ones(4, 5)}
+
+    counter = TokenCounter(collate)
+    counter([{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}] * 2)
+    assert counter.real == 2 * (2 * 2 + 1 + 2) and counter.computed == 20 and counter.loss == 20
+
+
+@pytest.mark.slow
+def test_bench_dpo_against_a_plain_trl_dpo_script(workspace):
+    from finetune import cli
+
+    argv = "bench --objective dpo --steps 2 --repeats 1 --rows 32 --max-length 96 --quantization none --json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main([*argv.split(), "--workspace", str(workspace)]) == 0
+    result = json.loads(out.getvalue())
+    assert result["objective"] == "dpo" and result["baseline"] == "TRL DPO defaults"
+    assert result["engine_tokens_per_s"] > 0 and result["baseline_tokens_per_s"] > 0
+    engine, script = result["variants"]
+    assert script["kind"] == "trl_dpo" and script["settings"]["gradient_checkpointing"]
+    assert "dpo" in result["plan"]["reasons"]["objective"] or result["plan"]["objective"] == "dpo"

@@ -149,3 +149,50 @@ def test_histogram_labels_never_share_a_row_and_the_title_names_what_was_measure
         assert len(rows) == 4 and len(set(rows)) == 4, rows
     assert "plain text" in fig.layout.title.text and "chat template" not in fig.layout.title.text
     assert "chat template applied" in length_histogram(stats, 256, "conversational").layout.title.text
+
+
+PREFERENCE_METRICS = [
+    {"step": 1, "loss": 0.69, "learning_rate": 1e-4, "rewards/chosen": 0.0, "rewards/rejected": 0.0,
+     "rewards/margins": 0.0, "rewards/accuracies": 0.0},
+    {"step": 2, "loss": 0.5, "learning_rate": 1e-4, "rewards/chosen": 0.2, "rewards/rejected": -0.5,
+     "rewards/margins": 0.7, "rewards/accuracies": 0.75},
+    {"step": 2, "eval_loss": 0.55, "eval_rewards/chosen": 0.1, "eval_rewards/rejected": -0.4,
+     "eval_rewards/margins": 0.5, "eval_rewards/accuracies": 0.7},
+]  # fmt: skip
+
+
+def test_preference_runs_chart_rewards_margins_and_reward_accuracy():
+    figs = charts.training_figures(PREFERENCE_METRICS, "dpo-run")
+    rewards, margins = figs["grad"], figs["acc"]
+    assert rewards.layout.title.text == "Rewards: chosen vs rejected"
+    assert [t.name for t in rewards.data] == ["chosen", "eval chosen", "rejected", "eval rejected"]
+    assert list(rewards.data[2].y) == [0.0, -0.5] and list(rewards.data[3].y) == [-0.4]
+    assert margins.layout.title.text == "Reward margin and accuracy"
+    names = [t.name for t in margins.data]
+    assert names == ["margin", "eval margin", "reward accuracy", "eval reward accuracy"]
+    assert margins.data[2].yaxis == "y2" and margins.layout.yaxis2.tickformat == ".0%"
+    # an SFT run keeps gradient norm and token accuracy; a KTO run (no accuracy) draws its margins only
+    assert charts.training_figures(METRICS)["grad"].layout.title.text == "Gradient norm"
+    kto = [{k: v for k, v in m.items() if "accuracies" not in k} for m in PREFERENCE_METRICS]
+    assert [t.name for t in charts.training_figures(kto)["acc"].data] == ["margin", "eval margin"]
+
+
+def test_pair_preview_shows_prompt_and_both_answers_escaped():
+    from ui.data_view import pair_html
+
+    rendered = {
+        "num_tokens": 12,
+        "pair": {
+            "prompt_text": "<|im_start|>user\nQ<|im_end|>",
+            "prompt_tokens": 5,
+            "answers": [
+                {"name": "chosen", "text": "<b>A</b>", "tokens": 3},
+                {"name": "rejected", "text": "B", "tokens": 7},
+            ],
+            "label": None,
+        },
+    }
+    out = pair_html(rendered)
+    assert 'id="data-pair"' in out and "chosen · 3 tokens" in out and "rejected · 7 tokens" in out
+    assert "&lt;b&gt;A&lt;/b&gt;" in out and "&lt;|im_start|&gt;user" in out and "<b>A" not in out
+    assert "prompt + the longer answer: 12 tokens" in out

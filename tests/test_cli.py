@@ -100,3 +100,54 @@ def test_train_compare_export_from_the_command_line(workspace, tmp_path):
     assert model.config.model_type == "llama"
     zipped = cli("export", "--run", run_dir, "--out", str(tmp_path / "zips"))
     assert zipped.endswith(".zip") and os.path.getsize(zipped) > 0
+
+
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("sample_preference.jsonl", "preference"),
+        ("sample_preference_implicit.jsonl", "preference"),
+        ("sample_preference_text.csv", "preference"),
+        ("sample_kto.jsonl", "unpaired_preference"),
+    ],
+)
+def test_validate_preference_files(workspace, capsys, name, fmt):
+    assert main(["validate", str(SAMPLES_DIR / name), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == fmt and summary["skipped_rows"] == 0
+    assert summary["token_stats"]["count"] == summary["kept_rows"]
+    assert main(["validate", str(SAMPLES_DIR / name)]) == 0
+    assert "prompt + the longer answer" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sft_then_dpo_and_preference_evaluation_from_the_command_line(workspace, tmp_path):
+    """`finetune train`, then `finetune train --from-run ... --set objective=dpo`, then `finetune evaluate
+    --data PAIRS --json` reports preference_accuracy and mean_margin per model beside the usual keys."""
+    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
+
+    def cli(*args):
+        proc = subprocess.run(
+            [sys.executable, "-m", "finetune.cli", *args], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.strip()
+
+    cli("train", "--model", "demo", "--name", "sft", "--max-steps", "16", "--quiet", *FAST)
+    config = tmp_path / "dpo.yaml"
+    config.write_text("objective: dpo\nbeta: 0.1\ndpo_loss_type: sigmoid\nlearning_rate: 0.005\n")
+    run_dir = cli(
+        "train", "--model", "demo", "--config", str(config), "--from-run", "sft", "--name", "dpo",
+        "--max-steps", "16", "--quiet", *FAST[:4], "--set", "max_length=128", "--set", "lora_r=8",
+    ).splitlines()[-1]  # fmt: skip
+    out = tmp_path / "rows.jsonl"
+    pairs = SAMPLES_DIR / "sample_preference.jsonl"
+    printed = cli("evaluate", "--run", run_dir, "--data", str(pairs), "--limit", "12", "--max-new-tokens", "16",
+            "--out", str(out), "--json")  # fmt: skip
+    summary = json.loads(printed[printed.index("{") :])  # a library may print a line before it
+    for model in ("base", "finetuned"):
+        assert {"preference_accuracy", "mean_margin", "exact_match", "rouge_l"} <= set(summary[model])
+    assert summary["preference_pairs"] == 12
+    assert summary["finetuned"]["preference_accuracy"] > summary["base"]["preference_accuracy"]
+    assert summary["finetuned"]["mean_margin"] > summary["base"]["mean_margin"]
+    assert len(out.read_text().splitlines()) == 12

@@ -46,6 +46,23 @@ def test_model_card_for_the_demo_names_no_hub_base(workspace):
     assert "demo model" in card
 
 
+def test_model_card_of_a_preference_run_names_its_trainer_and_rewards(workspace):
+    from finetune.config import RunConfig
+
+    run = make_run(workspace, with_adapter=False)
+    RunConfig(objective="dpo", beta=0.2, start_from_run="sft-run").to_yaml(run.config_path)
+    run.append_metrics({"step": 3, "loss": 0.4, "rewards/accuracies": 0.875})
+    card = model_card(run)
+    assert "dpo" in _front_matter(card)["tags"] and "sft" not in _front_matter(card)["tags"]
+    assert "TRL DPOTrainer + PEFT" in card
+    assert (
+        "| objective | dpo |" in card
+        and "| beta | 0.2 |" in card
+        and "| started from the adapter of | sft-run |" in card
+    )
+    assert "final rewards/accuracies | 0.8750 (step 3)" in card
+
+
 # zip --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_zip_holds_a_loadable_adapter(workspace, tmp_path):

@@ -138,6 +138,15 @@ def test_one_rule_for_where_a_run_may_live(workspace, tmp_path):
     check_config_paths(RunConfig(output_dir=str(workspace / "runs" / "x")), workspace)  # the app allows runs/<name>
 
 
+def test_method_tag_names_the_preference_objective():
+    from finetune.runs import default_run_name, method_tag
+
+    assert method_tag(RunConfig()) == "qlora"
+    assert method_tag(RunConfig(objective="dpo")) == "qlora-dpo"
+    assert method_tag(RunConfig(objective="kto", method="full", quantization="none")) == "full-kto"
+    assert default_run_name(RunConfig(objective="orpo")).startswith("demo-sample-qlora-orpo-")
+
+
 # --- a run written on another host (a cluster node writing to shared storage) -----------------
 
 

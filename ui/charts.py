@@ -148,7 +148,57 @@ def memory_figure(metrics: list[dict], run: str = "") -> go.Figure | None:
     return _layout(fig, "GPU memory", "GiB", f"{run}-mem")
 
 
+def _lines(fig: go.Figure, metrics: list[dict], key: str, name: str, color: str, **extra) -> bool:
+    """Train (solid) and eval (dotted, when logged) lines of `key`; False when neither has a point."""
+    xs, ys = series(metrics, key)
+    exs, eys = series(metrics, f"eval_{key}")
+    if xs:
+        fig.add_scatter(x=xs, y=ys, name=name, mode=_mode(xs), line={"color": color, "width": 2}, **extra)
+    if exs:
+        fig.add_scatter(
+            x=exs, y=eys, name=f"eval {name}", mode="lines+markers", line={"color": color, "dash": "dot"}, **extra
+        )
+    return bool(xs or exs)
+
+
+def rewards_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """A preference run's implicit rewards of the chosen and the rejected answers (eval dotted)."""
+    fig = go.Figure()
+    drawn = _lines(fig, metrics, "rewards/chosen", "chosen", "#16a34a")
+    drawn = _lines(fig, metrics, "rewards/rejected", "rejected", "#dc2626") or drawn
+    if not drawn:
+        return empty_figure("Rewards: chosen vs rejected", "No data yet", f"{run}-rewards")
+    return _layout(fig, "Rewards: chosen vs rejected", "reward", f"{run}-rewards")
+
+
+def margins_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """Reward margin (chosen - rejected) and reward accuracy (share of pairs with chosen above rejected)."""
+    fig = go.Figure()
+    drawn = _lines(fig, metrics, "rewards/margins", "margin", COLORS["grad"])
+    accuracy = _lines(fig, metrics, "rewards/accuracies", "reward accuracy", COLORS["acc"], yaxis="y2")
+    if not (drawn or accuracy):
+        return empty_figure("Reward margin and accuracy", "No data yet", f"{run}-margins")
+    fig = _layout(fig, "Reward margin and accuracy", "margin", f"{run}-margins")
+    if accuracy:
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05], "tickformat": ".0%"})
+    return fig
+
+
+def is_preference_metrics(metrics: list[dict]) -> bool:
+    return any("rewards/chosen" in m or "eval_rewards/chosen" in m for m in metrics)
+
+
 def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | None]:
+    """The Train tab's charts. A preference run (DPO/ORPO/KTO) shows its rewards and margins where an
+    SFT run shows gradient norm and token accuracy."""
+    if is_preference_metrics(metrics):
+        return {
+            "loss": loss_figure(metrics, run),
+            "lr": single_figure(metrics, "learning_rate", "Learning rate", "lr", COLORS["lr"], run),
+            "grad": rewards_figure(metrics, run),
+            "acc": margins_figure(metrics, run),
+            "mem": memory_figure(metrics, run),
+        }
     return {
         "loss": loss_figure(metrics, run),
         "lr": single_figure(metrics, "learning_rate", "Learning rate", "lr", COLORS["lr"], run),

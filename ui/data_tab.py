@@ -28,6 +28,9 @@ def build(ctx: Ctx) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             c["data_sample_btn"] = gr.Button("Use the sample dataset", variant="primary", elem_id="data-sample-btn")
+            c["data_pref_sample_btn"] = gr.Button(
+                "Use the preference sample (DPO, ORPO, KTO)", size="sm", elem_id="data-pref-sample-btn"
+            )
             c["data_hub_id"] = gr.Textbox(
                 label="…or a Hub dataset id", placeholder="owner/dataset", elem_id="data-hub-id"
             )
@@ -293,6 +296,12 @@ def wire(ctx: Ctx) -> None:
         return analyze(ctx, dataset_path, fmt, json.dumps(mapping) if mapping else "", model, ml, top, trc)
 
     ev = c["data_sample_btn"].click(use_sample, common, outputs, api_name="load_sample_data")
+    refresh(ev)
+
+    def use_preference_sample(model, ml, top, trc):
+        return analyze(ctx, ctx.studio.data.preference_sample, "auto", "", model, ml, top, trc)
+
+    ev = c["data_pref_sample_btn"].click(use_preference_sample, common, outputs, api_name="load_preference_sample")
     refresh(ev)
     # .upload/.clear, not .change: a page reload puts the stored file back in the box without re-reading it
     ev = c["data_train_file"].upload(use_upload, [c["data_train_file"], *common], outputs, api_name="load_data_file")

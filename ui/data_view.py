@@ -41,6 +41,24 @@ def segments_html(rendered: dict) -> str:
     return legend + f'<pre class="seg-text" id="data-template-text">{"".join(spans)}</pre>'
 
 
+def pair_html(rendered: dict) -> str:
+    """A preference example: the shared prompt, then chosen and rejected (or KTO's labelled completion)
+    side by side as the trainer sees them, with token counts."""
+    pair = rendered["pair"]
+    columns = []
+    for answer in pair["answers"]:
+        columns.append(
+            f'<div class="pair-col pair-{html.escape(answer["name"])}"><div class="pair-head">{html.escape(answer["name"])}'
+            f' · {answer["tokens"]} tokens</div><pre class="seg-text">{html.escape(answer["text"])}</pre></div>'
+        )
+    legend = (
+        f'<div class="seg-legend">prompt {pair["prompt_tokens"]} tokens · the length audit counts prompt + the longer '
+        f"answer: {rendered['num_tokens']} tokens</div>"
+    )
+    prompt = f'<pre class="seg-text seg-masked" id="data-template-text">{html.escape(pair["prompt_text"])}</pre>'
+    return legend + prompt + f'<div class="pair-row" id="data-pair">{"".join(columns)}</div>'
+
+
 def preview(studio: Studio, report, model: str, index: int, train_on_prompt: bool, trust_remote_code: bool = False):
     """(chat messages, templated-text HTML) of example `index` (1-based) of a report."""
     if report is None or not report.rows:
@@ -49,6 +67,8 @@ def preview(studio: Studio, report, model: str, index: int, train_on_prompt: boo
         rendered = studio.data.render(report, index, model, bool(train_on_prompt), trust_remote_code)
     except FinetuneError as exc:
         return [], f'<p class="seg-error">{html.escape(str(exc))}</p>'
+    if "pair" in rendered:  # preference data: the prompt, then chosen and rejected side by side
+        return chat_messages(rendered["chat"]), pair_html(rendered)
     return chat_messages(rendered["chat"]), segments_html(rendered)
 
 
@@ -58,6 +78,12 @@ def summary_md(dataset_path: str, report) -> str:
         f"**{report.kept_rows}** of {report.total_rows} rows usable · **{len(report.skipped)}** skipped · "
         f"shape: {report.shape}",
     ]
+    if report.shape == "preference":
+        lines.append(
+            "- Preference pairs: train them with the objective **DPO**, **ORPO** or **KTO** (Model & memory tab)."
+        )
+    elif report.shape == "unpaired_preference":
+        lines.append("- Labelled completions: train them with the objective **KTO** (Model & memory tab).")
     for w in report.warnings:
         lines.append(f"- ⚠ {md_escape(w)}")
     return "\n".join(lines)

@@ -29,6 +29,8 @@ METRIC_NAMES = {
     "macro_f1": "macro F1",
     "mean_tokens": "mean tokens",
     "mean_seconds": "mean seconds",
+    "preference_accuracy": "preference accuracy (log p chosen > rejected)",
+    "mean_margin": "mean margin (nats)",
 }
 SHORT = {"exact_match": "EM", "token_f1": "F1", "rouge_l": "ROUGE-L", "correct": "✓"}
 EMPTY_HEADERS = ["#", "prompt", "reference", "base", "fine-tuned"]
@@ -41,7 +43,9 @@ def build(ctx: Ctx) -> None:
     gr.Markdown(
         "Run the base and the fine-tuned model over held-out rows and score both against the reference "
         "answers (exact match, token F1, ROUGE-L; accuracy and macro F1 when the answers look like labels). "
-        "Uses the decoding settings above (the rows keep their own system turns).",
+        "Uses the decoding settings above (the rows keep their own system turns). On preference pairs "
+        "(chosen/rejected): also each model's preference accuracy (log-probability of the chosen answer above "
+        "the rejected one's) and mean margin, with the chosen answers as the references.",
         elem_id="eval-intro",
     )
     c["eval_stop_flag"] = gr.State(StopFlag())
@@ -115,6 +119,8 @@ def summary_md(evaluation: Evaluation) -> str:
     s = evaluation.summary
     folder = evaluation.folder.name if evaluation.folder else "not saved"
     metrics = ["exact_match", "token_f1", "rouge_l"] + (["accuracy", "macro_f1"] if s.get("label_like") else [])
+    if "preference_pairs" in s:  # preference pairs: the chosen answers are the references above
+        metrics = ["preference_accuracy", "mean_margin", *metrics]
     lines = [
         f"**{s.get('n', 0)} rows** from {md_escape(Path(str(s.get('source', '?'))).name)} "
         f"(adapter: {md_escape(s.get('adapter') or 'final')}, saved as `{md_escape(folder)}`)"

@@ -36,6 +36,11 @@ CSS = """
 .seg-trained { background: #dcfce7; color: #14532d; border-radius: 2px; }
 .seg-masked { color: #9ca3af; }
 .seg-legend { font-size: 0.85em; margin-bottom: 6px; }
+.pair-row { display: flex; gap: 10px; margin-top: 8px; }
+.pair-col { flex: 1 1 0; min-width: 0; border: 1px solid #e5e7eb; border-radius: 6px; padding: 6px; }
+.pair-head { font-weight: 600; font-size: 0.9em; margin-bottom: 4px; }
+.pair-chosen .pair-head, .pair-good .pair-head { color: #15803d; }
+.pair-rejected .pair-head, .pair-bad .pair-head { color: #b91c1c; }
 .seg-legend span { padding: 1px 6px; margin-right: 6px; border-radius: 3px; }
 .seg-legend .seg-masked { border: 1px dashed #d1d5db; }
 .seg-error { color: #b91c1c; }

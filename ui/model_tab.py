@@ -35,6 +35,8 @@ METHODS = {
     "DoRA": ("dora", None),  # keeps the quantization chosen (QDoRA with 4bit)
     "Full fine-tune": ("full", "none"),
 }
+OBJECTIVES = {"SFT": "sft", "DPO": "dpo", "ORPO": "orpo", "KTO": "kto"}
+FRESH_ADAPTER = "(a fresh adapter)"
 TRUST_REMOTE_CODE_WARNING = (
     "⚠ **trust_remote_code is on**: Python code from the model repository will run on this machine with "
     "your permissions. Only keep it on for repositories you trust."
@@ -47,6 +49,18 @@ def method_label(method: str, quantization: str) -> str:
     if method == "dora":
         return "DoRA"
     return {"4bit": "QLoRA 4-bit", "8bit": "LoRA 8-bit"}.get(quantization, "LoRA 16-bit")
+
+
+def objective_label(objective: str) -> str:
+    return next((label for label, value in OBJECTIVES.items() if value == objective), "SFT")
+
+
+def start_choices(ctx: Ctx) -> list[str]:
+    """A fresh adapter, or the finished runs with an adapter to continue (e.g. DPO after SFT)."""
+    try:
+        return [FRESH_ADAPTER, *ctx.studio.run_names(with_adapter=True)]
+    except Exception:
+        return [FRESH_ADAPTER]
 
 
 def preset_choices(ctx: Ctx) -> list[tuple[str, str]]:
@@ -126,8 +140,12 @@ def plan_table(plan: Any) -> str:
 def config_summary(cfg: RunConfig, preset: str | None) -> str:
     data = "the sample dataset" if not cfg.dataset_path else Path(cfg.dataset_path).name
     steps = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
+    objective = "" if cfg.objective == "sft" else f"{cfg.objective.upper()} (beta {cfg.beta:g}) · "
+    if cfg.start_from_run:
+        objective += f"from the adapter of {md_escape(cfg.start_from_run)} · "
     return (
         f"**Start will train:** `{md_escape(cfg.model_name_or_path)}` · {method_label(cfg.method, cfg.quantization)} · "
+        f"{objective}"
         f"preset {md_escape(preset or 'none')} · data: {md_escape(data)} · max_length {cfg.max_length} · {steps} · "
         f"batch {cfg.per_device_train_batch_size}×{cfg.gradient_accumulation_steps} · lr {cfg.learning_rate:g}  \n"
         "Change these in the **Data** and **Model & memory** tabs."
@@ -154,6 +172,24 @@ def build(ctx: Ctx) -> None:
             elem_id="model-method",
             scale=3,
             info="QLoRA trains a small adapter on a 4-bit base: the least memory.",
+        )
+    with gr.Row(equal_height=False):
+        c["objective"] = gr.Radio(
+            choices=list(OBJECTIVES),
+            value=objective_label(base.objective),
+            label="Objective",
+            elem_id="model-objective",
+            scale=3,
+            info="SFT imitates answers; DPO, ORPO and KTO learn preferences (chosen vs rejected, or good/bad) "
+            "and need preference data.",
+        )
+        c["start_from"] = gr.Dropdown(
+            choices=start_choices(ctx),
+            value=base.start_from_run or FRESH_ADAPTER,
+            label="Start from",
+            info="A fresh adapter, or a finished run's adapter to continue, e.g. DPO on top of an SFT run.",
+            elem_id="model-start-from",
+            scale=3,
         )
     with gr.Row(equal_height=False):
         c["preset"] = gr.Dropdown(
@@ -202,6 +238,8 @@ def wire(ctx: Ctx) -> None:
     refresh_outputs = [
         c["model_name"],
         c["method"],
+        c["objective"],
+        c["start_from"],
         c["data_max_length"],
         c["estimate_md"],
         c["estimate_plot"],
@@ -215,13 +253,15 @@ def wire(ctx: Ctx) -> None:
             cfg = config_form.config_from_values(values)
         except FinetuneError as exc:
             problem = md_error(exc, "These settings cannot be used")
-            return [gr.skip(), gr.skip(), gr.skip(), problem, gr.skip(), gr.skip(), problem, gr.skip()]
+            return [gr.skip()] * 5 + [problem, gr.skip(), gr.skip(), problem, gr.skip()]
         md, fig = estimate(ctx, cfg)
         if cfg.trust_remote_code:  # shown on this tab, next to the settings, for as long as it is on
             md = f"{TRUST_REMOTE_CODE_WARNING}\n\n{md}"
         return [
             cfg.model_name_or_path,
             method_label(cfg.method, cfg.quantization),
+            objective_label(cfg.objective),
+            cfg.start_from_run or FRESH_ADAPTER,
             cfg.max_length,
             md,
             fig,
@@ -282,6 +322,24 @@ def wire(ctx: Ctx) -> None:
         c["method"].input(
             set_method, c["method"], [f["method"], f["quantization"]], api_name="set_method", show_progress="hidden"
         )
+    )
+
+    def set_objective(label):
+        return OBJECTIVES.get(label, "sft")
+
+    chain(
+        c["objective"].input(
+            set_objective, c["objective"], f["objective"], api_name="set_objective", show_progress="hidden"
+        )
+    )
+
+    def set_start(name):
+        return "" if not name or name == FRESH_ADAPTER else name
+
+    # .select, not .input: Gradio's Dropdown fires `input` twice per pick
+    chain(c["start_from"].select(set_start, c["start_from"], f["start_from_run"], api_name="set_start_from"))
+    c["start_from"].focus(  # runs finish while the page is open: offer the current ones
+        lambda: gr.Dropdown(choices=start_choices(ctx)), None, c["start_from"], api_visibility="private"
     )
 
     def use_preset(name, *values):

@@ -13,6 +13,9 @@
 All train on the same rows with the same loss mask (assistant/completion tokens) and the same
 precision, so only the speed knobs differ.
 
+- trl_dpo (with `--objective dpo`, the baseline): a plain DPOTrainer script, DPOConfig's defaults
+  (gradient checkpointing on), the same BitsAndBytesConfig, LoraConfig, pairs and hyperparameters.
+
 A variant is one of them with a few settings changed (the per-feature rows of the report).
 """
 
@@ -34,7 +37,7 @@ from finetune.config import RunConfig
 @dataclass
 class Variant:
     name: str
-    kind: str  # engine | trl | seed | unsloth
+    kind: str  # engine | trl | seed | unsloth | trl_dpo
     changes: dict[str, Any] = field(default_factory=dict)  # RunConfig changes (engine) or script options
     env: dict[str, str] = field(default_factory=dict)
     about: str = ""
@@ -92,7 +95,7 @@ def _train(ctx: BenchContext, trainer) -> dict[str, Any]:
     args = trainer.args
     result["settings"] = {
         "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
-        "packing": args.packing,
+        "packing": getattr(args, "packing", False),  # DPOConfig has no packing
         "padding_free": bool(getattr(counter.collator, "padding_free", False)),
         "micro_batch": f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps}",
         "pad_to_multiple_of": args.pad_to_multiple_of,
@@ -131,23 +134,83 @@ def run_engine(ctx: BenchContext, variant: Variant, rep: int) -> dict[str, Any]:
         release()
 
 
-def run_script(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
-    """A plain TRL script (kind trl or seed). Options in `variant.changes`: pad_to_max (seed: True,
-    trl: False), gradient_checkpointing (True, TRL's default)."""
-    import torch
-    from datasets import Dataset
+def _script_model(ctx: BenchContext, dtype):
+    """(tokenizer, model, peft_config) as a plain TRL script loads them: the same BitsAndBytesConfig and
+    LoraConfig as the engine, no planner."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
 
     from finetune.builders import lora_target_modules
     from finetune.models import load_tokenizer
 
     cfg = ctx.base
+    tokenizer = load_tokenizer(cfg, ctx.workspace, path=ctx.model_path)
+    quantization = None
+    if cfg.quantization == "4bit":
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    elif cfg.quantization == "8bit":
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        ctx.model_path,
+        quantization_config=quantization,
+        dtype=dtype,
+        device_map={"": 0} if ctx.device == "cuda" else None,
+    )
+    peft_config = None
+    if cfg.method != "full":
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=lora_target_modules(cfg),
+            use_dora=cfg.method == "dora",
+            task_type="CAUSAL_LM",
+        )
+    return tokenizer, model, peft_config
+
+
+def _script_args(ctx: BenchContext, scratch: Path, rep: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingArguments both plain scripts (SFT and DPO) set; the rest is TRL's defaults."""
+    cfg = ctx.base
+    return dict(
+        output_dir=str(scratch / f"baseline-{rep}"),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        bf16=ctx.plan.bf16,
+        fp16=ctx.plan.fp16,
+        use_cpu=ctx.device != "cuda",
+        max_length=cfg.max_length,
+        gradient_checkpointing=options["gradient_checkpointing"],
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=cfg.seed,
+    )
+
+
+def run_script(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
+    """A plain TRL script (kind trl, seed or trl_dpo). Options in `variant.changes`: pad_to_max (seed:
+    True, trl: False), gradient_checkpointing (True, TRL's default). trl_dpo: DPOTrainer with DPOConfig's
+    defaults (sigmoid loss, beta 0.1, reference = the base with the adapter disabled)."""
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    cfg = ctx.base
     options = {"pad_to_max": variant.kind == "seed", "gradient_checkpointing": True, **variant.changes}
     bf16, fp16 = ctx.plan.bf16, ctx.plan.fp16
-    cuda = ctx.device == "cuda"
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     probe = MemoryProbe(ctx.device)
     trainer = model = None
@@ -156,58 +219,23 @@ def run_script(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -> 
             warnings.simplefilter("ignore", FutureWarning)
             probe.start()
             started = time.perf_counter()
-            tokenizer = load_tokenizer(cfg, ctx.workspace, path=ctx.model_path)
-            quantization = None
-            if cfg.quantization == "4bit":
-                quantization = BitsAndBytesConfig(
-                    load_in_4bit=True,
-                    bnb_4bit_quant_type="nf4",
-                    bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=dtype,
+            tokenizer, model, peft_config = _script_model(ctx, dtype)
+            kwargs = _script_args(ctx, scratch, rep, options)
+            if variant.kind == "trl_dpo":
+                from trl import DPOConfig, DPOTrainer
+
+                trainer_class, args = DPOTrainer, DPOConfig(**kwargs)
+            else:
+                from trl import SFTConfig, SFTTrainer
+
+                args = SFTConfig(
+                    **kwargs,
+                    pad_to_multiple_of=cfg.max_length if options["pad_to_max"] else None,
+                    assistant_only_loss=ctx.loss_mode == "assistant_only",
+                    completion_only_loss=ctx.loss_mode == "completion_only",
                 )
-            elif cfg.quantization == "8bit":
-                quantization = BitsAndBytesConfig(load_in_8bit=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                ctx.model_path,
-                quantization_config=quantization,
-                dtype=dtype,
-                device_map={"": 0} if cuda else None,
-            )
-            peft_config = None
-            if cfg.method != "full":
-                peft_config = LoraConfig(
-                    r=cfg.lora_r,
-                    lora_alpha=cfg.lora_alpha,
-                    lora_dropout=cfg.lora_dropout,
-                    target_modules=lora_target_modules(cfg),
-                    use_dora=cfg.method == "dora",
-                    task_type="CAUSAL_LM",
-                )
-            args = SFTConfig(
-                output_dir=str(scratch / f"baseline-{rep}"),
-                max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                learning_rate=cfg.learning_rate,
-                lr_scheduler_type=cfg.lr_scheduler_type,
-                warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
-                weight_decay=cfg.weight_decay,
-                optim=cfg.optim,
-                bf16=bf16,
-                fp16=fp16,
-                use_cpu=not cuda,
-                max_length=cfg.max_length,
-                pad_to_multiple_of=cfg.max_length if options["pad_to_max"] else None,
-                gradient_checkpointing=options["gradient_checkpointing"],
-                assistant_only_loss=ctx.loss_mode == "assistant_only",
-                completion_only_loss=ctx.loss_mode == "completion_only",
-                logging_steps=cfg.logging_steps,
-                save_strategy="no",
-                report_to=[],
-                disable_tqdm=True,
-                seed=cfg.seed,
-            )
-            trainer = SFTTrainer(
+                trainer_class = SFTTrainer
+            trainer = trainer_class(
                 model=model,
                 args=args,
                 train_dataset=Dataset.from_list(ctx.rows),

@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=400, help="rows of the generated dataset")
     p.add_argument("--quantization", default="4bit", choices=["4bit", "8bit", "none"])
     p.add_argument("--method", default="lora", choices=["lora", "dora", "full"])
+    p.add_argument(
+        "--objective",
+        default="sft",
+        choices=["sft", "dpo"],
+        help="sft (default), or dpo: the engine's DPO against a plain TRL DPO script on generated (or --data) pairs",
+    )
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--ablate", action="store_true", help="also run each fast-path feature switched the other way")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: auto)")
@@ -51,6 +57,7 @@ def cmd_bench(args) -> int:
         rows=args.rows,
         quantization=args.quantization,
         method=args.method,
+        objective=args.objective,
         lora_r=args.lora_r,
         ablate=args.ablate,
         threads=args.threads,

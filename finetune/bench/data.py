@@ -76,3 +76,23 @@ def length_stats(rows: list[dict], tokenizer: Any) -> dict[str, float]:
         "median": statistics.median(lengths),
         "max": lengths[-1],
     }
+
+
+def make_pairs(rows: list[dict]) -> list[dict]:
+    """Generated chat rows as DPO pairs: the reply chosen, the same words in reverse order rejected (the same
+    length, so the two sequences of a pair cost the same)."""
+    pairs = []
+    for row in rows:
+        messages = row["messages"]
+        reply = messages[-1]["content"]
+        rejected = " ".join(reversed(reply.split())) or "no"
+        if rejected == reply:
+            rejected = reply + " no"
+        pairs.append(
+            {
+                "prompt": messages[:-1],
+                "chosen": [{"role": "assistant", "content": reply}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
+    return pairs

@@ -76,11 +76,20 @@ class TokenCounter:
 
     def __call__(self, examples):
         batch = self.collator(examples)
-        self.real += sum(len(e["input_ids"]) for e in examples)
+        self.real += sum(_real_tokens(e) for e in examples)
         self.computed += int(batch["input_ids"].numel())
         if "labels" in batch:
             self.loss += int((batch["labels"] != -100).sum())
+        elif "completion_mask" in batch:  # preference batches: the answers' tokens carry the loss
+            self.loss += int(batch["completion_mask"].sum())
         return batch
+
+
+def _real_tokens(example: dict) -> int:
+    """Tokens of one example; a DPO pair is two sequences, prompt + chosen and prompt + rejected."""
+    if "input_ids" in example:
+        return len(example["input_ids"])
+    return 2 * len(example["prompt_ids"]) + len(example["chosen_ids"]) + len(example["rejected_ids"])
 
 
 @dataclass

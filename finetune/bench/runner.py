@@ -55,6 +55,7 @@ class BenchOptions:
     unsloth: bool = True  # add the Unsloth arm when unsloth is installed and there is a CUDA GPU
     profile: str | None = None  # folder: torch.profiler tables of the engine and its loss-on-every-token variant
     command: str = ""
+    objective: str = "sft"  # sft, or dpo: the engine's DPO against a plain TRL DPO script
 
 
 def pick_threads(requested: int) -> tuple[int, str]:
@@ -106,7 +107,22 @@ def versions() -> dict[str, str]:
 
 def variants_for(plan, ablate: bool, unsloth: bool) -> list[Variant]:
     """engine, TRL's defaults, the seed script (and Unsloth), plus with `ablate` one variant per planned
-    decision switched the other way."""
+    decision switched the other way. For DPO: the engine and a plain TRL DPO script."""
+    if plan.objective == "dpo":
+        variants = [
+            Variant("engine", "engine", about="the app's DPO, every knob at auto (finetune.plan)"),
+            Variant("TRL DPO defaults", "trl_dpo", about="DPOTrainer's defaults: checkpointing on"),
+        ]
+        if ablate:
+            flip = not plan.gradient_checkpointing
+            variants.append(
+                Variant(
+                    f"engine, gradient checkpointing {'on' if flip else 'off'}",
+                    "engine",
+                    {"gradient_checkpointing": flip},
+                )
+            )
+        return variants
     variants = [
         Variant("engine", "engine", about="the app's engine, every knob at auto (finetune.plan)"),
         Variant("TRL defaults", "trl", about="SFTTrainer's defaults: padded to the longest, checkpointing on"),
@@ -177,7 +193,7 @@ def _summarize(variant: Variant, runs: list[dict]) -> dict[str, Any]:
 
 
 def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, Any, dict]:
-    from finetune.bench.data import length_stats, make_rows, write_rows
+    from finetune.bench.data import length_stats, make_pairs, make_rows, write_rows
     from finetune.bench.measure import flops_params, gpu_peak_tflops
     from finetune.bench.weights import resolve_bench_model
     from finetune.config import RunConfig
@@ -199,8 +215,10 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
     else:
         max_tokens = max(options.min_tokens, options.max_length - 12)
         rows = make_rows(tokenizer, options.rows, options.min_tokens, max_tokens)
-        data_file = write_rows(rows, scratch / "bench_data.jsonl")
         data_stats = length_stats(rows, tokenizer)
+        if options.objective == "dpo":
+            rows = make_pairs(rows)
+        data_file = write_rows(rows, scratch / "bench_data.jsonl")
     base = RunConfig(
         model_name_or_path=model_path,
         dataset_path=str(data_file),
@@ -215,12 +233,16 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
         method=options.method,
         lora_r=options.lora_r,
         lora_alpha=2 * options.lora_r,
+        objective=options.objective,
     )
     problems = base.validate() + check_runnable(base, machine)
     if problems:
         raise ConfigError(problems)
     data = prepare_data(base, tokenizer)
-    loss_mode, rows = choose_loss_mode(data.train_rows, tokenizer, base.train_on_prompt)
+    if base.is_preference:
+        loss_mode, rows = base.objective, data.train_rows
+    else:
+        loss_mode, rows = choose_loss_mode(data.train_rows, tokenizer, base.train_on_prompt)
     mean = (data.stats or {}).get("mean") or None
     plan = make_plan(base, machine, model=model_path, mean_tokens=mean)
     params = flops_params(model_path)
@@ -286,7 +308,8 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
         if not options.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     summaries = [_summarize(v, runs[v.name]) for v in variants]
-    engine, baseline, seed = summaries[0], summaries[1], summaries[2]
+    engine, baseline = summaries[0], summaries[1]
+    seed = next((s for s in summaries if s["kind"] == "seed"), {"tokens_per_s": None})
     peer = next((s for s in summaries if s["kind"] == "unsloth"), None)
     for s in summaries:
         s["ratio_vs_baseline"] = _ratio(s["tokens_per_s"], baseline["tokens_per_s"])
@@ -302,7 +325,8 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
         "device": ctx.device,
         "threads": threads if ctx.device == "cpu" else None,
         "threads_reason": why if ctx.device == "cpu" else None,
-        "baseline": "TRL defaults",
+        "baseline": baseline["name"],
+        "objective": options.objective,
         "engine_tokens_per_s": engine["tokens_per_s"],
         "baseline_tokens_per_s": baseline["tokens_per_s"],
         "seed_tokens_per_s": seed["tokens_per_s"],

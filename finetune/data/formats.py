@@ -15,9 +15,12 @@ from finetune.errors import DataError, shown
 
 # What each format reads, in the order auto-detection tries them: a file with both
 # `instruction`/`output` and a pre-rendered `text` column is better used as alpaca.
+# Preference formats come first: their columns are a superset of prompt_completion's.
 FORMAT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "messages": {"required": ("messages",), "optional": ()},
     "sharegpt": {"required": ("conversations",), "optional": ()},
+    "preference": {"required": ("chosen", "rejected"), "optional": ("prompt",)},
+    "unpaired_preference": {"required": ("prompt", "completion", "label"), "optional": ()},
     "prompt_completion": {"required": ("prompt", "completion"), "optional": ()},
     "alpaca": {"required": ("instruction", "output"), "optional": ("input", "system")},
     "text": {"required": ("text",), "optional": ()},
@@ -28,7 +31,10 @@ FORMAT_HINTS = {
     "prompt_completion": "two text columns",
     "alpaca": "text columns",
     "text": "one text column",
+    "preference": "text or message lists; without prompt, chosen and rejected conversations repeat the prompt",
+    "unpaired_preference": "KTO: label is true for a good completion, false for a bad one",
 }
+PREFERENCE_FORMATS = ("preference", "unpaired_preference")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
 EXPECTED_COLUMNS = tuple(
@@ -154,7 +160,8 @@ def no_format_message(columns: list[str]) -> str:
 
 # --- rows ---------------------------------------------------------------------
 def normalize_row(fmt: str, record: dict, conversational_prompts: bool = False) -> dict:
-    """One raw (already mapped) record -> a normalized row, or RowProblem saying what is wrong."""
+    """One raw (already mapped) record -> a normalized row, or RowProblem saying what is wrong
+    (preference formats: finetune.data.preference.normalize_preference)."""
     if fmt == "messages":
         return {"messages": check_conversation(parse_messages(record.get("messages"), "messages"))}
     if fmt == "sharegpt":

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune.config import PREFERENCE_OBJECTIVES
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
 from finetune.errors import DataError
@@ -43,6 +44,37 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _conversational(report: DatasetReport) -> bool | None:
+    """For preference data: conversations (True) or plain text (False); None otherwise."""
+    if report.shape not in ("preference", "unpaired_preference"):
+        return None
+    return isinstance(report.rows[0]["prompt"], list)
+
+
+def check_objective(report: DatasetReport, objective: str) -> None:
+    """The data must fit what is learned: SFT needs answers to imitate, DPO/ORPO chosen/rejected pairs,
+    KTO pairs (TRL unpairs them) or prompt/completion/label rows."""
+    shape, name = report.shape, report.source
+    if objective == "sft" and shape in ("preference", "unpaired_preference"):
+        raise DataError(
+            f"{name} is {shape.replace('_', ' ')} data (chosen/rejected or labelled completions), which "
+            "supervised fine-tuning cannot use: set objective to dpo, orpo or kto (kto also reads unpaired rows)"
+        )
+    if objective in ("dpo", "orpo") and shape != "preference":
+        hint = (
+            "; unpaired prompt/completion/label rows train with objective kto" if shape == "unpaired_preference" else ""
+        )
+        raise DataError(
+            f"objective {objective} needs preference pairs (columns chosen and rejected, with a prompt column or "
+            f"a prompt both conversations repeat), but {name} is {shape.replace('_', ' ')} data ({report.format}){hint}"
+        )
+    if objective == "kto" and shape not in ("preference", "unpaired_preference"):
+        raise DataError(
+            f"objective kto needs prompt/completion/label rows or chosen/rejected pairs, but {name} is "
+            f"{shape.replace('_', ' ')} data ({report.format})"
+        )
+
+
 @dataclass
 class PreparedData:
     train_rows: list[dict] = field(repr=False)
@@ -60,16 +92,19 @@ class PreparedData:
 def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
     """Load `config.dataset_path` (empty: the bundled sample), validation from `config.eval_dataset_path`
     or a seeded `config.val_split`, and token statistics at `config.max_length` (skipped without a tokenizer)."""
-    from finetune.demo import SAMPLE_DATASET
+    from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
 
-    source = str(config.dataset_path).strip() or str(SAMPLE_DATASET)
+    objective = getattr(config, "objective", "sft")
+    default = SAMPLE_PREFERENCE_DATASET if objective in PREFERENCE_OBJECTIVES else SAMPLE_DATASET
+    source = str(config.dataset_path).strip() or str(default)
     mapping = dict(config.column_mapping or {})
     report = load_records(source, config.dataset_format, mapping)
+    check_objective(report, objective)
     eval_report = None
     eval_source = str(config.eval_dataset_path or "").strip()
     if eval_source:
         eval_report = load_records(eval_source, config.dataset_format, mapping)
-        if eval_report.shape != report.shape:
+        if eval_report.shape != report.shape or _conversational(eval_report) != _conversational(report):
             raise DataError(
                 f"the training data ({report.source}) is {report.shape} ({report.format}) but the validation "
                 f"data ({eval_report.source}) is {eval_report.shape} ({eval_report.format}); "

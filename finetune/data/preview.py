@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune.data.preference import is_preference_row
 from finetune.data.templates import (
     chat_ids,
     common_prefix_length,
@@ -16,6 +17,7 @@ from finetune.data.templates import (
     has_generation_markers,
     plain_text,
     render_chat,
+    with_eos,
 )
 
 PREVIEW_CHARS = 20_000  # characters of one text shown; a page cannot usefully show more
@@ -30,6 +32,8 @@ def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> 
     `trained_tokens`, and `hidden_chars` (characters of long texts cut before templating: the
     counts are then those of the cut example).
     """
+    if is_preference_row(row):
+        return render_pair(row, tokenizer)
     row, hidden = _shortened(row)
     messages = conversation_of(row)
     if messages is not None:
@@ -60,6 +64,51 @@ def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> 
     }
 
 
+def _answer_text(answer) -> str:
+    return "\n".join(m["content"] for m in answer) if isinstance(answer, list) else answer
+
+
+def render_pair(row: dict, tokenizer: Any) -> dict[str, Any]:
+    """A preference row as the trainer sees it: the shared prompt, and each answer (chosen and rejected,
+    or KTO's one completion with its label) as text after the prompt, with token counts.
+
+    Returns `pair` = {prompt_text, prompt_tokens, answers: [{name, text, tokens}], label}, plus the keys
+    of `render_example` (`chat` is the prompt, `segments` the prompt then each answer, `num_tokens` the
+    prompt + the longer answer, as the length audit counts)."""
+    row, hidden = _shortened(row)
+    names = ["chosen", "rejected"] if "chosen" in row else ["good" if row["label"] else "bad"]
+    answers = [row[k] for k in (("chosen", "rejected") if "chosen" in row else ("completion",))]
+    if isinstance(row["prompt"], list):
+        prompt_ids = chat_ids(tokenizer, list(row["prompt"]), add_generation_prompt=True)["input_ids"]
+        fulls = [chat_ids(tokenizer, list(row["prompt"]) + list(a))["input_ids"] for a in answers]
+        chat = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+    else:
+        prompt_ids = list(tokenizer(row["prompt"])["input_ids"])
+        fulls = [list(tokenizer(row["prompt"] + with_eos(tokenizer, a))["input_ids"]) for a in answers]
+        chat = [{"role": "user", "content": row["prompt"]}]
+    shared = min(common_prefix_length(prompt_ids, ids) for ids in fulls)
+    prompt_text = tokenizer.decode(prompt_ids[:shared])
+    rendered = [
+        {"name": name, "text": tokenizer.decode(ids[shared:]), "content": _answer_text(a), "tokens": len(ids) - shared}
+        for name, a, ids in zip(names, answers, fulls)
+    ]
+    segments = [(prompt_text, False)] + [(f"\n[{a['name']}] " + a["text"], True) for a in rendered]
+    return {
+        "chat": chat,
+        "text": "".join(piece for piece, _ in segments),
+        "segments": segments,
+        "num_tokens": max(len(ids) for ids in fulls),
+        "trained_tokens": max(a["tokens"] for a in rendered),
+        "hidden_chars": hidden,
+        "pair": {
+            "prompt_text": prompt_text,
+            "prompt_tokens": shared,
+            "answers": rendered,
+            "label": row.get("label"),
+        },
+    }
+
+
 def _cut_text(value: Any) -> tuple[Any, int]:
     if isinstance(value, str) and len(value) > PREVIEW_CHARS:
         hidden = len(value) - PREVIEW_CHARS
@@ -87,7 +136,7 @@ def _shortened(row: dict) -> tuple[dict, int]:
     """The row with every text over PREVIEW_CHARS cut (and long conversations thinned), and how many
     characters were cut: templating and tokenizing stay bounded whatever one row holds."""
     out, hidden = dict(row), 0
-    for key in ("messages", "prompt", "completion", "text"):
+    for key in ("messages", "prompt", "completion", "text", "chosen", "rejected"):
         if key in out:
             value = out[key]
             out[key], cut = _cut_messages(value) if isinstance(value, list) else _cut_text(value)

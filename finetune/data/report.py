@@ -11,6 +11,7 @@ from typing import Any
 from finetune.config import DATASET_FORMATS
 from finetune.data.formats import (
     FORMAT_COLUMNS,
+    PREFERENCE_FORMATS,
     RowProblem,
     apply_mapping,
     detect_format,
@@ -18,6 +19,7 @@ from finetune.data.formats import (
     normalize_row,
     resolve_mapping,
 )
+from finetune.data.preference import normalize_preference
 from finetune.data.raw import RowIssue
 from finetune.data.readers import read_source
 from finetune.errors import DataError, shown
@@ -26,7 +28,11 @@ SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
 
 
 def row_shape(row: dict) -> str:
-    """conversational, prompt_completion or text: what TRL sees."""
+    """conversational, prompt_completion, text, preference or unpaired_preference: what TRL sees."""
+    if "chosen" in row:
+        return "preference"
+    if "label" in row:
+        return "unpaired_preference"
     if "messages" in row:
         return "conversational"
     if "prompt" in row:
@@ -96,6 +102,26 @@ def summarize_issues(issues: list[RowIssue], limit: int = SUMMARY_REASONS) -> st
     return "\n".join(lines)
 
 
+def _one_kind(rows: list[dict], numbers: list[int], skipped: list[RowIssue], unit: str) -> list[dict]:
+    """TRL trains a preference file as all conversations or all plain text: the first usable row decides,
+    rows of the other kind are skipped with a reason."""
+    first = isinstance(rows[0]["prompt"], list)
+    kind = "conversations (message lists)" if first else "plain text"
+    kept = []
+    for number, row in zip(numbers, rows):
+        if isinstance(row["prompt"], list) == first:
+            kept.append(row)
+        else:
+            skipped.append(
+                RowIssue(
+                    number,
+                    f"this row is {'plain text' if first else 'conversations'} but the file's first rows are {kind}",
+                    unit,
+                )
+            )
+    return kept
+
+
 def load_records(
     source: str | os.PathLike, dataset_format: str = "auto", column_mapping: dict | None = None
 ) -> DatasetReport:
@@ -119,14 +145,20 @@ def load_records(
     first_prompt = next((r.get("prompt") for _, r in records if r.get("prompt") is not None), None)
     conversational_prompts = fmt == "prompt_completion" and isinstance(first_prompt, (list, tuple))
 
-    rows, skipped = [], list(raw.issues)
+    rows, skipped, numbers = [], list(raw.issues), []
     for number, record in records:
         try:
-            rows.append(normalize_row(fmt, record, conversational_prompts))
+            if fmt in PREFERENCE_FORMATS:
+                rows.append(normalize_preference(fmt, record))
+            else:
+                rows.append(normalize_row(fmt, record, conversational_prompts))
+            numbers.append(number)
         except RowProblem as problem:
             skipped.append(RowIssue(number, str(problem), raw.unit))
         except RecursionError:
             skipped.append(RowIssue(number, "the row is nested too deeply to read", raw.unit))
+    if fmt in PREFERENCE_FORMATS and rows:
+        rows = _one_kind(rows, numbers, skipped, raw.unit)
     skipped.sort(key=lambda issue: issue.row)
 
     report = DatasetReport(

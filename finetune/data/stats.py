@@ -6,7 +6,8 @@ import math
 import random
 from typing import Any
 
-from finetune.data.templates import conversation_of, plain_text, render_chat
+from finetune.data.preference import answers_of, is_preference_row
+from finetune.data.templates import conversation_of, plain_text, render_chat, with_eos
 from finetune.errors import DataError
 
 _BATCH = 512
@@ -19,6 +20,8 @@ LONG_TEXT_CHARS = 400_000
 
 def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
     """Tokens per row: chat template for conversations, plain text (+EOS) otherwise."""
+    if rows and is_preference_row(rows[0]):
+        return preference_lengths(rows, tokenizer)
     texts: list[str] = []
     plain: list[bool] = []
     for number, row in enumerate(rows, start=1):
@@ -42,6 +45,34 @@ def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
             for i, ids in zip(chunk, encoded["input_ids"]):
                 scale = len(texts[i]) / LONG_TEXT_CHARS if len(texts[i]) > LONG_TEXT_CHARS else 1.0
                 lengths[i] = math.ceil(len(ids) * scale)  # an estimate for the rare very long text
+    return lengths
+
+
+def preference_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
+    """Tokens per preference row as the trainer sees its longest sequence: prompt + the longer answer
+    (chat template for conversations, plain text + EOS otherwise)."""
+    texts: list[str] = []
+    owners: list[int] = []
+    plain = not isinstance(rows[0]["prompt"], list)
+    for number, row in enumerate(rows, start=1):
+        for answer in answers_of(row):
+            try:
+                if plain:
+                    texts.append(with_eos(tokenizer, row["prompt"] + answer))
+                else:
+                    texts.append(render_chat(tokenizer, list(row["prompt"]) + list(answer)))
+            except DataError as exc:
+                raise DataError(f"example {number}: {exc}") from None
+            owners.append(number - 1)
+    lengths = [0] * len(rows)
+    for start in range(0, len(texts), _BATCH):
+        chunk = [text[:LONG_TEXT_CHARS] for text in texts[start : start + _BATCH]]
+        encoded = tokenizer(chunk, add_special_tokens=plain)["input_ids"]
+        for offset, ids in enumerate(encoded):
+            i = start + offset
+            scale = len(texts[i]) / LONG_TEXT_CHARS if len(texts[i]) > LONG_TEXT_CHARS else 1.0
+            owner = owners[i]
+            lengths[owner] = max(lengths[owner], math.ceil(len(ids) * scale))
     return lengths
 
 

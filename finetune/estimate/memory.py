@@ -127,6 +127,13 @@ def _notes(shape: ModelShape, config: RunConfig, ctx: RunContext, unknown: list[
         )
     else:
         notes.append(f"sequences counted at {ctx.seq} tokens (batches are padded to their longest example)")
+    if config.objective in ("dpo", "orpo"):
+        notes.append(
+            f"{config.objective}: chosen and rejected run through the model together, counted as "
+            f"{ctx.batch} sequences per micro-batch; the no-grad reference pass peaks lower"
+        )
+    elif config.objective == "kto":
+        notes.append("kto: the no-grad reference and KL passes peak below the training pass")
     if ctx.liger:
         notes.append("Liger kernels: RMSNorm and SwiGLU keep less for backward (not yet calibrated on a GPU)")
     return notes
@@ -161,6 +168,8 @@ def estimate_memory(
     trainable = sum(r * c for r, c in mats) + magnitude
     weights = weight_bytes(shape, ctx)
     adapters = 0.0 if ctx.method == "full" else trainable * ctx.param_bytes + magnitude * (4 - ctx.param_bytes)
+    if config.objective in ("dpo", "kto") and config.start_from_run.strip() and ctx.method != "full":
+        adapters *= 2  # TRL's frozen "ref" copy of the starting adapter (adapter weights only)
     grads = (trainable - magnitude) * ctx.param_bytes + magnitude * 4
     states = optimizer_state_bytes(mats, magnitude, ctx)
     saved, loss_b, workspace = activation_terms(shape, ctx)
@@ -201,6 +210,7 @@ def estimate_memory(
         "batch_size": ctx.batch,
         "seq_len": ctx.seq,
         "method": config.method,
+        "objective": config.objective,
         "quantization": ctx.quantization,
         "lora_r": config.lora_r if config.method != "full" else None,
         "lora_target_modules": config.lora_target_modules if config.method != "full" else None,

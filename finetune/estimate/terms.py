@@ -72,7 +72,11 @@ def make_context(shape: ModelShape, config: RunConfig, plan, seq_len: int | None
     autocast = device != "cpu" and cb == 2
     targets, _ = resolve_targets(config.lora_target_modules, shape)
     lora_in = cb if autocast else param_bytes
-    batch = plan.per_device_train_batch_size
+    # DPO and ORPO run chosen and rejected through the policy in one batch: twice the sequences with
+    # activations kept for backward. The reference (and KTO's KL) passes run without grad: their
+    # transient peak is below the policy's, so they add no term.
+    sequences = 2 if config.objective in ("dpo", "orpo") else 1
+    batch = plan.per_device_train_batch_size * sequences
     flat = plan.padding_free or plan.packing
     return RunContext(
         batch=batch,

@@ -166,11 +166,12 @@ def evaluate(
     progress: Progress | None = None,
     stop: StopCheck = None,
     save: bool = True,
+    rows: list[dict] | None = None,
 ) -> Evaluation:
     """Generate and score base and fine-tuned answers for up to `limit` rows.
 
     `data`: a file (default: the run's validation rows). `adapter`: a checkpoint folder in
-    the run (default: the final adapter). `labels`: force label metrics with this label set
+    the run (default: the final adapter). `rows`: normalized rows to use instead of reading `data`. `labels`: force label metrics with this label set
     (default: detected from the references). `settings.system_prompt` is not used: rows are
     formatted exactly as in training, with their own system turn if they had one.
     """
@@ -178,7 +179,10 @@ def evaluate(
 
     settings = (settings or GenerationSettings()).check()
     run = as_run(comparer_or_run)
-    rows, source, warnings = load_eval_rows(run, data)
+    if rows is None:
+        rows, source, warnings = load_eval_rows(run, data)
+    else:  # rows already read (e.g. preference pairs turned into prompt + reference)
+        source, warnings = str(data or "rows"), []
     examples, skipped = examples_from_rows(rows, limit)
     if labels is not None:
         labels = [normalize_answer(label) for label in labels if normalize_answer(label)] or None

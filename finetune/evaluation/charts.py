@@ -13,6 +13,8 @@ LABELS = {"base": "base", "finetuned": "fine-tuned"}
 def summary_metrics(summary: dict[str, Any]) -> list[str]:
     """The metrics a summary has values for, in display order."""
     names = ["exact_match", "token_f1", "rouge_l"]
+    if "preference_pairs" in summary:  # a share like the others (mean_margin, in nats, is not drawn)
+        names = ["preference_accuracy", *names]
     if summary.get("label_like"):
         names += ["accuracy", "macro_f1"]
     return [m for m in names if any(isinstance(summary.get(s, {}).get(m), (int, float)) for s in COLORS)]

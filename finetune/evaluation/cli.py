@@ -25,7 +25,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     """Add the `evaluate` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score base and fine-tuned answers on held-out data (exact match, token F1, ROUGE-L, labels)",
+        help="score base and fine-tuned answers on held-out data (exact match, token F1, ROUGE-L, labels; "
+        "preference accuracy and mean margin on chosen/rejected pairs)",
         description="Generate base and fine-tuned answers for the run's validation rows (or --data) and score them "
         "against the reference answers.",
     )
@@ -57,7 +58,7 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from finetune.compare import GenerationSettings
-    from finetune.evaluation.batch import evaluate
+    from finetune.evaluation.preference import evaluate_with_preferences
     from finetune.runs import open_run
 
     out = Path(args.out)
@@ -69,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings.check()
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     run = open_run(args.run, args.workspace)
-    evaluation = evaluate(
+    evaluation = evaluate_with_preferences(
         run,
         args.data,
         limit=args.limit,
@@ -109,7 +110,11 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
     if summary.get("label_like"):
         lines.append(f"labels:   {', '.join(summary['labels'])}")
     lines.append(f"{'metric':14} {'base':>8} {'fine-tuned':>11}")
-    for metric in summary_metrics(summary) + ["mean_tokens", "mean_seconds"]:
+    metrics = summary_metrics(summary) + ["mean_tokens", "mean_seconds"]
+    if "preference_pairs" in summary:
+        lines.append(f"pairs:    {summary['preference_pairs']} (log p(chosen) vs log p(rejected))")
+        metrics = metrics[:1] + ["mean_margin"] + metrics[1:]
+    for metric in metrics:
         base, tuned = summary["base"].get(metric), summary["finetuned"].get(metric)
         lines.append(f"{metric:14} {_num(base):>8} {_num(tuned):>11}")
     lines.append(

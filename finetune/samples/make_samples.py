@@ -125,11 +125,71 @@ def write_other_formats(folder: Path) -> list[Path]:
     return [alpaca, sharegpt, prompt_completion, text]
 
 
+def short_answer(answer: str) -> str:
+    """The bare fact of a sample answer: "The capital of France is Paris." -> "Paris."."""
+    return answer.rsplit(" is ", 1)[-1]
+
+
+def preference_rows() -> list[dict]:
+    """The chat sample's questions with the bare answer chosen ("Paris.") over the full sentence the
+    demo was taught ("The capital of France is Paris."): the base prefers the sentence, so a
+    preference run visibly moves its preference (and its answers) to the short form."""
+    out = []
+    for row in rows():
+        system, question, answer = _parts(row)
+        prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": short_answer(answer)}],
+                "rejected": [{"role": "assistant", "content": answer}],
+            }
+        )
+    return out
+
+
+def write_preference_formats(folder: Path) -> list[Path]:
+    """The preference sample (explicit prompt, conversations), the same pairs with an implicit prompt and as
+    plain text, and KTO's unpaired prompt/completion/label rows."""
+    pairs = preference_rows()
+    explicit = folder / "sample_preference.jsonl"
+    implicit = folder / "sample_preference_implicit.jsonl"
+    text = folder / "sample_preference_text.csv"
+    unpaired = folder / "sample_kto.jsonl"
+    with open(explicit, "w", encoding="utf-8") as fh:
+        for pair in pairs:
+            fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    with open(implicit, "w", encoding="utf-8") as fh:
+        for pair in pairs:
+            record = {"chosen": pair["prompt"] + pair["chosen"], "rejected": pair["prompt"] + pair["rejected"]}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    import csv
+
+    with open(text, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        for pair in pairs:
+            question = pair["prompt"][-1]["content"]
+            writer.writerow(
+                [
+                    f"Question: {question}\nAnswer:",
+                    f" {pair['chosen'][0]['content']}",
+                    f" {pair['rejected'][0]['content']}",
+                ]
+            )
+    with open(unpaired, "w", encoding="utf-8") as fh:
+        for pair in pairs:  # every prompt with one good and one bad completion
+            for good in (True, False):
+                record = {"prompt": pair["prompt"], "completion": pair["chosen" if good else "rejected"], "label": good}
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return [explicit, implicit, text, unpaired]
+
+
 if __name__ == "__main__":
     target = Path(__file__).parent / "sample_chat.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
         for row in rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {target}")
-    for path in write_other_formats(target.parent):
+    for path in write_other_formats(target.parent) + write_preference_formats(target.parent):
         print(f"wrote {path}")

@@ -26,7 +26,7 @@ from finetune.data import (
     render_example,
     token_length_stats,
 )
-from finetune.demo import SAMPLE_DATASET
+from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
 from finetune.errors import DataError, FinetuneError
 from finetune.paths import check_dataset_path, check_model_path
 
@@ -52,6 +52,8 @@ def source_label(dataset_path: str) -> str:
     """A source as a person names it: the sample, an upload by its original file name, else as typed."""
     if not (dataset_path or "").strip():
         return f"the bundled sample dataset ({SAMPLE_DATASET.name})"
+    if dataset_path == str(SAMPLE_PREFERENCE_DATASET):
+        return f"the bundled preference sample ({SAMPLE_PREFERENCE_DATASET.name})"
     name = Path(dataset_path).name
     prefix = name[:UPLOAD_PREFIX_CHARS]
     if (
@@ -95,6 +97,7 @@ class DataDesk:
 
     map_targets = MAP_TARGETS
     extensions = SUPPORTED_EXTENSIONS
+    preference_sample = str(SAMPLE_PREFERENCE_DATASET)  # the bundled pairs for DPO/ORPO/KTO
 
     def __init__(self, workspace: Path, *, restrict_paths: bool = True):
         self.workspace = workspace

@@ -94,14 +94,17 @@ class JudgeDesk:
 
     # batch evaluation --------------------------------------------------------------------
     def evaluate(self, name: str, data: str | None, *, limit: int, settings, stop=None, progress=None):
-        """Score base and fine-tuned answers on held-out rows (the run's own, or the file `data`)."""
-        from finetune.evaluation import evaluate
+        """Score base and fine-tuned answers on held-out rows (the run's own, or the file `data`); on
+        preference pairs also each model's preference_accuracy and mean_margin (log-probabilities)."""
+        from finetune.evaluation.preference import evaluate_with_preferences
 
         if int(limit) < 1:
             raise FinetuneError("The row limit must be at least 1.")
         run = self._run(name)
-        with self.studio.lease.hold("evaluating"):
-            return evaluate(run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress)
+        with self.studio.lease.hold("evaluating"):  # on pairs: also preference accuracy and mean margin
+            return evaluate_with_preferences(
+                run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress
+            )
 
     def latest_evaluation(self, name: str):
         from finetune.evaluation import latest_evaluation
