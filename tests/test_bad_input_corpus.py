@@ -171,7 +171,7 @@ def test_hostile_corpus_through_the_cli_and_the_app(workspace, tmp_path, tmp_pat
         slowest, states = [0.0], []
 
         def polled_while(job) -> None:
-            """Another client's /run_status answers within a second while `job` runs."""
+            """Another client's /run_status answers promptly while `job` runs."""
             while not job.done():
                 started = time.perf_counter()
                 states.append(other.predict("", api_name="/run_status")["state"])
@@ -220,7 +220,9 @@ def test_hostile_corpus_through_the_cli_and_the_app(workspace, tmp_path, tmp_pat
                 _assert_message(case_id, started, expected if kind != "data" else [])
             _no_stray_runs(workspace, keep)
             answered += 1
-        assert slowest[0] < 1.0, f"another client waited {slowest[0]:.2f} s"
+        # not blocked behind the hostile requests (that would be their whole duration); the margin over the
+        # usual ~0.1 s is for a loaded machine (1.03 s was seen with the whole suite running)
+        assert slowest[0] < 3.0, f"another client waited {slowest[0]:.2f} s"
         assert states and set(states) <= {"queued"}, set(states)  # the existing run, never a failed one
 
     assert answered == len(cases)

@@ -167,3 +167,22 @@ def test_the_lease_is_one_at_a_time_and_survives_a_generator_resumed_on_another_
     assert finished == [2]
     with studio.lease.hold("merging"):  # free again
         pass
+
+
+def test_model_work_waits_for_a_run_that_has_ended_but_still_frees_its_memory(workspace, monkeypatch):
+    import finetune.training
+
+    ended = []
+
+    class Finishing:
+        state = "done"
+        run = SimpleNamespace(name="finishing")
+
+        def wait(self, timeout=None):
+            ended.append(timeout)
+
+    monkeypatch.setattr(finetune.training, "current_job", lambda: None if ended else Finishing())
+    studio = Studio(workspace)
+    with studio.lease.hold("comparing answers"):  # not refused: the run had reported "done"
+        pass
+    assert ended and ended[0] > 0

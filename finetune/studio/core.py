@@ -21,7 +21,8 @@ from finetune.errors import BusyError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
 
 RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
-LEASE_WAIT_S = 600.0  # a model-loading request waits this long for another one (a merge) to finish
+LEASE_WAIT_S = 600.0
+FINISHING_WAIT_S = 120.0  # a run that reported its final state may still be freeing memory  # a model-loading request waits this long for another one (a merge) to finish
 
 
 class GpuLease:
@@ -64,6 +65,9 @@ class GpuLease:
         from finetune.training import current_job
 
         job = current_job()
+        if job is not None and getattr(job, "state", None) in FINAL_STATES:
+            job.wait(FINISHING_WAIT_S)  # the run has ended and is freeing its memory: let it finish
+            job = current_job()
         if job is not None:
             raise BusyError(
                 f"The run '{job.run.name}' is training: {action} would load a second model into memory. "
