@@ -31,7 +31,7 @@ from typing import Any
 
 from finetune.config import MAX_NAME_CHARS, RunConfig, safe_name
 from finetune.errors import RunError, shown
-from finetune.files import write_text_atomic
+from finetune.files import upload_name, write_text_atomic
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
@@ -434,7 +434,7 @@ def data_tag(dataset_path: str) -> str:
     if not (dataset_path or "").strip():
         return "sample"
     stem = Path(dataset_path.rstrip("/")).stem if Path(dataset_path).suffix else dataset_path.rstrip("/").split("/")[-1]
-    return re.sub(r"^[0-9a-f]{10}-", "", stem)  # uploads are stored as <hash>-<name>
+    return upload_name(stem)
 
 
 def default_run_name(config: RunConfig) -> str:

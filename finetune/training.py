@@ -229,31 +229,24 @@ class TrainingJob:
             from transformers import EarlyStoppingCallback
 
             callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-        if cfg.is_preference:
-            from finetune.preference_builders import build_preference_trainer
-
-            trainer = build_preference_trainer(
-                cfg,
-                plan,
-                model=model,
-                tokenizer=tokenizer,
-                train_rows=train_rows,
-                eval_rows=eval_rows,
-                output_dir=str(self.run.checkpoints_dir),
-                callbacks=callbacks,
-            )
-            return self._quiet(trainer), model
-        # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
-        trainer = build_trainer(
-            cfg,
-            plan,
+        common = dict(
             model=model,
             tokenizer=tokenizer,
             train_rows=train_rows,
             eval_rows=eval_rows,
-            loss_mode=loss_mode,
             output_dir=str(self.run.checkpoints_dir),
             callbacks=callbacks,
+        )
+        if cfg.is_preference:
+            from finetune.preference_builders import build_preference_trainer
+
+            return self._quiet(build_preference_trainer(cfg, plan, **common)), model
+        # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
+        trainer = build_trainer(
+            cfg,
+            plan,
+            **common,
+            loss_mode=loss_mode,
             workspace=self.workspace,
             log=self.run.log,
             args=sft_args,

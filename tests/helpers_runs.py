@@ -130,3 +130,24 @@ def make_run_with_data(
         paths[key] = str(path)
     run.config().replace(**paths).to_yaml(run.config_path)
     return run
+
+
+def fast_config(**changes) -> RunConfig:
+    """A CPU-sized QLoRA run on the demo model and the bundled sample data."""
+    base = dict(
+        model_name_or_path="demo",
+        quantization="4bit",
+        lora_r=8,
+        lora_alpha=16,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        max_length=256,
+        gradient_checkpointing=False,
+        logging_steps=2,
+        eval_steps=10,
+        save_steps=10,
+        max_steps=30,
+    )
+    base.update(changes)
+    return RunConfig(**base)

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from helpers_runs import fast_config
 from safetensors.torch import load_file
 
 from finetune.config import RunConfig
@@ -23,24 +24,7 @@ PAIRS = SAMPLES_DIR / "sample_preference.jsonl"
 
 def preference_config(objective: str, **changes) -> RunConfig:
     """A CPU-sized QLoRA preference run on the demo model and the bundled preference sample."""
-    base = dict(
-        model_name_or_path="demo",
-        objective=objective,
-        quantization="4bit",
-        lora_r=8,
-        lora_alpha=16,
-        learning_rate=5e-3,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        max_length=128,
-        gradient_checkpointing=False,
-        logging_steps=2,
-        eval_steps=10,
-        save_steps=10,
-        max_steps=24,
-    )
-    base.update(changes)
-    return RunConfig(**base)
+    return fast_config(**{"objective": objective, "learning_rate": 5e-3, "max_length": 128, "max_steps": 24, **changes})
 
 
 def train(config: RunConfig, workspace):

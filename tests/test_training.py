@@ -7,35 +7,14 @@ import time
 
 import pytest
 import torch
+from helpers_runs import fast_config
 from safetensors.torch import load_file
 
-from finetune.config import RunConfig
 from finetune.errors import BusyError, ConfigError, RunError
 from finetune.runs import open_run
 from finetune.training import current_job, start_training
 
 pytestmark = pytest.mark.slow
-
-
-def fast_config(**changes) -> RunConfig:
-    """A CPU-sized QLoRA run on the demo model and the bundled sample data."""
-    base = dict(
-        model_name_or_path="demo",
-        quantization="4bit",
-        lora_r=8,
-        lora_alpha=16,
-        learning_rate=1e-2,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        max_length=256,
-        gradient_checkpointing=False,
-        logging_steps=2,
-        eval_steps=10,
-        save_steps=10,
-        max_steps=30,
-    )
-    base.update(changes)
-    return RunConfig(**base)
 
 
 def test_qlora_run_loss_falls_and_adapter_weights_change(workspace):

@@ -28,11 +28,11 @@ from finetune.data import (
 )
 from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
 from finetune.errors import DataError, FinetuneError
+from finetune.files import UPLOAD_PREFIX_CHARS, upload_name
 from finetune.paths import check_dataset_path, check_model_path
 
 # every column role some format reads, for a column-mapping form
 MAP_TARGETS = list(dict.fromkeys(c for spec in FORMAT_COLUMNS.values() for c in spec["required"] + spec["optional"]))
-UPLOAD_PREFIX_CHARS = 10  # uploads are stored as <sha256 prefix>-<name>
 
 
 def _remember(cache: OrderedDict, key: tuple, value: Any, size: int) -> Any:
@@ -55,14 +55,8 @@ def source_label(dataset_path: str) -> str:
     if dataset_path == str(SAMPLE_PREFERENCE_DATASET):
         return f"the bundled preference sample ({SAMPLE_PREFERENCE_DATASET.name})"
     name = Path(dataset_path).name
-    prefix = name[:UPLOAD_PREFIX_CHARS]
-    if (
-        len(name) > UPLOAD_PREFIX_CHARS
-        and name[UPLOAD_PREFIX_CHARS] == "-"
-        and all(ch in "0123456789abcdef" for ch in prefix)
-    ):
-        return name[UPLOAD_PREFIX_CHARS + 1 :]
-    return dataset_path
+    original = upload_name(name)
+    return original if original != name else dataset_path
 
 
 def parse_mapping(text: str) -> dict[str, str]:
