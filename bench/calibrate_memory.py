@@ -1,4 +1,4 @@
-"""Calibrate `finetune.estimate.estimate_memory` against measured training peaks.
+"""Calibrate `finetune.plan.estimate_memory` against measured training peaks.
 
 For each grid point: build a model from a bundled config shape with random weights (layers
 cut down where a CPU would take too long; the table says so), set it up the way the engine
@@ -119,7 +119,7 @@ def _trim() -> None:
 def _model_dir(row: dict) -> Path:
     """Save the (cut-down) random model once per shape, in bf16, and reuse it."""
     from finetune.demo import demo_model_path
-    from finetune.estimate.shapes import bundled_shapes
+    from finetune.plan.shapes import bundled_shapes
 
     if row["shape"] == "demo":
         return demo_model_path(CACHE / "workspace")
@@ -359,9 +359,9 @@ def row_config(row: dict):
 
 def row_estimate(row: dict, device: str):
     """The estimate of the row's plan, for the (cut-down) shape the row trains."""
-    from finetune.estimate import load_shape
-    from finetune.hardware import Machine
-    from finetune.plan import estimate
+    from finetune.plan import load_shape
+    from finetune.plan.hardware import Machine
+    from finetune.plan.planner import estimate
 
     shape = load_shape(row["shape"])
     if row["layers"]:
@@ -434,7 +434,7 @@ def write_report(
     lines = [
         f"# Memory calibration ({info['device']})",
         "",
-        f'Estimate: `finetune.plan.estimate(..., Machine.virtual("{info["device"]}"))`, `allocated_gb` '
+        f'Estimate: `finetune.plan.planner.estimate(..., Machine.virtual("{info["device"]}"))`, `allocated_gb` '
         "(the estimate without CUDA context/allocator slack; on CPU it includes a 0.05 GB runtime term).",
         f"Measured: {how}. Each row trains one step after a 16-token warm-up step; LoRA alpha = 2r, "
         "dropout 0.05 unless noted, all-linear targets, AdamW, TRL fused LM-head loss. "

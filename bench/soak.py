@@ -4,7 +4,7 @@ kept alive per run) shows up as resident memory (or threads / open files) that k
 
 Each run, through the engine the app uses: start_training on the CPU preset (QLoRA on the demo model
 and the bundled sample data) -> every 4th run is stopped mid-training -> compare base vs adapter on
-a prompt (finetune.compare, then release_comparer as the app does before training) -> export the
+a prompt (finetune.evaluation.compare, then release_comparer as the app does before training) -> export the
 adapter zip, and every 5th run also a merged 16-bit model. Then gc, and the measurements:
 RSS (psutil), CUDA allocated/reserved on a GPU, threads, open file descriptors.
 
@@ -60,9 +60,9 @@ def measure() -> dict:
 
 
 def one_run(index: int, workspace: Path, base, steps: int) -> dict:
-    from finetune.compare import GenerationSettings, get_comparer, release_comparer
-    from finetune.export import merge_adapter, zip_adapter
-    from finetune.training import start_training
+    from finetune.evaluation.compare import GenerationSettings, get_comparer, release_comparer
+    from finetune.export.merge import merge_adapter, zip_adapter
+    from finetune.train.job import start_training
 
     stop = index % 4 == 3
     merge = index % 5 == 4

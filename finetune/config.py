@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from finetune.errors import MAX_PROBLEMS, ConfigError, bounded, shown
+from finetune.names import MAX_NAME_CHARS, name_problem
 
 # Upper bounds of the numeric fields: far above any real run, far below what breaks a 64-bit
 # integer (JSON readers, torch, the page's status stream) or makes a run that never ends.
@@ -43,7 +44,6 @@ NUMBER_LIMITS = {
     "num_machines": 65_536,
 }
 DEFAULT_NUMBER_LIMIT = 1e9
-MAX_NAME_CHARS = 100
 
 METHODS = ("lora", "dora", "full")
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -98,28 +98,12 @@ OPTIMIZERS = (
     "adafactor",
     "sgd",
 )
-STRATEGY_CHOICES = ("auto", "ddp", "fsdp", "zero2", "zero3")  # finetune.parallel.STRATEGIES + auto
+STRATEGY_CHOICES = ("auto", "ddp", "fsdp", "zero2", "zero3")  # finetune.plan.parallel.STRATEGIES + auto
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # the trackers TrainingArguments.report_to takes
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
-# fields that are `auto` (decided for the hardware at run time, see finetune.builders), true or false
-# a Hugging Face Hub model id: `name` or `owner/name`
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-# a Hub repository id with its owner (datasets, uploads): `owner/name`, each at most 96 characters
-HUB_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-
-
-def is_hub_id(text: str, *, owner: bool = False) -> bool:
-    """`text` has the shape of a Hub id (`owner/name`; `name` alone too unless `owner`), never `..`."""
-    pattern = HUB_REPO_RE if owner else HUB_ID_RE
-    return isinstance(text, str) and ".." not in text and pattern.fullmatch(text) is not None
-
-
-def safe_name(text: str, fallback: str = "run", max_chars: int = 80) -> str:
-    """`text` as a file or folder name: runs of other characters become '-', no leading dot, no '..'."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text or ""))
-    name = re.sub(r"\.{2,}", ".", name).strip(".-")[:max_chars].strip(".-")
-    return name or fallback
-
-
+# what `lora_target_modules: attention` means (the Llama-style names every curated model uses)
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MODULE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 AUTO_BOOL = ("auto", True, False)
 PRECISION_CHOICES = AUTO_BOOL
 
@@ -285,9 +269,10 @@ class RunConfig:
     lora_dropout: float = _f(0.05, "Dropout on the adapter input.", group="lora")
     lora_target_modules: str = _f(
         "all-linear",
-        "Layers that get adapters: a comma-separated list (e.g. q_proj,v_proj), `attention` "
-        "(q,k,v,o projections) or `all-linear`.",
+        "Layers that get adapters: a comma-separated list of module names (e.g. q_proj,v_proj; a YAML list works "
+        "too), `attention` (q,k,v,o projections) or `all-linear` (every linear layer but the output head).",
         group="lora",
+        list_ok=True,
     )
     # --- optimisation ----------------------------------------------------
     learning_rate: float = _f(2e-4, "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5).")
@@ -359,7 +344,9 @@ class RunConfig:
     load_best_model_at_end: bool = _f(
         False, "At the end, keep the checkpoint with the lowest eval_loss instead of the last.", group="logging"
     )
-    report_to: str = _f("none", "Extra experiment tracker: none, tensorboard, wandb, trackio.", group="logging")
+    report_to: str = _f(
+        "none", "Extra experiment tracker: none, tensorboard, wandb, trackio.", REPORT_TO, group="logging"
+    )
     # --- several GPUs ----------------------------------------------------------
     num_gpus: int = _f(
         1,
@@ -497,8 +484,7 @@ class RunConfig:
                 p.append(f"lora_alpha: must be positive, got {self.lora_alpha}")
             if not 0 <= self.lora_dropout < 1:
                 p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-            if not self.lora_target_modules.strip():
-                p.append("lora_target_modules: must not be empty (try all-linear)")
+            p += lora_target_problems(self.lora_target_modules)
         if self.method == "full" and self.quantization != "none":
             p.append("quantization: full fine-tuning cannot train quantized weights; set quantization to none")
         if not 0 <= self.val_split < 1:
@@ -521,10 +507,8 @@ class RunConfig:
             p.append("bf16/fp16: choose one of them, not both")
         if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_steps == 0:
             p.append("early_stopping_patience/load_best_model_at_end need evaluation: set eval_steps > 0")
-        if self.run_name and len(self.run_name) > MAX_NAME_CHARS:
-            p.append(f"run_name: {shown(self.run_name)} is too long: at most {MAX_NAME_CHARS} characters")
-        elif self.run_name and not _is_safe_name(self.run_name):
-            p.append(f"run_name: {shown(self.run_name)} may only use letters, digits, '-', '_' and '.'")
+        if self.run_name and name_problem(self.run_name, max_chars=MAX_NAME_CHARS):
+            p.append(name_problem(self.run_name, "run_name:", MAX_NAME_CHARS))
         for name in ("num_gpus", "num_machines"):
             if getattr(self, name) < 1:
                 p.append(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -534,8 +518,6 @@ class RunConfig:
                 "(accelerate starts the same number of processes on each)"
             )
         p += self._preference_problems()
-        if self.report_to not in ("none", "tensorboard", "wandb", "trackio"):
-            p.append(f"report_to: {shown(self.report_to)} is not one of none, tensorboard, wandb, trackio")
         return p
 
     def _preference_problems(self) -> list[str]:
@@ -562,6 +544,34 @@ class RunConfig:
         return self
 
 
+def lora_targets(spec: str) -> str | tuple[str, ...]:
+    """The one reading of `lora_target_modules`, for the estimate, the planner and PEFT alike:
+    `all-linear` (any case, `-` or `_`) stays "all-linear" (PEFT's keyword); `attention` becomes the
+    q/k/v/o projections; anything else is module names, split at commas or spaces, kept as typed
+    (PEFT matches them case-sensitively)."""
+    text = (spec or "").strip()
+    keyword = text.lower().replace("_", "-")
+    if keyword == "all-linear":
+        return "all-linear"
+    if keyword == "attention":
+        return ATTENTION_MODULES
+    parts = (part.strip("'\"") for part in re.split(r"[\s,]+", text.strip("[]")))
+    return tuple(part for part in parts if part)
+
+
+def lora_target_problems(spec: str) -> list[str]:
+    """What is wrong with a `lora_target_modules` value before any model is read."""
+    targets = lora_targets(spec)
+    if not targets:
+        return ["lora_target_modules: must not be empty (try all-linear)"]
+    if targets == "all-linear":
+        return []
+    bad = [name for name in targets if not MODULE_NAME_RE.fullmatch(name)]
+    if bad:
+        return [f"lora_target_modules: {shown(bad[0])} is not a module name (e.g. q_proj), `attention` or `all-linear`"]
+    return []
+
+
 def _out_of_range(config: RunConfig) -> list[str]:
     """Numbers that are not finite or beyond their field's bound (NUMBER_LIMITS)."""
     problems = []
@@ -576,12 +586,6 @@ def _out_of_range(config: RunConfig) -> list[str]:
         elif abs(value) > limit:
             problems.append(f"{f.name}: {shown(value)} is out of range: at most {limit:,.0f}")
     return problems
-
-
-def _is_safe_name(name: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name)) and ".." not in name
 
 
 def _brief(value: Any) -> str:
@@ -645,6 +649,8 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
     if kind == "str":
         if raw is None:
             return ""
+        if f.metadata.get("list_ok") and isinstance(raw, (list, tuple)) and all(isinstance(v, str) for v in raw):
+            return ",".join(raw)
         if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
             return str(raw)
         raise ValueError(f"{key}: expected text, got {_brief(raw)}")

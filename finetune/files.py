@@ -23,16 +23,6 @@ def replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-UPLOAD_PREFIX_CHARS = 10  # an uploaded file is stored as <sha256 prefix>-<its name> (studio.DataDesk)
-
-
-def upload_name(name: str) -> str:
-    """The name a person gave a file the app stored as <hash>-<name>; any other name as it is."""
-    prefix = name[:UPLOAD_PREFIX_CHARS]
-    hashed = len(name) > UPLOAD_PREFIX_CHARS and name[UPLOAD_PREFIX_CHARS] == "-"
-    return name[UPLOAD_PREFIX_CHARS + 1 :] if hashed and all(ch in "0123456789abcdef" for ch in prefix) else name
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

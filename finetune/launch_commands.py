@@ -17,7 +17,7 @@ import yaml
 
 from finetune.config import RunConfig
 from finetune.demo import SAMPLE_DATASET
-from finetune.parallel import ACCELERATE_CONFIGS
+from finetune.plan.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
 from finetune.shipped import shipped_dir
 

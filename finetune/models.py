@@ -7,19 +7,19 @@ hardware present is refused before a run starts (`check_runnable`), with the rea
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-from finetune.config import HUB_ID_RE, RunConfig
+from finetune.config import RunConfig
 from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError, shown
-from finetune.hardware import Machine
+from finetune.names import is_hub_id, is_local_path
 from finetune.offline import hub_offline
-from finetune.parallel import SHARD_WEIGHTS, check_launch, check_strategy
-from finetune.plan import Plan
+from finetune.plan.hardware import Machine
+from finetune.plan.parallel import SHARD_WEIGHTS, check_launch, check_strategy
+from finetune.plan.planner import Plan
 
 
 def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
@@ -30,16 +30,15 @@ def resolve_model_path(name: str, workspace: str | Path | None = None) -> str:
     if is_demo(name):
         return str(demo_model_path(workspace))
     path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not HUB_ID_RE.match(name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"The folder {path} is not a model: it has no config.json.")
         return str(path.resolve())
     if path.is_file():
         raise ModelError(f"{path} is a file: give the model's folder (the one that holds config.json).")
-    if looks_local or path.exists():
+    if is_local_path(name):
         raise ModelError(f"The local model folder {path} does not exist.")
-    if not HUB_ID_RE.match(name) or ".." in name:
+    if not is_hub_id(name):
         raise ModelError(
             f"{shown(name)} is neither a local folder nor a valid Hub model id (like Qwen/Qwen2.5-0.5B-Instruct)."
         )
@@ -159,7 +158,7 @@ def _add_generation_markers(tokenizer) -> None:
 
 def model_load_kwargs(config: RunConfig, plan: Plan, quantization: str | None = None) -> dict[str, Any]:
     """from_pretrained kwargs for the plan's dtype, attention and device, and the quantization."""
-    from finetune.builders import build_bnb_config
+    from finetune.train.sft import build_bnb_config
 
     quantization = config.quantization if quantization is None else quantization
     kwargs: dict[str, Any] = {

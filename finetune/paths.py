@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError, RunError, shown
+from finetune.names import is_local_path
 
 ALLOWED_PATHS_ENV = "FINETUNE_ALLOWED_PATHS"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -107,17 +108,9 @@ def check_allowed_path(
 # --- what a config names ----------------------------------------------------------------
 def is_local_model_name(name: str) -> bool:
     """Does the model name mean a local folder (rather than `demo` or a Hub id)?"""
-    from finetune.config import HUB_ID_RE
     from finetune.demo import is_demo
 
-    text = (name or "").strip()
-    if not text or is_demo(text):
-        return False
-    if text.startswith((".", "/", "~")) or "\\" in text or "\x00" in text:
-        return True
-    if os.sep in text and (not HUB_ID_RE.match(text) or ".." in text):
-        return True
-    return Path(text).expanduser().exists()  # a relative folder shadows a Hub id of the same spelling
+    return not is_demo(name or "") and is_local_path(name)
 
 
 def check_model_path(name: str, workspace: str | os.PathLike) -> None:

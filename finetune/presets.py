@@ -13,7 +13,6 @@ lora-r64-4bit-high-capacity, full-finetune. Check one against a model with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import yaml
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, shown
+from finetune.names import MAX_PRESET_CHARS, name_problem
 from finetune.shipped import shipped_dir
 
 PRESETS_DIR = shipped_dir("presets")
@@ -29,7 +29,6 @@ TIER_ORDER = ("cpu", "gpu-8gb", "gpu-12gb", "gpu-16gb", "gpu-24gb", "gpu-40-48gb
 # a card sold as "8 GB" reports ~7.6-7.9 GiB, a T4 14.7 GiB, an 80 GB H100 79.1 GiB
 MEMORY_TOLERANCE = 0.9
 MPS_MAX_TIER = "gpu-24gb"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEYS = {"description", "settings", "min_gpu_gb", "model_hint"}
 
 
@@ -50,8 +49,9 @@ class Preset:
 
 def _check_name(name: str) -> str:
     """Refuse names that could leave the presets folder (`../x`, slashes, absolute paths)."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise ConfigError([f"preset name {shown(name)} is not allowed: use letters, digits, '-', '_' and '.'"])
+    problem = name_problem(name, "preset name", MAX_PRESET_CHARS)
+    if problem:
+        raise ConfigError([problem])
     return name
 
 
@@ -139,7 +139,7 @@ def tier_for_memory(memory_gb: float, *, max_tier: str | None = None) -> str:
 
 
 def suggest_preset(hw) -> str:
-    """Preset name for detected hardware (a `finetune.hardware.HardwareInfo`).
+    """Preset name for detected hardware (a `finetune.plan.hardware.HardwareInfo`).
 
     CUDA: the largest tier that fits GPU 0 (a GPU smaller than every tier still gets the
     8 GB tier: a small GPU beats the CPU). MPS: by usable unified memory, at most the 24 GB

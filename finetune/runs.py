@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import threading
@@ -29,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.config import MAX_NAME_CHARS, RunConfig, safe_name
+from finetune.config import RunConfig
 from finetune.errors import RunError, shown
-from finetune.files import upload_name, write_text_atomic
+from finetune.files import write_text_atomic
+from finetune.names import name_problem, safe_name, upload_name
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 ACTIVE_STATES = ("queued", "loading", "training", "evaluating", "saving")
@@ -39,7 +39,6 @@ FINAL_STATES = ("done", "stopped", "failed", "interrupted")
 HOST_ENV = "FINETUNE_HOST"  # the host name a writer records (default: the machine's hostname)
 HEARTBEAT_EVERY_S = 20.0  # how often a writer refreshes heartbeat.json
 HEARTBEAT_STALE_S = 180.0  # a writer on another host silent this long is taken as dead (allows clock skew)
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def workspace_dir(override: str | Path | None = None) -> Path:
@@ -72,12 +71,9 @@ def cache_dir(workspace: str | Path | None = None) -> Path:
 
 def check_name(name: str, what: str = "run name") -> str:
     """Refuse names that could escape a folder (`..`, slashes, absolute paths) or are too long."""
-    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
-        raise RunError(f"{what} {shown(name)} is not allowed: it is too long (at most {MAX_NAME_CHARS} characters)")
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise RunError(
-            f"{what} {shown(name)} is not allowed: use letters, digits, '-', '_' and '.' (no slashes or '..')"
-        )
+    problem = name_problem(name, what)
+    if problem:
+        raise RunError(problem)
     return name
 
 
@@ -189,7 +185,7 @@ class Run:
 
     @property
     def plan_path(self) -> Path:
-        """plan.json: every auto decision the run trained with, and why (finetune.plan)."""
+        """plan.json: every auto decision the run trained with, and why (finetune.plan.planner)."""
         return self.path / "plan.json"
 
     def exists(self) -> bool:

@@ -45,7 +45,7 @@ def served(workspace: Path, **launch_overrides):
 
 
 def wait_idle(timeout: float = 120) -> None:
-    from finetune.training import current_job
+    from finetune.train.job import current_job
 
     job = current_job()
     if job is not None:
@@ -87,7 +87,7 @@ def start_values(cfg) -> list:
 def app_base_config():
     """The config the app starts from on first open: RunConfig <- the preset suggested for this machine."""
     from finetune.config import RunConfig
-    from finetune.hardware import detect_hardware
+    from finetune.plan.hardware import detect_hardware
     from finetune.presets import apply_preset, suggest_preset
 
     preset = suggest_preset(detect_hardware())

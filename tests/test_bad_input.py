@@ -241,7 +241,7 @@ YAML_CASES = [
     ("bad-choice", "method: magic\n", ["method: 'magic' is not one of"]),
     ("full-with-4bit", "method: full\nquantization: 4bit\n", ["quantization: full fine-tuning cannot train"]),
     ("negative-save-steps", "save_steps: -5\n", ["save_steps: must be positive"]),
-    ("hostile-run-name", "run_name: ../../etc/evil\n", ["run_name: '../../etc/evil' may only use"]),
+    ("hostile-run-name", "run_name: ../../etc/evil\n", ["run_name: '../../etc/evil' is not allowed"]),
     ("invalid-yaml", "max_steps: [1, 2\n", ["is not valid YAML"]),
     ("not-a-mapping", "- a\n- b\n", ["expected a mapping of settings, got list"]),
     ("not-utf8", b"run_name: caf\xe9\n", ["cannot read config file"]),
@@ -363,7 +363,7 @@ def test_config_paths_checked_for_the_app_only(workspace, tmp_path, monkeypatch)
     """start_training(restrict_paths=True) refuses paths outside the allowed places before anything
     is created; the CLI (restrict_paths=False) is a local user and may use any path."""
     from finetune.paths import PathNotAllowedError, check_config_paths, check_model_path
-    from finetune.training import start_training
+    from finetune.train.job import start_training
 
     monkeypatch.delenv("FINETUNE_ALLOWED_PATHS", raising=False)
     outside_model = _fake_model(tmp_path / "models" / "tiny")
@@ -443,7 +443,7 @@ def _run_with_adapter(workspace: Path, name: str):
 
 
 def test_bad_export_destinations(workspace, tmp_path):
-    from finetune.export import merge_adapter, zip_adapter
+    from finetune.export.merge import merge_adapter, zip_adapter
     from finetune.paths import PathNotAllowedError, check_allowed_path, open_workspace_run
 
     run = _run_with_adapter(workspace, "exported")
@@ -604,7 +604,7 @@ def test_bad_input_through_the_app(workspace, tmp_path, tmp_path_factory, monkey
             return plain(client.predict(*cfg_values.values(), api_name="/start_training")[0])
 
         for changes, expected in [
-            ({"run_name": "../../ft-hostile-evil"}, "run_name: '../../ft-hostile-evil' may only use"),
+            ({"run_name": "../../ft-hostile-evil"}, "run_name: '../../ft-hostile-evil' is not allowed"),
             ({"run_name": "/tmp/ft-hostile-evil"}, "run_name"),
             ({"output_dir": str(tmp_path / "ft-hostile-out")}, "output_dir"),
             ({"output_dir": str(workspace / ".." / "ft-hostile-out")}, "outside the folders this app may write to"),
@@ -686,7 +686,7 @@ def test_start_from_run_in_the_app_is_a_run_of_this_workspace_by_name(workspace,
 
     from finetune.errors import ConfigError
     from finetune.paths import PathNotAllowedError, check_config_paths
-    from finetune.training import start_training
+    from finetune.train.job import start_training
 
     make_run(workspace, run_name="sft-done")
     make_run(workspace, run_name="no-adapter", with_adapter=False)

@@ -1,5 +1,5 @@
 """The hostile-input corpus (issue 13) through both doors: every input goes through the command line
-(`finetune.cli.main`, the code `python -m finetune.cli` runs) and through the running app's API, and
+(`finetune.cli.main.main`, the code `python -m finetune.cli` runs) and through the running app's API, and
 each time the answer is a clear message of bounded size, no traceback, no run folder left behind; the
 app keeps answering another client within a second while it works on the input; nothing is written
 outside the workspace.
@@ -94,7 +94,7 @@ def _assert_message(case_id: str, text: str, expected: list[str]) -> None:
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:
-    from finetune.cli import main
+    from finetune.cli.main import main
 
     code = main(args)
     captured = capsys.readouterr()

@@ -14,8 +14,8 @@ from finetune.bench.data import length_stats
 from finetune.bench.measure import StepMark, StepMeter, TokenCounter, flops_params, gpu_peak_tflops
 from finetune.bench.runner import variants_for
 from finetune.config import RunConfig
-from finetune.hardware import Machine
-from finetune.plan import make_plan
+from finetune.plan.hardware import Machine
+from finetune.plan.planner import make_plan
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_variants_follow_the_plan():
 def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    import finetune.estimate
+    import finetune.plan
     from finetune.bench import weights
 
     shape = tmp_path / "tiny-llama.json"
@@ -110,7 +110,7 @@ def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_p
             }
         )
     )
-    monkeypatch.setattr(finetune.estimate, "bundled_shapes", lambda: {"tiny-llama": shape})
+    monkeypatch.setattr(finetune.plan, "bundled_shapes", lambda: {"tiny-llama": shape})
     assert weights.is_shape_name("tiny-llama") and not weights.is_shape_name("demo")
     path = weights.resolve_bench_model("tiny-llama", workspace)
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -120,17 +120,14 @@ def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_p
 
 @pytest.mark.slow
 def test_bench_cli_json_has_the_numbers(workspace):
-    from finetune import cli
-    from finetune.bench import main as bench_main
+    from finetune.cli import main as cli_main
 
     prefix = workspace / "out" / "cpu_demo2.5-128"  # a dot in the name must survive
     argv = "--steps 3 --repeats 1 --rows 48 --max-length 128 --json".split()
     argv += ["--workspace", str(workspace), "--save", str(prefix)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        parser = cli.build_parser()
-        registered = any(a.choices and "bench" in a.choices for a in parser._subparsers._group_actions)
-        code = cli.main(["bench", *argv]) if registered else bench_main(argv)
+        code = cli_main(["bench", *argv])
     assert code == 0
     result = json.loads(out.getvalue())
     for key in ("engine_tokens_per_s", "baseline_tokens_per_s", "ratio", "engine_step_time_s", "engine_peak_mem_gb"):
@@ -167,12 +164,12 @@ def test_dpo_variants_and_pair_token_counts():
 
 @pytest.mark.slow
 def test_bench_dpo_against_a_plain_trl_dpo_script(workspace):
-    from finetune import cli
+    from finetune.cli import main as cli_main
 
     argv = "bench --objective dpo --steps 2 --repeats 1 --rows 32 --max-length 96 --quantization none --json"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert cli.main([*argv.split(), "--workspace", str(workspace)]) == 0
+        assert cli_main([*argv.split(), "--workspace", str(workspace)]) == 0
     result = json.loads(out.getvalue())
     assert result["objective"] == "dpo" and result["baseline"] == "TRL DPO defaults"
     assert result["engine_tokens_per_s"] > 0 and result["baseline_tokens_per_s"] > 0

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.builders import (
+from finetune.config import RunConfig
+from finetune.errors import ConfigError
+from finetune.plan.hardware import Machine
+from finetune.plan.planner import make_plan
+from finetune.train.sft import (
     build_bnb_config,
     build_collator,
     build_lora_config,
     build_sft_config,
     lora_target_modules,
 )
-from finetune.config import RunConfig
-from finetune.errors import ConfigError
-from finetune.hardware import Machine
-from finetune.plan import make_plan
 
 CPU = Machine.virtual("cpu")
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from finetune.cli import main
+from finetune.cli.main import main
 from finetune.demo import SAMPLES_DIR
 
 FAST = [

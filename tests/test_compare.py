@@ -10,14 +10,14 @@ import weakref
 import pytest
 from helpers_runs import PROMPT, load_plain_base, make_run, plain_generate
 
-from finetune.compare import (
+from finetune.errors import ConfigError, RunError
+from finetune.evaluation.compare import (
     Comparer,
     GenerationSettings,
     cached_comparer,
     get_comparer,
     release_comparer,
 )
-from finetune.errors import ConfigError, RunError
 
 GREEDY = GenerationSettings(max_new_tokens=16)
 

@@ -9,7 +9,7 @@ import pytest
 from helpers_app import plain, served, start_values, wait_done, wait_for
 from helpers_runs import make_run
 
-from finetune.training import current_job
+from finetune.train.job import current_job
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_two_threads_start_at_once_in_the_engine(workspace):
 
     from finetune.config import RunConfig
     from finetune.errors import BusyError
-    from finetune.training import start_training
+    from finetune.train.job import start_training
 
     cfg = RunConfig(model_name_or_path="demo", quantization="none", max_steps=5000, save_steps=1000, eval_steps=0,
                     max_length=64, per_device_train_batch_size=2, gradient_accumulation_steps=1)  # fmt: skip

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune import datacache
-from finetune.builders import build_sft_config, build_trainer
 from finetune.config import RunConfig
 from finetune.data import prepare_data
 from finetune.models import load_model, load_tokenizer
-from finetune.training import choose_loss_mode
+from finetune.train import datacache
+from finetune.train.job import choose_loss_mode
+from finetune.train.sft import build_sft_config, build_trainer
 
 PROMPT_COMPLETION = str(Path(__file__).resolve().parent.parent / "finetune/samples/sample_prompt_completion.csv")
 
@@ -36,8 +36,8 @@ def setup(ws, demo_path, **changes):
 
 
 def trainer_for(ws, demo_path, tmp_path, cfg, tokenizer, loss_mode, train, evaluation, use_cache, notes=None):
-    from finetune.hardware import Machine
-    from finetune.plan import make_plan
+    from finetune.plan.hardware import Machine
+    from finetune.plan.planner import make_plan
 
     plan = make_plan(cfg, Machine.virtual("cpu"), model=str(demo_path))
     model = load_model(cfg, ws, plan=plan, path=str(demo_path))
@@ -108,8 +108,8 @@ def test_cached_run_trains(ws, demo_path, tmp_path):
 
 
 def key_for(cfg, tokenizer, loss_mode, train, evaluation, tmp_path):
-    from finetune.hardware import Machine
-    from finetune.plan import make_plan
+    from finetune.plan.hardware import Machine
+    from finetune.plan.planner import make_plan
 
     plan = make_plan(cfg, Machine.virtual("cpu"))
     args = build_sft_config(cfg, plan, str(tmp_path), has_eval=bool(evaluation), loss_mode=loss_mode)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.compare import GenerationSettings, release_comparer
 from finetune.config import RunConfig
 from finetune.demo import SAMPLE_DATASET, pretraining_texts
 from finetune.evaluation import evaluate
+from finetune.evaluation.compare import GenerationSettings, release_comparer
 from finetune.presets import apply_preset
-from finetune.training import start_training
+from finetune.train.job import start_training
 
 
 def test_pretraining_text_never_shows_the_chat_format():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.compare import GenerationSettings, get_comparer
+from finetune.evaluation.compare import GenerationSettings, get_comparer
 from finetune.runs import list_runs, open_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def test_fsdp_shards_the_model_across_two_processes(workspace):
     from peft import AutoPeftModelForCausalLM
 
     from finetune.errors import RunError
-    from finetune.training import start_training
+    from finetune.train.job import start_training
 
     launch = [
         "accelerate",

@@ -8,18 +8,12 @@ import json
 
 import pytest
 
+from finetune.cli.estimate import register_cli, run_estimate_cli
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, ModelError
-from finetune.estimate import (
-    bundled_shapes,
-    load_shape,
-    oom_advice,
-    register_cli,
-    run_estimate_cli,
-    shape_from_config,
-)
-from finetune.hardware import GpuInfo, HardwareInfo, Machine
-from finetune.plan import estimate
+from finetune.plan import bundled_shapes, load_shape, oom_advice, shape_from_config
+from finetune.plan.hardware import GpuInfo, HardwareInfo, Machine
+from finetune.plan.planner import estimate
 
 
 def estimate_memory(model, config, *, device="cuda", gpu_gb=None, **kwargs):

@@ -56,8 +56,8 @@ def serve(workspace: Path):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_cache):
     """(workspace, run, blocks, client) for the whole module."""
-    from finetune.compare import release_comparer
     from finetune.demo import demo_model_path
+    from finetune.evaluation.compare import release_comparer
 
     ws = tmp_path_factory.mktemp("eval-ui-workspace")
     demo_model_path(shared_cache)
@@ -196,11 +196,11 @@ def test_report_files(served):
 def test_refused_while_training_and_without_a_run(served, monkeypatch):
     from types import SimpleNamespace
 
-    import finetune.training
+    import finetune.train.job
 
     ws, run, _, client = served
     busy = SimpleNamespace(run=SimpleNamespace(name="other-run"))
-    monkeypatch.setattr(finetune.training, "current_job", lambda: busy)
+    monkeypatch.setattr(finetune.train.job, "current_job", lambda: busy)
     note = client.predict(run.name, "Say hello.", *FAST, api_name="/ab_new_pair")[2]
     assert "other-run" in note and "is training" in note and "Traceback" not in note
     msg = client.predict(run.name, None, 3, "all", *FAST, api_name="/evaluate")[0]

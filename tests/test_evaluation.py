@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers_runs import make_run_with_data
 
-from finetune.compare import Generation, GenerationSettings, release_comparer
+from finetune.cli.evaluate import register_cli
 from finetune.config import RunConfig
 from finetune.errors import RunError
 from finetune.evaluation import (
@@ -32,7 +32,6 @@ from finetune.evaluation import (
     new_blind_pair,
     prompts_from_text,
     record_vote,
-    register_cli,
     run_prompt_grid,
     save_prompt_set,
     tally,
@@ -41,6 +40,7 @@ from finetune.evaluation import (
     word_diff_html,
 )
 from finetune.evaluation.ab import BlindPair
+from finetune.evaluation.compare import Generation, GenerationSettings, release_comparer
 from finetune.evaluation.examples import examples_from_rows
 from finetune.evaluation.metrics import (
     detect_labels,
@@ -380,7 +380,7 @@ def test_grid_has_base_every_checkpoint_and_final(demo_run):
         assert all(row[c] != row["base"] for c in grid.columns[1:])  # every adapter changes the answer
     assert list(grid.to_dataframe().columns) == ["prompt", *grid.columns]
     assert load_grid(grid.path).rows == grid.rows
-    from finetune.compare import cached_comparer
+    from finetune.evaluation.compare import cached_comparer
 
     assert cached_comparer().active_adapter == "final"  # the Compare tab is left on the final adapter
 

@@ -11,7 +11,15 @@ import yaml
 from helpers_runs import encode, load_plain_base, make_run, plain_generate
 
 from finetune.errors import ConfigError, RunError
-from finetune.export import HubError, check_repo_id, merge_adapter, model_card, push_to_hub, saved_dtype, zip_adapter
+from finetune.export.merge import (
+    HubError,
+    check_repo_id,
+    merge_adapter,
+    model_card,
+    push_to_hub,
+    saved_dtype,
+    zip_adapter,
+)
 
 SECRET = "hf_TopSecretToken1234567890"
 

@@ -96,8 +96,8 @@ def test_allowed_paths_is_only_the_workspace(tmp_path):
 # --- trust_remote_code ---------------------------------------------------------------------------------
 def test_trust_remote_code_is_off_by_default_and_warned_about():
     from finetune.config import field_help
-    from finetune.hardware import Machine
     from finetune.models import check_runnable
+    from finetune.plan.hardware import Machine
     from ui.model_tab import TRUST_REMOTE_CODE_WARNING, config_summary
 
     assert RunConfig().trust_remote_code is False and field_help()["trust_remote_code"]["default"] is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 
 from finetune.config import RunConfig
-from finetune.failures import explain_failure
+from finetune.train.failures import explain_failure
 
 
 class SafetensorError(Exception):
@@ -27,7 +27,7 @@ def test_a_native_writer_failing_on_a_full_disk_reads_as_a_full_disk(tmp_path, m
     import shutil
     from collections import namedtuple
 
-    from finetune import failures
+    from finetune.train import failures
 
     error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
     usage = namedtuple("usage", "total used free")

@@ -15,7 +15,7 @@ from helpers_app import AppProcess, app_base_config, plain, start_values, wait_d
 from finetune.config import RunConfig
 from finetune.errors import RunError
 from finetune.runs import Run
-from finetune.training import TrainingJob, current_job, start_training
+from finetune.train.job import TrainingJob, current_job, start_training
 from ui.history_view import STATE_COLUMN
 
 
@@ -110,7 +110,7 @@ Phase = namedtuple("Phase", "hook target expect_state adapter")
 BEFORE_TRAINING = [
     Phase("data", ("finetune.data", "prepare_data"), "stopped", False),
     Phase("model loading", ("finetune.models", "load_model"), "stopped", False),
-    Phase("tokenization", ("finetune.builders", "build_trainer"), "stopped", False),
+    Phase("tokenization", ("finetune.train.sft", "build_trainer"), "stopped", False),
 ]
 
 
@@ -151,7 +151,7 @@ def test_stop_during_training(tiny, workspace, demo_path, monkeypatch):
 def test_stop_during_evaluation_interrupts_it(tiny, workspace, demo_path, monkeypatch):
     """The evaluation loop never looks at our stop Event: our callback's on_prediction_step raises a
     private exception at the next batch, the job catches it and saves the adapter of the last step."""
-    from finetune import callbacks
+    from finetune.train import callbacks
 
     eval_file = _write(workspace / "val.jsonl", _rows(60, start=100))  # 30 batches of 2
     batches = []
@@ -322,7 +322,7 @@ def test_disk_need_grows_with_full_fine_tuning(workspace, tmp_path, monkeypatch)
         check_disk_space(full, workspace, str(model))
     assert check_disk_space(lora, workspace, str(model)) == need_lora
     # the CLI shows the same message and a non-zero exit
-    from finetune.cli import main
+    from finetune.cli.main import main
 
     assert main(["train", "--model", str(model), "--name", "cli-full", "--set", "method=full",
                  "--set", "quantization=none", "--workspace", str(workspace)]) == 1  # fmt: skip

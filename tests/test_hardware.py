@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from finetune import hardware
-from finetune.hardware import GpuInfo, HardwareInfo, detect_hardware
+from finetune.plan import hardware
+from finetune.plan.hardware import GpuInfo, HardwareInfo, detect_hardware
 
 
 def test_detect_on_this_machine_is_sane():

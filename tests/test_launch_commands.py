@@ -8,7 +8,7 @@ import shlex
 import pytest
 import yaml
 
-from finetune.cli import build_parser, build_train_config
+from finetune.cli.main import build_parser, build_train_config
 from finetune.config import RunConfig
 from finetune.launch_commands import STRATEGIES, accelerate_command, accelerate_config_path, train_command
 
@@ -102,7 +102,7 @@ def test_accelerate_command_refuses_bad_input(kwargs):
 
 
 def test_command_line_reproduces_the_config():
-    from finetune.cli import build_parser, build_train_config
+    from finetune.cli.main import build_parser, build_train_config
     from finetune.config import RunConfig
     from finetune.launch_commands import config_overrides as overrides
     from finetune.presets import apply_preset
@@ -117,7 +117,7 @@ def test_command_line_reproduces_the_config():
 def test_equivalent_command_names_the_model_and_the_data_and_reproduces_the_config():
     import shlex
 
-    from finetune.cli import build_parser, build_train_config
+    from finetune.cli.main import build_parser, build_train_config
     from finetune.config import RunConfig
     from finetune.demo import SAMPLE_DATASET
     from finetune.launch_commands import train_command_lines as command_text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from finetune.config import RunConfig
-from finetune.hardware import GpuInfo, HardwareInfo, Machine
+from finetune.plan.hardware import GpuInfo, HardwareInfo, Machine
 from finetune.studio import Studio
 from ui.model_tab import estimate
 from ui.state import Ctx

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from finetune.config import RunConfig
-from finetune.hardware import Machine
-from finetune.plan import make_plan
+from finetune.plan.hardware import Machine
+from finetune.plan.planner import make_plan
 
 
 def first_layer_lora_grads(workspace, *, training: bool, evaluate_first: bool) -> dict[str, torch.Tensor]:

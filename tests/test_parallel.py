@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from finetune.config import RunConfig
-from finetune.hardware import Machine, detect_machine
 from finetune.models import check_runnable, model_load_kwargs
-from finetune.parallel import check_launch, check_strategy, launched_strategy
-from finetune.plan import make_plan
+from finetune.plan.hardware import Machine, detect_machine
+from finetune.plan.parallel import check_launch, check_strategy, launched_strategy
+from finetune.plan.planner import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def fsdp_plan(config: RunConfig):
 def test_qlora_under_fsdp_stores_4bit_weights_in_the_compute_dtype():
     import torch
 
-    from finetune.builders import build_bnb_config
+    from finetune.train.sft import build_bnb_config
 
     config = RunConfig(quantization="4bit")
     plan = fsdp_plan(config)
@@ -187,8 +187,8 @@ def test_every_fsdp_unit_of_a_qlora_model_has_one_dtype(workspace, launched):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finetune.builders import build_lora_config
     from finetune.demo import demo_model_path
+    from finetune.train.sft import build_lora_config
 
     config = RunConfig(quantization="4bit")
     plan = fsdp_plan(config)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from finetune.config import RunConfig
-from finetune.hardware import Machine
-from finetune.plan import GC_HEADROOM, estimate, make_plan
+from finetune.plan.hardware import Machine
+from finetune.plan.planner import GC_HEADROOM, estimate, make_plan
 
 CPU = Machine.virtual("cpu", cpu_count=2)
 H200 = Machine.virtual("cuda", 139.8, gpu_name="NVIDIA H200", compute_capability=(9, 0))
@@ -125,7 +125,7 @@ def _train_losses(workspace, **settings) -> tuple[list[float], int, object]:
     """Per-step training losses, trained (label) tokens and the plan of a short real run on `demo`."""
     from finetune.models import release_memory
     from finetune.runs import create_run
-    from finetune.training import TrainingJob
+    from finetune.train.job import TrainingJob
 
     cfg = RunConfig(
         max_steps=3,

@@ -11,8 +11,8 @@ from finetune.config import RunConfig
 from finetune.data import load_records, prepare_data, render_example, token_length_stats
 from finetune.demo import SAMPLES_DIR
 from finetune.errors import ConfigError, DataError
-from finetune.hardware import Machine
-from finetune.plan import estimate, make_plan
+from finetune.plan.hardware import Machine
+from finetune.plan.planner import estimate, make_plan
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 GOOD = [{"role": "assistant", "content": "Paris."}]

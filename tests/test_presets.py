@@ -8,7 +8,7 @@ import pytest
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
-from finetune.hardware import GpuInfo, HardwareInfo
+from finetune.plan.hardware import GpuInfo, HardwareInfo
 from finetune.presets import (
     PRESETS_DIR,
     TIER_ORDER,
@@ -145,8 +145,8 @@ REFERENCE_MODEL = {
 @pytest.mark.parametrize("name, model", sorted(REFERENCE_MODEL.items()))
 def test_gpu_presets_fit_their_memory(name, model):
     """Each GPU preset, with a model its hint names, fits the memory it is sized for (as cards report it)."""
-    from finetune.hardware import Machine
-    from finetune.plan import estimate as plan_estimate
+    from finetune.plan.hardware import Machine
+    from finetune.plan.planner import estimate as plan_estimate
     from finetune.presets import get_preset
 
     preset = get_preset(name)

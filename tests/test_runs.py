@@ -160,7 +160,7 @@ def _as_if_written_on(run: Run, host: str, beat_age_s: float) -> None:
 
 
 def test_a_run_live_on_another_host_reads_as_live_and_is_not_resumed_twice(workspace):
-    from finetune.training import start_training
+    from finetune.train.job import start_training
 
     run = create_run(RunConfig(run_name="on-node-b", max_steps=4), workspace)
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
@@ -192,8 +192,8 @@ def test_a_cli_run_of_another_host_is_followed_then_compared_and_exported(worksp
     import zipfile
 
     import finetune.runs as runs_module
-    from finetune.compare import GenerationSettings, get_comparer, release_comparer
-    from finetune.export import zip_adapter
+    from finetune.evaluation.compare import GenerationSettings, get_comparer, release_comparer
+    from finetune.export.merge import zip_adapter
 
     monkeypatch.setattr(runs_module, "HEARTBEAT_STALE_S", 60.0)
     env = {**os.environ, "FINETUNE_HOST": "node-b", "OMP_NUM_THREADS": "1"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.serving import ollama_modelfile
+from finetune.export.serving import ollama_modelfile
 
 LLAMA3_TEMPLATE = (  # Meta's Llama 3 template
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -107,7 +107,7 @@ def test_merged_export_has_what_servers_read(workspace):
     """vLLM, llama.cpp's converter and Ollama read these files of `finetune export --merge`."""
     from helpers_runs import make_run
 
-    from finetune.export import merge_adapter
+    from finetune.export.merge import merge_adapter
 
     out = merge_adapter(make_run(workspace), workspace / "merged")
     for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from finetune.errors import BusyError, ConfigError, RunError
 from finetune.runs import open_run
-from finetune.training import current_job, start_training
+from finetune.train.job import current_job, start_training
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,6 @@ GROUPS = [
     ("logging", "Logging & checkpoints"),
     ("output", "Output"),
 ]
-# fields whose help text lists values but whose metadata has no `choices`
-EXTRA_CHOICES = {"report_to": ("none", "tensorboard", "wandb", "trackio")}
 FLOAT_STEPS = {"learning_rate": 1e-5, "early_stopping_threshold": 1e-3}
 PER_ROW = 3
 
@@ -55,7 +53,7 @@ def _choice_str(value: Any) -> str:
 def to_ui(name: str, value: Any) -> Any:
     """A config value as its component shows it."""
     meta = field_help()[name]
-    if meta.get("choices") or name in EXTRA_CHOICES:
+    if meta.get("choices"):
         return _choice_str(value)
     if isinstance(meta["default"], dict):
         return json.dumps(value, ensure_ascii=False) if value else ""
@@ -127,7 +125,7 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
     info = meta.get("help", "")
     label = name
     elem_id = f"cfg-{name}"
-    choices = meta.get("choices") or EXTRA_CHOICES.get(name)
+    choices = meta.get("choices")
     if choices:
         return gr.Dropdown(
             choices=[_choice_str(c) for c in choices],
@@ -135,7 +133,7 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
             label=label,
             info=info,
             elem_id=elem_id,
-            allow_custom_value=name in EXTRA_CHOICES,
+            allow_custom_value=False,
         )
     kind = field_type(name)
     if kind == "bool":

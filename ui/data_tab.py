@@ -8,12 +8,11 @@ into the Advanced form (dataset_path, eval_dataset_path, dataset_format, column_
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from finetune.config import DATASET_FORMATS, is_hub_id
+from finetune.config import DATASET_FORMATS
 from finetune.errors import FinetuneError
 from finetune.studio import MAP_TARGETS, parse_mapping, row_chat, source_label
 from ui import charts
@@ -282,7 +281,7 @@ def wire(ctx: Ctx) -> None:
 
     def use_hub(dataset_id, model, ml, top, trc):
         dataset_id = (dataset_id or "").strip()
-        if not is_hub_id(dataset_id, owner=True) or Path(dataset_id).exists():
+        if not ctx.studio.data.is_hub_dataset(dataset_id):
             gr.Warning("Type a Hub dataset id like owner/name (e.g. HuggingFaceH4/no_robots).")
             return [gr.skip()] * len(OUTPUT_KEYS)
         return analyze(ctx, dataset_id, "auto", "", model, ml, top, trc)

@@ -1,5 +1,5 @@
 import sys
 
-from finetune.bench.cli import main
+from finetune.cli.bench import main
 
 sys.exit(main())

@@ -52,7 +52,7 @@ class BenchContext:
     warmup: int
     rows: list[dict]  # train rows as the engine shapes them (choose_loss_mode), for the scripts
     loss_mode: str
-    plan: Any = None  # the engine's plan (finetune.plan.Plan): the scripts use its precision
+    plan: Any = None  # the engine's plan (finetune.plan.planner.Plan): the scripts use its precision
     flops_per_token: float | None = None
     peak_tflops: float | None = None
 
@@ -109,7 +109,7 @@ def _train(ctx: BenchContext, trainer) -> dict[str, Any]:
 
 def run_engine(ctx: BenchContext, variant: Variant, rep: int) -> dict[str, Any]:
     from finetune.runs import create_run
-    from finetune.training import TrainingJob
+    from finetune.train.job import TrainingJob
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", variant.name).strip("-").lower()[:60]
     cfg = ctx.base.replace(**variant.changes, run_name=f"bench-{slug}-{rep}")
@@ -140,8 +140,8 @@ def _script_model(ctx: BenchContext, dtype):
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from finetune.builders import lora_target_modules
     from finetune.models import load_tokenizer
+    from finetune.train.sft import lora_target_modules
 
     cfg = ctx.base
     tokenizer = load_tokenizer(cfg, ctx.workspace, path=ctx.model_path)
@@ -310,7 +310,7 @@ def profile_engine(ctx: BenchContext, variant: Variant, steps: int = 3) -> str:
     from transformers import TrainerCallback
 
     from finetune.runs import create_run
-    from finetune.training import TrainingJob
+    from finetune.train.job import TrainingJob
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device == "cuda" else [])
     profiler = profile(activities=activities, record_shapes=False)

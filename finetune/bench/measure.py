@@ -56,7 +56,7 @@ def gpu_peak_tflops(name: str) -> float | None:
 def flops_params(model_path: str) -> int | None:
     """N for the 6N/4N rule: parameters without the input embeddings (LM head matmul counted)."""
     try:
-        from finetune.estimate import load_shape
+        from finetune.plan import load_shape
 
         shape = load_shape(model_path)
     except Exception:

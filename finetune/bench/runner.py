@@ -63,8 +63,8 @@ def pick_threads(requested: int) -> tuple[int, str]:
     other work keeps the cores busy, where it is faster and far steadier; else torch's default)."""
     import torch
 
-    from finetune.hardware import detect_machine
-    from finetune.plan import cpu_threads
+    from finetune.plan.hardware import detect_machine
+    from finetune.plan.planner import cpu_threads
 
     if requested > 0:
         return requested, "--threads"
@@ -73,7 +73,7 @@ def pick_threads(requested: int) -> tuple[int, str]:
 
 
 def machine_info(device: str) -> dict[str, Any]:
-    from finetune.hardware import detect_hardware
+    from finetune.plan.hardware import detect_hardware
 
     hw = detect_hardware()
     cpu = platform.processor() or ""
@@ -110,7 +110,7 @@ def variants_for(plan, ablate: bool, unsloth: bool) -> list[Variant]:
     decision switched the other way. For DPO: the engine and a plain TRL DPO script."""
     if plan.objective == "dpo":
         variants = [
-            Variant("engine", "engine", about="the app's DPO, every knob at auto (finetune.plan)"),
+            Variant("engine", "engine", about="the app's DPO, every knob at auto (finetune.plan.planner)"),
             Variant("TRL DPO defaults", "trl_dpo", about="DPOTrainer's defaults: checkpointing on"),
         ]
         if ablate:
@@ -124,7 +124,7 @@ def variants_for(plan, ablate: bool, unsloth: bool) -> list[Variant]:
             )
         return variants
     variants = [
-        Variant("engine", "engine", about="the app's engine, every knob at auto (finetune.plan)"),
+        Variant("engine", "engine", about="the app's engine, every knob at auto (finetune.plan.planner)"),
         Variant("TRL defaults", "trl", about="SFTTrainer's defaults: padded to the longest, checkpointing on"),
         Variant("seed script", "seed", about="padded to max_length, checkpointing on"),
     ]
@@ -198,10 +198,10 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
     from finetune.bench.weights import resolve_bench_model
     from finetune.config import RunConfig
     from finetune.data import prepare_data
-    from finetune.hardware import detect_machine
     from finetune.models import check_runnable, load_tokenizer
-    from finetune.plan import make_plan
-    from finetune.training import choose_loss_mode
+    from finetune.plan.hardware import detect_machine
+    from finetune.plan.planner import make_plan
+    from finetune.train.job import choose_loss_mode
 
     machine = detect_machine()
     device = machine.device

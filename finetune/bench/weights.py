@@ -1,5 +1,5 @@
 """Models for the benchmark: `demo`, a local folder or Hub id, or a bundled shape
-(`finetune/model_shapes/*.json`, e.g. `llama-3.2-1b`) instantiated with random weights.
+(`finetune/plan/model_shapes/*.json`, e.g. `llama-3.2-1b`) instantiated with random weights.
 
 A shape model is built once into `<workspace>/cache/bench-models/<shape>-random-v1/` (bf16
 safetensors, on the GPU when there is one) with the demo model's tokenizer: its ids (< 1024)
@@ -13,13 +13,15 @@ import os
 import shutil
 from pathlib import Path
 
+from finetune.names import is_local_path
+
 VERSION = 1
 
 
 def is_shape_name(name: str) -> bool:
-    from finetune.estimate import bundled_shapes
+    from finetune.plan import bundled_shapes
 
-    return name.strip().lower() in bundled_shapes() and not Path(name).expanduser().exists()
+    return name.strip().lower() in bundled_shapes() and not is_local_path(name)
 
 
 def shape_model_path(name: str, workspace=None) -> Path:
@@ -28,7 +30,7 @@ def shape_model_path(name: str, workspace=None) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from finetune.demo import demo_model_path
-    from finetune.estimate import bundled_shapes
+    from finetune.plan import bundled_shapes
     from finetune.runs import cache_dir
 
     key = name.strip().lower()

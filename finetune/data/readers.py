@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finetune.config import is_hub_id
 from finetune.data.formats import EXPECTED_COLUMNS
 from finetune.data.hub import read_hub
 from finetune.data.raw import SUPPORTED_EXTENSIONS, RawData, RowIssue
 from finetune.errors import DataError
+from finetune.names import is_hub_id, is_local_path
 
 _SNIFF_BYTES = 8192
 # Python's csv module refuses fields over 128 KiB by default; long documents are legitimate.
@@ -27,7 +27,7 @@ csv.field_size_limit(2**31 - 1)
 def looks_like_hub_id(source: str) -> bool:
     """`owner/name` that is not an existing path and does not end like a data file."""
     text = source.strip()
-    if Path(text).expanduser().exists() or not is_hub_id(text, owner=True):
+    if is_local_path(text) or not is_hub_id(text, owner=True):
         return False
     return Path(text).suffix.lower() not in SUPPORTED_EXTENSIONS + (".txt", ".tsv", ".xlsx", ".gz", ".zip")
 

@@ -4,7 +4,7 @@ across checkpoints, word diffs and a shareable report. No UI code here (gradio-f
 Submodules: `metrics` (scores), `ab` (blind pairs, votes, tally), `examples` (rows ->
 prompts/references, training-faithful generation), `batch` (evaluate, saved evaluations),
 `prompt_grid` (prompt sets, checkpoint grid), `diff`, `charts` (plotly + inline SVG),
-`report`, `cli` (`finetune evaluate`). Importing this package loads no model and no torch.
+`report` (`finetune evaluate` is finetune/cli/evaluate.py). Importing this package loads no model and no torch.
 """
 
 from finetune.evaluation.ab import (
@@ -28,7 +28,6 @@ from finetune.evaluation.batch import (
     load_evaluation,
 )
 from finetune.evaluation.charts import summary_figure, tally_figure
-from finetune.evaluation.cli import register_cli
 from finetune.evaluation.common import EvaluationError
 from finetune.evaluation.diff import word_diff, word_diff_html
 from finetune.evaluation.metrics import exact_match, rouge_l, score_answer, strip_think, token_f1
@@ -67,7 +66,6 @@ __all__ = [
     "new_blind_pair",
     "prompts_from_text",
     "record_vote",
-    "register_cli",
     "rouge_l",
     "run_prompt_grid",
     "run_tally",

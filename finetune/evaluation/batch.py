@@ -175,7 +175,7 @@ def evaluate(
     (default: detected from the references). `settings.system_prompt` is not used: rows are
     formatted exactly as in training, with their own system turn if they had one.
     """
-    from finetune.compare import GenerationSettings
+    from finetune.evaluation.compare import GenerationSettings
 
     settings = (settings or GenerationSettings()).check()
     run = as_run(comparer_or_run)

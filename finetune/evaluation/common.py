@@ -29,7 +29,7 @@ def comparer_for(comparer_or_run: Any, adapter_path: str | Path | None = None):
     """The given Comparer, or the process-wide cached one for a run (one model in memory).
     A Comparer passed in is switched to `adapter_path` when one is given. Anything with
     `generate`, `load_adapter` and `run` counts as a Comparer (tests pass scripted ones)."""
-    from finetune.compare import get_comparer
+    from finetune.evaluation.compare import get_comparer
 
     if not isinstance(comparer_or_run, (Run, str, Path)) and hasattr(comparer_or_run, "load_adapter"):
         if adapter_path is not None:

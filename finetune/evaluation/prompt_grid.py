@@ -182,7 +182,7 @@ def run_prompt_grid(
 ) -> PromptGrid:
     """Answer every prompt with the base, each checkpoint and the final adapter.
     `run` may be a Run, a run folder/name, or a Comparer already holding the run."""
-    from finetune.compare import GenerationSettings
+    from finetune.evaluation.compare import GenerationSettings
 
     settings = (settings or GenerationSettings()).check()
     prompts = clean_prompts(prompts)

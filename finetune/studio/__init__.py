@@ -7,7 +7,7 @@ here, so `ui/` imports nothing else from the engine but `finetune.config` and `f
 """
 
 from finetune.evaluation import Evaluation, PromptGrid
-from finetune.generation import GenerationSettings
+from finetune.evaluation.generation import GenerationSettings
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary
 from finetune.studio.core import GpuLease, Studio
 from finetune.studio.data import MAP_TARGETS, DataDesk, parse_mapping, resolve_source, row_chat, source_label

@@ -29,7 +29,7 @@ class GpuLease:
     """One model in memory at a time, process-wide: training, comparing, evaluating, grids and merges.
 
     Work that loads a model holds the lease for its duration (`hold`); a training job holds it for as
-    long as it runs (checked through `finetune.training.current_job`). Starting training releases the
+    long as it runs (checked through `finetune.train.job.current_job`). Starting training releases the
     cached comparison model first, so the trainer gets that memory.
     """
 
@@ -62,7 +62,7 @@ class GpuLease:
 
     @staticmethod
     def refuse_while_training(action: str) -> None:
-        from finetune.training import current_job
+        from finetune.train.job import current_job
 
         job = current_job()
         if job is not None and getattr(job, "state", None) in FINAL_STATES:
@@ -77,7 +77,7 @@ class GpuLease:
     @staticmethod
     def free_memory() -> None:
         """Drop the cached comparison model (before training or a merge loads its own copy)."""
-        from finetune.compare import release_comparer
+        from finetune.evaluation.compare import release_comparer
 
         release_comparer()
 
@@ -96,8 +96,8 @@ class Studio:
 
         self.workspace = workspace_dir(workspace)
         self.restrict_paths = restrict_paths
-        self.hardware = hardware  # finetune.hardware.HardwareInfo, None when detection failed
-        self.machine = machine  # finetune.hardware.Machine the planner decides for
+        self.hardware = hardware  # finetune.plan.hardware.HardwareInfo, None when detection failed
+        self.machine = machine  # finetune.plan.hardware.Machine the planner decides for
         self.hardware_error = ""
         self.suggested_preset: str | None = None
         self.lease = GpuLease()
@@ -114,7 +114,7 @@ class Studio:
         Detection failing leaves the studio usable (CPU defaults) with `hardware_error` set."""
         studio = cls(workspace, restrict_paths=restrict_paths)
         try:
-            from finetune.hardware import detect_hardware, detect_machine
+            from finetune.plan.hardware import detect_hardware, detect_machine
 
             studio.hardware = detect_hardware()
             studio.machine = detect_machine(studio.hardware)
@@ -164,8 +164,8 @@ class Studio:
         """Write `config` as YAML to <workspace>/configs/<name>-<time>.yaml (the sample data by its path)."""
         import time
 
-        from finetune.config import safe_name
         from finetune.launch_commands import explicit_data_path
+        from finetune.names import safe_name
 
         name = safe_name(config.run_name or config.model_name_or_path.split("/")[-1])
         path = self.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
@@ -187,10 +187,10 @@ class Studio:
     def estimate(self, config: RunConfig):
         """The plan a run of `config` would train with on this machine, and its memory estimate
         (a MemoryEstimate with `.plan`), cached per config."""
-        from finetune.hardware import Machine
         from finetune.models import resolve_model_path
         from finetune.paths import check_model_path
-        from finetune.plan import estimate
+        from finetune.plan.hardware import Machine
+        from finetune.plan.planner import estimate
 
         if self.restrict_paths:  # a typed local folder: allowed places only
             check_model_path(config.model_name_or_path, self.workspace)
@@ -225,7 +225,7 @@ class Studio:
         are opened once."""
         from finetune.paths import open_workspace_run
         from finetune.runs import open_run
-        from finetune.training import get_job
+        from finetune.train.job import get_job
 
         if not self.restrict_paths and isinstance(name, (str, Path)) and str(name).strip():
             job = get_job(str(name))  # a run training here, wherever its folder is (an output_dir)
@@ -249,7 +249,7 @@ class Studio:
 
     def training_now(self) -> str | None:
         """The name of the run training in this process, if any."""
-        from finetune.training import current_job
+        from finetune.train.job import current_job
 
         job = current_job()
         return job.run.name if job is not None else None
@@ -258,7 +258,7 @@ class Studio:
         """state, message, step, total_steps, fraction, eta, tokens_per_s, elapsed, run: live from the
         job when it trains here, else from its status.json (new metrics of a run another process
         writes are re-read). `resumable` says whether Resume could continue it."""
-        from finetune.training import get_job
+        from finetune.train.job import get_job
 
         run = self.run(name)
         job = get_job(name)
@@ -275,7 +275,7 @@ class Studio:
 
     def start(self, config: RunConfig) -> Run:
         """Start training `config` in the background (checked first: a refused start leaves nothing)."""
-        from finetune.training import start_training
+        from finetune.train.job import start_training
 
         with self.lease.locked("starting a run"):
             self.lease.free_memory()
@@ -283,7 +283,7 @@ class Studio:
 
     def resume(self, name: str, overrides: list[str] | None = None) -> Run:
         """Continue a stopped, failed or interrupted run from its last checkpoint."""
-        from finetune.training import start_training
+        from finetune.train.job import start_training
 
         run = self.run(name)
         config = run.config().with_overrides(overrides or [])
@@ -294,7 +294,7 @@ class Studio:
     def stop(self, reason: str = "the user", wait_s: float | None = None) -> str | None:
         """Ask the run training here to stop after its current step (a checkpoint is saved), waiting up
         to `wait_s` for it to finish; returns its name (None when nothing trains)."""
-        from finetune.training import current_job
+        from finetune.train.job import current_job
 
         job = current_job()
         if job is None:
@@ -306,7 +306,7 @@ class Studio:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` for the run training here to end; True when nothing trains any more."""
-        from finetune.training import current_job
+        from finetune.train.job import current_job
 
         job = current_job()
         if job is not None:
@@ -328,7 +328,7 @@ class Studio:
         from finetune.runs import delete_run
 
         self._refuse_active(name, "deleted")
-        from finetune.compare import cached_comparer
+        from finetune.evaluation.compare import cached_comparer
 
         cached = cached_comparer()
         if cached is not None and cached.run.name == name:

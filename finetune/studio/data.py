@@ -15,7 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from finetune.config import RunConfig, safe_name
+from finetune.config import RunConfig
 from finetune.data import (
     FORMAT_COLUMNS,
     SUPPORTED_EXTENSIONS,
@@ -28,7 +28,7 @@ from finetune.data import (
 )
 from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
 from finetune.errors import DataError, FinetuneError
-from finetune.files import UPLOAD_PREFIX_CHARS, upload_name
+from finetune.names import UPLOAD_PREFIX_CHARS, safe_name, upload_name
 from finetune.paths import check_dataset_path, check_model_path
 
 # every column role some format reads, for a column-mapping form
@@ -118,6 +118,13 @@ class DataDesk:
         report = load_records(source, dataset_format=fmt, column_mapping=mapping or None)
         with self._lock:
             return _remember(self._reports, key, report, size=4)
+
+    @staticmethod
+    def is_hub_dataset(text: str) -> bool:
+        """Does `text` name a Hub dataset (`owner/name`, not a local path or a data file's name)?"""
+        from finetune.data.readers import looks_like_hub_id
+
+        return bool(text) and looks_like_hub_id(text)
 
     def columns(self, dataset_path: str) -> list[str]:
         """Columns of a source whose format could not be detected (for the mapping form); [] when unreadable."""

@@ -32,21 +32,21 @@ class ExportDesk:
 
     def merged_folder(self, name: str) -> Path | None:
         """The merged model of a run when one was written (its default place), else None."""
-        from finetune.export import exports_dir
+        from finetune.export.merge import exports_dir
 
         folder = exports_dir(self._run(name)) / "merged"
         return folder if (folder / "config.json").is_file() else None
 
     def zip_adapter(self, name: str, out: Path | None = None) -> Path:
         """The adapter (or a full fine-tune's model) as a zip: <run>/exports/ unless `out` (CLI) says where."""
-        from finetune.export import zip_adapter
+        from finetune.export.merge import zip_adapter
 
         return zip_adapter(self._run(name), out)
 
     def merge(self, name: str, progress: Callable[[float, str], Any] | None = None, out: Path | None = None) -> Merged:
         """Fold the adapter into a 16-bit (GPU) or float32 (CPU) copy of the base: <run>/exports/merged
         unless `out` (CLI) says where."""
-        from finetune.export import merge_adapter, saved_dtype
+        from finetune.export.merge import merge_adapter, saved_dtype
 
         run = self._run(name)
         with self.studio.lease.hold("merging"):
@@ -57,7 +57,7 @@ class ExportDesk:
         return Merged(folder=folder, size_mb=size, dtype=saved_dtype(folder), where=where)
 
     def zip_merged(self, name: str) -> Path:
-        from finetune.export import exports_dir
+        from finetune.export.merge import exports_dir
         from finetune.files import zip_folder
 
         run = self._run(name)
@@ -68,7 +68,7 @@ class ExportDesk:
         return zip_folder(folder, exports_dir(run) / f"{run.name}-merged.zip", deflate=False)
 
     def model_card(self, name: str) -> str:
-        from finetune.export import model_card
+        from finetune.export.merge import model_card
 
         return model_card(self._run(name), merged=self.merged_folder(name) is not None)
 
@@ -77,7 +77,7 @@ class ExportDesk:
     ) -> str:
         """Upload the merged model (`folder`: where it was merged, default its usual place) or the
         adapter; the token is handed to the Hub client only."""
-        from finetune.export import push_to_hub
+        from finetune.export.merge import push_to_hub
 
         run = self._run(name)
         if merged:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
-from finetune.generation import GenerationSettings
+from finetune.evaluation.generation import GenerationSettings
 
 NO_RUN = "No run with a saved adapter yet: train one in the Train tab first."
 
@@ -30,7 +30,7 @@ class JudgeDesk:
     def stream(self, name: str, prompt: str, use_adapter: bool, settings: GenerationSettings) -> Iterator[Any]:
         """The answer of the base (`use_adapter=False`) or the fine-tuned model as it grows; the last
         item carries `.tokens`, the number of tokens generated."""
-        from finetune.compare import get_comparer
+        from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):
@@ -38,7 +38,7 @@ class JudgeDesk:
 
     def compare(self, name: str, prompt: str, settings: GenerationSettings):
         """Both answers at once (a CompareResult)."""
-        from finetune.compare import get_comparer
+        from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):

@@ -1,7 +1,7 @@
 """Model shapes: the few numbers of a model's config.json that memory depends on.
 
 A shape is read from `config.json` only (never weights): a local folder, the built-in
-`demo` model, a bundled public shape (`finetune/model_shapes/*.json`, also matched by
+`demo` model, a bundled public shape (`finetune/plan/model_shapes/*.json`, also matched by
 their Hub ids so popular models work offline), or a Hub id via `hf_hub_download`.
 Parameter counts are plain arithmetic over a Llama-style decoder (embedding, N x
 [attention + gated MLP + 2 RMSNorms], final norm, lm_head); a test checks them against
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.config import ATTENTION_MODULES
 from finetune.errors import ModelError
 from finetune.offline import hub_offline, hub_reachable
 
-SHAPES_DIR = Path(__file__).resolve().parent.parent / "model_shapes"
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+SHAPES_DIR = Path(__file__).resolve().parent / "model_shapes"
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 LINEAR_MODULES = ATTENTION_MODULES + MLP_MODULES
 # model types whose layers are the Llama layout this module counts exactly

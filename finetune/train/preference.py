@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from finetune.builders import build_lora_config, training_kwargs
 from finetune.config import RunConfig
-from finetune.plan import Plan
+from finetune.plan.planner import Plan
+from finetune.train.sft import build_lora_config, training_kwargs
 
 
 def build_preference_config(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from finetune.config import STRATEGY_CHOICES, RunConfig
 from finetune.errors import FinetuneError
-from finetune.estimate.memory import DEVICES, MemoryEstimate
+from finetune.plan.memory import DEVICES, MemoryEstimate
 
 LABELS = {
     "base_weights": "base weights",
@@ -85,7 +85,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def _machine(args: argparse.Namespace):
     """The machine to plan for: the detected one when it is what --device asks for (and no --gpu-gb),
     else one described by --device and --gpu-gb. Returns (machine, GPU name, GPU memory)."""
-    from finetune.hardware import Machine, detect_machine
+    from finetune.plan.hardware import Machine, detect_machine
 
     device = getattr(args, "device", "cuda") or "cuda"
     detected = detect_machine()
@@ -128,7 +128,7 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
 def run_estimate_cli(args: argparse.Namespace) -> int:
     """Handler of `finetune estimate`; returns the exit code."""
     try:
-        from finetune.plan import estimate as plan_estimate
+        from finetune.plan.planner import estimate as plan_estimate
 
         # stdout carries the table or the JSON only: a library imported on the way (DeepSpeed logs
         # its accelerator choice to stdout) writes to stderr instead
@@ -151,11 +151,3 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
     else:
         print(format_table(estimate, gpu_name, gpu_gb))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m finetune.estimate estimate ...`) until the main CLI wires it."""
-    parser = argparse.ArgumentParser(prog="finetune")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)

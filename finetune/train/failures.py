@@ -55,7 +55,7 @@ def _free_bytes(path: str | Path) -> int:
 
 def _oom_advice(config: RunConfig) -> str:
     try:
-        from finetune.estimate import oom_advice
+        from finetune.plan import oom_advice
 
         return oom_advice(config)
     except Exception:

@@ -14,14 +14,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from finetune.callbacks import RunCallback, StopDuringEvaluation, StopRequested
 from finetune.config import RunConfig
-from finetune.distributed import is_main_process, shared_run
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
-from finetune.failures import explain_failure
 from finetune.models import release_memory, save_tokenizer_for_serving
 from finetune.paths import check_config_paths, check_disk_space
 from finetune.runs import HEARTBEAT_EVERY_S, Run, check_run_folder, create_run, runs_dir, workspace_dir
+from finetune.train.callbacks import RunCallback, StopDuringEvaluation, StopRequested
+from finetune.train.distributed import is_main_process, shared_run
+from finetune.train.failures import explain_failure
 
 
 def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
@@ -53,7 +53,7 @@ class TrainingJob:
         self.stop_event = threading.Event()
         self.stop_reason = "the user"
         self.nan_step: int | None = None
-        self.plan = None  # the finetune.plan.Plan this run trains with, once setup has made it
+        self.plan = None  # the finetune.plan.planner.Plan this run trains with, once setup has made it
         self.state = "queued"
         self.message = "Waiting to start"
         self._lock = threading.Lock()
@@ -162,11 +162,11 @@ class TrainingJob:
         import datasets
         from transformers import set_seed
 
-        from finetune.builders import build_sft_config, build_trainer
         from finetune.data import prepare_data
-        from finetune.hardware import detect_machine
         from finetune.models import load_model, load_tokenizer, resolve_model_path
-        from finetune.plan import make_plan
+        from finetune.plan.hardware import detect_machine
+        from finetune.plan.planner import make_plan
+        from finetune.train.sft import build_sft_config, build_trainer
 
         cfg = self.config
         datasets.disable_progress_bars()  # progress is reported through the run, not stderr
@@ -203,7 +203,7 @@ class TrainingJob:
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
         if cfg.start_from_run.strip():
-            from finetune.preference_builders import load_start_adapter, start_adapter_dir
+            from finetune.train.preference import load_start_adapter, start_adapter_dir
 
             start = start_adapter_dir(cfg, self.workspace)
             self.run.log(f"starting from the adapter {start}")
@@ -238,7 +238,7 @@ class TrainingJob:
             callbacks=callbacks,
         )
         if cfg.is_preference:
-            from finetune.preference_builders import build_preference_trainer
+            from finetune.train.preference import build_preference_trainer
 
             return self._quiet(build_preference_trainer(cfg, plan, **common)), model
         # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
@@ -365,8 +365,8 @@ def start_training(
     `restrict_paths=True` (the web app): the model folder, data files and output_dir must lie in
     the allowed places (finetune.paths). Every caller gets the free disk space checked first."""
     global _current
-    from finetune.hardware import detect_machine
     from finetune.models import check_runnable
+    from finetune.plan.hardware import detect_machine
 
     with _registry_lock:
         running = current_job()
@@ -401,9 +401,6 @@ def start_training(
                 run = Run(run.path, read_only=True)
         else:
             run = shared_run(lambda: create_run(config, workspace))
-        from finetune.compare import release_comparer
-
-        release_comparer()  # the trainer gets the memory a loaded comparison model would hold
         job = TrainingJob(config, run, workspace, resume_from)
         _jobs[run.name] = job
         _current = job
@@ -436,7 +433,7 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     model_path = resolve_model_path(config.model_name_or_path, workspace)
     prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if config.start_from_run.strip():
-        from finetune.preference_builders import start_adapter_dir
+        from finetune.train.preference import start_adapter_dir
 
         start_adapter_dir(config, workspace)
     if resume_run is not None:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from finetune.compare import NO_ADAPTER_MESSAGE, run_workspace
-from finetune.config import is_hub_id
 from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, shown
+from finetune.evaluation.compare import NO_ADAPTER_MESSAGE, run_workspace
+from finetune.export.model_card import TAG, model_card
 from finetune.files import zip_folder
-from finetune.model_card import TAG, model_card
+from finetune.names import is_hub_id
 from finetune.offline import hub_offline
 from finetune.runs import Run, open_run
 
@@ -127,9 +127,9 @@ def _merge_lora(run: Run, cfg, staging: Path, step: Callable[[float, str], None]
     import torch
     from peft import PeftModel
 
-    from finetune.hardware import detect_machine
     from finetune.models import load_model, resolve_model_path
-    from finetune.plan import plan_for_inference
+    from finetune.plan.hardware import detect_machine
+    from finetune.plan.planner import plan_for_inference
 
     workspace = run_workspace(run)
     step(0.05, f"Loading {cfg.model_name_or_path} without quantization (never merged into quantized weights)")

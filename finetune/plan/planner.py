@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from finetune.config import RunConfig
-from finetune.hardware import Machine
+from finetune.plan.hardware import Machine
 
 GC_HEADROOM = 0.85  # auto checkpointing / micro-batch: the share of GPU memory a plan may fill
 MICRO_BATCH_TOKENS = 8192  # auto micro-batch: real tokens per forward pass to aim for on a GPU
@@ -54,7 +54,7 @@ class Plan:
     gradient_checkpointing: bool = False
     use_liger_kernel: bool = False
     cpu_threads: int | None = None  # torch threads for CPU training; None: torch's default
-    strategy: str = "none"  # none (one process) or one of finetune.parallel.STRATEGIES
+    strategy: str = "none"  # none (one process) or one of finetune.plan.parallel.STRATEGIES
     shard_at_load: bool = False  # FSDP2 applied by transformers as the weights load (CPU: accelerate has no FSDP)
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
     objective: str = "sft"  # sft | dpo | orpo | kto (config.objective), for the estimate and the decisions table
@@ -114,7 +114,7 @@ class Plan:
         """e.g. `fsdp over 2 processes (weights, gradients and optimizer states sharded)`."""
         if self.strategy == "none":
             return "one process"
-        from finetune.parallel import WHAT_IS_SHARDED
+        from finetune.plan.parallel import WHAT_IS_SHARDED
 
         shared = WHAT_IS_SHARDED[self.strategy]
         return (
@@ -146,7 +146,7 @@ def _explicit(value: Any) -> bool:
 
 def _shape(model: Any, config: RunConfig):
     """The model's shape for the memory estimate, or None when it cannot be read (offline Hub id...)."""
-    from finetune.estimate.shapes import ModelShape, load_shape
+    from finetune.plan.shapes import ModelShape, load_shape
 
     if isinstance(model, ModelShape):
         return model
@@ -276,7 +276,7 @@ def planned_machine(config: RunConfig, machine: Machine) -> Machine:
 
 
 def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
-    from finetune.estimate.memory import estimate_memory
+    from finetune.plan.memory import estimate_memory
 
     try:
         return estimate_memory(shape, config, plan).total_gb
@@ -429,8 +429,8 @@ def estimate(
 ):
     """(plan, memory estimate) of `config` on `machine`: the estimate of exactly what will run, per GPU
     for the config's `num_gpus` and strategy (see planned_machine). Raises ConfigError / ModelError when the model's shape cannot be read."""
-    from finetune.estimate.memory import estimate_memory
-    from finetune.estimate.shapes import ModelShape, load_shape
+    from finetune.plan.memory import estimate_memory
+    from finetune.plan.shapes import ModelShape, load_shape
 
     shape = model if isinstance(model, ModelShape) else load_shape(model or config.model_name_or_path)
     plan = make_plan(config.check(), planned_machine(config, machine), model=shape, mean_tokens=mean_tokens)

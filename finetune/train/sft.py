@@ -2,7 +2,7 @@
 SFTConfig, the data collator, SFTTrainer).
 
 Every translation from our knobs to a library's lives here; no decision does (the `auto` knobs
-are settled by `finetune.plan`). What each planned piece becomes (TRL 1.16, transformers 5.2x):
+are settled by `finetune.plan.planner`). What each planned piece becomes (TRL 1.16, transformers 5.2x):
 - padding-free batches (plan.padding_free without packing): TRL's DataCollatorForLanguageModeling
   with `padding_free=True` flattens the micro-batch's examples into one row, `position_ids`
   restarting per example and no attention mask; flash kernels read the boundaries from
@@ -22,10 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from finetune.config import RunConfig
-from finetune.plan import Plan
-
-ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+from finetune.config import RunConfig, lora_targets
+from finetune.plan.planner import Plan
 
 
 def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = None):
@@ -35,7 +33,7 @@ def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = N
     shard floating-point tensors only, and every tensor of a unit must share one dtype."""
     from transformers import BitsAndBytesConfig
 
-    from finetune.parallel import SHARD_WEIGHTS
+    from finetune.plan.parallel import SHARD_WEIGHTS
 
     quantization = config.quantization if quantization is None else quantization
     if quantization == "4bit":
@@ -53,13 +51,9 @@ def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = N
 
 
 def lora_target_modules(config: RunConfig) -> str | list[str]:
-    """`all-linear`, `attention` (q/k/v/o projections) or an explicit comma-separated list."""
-    value = config.lora_target_modules.strip()
-    if value == "all-linear":
-        return "all-linear"
-    if value == "attention":
-        return list(ATTENTION_MODULES)
-    return [m.strip() for m in value.split(",") if m.strip()]
+    """PEFT's target_modules for the config: `config.lora_targets` is the one reading of the knob."""
+    targets = lora_targets(config.lora_target_modules)
+    return targets if targets == "all-linear" else list(targets)
 
 
 def build_lora_config(config: RunConfig):
@@ -196,7 +190,7 @@ def build_trainer(
     from peft import PeftModel
     from trl import SFTTrainer
 
-    from finetune import datacache
+    from finetune.train import datacache
 
     note = log or (lambda _line: None)
     if args is None:

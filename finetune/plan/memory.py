@@ -28,9 +28,10 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
-from finetune.estimate.shapes import ModelShape, load_shape
-from finetune.estimate.sharding import per_gpu, sharding_note
-from finetune.estimate.terms import (
+from finetune.plan.parallel import SHARD_STATES
+from finetune.plan.shapes import ModelShape, load_shape
+from finetune.plan.sharding import per_gpu, sharding_note
+from finetune.plan.terms import (
     RunContext,
     activation_terms,
     make_context,
@@ -40,7 +41,6 @@ from finetune.estimate.terms import (
     trainable_matrices,
     weight_bytes,
 )
-from finetune.parallel import SHARD_STATES
 
 GiB = 1024**3
 CUDA_CONTEXT_GB = 0.5
@@ -62,7 +62,7 @@ class MemoryEstimate:
     notes: list[str]
     inputs: dict[str, Any]
     allocated_gb: float
-    strategy: str = "none"  # none (one process) or a finetune.parallel strategy
+    strategy: str = "none"  # none (one process) or a finetune.plan.parallel strategy
     gpus: int = 1  # total_gb is the peak of each of these GPUs
     shape: ModelShape | None = field(default=None, repr=False, compare=False)
     config: RunConfig | None = field(default=None, repr=False, compare=False)
@@ -147,8 +147,8 @@ def estimate_memory(
     seq_len: int | None = None,
     loss: str = "fused",
 ) -> MemoryEstimate:
-    """Estimate the peak memory of training `config` as `plan` (a finetune.plan.Plan) settles it;
-    reads only the model's config.json (see module docstring). `finetune.plan.estimate` makes the
+    """Estimate the peak memory of training `config` as `plan` (a finetune.plan.planner.Plan) settles it;
+    reads only the model's config.json (see module docstring). `finetune.plan.planner.estimate` makes the
     plan and the estimate in one call."""
     if plan.device not in DEVICES:
         raise ConfigError([f"device: '{plan.device}' is not one of {', '.join(DEVICES)}"])

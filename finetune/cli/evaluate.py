@@ -57,7 +57,7 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from finetune.compare import GenerationSettings
+    from finetune.evaluation.compare import GenerationSettings
     from finetune.evaluation.preference import evaluate_with_preferences
     from finetune.runs import open_run
 

@@ -16,8 +16,8 @@ Unmeasured on several GPUs here: `bench/multi_gpu_check.sh` measures it on a mul
 
 from __future__ import annotations
 
-from finetune.estimate.shapes import ModelShape
-from finetune.parallel import DEEPSPEED, SHARD_STATES, SHARD_WEIGHTS
+from finetune.plan.parallel import DEEPSPEED, SHARD_STATES, SHARD_WEIGHTS
+from finetune.plan.shapes import ModelShape
 
 PREFETCHED_LAYERS = 2  # the layer computing and the next one, gathered ahead
 

@@ -147,7 +147,7 @@ def save(key: str, train, evaluation, workspace: str | Path | None = None) -> Pa
     workspace, another rank's process, ...). Never raises: the cache only ever saves time."""
     from datasets import Dataset
 
-    from finetune.distributed import is_main_process
+    from finetune.train.distributed import is_main_process
 
     if not is_main_process() or not isinstance(train, Dataset):
         return None

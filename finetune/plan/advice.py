@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
-from finetune.estimate.memory import MemoryEstimate
+from finetune.plan.memory import MemoryEstimate
 
 MIN_SAVING_GB = 0.05
 MEMORY_TERMS = ("base_weights", "activations", "logits_loss", "optimizer_states", "workspace")
@@ -47,7 +47,7 @@ def knob_changes(config: RunConfig) -> list[tuple[str, dict]]:
 
 def _re_estimate(estimate: MemoryEstimate, config: RunConfig) -> MemoryEstimate | None:
     """The same estimate (same machine) for another config, or None when that config is not valid."""
-    from finetune.plan import estimate as plan_estimate
+    from finetune.plan.planner import estimate as plan_estimate
 
     try:
         return plan_estimate(config, estimate.plan.machine, model=estimate.shape)[1]
@@ -118,8 +118,8 @@ def oom_advice(config: RunConfig, estimate: MemoryEstimate | None = None, hw=Non
     `estimate` and `hw` are computed (estimate of config.model_name_or_path, detect_hardware())
     when not given, so `oom_advice(config)` works from an exception handler.
     """
-    from finetune.hardware import detect_hardware, detect_machine
-    from finetune.plan import estimate as plan_estimate
+    from finetune.plan.hardware import detect_hardware, detect_machine
+    from finetune.plan.planner import estimate as plan_estimate
 
     if hw is None:
         hw = detect_hardware()

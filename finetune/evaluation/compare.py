@@ -28,7 +28,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import ModelError, RunError
-from finetune.generation import CompareResult, Generation, GenerationSettings, StreamedText
+from finetune.evaluation.generation import CompareResult, Generation, GenerationSettings, StreamedText
 from finetune.models import release_memory
 from finetune.runs import Run, open_run
 
@@ -113,9 +113,9 @@ class Comparer:
 
     def _load_model(self, path: Path | None = None, quantization: str | None = None):
         """The base (run's quantization) or, for full runs, a saved whole model (16/32-bit)."""
-        from finetune.hardware import detect_machine
         from finetune.models import load_model
-        from finetune.plan import plan_for_inference
+        from finetune.plan.hardware import detect_machine
+        from finetune.plan.planner import plan_for_inference
 
         plan = plan_for_inference(self.config, detect_machine())
         source = str(path) if path else None

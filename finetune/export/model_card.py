@@ -9,17 +9,15 @@ from typing import Any
 
 import yaml
 
-from finetune.config import is_hub_id
 from finetune.demo import is_demo
+from finetune.names import is_hub_id, is_local_path
 from finetune.runs import Run, open_run
 
 TAG = "finetune-studio"
 
 
 def _is_hub_id(name: str) -> bool:
-    if is_demo(name) or not is_hub_id(name):
-        return False
-    return not Path(name).expanduser().exists()
+    return not is_demo(name) and is_hub_id(name) and not is_local_path(name)
 
 
 def _method_tags(cfg) -> list[str]:

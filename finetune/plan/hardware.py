@@ -177,7 +177,7 @@ class Machine:
     flash_attn: bool = False  # flash-attn installed and the GPU is sm80+
     liger: bool = False  # liger-kernel installed
     world_size: int = 1
-    strategy: str = ""  # what accelerate launch set up (finetune.parallel.STRATEGIES); "" for one process
+    strategy: str = ""  # what accelerate launch set up (finetune.plan.parallel.STRATEGIES); "" for one process
     sharded_loading: bool = False  # the launcher loads weights once and shards them as they load
     cpu_count: int = 1
     load_average: float = 0.0  # 1-minute load average when detected: other work on the cores
@@ -207,7 +207,7 @@ class Machine:
 
 def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
     """The Machine this process trains on (its local rank's GPU under `accelerate launch`)."""
-    from finetune.parallel import launched_strategy, sharded_loading
+    from finetune.plan.parallel import launched_strategy, sharded_loading
 
     hw = hardware or detect_hardware()
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)

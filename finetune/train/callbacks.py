@@ -11,12 +11,12 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
-from finetune.distributed import sharding_line, world_size
 from finetune.runs import Run
+from finetune.train.distributed import sharding_line, world_size
 
 
 class ProgressSink(Protocol):
-    """What the callback feeds: a training job (finetune.training.TrainingJob) or anything like it."""
+    """What the callback feeds: a training job (finetune.train.job.TrainingJob) or anything like it."""
 
     run: Run
     stop_event: threading.Event

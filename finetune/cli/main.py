@@ -295,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the memory presets")
     p.set_defaults(func=cmd_presets)
 
-    from finetune.bench.cli import register_cli as register_bench_cli
-    from finetune.estimate import register_cli as register_estimate_cli
-    from finetune.evaluation.cli import register_cli as register_evaluate_cli
+    from finetune.cli.bench import register_cli as register_bench_cli
+    from finetune.cli.estimate import register_cli as register_estimate_cli
+    from finetune.cli.evaluate import register_cli as register_evaluate_cli
 
     register_evaluate_cli(sub)
     register_estimate_cli(sub)

@@ -1,5 +1,5 @@
 """The byte counts behind `estimate_memory`: parameters, optimizer state, and what autograd
-keeps for backward in a Llama-style layer (see `finetune.estimate.memory` for the overview).
+keeps for backward in a Llama-style layer (see `finetune.plan.memory` for the overview).
 
 The per-op activation counts were checked against torch's saved-tensor hooks on a LoRA'd
 Llama/Qwen2 layer (fp32 and bf16 autocast) and against measured peaks (bench/calibrate_memory.py).
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from finetune.config import RunConfig
-from finetune.estimate.shapes import ATTENTION_MODULES, LINEAR_MODULES, Linear, ModelShape
+from finetune.config import RunConfig, lora_targets
+from finetune.plan.shapes import LINEAR_MODULES, Linear, ModelShape
 
 NF4_BYTES = (4 + 0.127) / 8  # 4-bit codes + double-quantized absmax constants
 FUSED_TOKENS, FUSED_VOCAB = 4096, 32768  # TRL's chunked log-prob tile
@@ -49,13 +49,8 @@ class RunContext:
 
 def resolve_targets(spec: str, shape: ModelShape) -> tuple[list[Linear], list[str]]:
     """`all-linear` / `attention` / comma list -> the layer's Linear objects, plus unknown names."""
-    text = (spec or "").strip().lower()
-    if text in ("all-linear", "all_linear"):
-        wanted = list(LINEAR_MODULES)
-    elif text == "attention":
-        wanted = list(ATTENTION_MODULES)
-    else:
-        wanted = [part.strip() for part in text.split(",") if part.strip()]
+    targets = lora_targets(spec)
+    wanted = list(LINEAR_MODULES) if targets == "all-linear" else list(targets)
     by_name = {lin.name: lin for lin in shape.linears()}
     known = [by_name[name] for name in LINEAR_MODULES if name in wanted]
     unknown = [name for name in wanted if name not in by_name]
@@ -64,7 +59,7 @@ def resolve_targets(spec: str, shape: ModelShape) -> tuple[list[Linear], list[st
 
 def make_context(shape: ModelShape, config: RunConfig, plan, seq_len: int | None, loss: str) -> RunContext:
     """Derive dtypes and sizes the way the engine (TRL SFTTrainer + PEFT + bnb) sets them up for
-    `plan` (a finetune.plan.Plan: device, precision, attention, batches, micro-batch, checkpointing)."""
+    `plan` (a finetune.plan.planner.Plan: device, precision, attention, batches, micro-batch, checkpointing)."""
     device = plan.device
     cb = 2 if (plan.bf16 or plan.fp16) and device != "cpu" else 4
     quantized = config.method != "full" and config.quantization in ("4bit", "8bit")
