@@ -37,3 +37,54 @@ def demo_path(workspace) -> Path:
     from finetune.demo import demo_model_path
 
     return demo_model_path(workspace)
+
+
+# --- finished runs, trained once per session ---------------------------------------------------
+# Training the demo model is the slow part of most tests that judge, export or list a run. The runs
+# below are trained for real (TRL + PEFT on `demo`) once per session; a test that only reads a run
+# uses it where it lies, a test that changes it gets its own copy (`copy_run`).
+
+
+@pytest.fixture(scope="session")
+def session_workspace(tmp_path_factory, shared_cache) -> Path:
+    """One workspace for the session's trained runs, sharing the demo model cache."""
+    from finetune.demo import demo_model_path
+
+    ws = tmp_path_factory.mktemp("trained-runs")
+    demo_model_path(shared_cache)
+    (ws / "cache").symlink_to(shared_cache / "cache", target_is_directory=True)
+    return ws
+
+
+def _train_once(workspace: Path, config):
+    from finetune.runs import Run
+    from finetune.train.job import start_training
+
+    job = start_training(config, workspace=workspace)
+    state = job.wait(600)
+    assert state == "done", f"{config.run_name}: {state}: {job.message}"
+    return Run(job.run.path)
+
+
+@pytest.fixture(scope="session")
+def trained_sft_run(session_workspace):
+    """A finished QLoRA SFT run of the demo model on the bundled sample (checkpoints at 10, 20, 30)."""
+    from helpers_runs import fast_config
+
+    return _train_once(session_workspace, fast_config(run_name="trained-sft"))
+
+
+@pytest.fixture
+def copy_run(workspace):
+    """copy_run(run) -> a copy of a session run inside this test's workspace, free to change."""
+    import shutil
+
+    from finetune.runs import Run
+
+    def copy(run, name: str | None = None):
+        target = workspace / "runs" / (name or run.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(run.path, target, symlinks=True)
+        return Run(target)
+
+    return copy

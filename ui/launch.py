@@ -123,6 +123,8 @@ class LoginThrottle:
         self.failures: dict[str, list[float]] = {}  # user name ("*": every name) -> times of wrong passwords
         self.locked_until: dict[str, float] = {}
         self.checked = 0  # passwords actually compared (for tests and logs)
+        self.delayed = 0  # refused attempts that waited delay_s before their answer
+        self.waiting = 0  # attempts waiting right now
 
     def _locked(self, key: str, now: float) -> bool:
         return self.locked_until.get(key, 0.0) > now
@@ -143,7 +145,7 @@ class LoginThrottle:
         now = time.monotonic()
         user = str(username)[:200]
         if self._locked(user, now) or self._locked("*", now):
-            await asyncio.sleep(self.delay_s)
+            await self._delay()
             return False
         self.checked += 1
         expected = self.pairs.get(user)
@@ -155,8 +157,19 @@ class LoginThrottle:
             self.failures.clear()
         self._fail(user, self.max_failures, now)
         self._fail("*", self.max_failures * 6, now)
-        await asyncio.sleep(self.delay_s)
+        await self._delay()
         return False
+
+    async def _delay(self) -> None:
+        """A refused attempt's wait: awaited, so every other request is served meanwhile."""
+        import asyncio
+
+        self.delayed += 1
+        self.waiting += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.waiting -= 1
 
 
 def is_loopback(host: str) -> bool:

@@ -21,6 +21,8 @@ STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 SHARD_WEIGHTS = ("fsdp", "zero3")  # weights are sharded: 4-bit weights need a float storage dtype
 SHARD_STATES = ("fsdp", "zero2", "zero3")  # gradients and optimizer states are sharded
 DEEPSPEED = ("zero2", "zero3")
+# the extra that brings DeepSpeed (pinned in pyproject.toml; installs without compiling its ops)
+DEEPSPEED_INSTALL = 'pip install "finetune-studio[deepspeed]" (in a checkout: pip install -e ".[deepspeed]")'
 # shipped accelerate config per strategy (accelerate_configs/)
 ACCELERATE_CONFIGS = {
     "ddp": "ddp.yaml",
@@ -97,7 +99,7 @@ def check_strategy(config, strategy: str, *, launched: bool = True, device: str 
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
-            problems.append(f"strategy: {strategy} needs DeepSpeed (pip install deepspeed)")
+            problems.append(f"strategy: {strategy} needs DeepSpeed: {DEEPSPEED_INSTALL}")
     return problems
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers_runs import make_run_with_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

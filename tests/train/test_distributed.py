@@ -21,7 +21,7 @@ import pytest
 from finetune.evaluation.compare import GenerationSettings, get_comparer
 from finetune.runs import list_runs, open_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"
 STEPS = 8
 # QLoRA (the default quantization=4bit) trains under DDP on CPU too, so the test keeps the default.

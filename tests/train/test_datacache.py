@@ -14,7 +14,7 @@ from finetune.train import datacache
 from finetune.train.job import choose_loss_mode
 from finetune.train.sft import build_sft_config, build_trainer
 
-PROMPT_COMPLETION = str(Path(__file__).resolve().parent.parent / "finetune/samples/sample_prompt_completion.csv")
+PROMPT_COMPLETION = str(Path(__file__).resolve().parents[2] / "finetune/samples/sample_prompt_completion.csv")
 
 
 @pytest.fixture

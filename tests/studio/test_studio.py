@@ -16,7 +16,7 @@ from finetune.runs import default_run_name
 from finetune.studio import Studio
 from tests.helpers_runs import make_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UI_MAY_IMPORT = {"finetune.studio", "finetune.config", "finetune.errors"}
 
 

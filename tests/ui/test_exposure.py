@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_app import ROOT, call, plain, served
+from helpers_app import ROOT, call, plain, served, wait_for
 
 from finetune.config import RunConfig
 
@@ -88,9 +88,12 @@ def test_gradio_is_new_enough_everywhere():
 def test_allowed_paths_is_only_the_workspace(tmp_path):
     from ui.launch import launch_kwargs
 
-    kwargs = launch_kwargs(tmp_path / "ws", host="127.0.0.1", port=1234)
-    assert kwargs["allowed_paths"] == [str((tmp_path / "ws").resolve())]
-    assert "blocked_paths" not in kwargs or kwargs["blocked_paths"]
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "ws")
+    for given in (tmp_path / "ws", tmp_path / "link", tmp_path / "ws" / ".." / "ws"):
+        kwargs = launch_kwargs(given, host="127.0.0.1", port=1234)
+        assert kwargs["allowed_paths"] == [str((tmp_path / "ws").resolve())]  # the real folder, nothing more
+        assert [key for key in kwargs if key.endswith("_paths")] == ["allowed_paths"]  # no other path list
 
 
 # --- trust_remote_code ---------------------------------------------------------------------------------
@@ -197,15 +200,19 @@ def test_login_is_rate_limited(workspace):
         def login(password: str) -> int:
             return httpx.post(url + "login", data={"username": "alice", "password": password}, timeout=60).status_code
 
-        started = time.time()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(login, [f"guess-{i}" for i in range(50)]))
         assert codes == [400] * 50 and throttle.checked <= 5 + 16, throttle.checked
-        assert time.time() - started >= 1.0  # no instant answers to wrong passwords
+        assert throttle.delayed == 50  # no instant answers to wrong passwords: each one waited
         assert login("s3cret") == 400  # locked: even the right password is refused
-        probe = time.time()
-        assert _get(url + "config")[0] == 401 and time.time() - probe < 1  # still answering everyone
-        time.sleep(max(throttle.locked_until.values()) - time.monotonic() + 0.2)
+        # a refused attempt waits without holding anyone else: the page answers while it still waits
+        throttle.delay_s = 8.0
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(login, "s3cret")
+            wait_for(lambda: throttle.waiting == 1, 30, what="the refused attempt waiting")
+            assert _get(url + "config")[0] == 401 and not pending.done() and throttle.waiting == 1
+            assert pending.result(60) == 400
+        time.sleep(max(0.0, max(throttle.locked_until.values()) - time.monotonic() + 0.2))
         assert login("s3cret") == 200
     finally:
         blocks.close()

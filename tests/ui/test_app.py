@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers_app import served
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # app.py and ui/ live at the repository root
     sys.path.insert(0, str(ROOT))
 

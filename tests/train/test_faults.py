@@ -5,7 +5,6 @@ any training happened; never a half-written adapter) and the next run starts cle
 from __future__ import annotations
 
 import json
-import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -164,7 +163,6 @@ def test_stop_during_evaluation_interrupts_it(tiny, workspace, demo_path, monkey
         return original(self, args, state, control, **kwargs)
 
     monkeypatch.setattr(callbacks.RunCallback, "on_prediction_step", counting)
-    started = time.time()
     job = start_training(tiny(max_steps=50, eval_steps=4, eval_dataset_path=eval_file), workspace=workspace)
     assert job.wait(120) == "stopped", job.message
     assert batches == [4, 4, 4], batches  # three of the 30 batches ran, then the evaluation ended
@@ -174,7 +172,6 @@ def test_stop_during_evaluation_interrupts_it(tiny, workspace, demo_path, monkey
     assert not any("eval_loss" in m for m in job.run.metrics())  # a cut evaluation logs no loss
     assert "evaluation at step 4 interrupted by Stop" in job.run.log_tail(80)
     _assert_loadable_adapter(job.run, demo_path)
-    assert time.time() - started < 60
     monkeypatch.undo()
     _next_run_is_clean(tiny, workspace)
 
@@ -439,6 +436,7 @@ def _assert_stopped_with_checkpoint_at_the_step(run_path: Path, reason: str) -> 
     status = Run(run_path).status()
     assert status["state"] == "stopped" and reason in status["message"], status
     step = status["step"]
+    assert 3 <= step < status["total_steps"] == 2000  # stopped mid-run, after the steps it was seen at
     assert Run(run_path).latest_checkpoint().name == f"checkpoint-{step}"
     assert _logged_steps(run_path)[-1] == step  # every step up to it was logged, none after
     assert not list(run_path.glob(".*.tmp"))  # no stray temporary status file
@@ -467,9 +465,7 @@ def test_sigterm_stops_the_cli_with_a_checkpoint_and_resume_repeats_no_step(work
     try:
         _wait_steps(run_path, 3, proc)
         proc.send_signal(signal.SIGTERM)
-        started = time.time()
-        out, err = proc.communicate(timeout=30)
-        assert time.time() - started < 10, f"took {time.time() - started:.1f} s"
+        out, err = proc.communicate(timeout=120)  # it exits by itself (a hang is a TimeoutExpired)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -501,9 +497,7 @@ def test_sigterm_stops_the_app_with_a_checkpoint(workspace, tmp_path):
         assert "Started" in message, message
         _wait_steps(workspace / "runs" / "termed", 3, app.proc)
         app.proc.terminate()
-        started = time.time()
-        app.proc.wait(30)
-        assert time.time() - started < 10, f"took {time.time() - started:.1f} s"
+        assert app.proc.wait(120) == 0  # it exits by itself, cleanly (a hang is a TimeoutExpired)
     finally:
         app.stop()
     _assert_stopped_with_checkpoint_at_the_step(workspace / "runs" / "termed", "SIGTERM")

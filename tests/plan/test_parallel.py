@@ -14,7 +14,7 @@ from finetune.plan.hardware import Machine, detect_machine
 from finetune.plan.parallel import check_launch, check_strategy, launched_strategy
 from finetune.plan.planner import make_plan
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def launcher_env(config_file: str, processes: int = 2) -> dict[str, str]:
