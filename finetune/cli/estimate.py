@@ -1,6 +1,6 @@
 """`finetune estimate`: print the memory estimate of a model + preset/config as a table or JSON.
 
-The lead wires it in `finetune/cli.py` with `register_cli(subparsers)`; the parser calls
+The lead wires it in `finetune/cli/main.py` with `register_cli(subparsers)`; the parser calls
 `run_estimate_cli(args) -> int` (0 on success, 1 with a one-paragraph error on bad input).
 """
 

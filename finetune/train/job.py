@@ -191,7 +191,7 @@ class TrainingJob:
         self.run.log(f"data: {len(train_rows)} train / {len(eval_rows)} validation rows, loss on: {loss_mode}")
         self._check_stop()
 
-        # every auto decision, once (finetune/plan.py); recorded before anything loads
+        # every auto decision, once (finetune/plan/planner.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
         # the training arguments exist before the model: they set up the distributed state and, under
@@ -241,7 +241,7 @@ class TrainingJob:
             from finetune.train.preference import build_preference_trainer
 
             return self._quiet(build_preference_trainer(cfg, plan, **common)), model
-        # fast path (auto knobs) + tokenized-data cache: finetune/builders.py
+        # fast path (auto knobs) + tokenized-data cache: finetune/train/sft.py
         trainer = build_trainer(
             cfg,
             plan,
