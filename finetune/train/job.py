@@ -166,6 +166,7 @@ class TrainingJob:
         from finetune.models import load_model, load_tokenizer, resolve_model_path
         from finetune.plan.hardware import detect_machine
         from finetune.plan.planner import make_plan
+        from finetune.train.preference import build_preference_config
         from finetune.train.sft import build_sft_config, build_trainer
 
         cfg = self.config
@@ -194,11 +195,17 @@ class TrainingJob:
         # every auto decision, once (finetune/plan/planner.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
+
         # the training arguments exist before the model: they set up the distributed state and, under
         # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
-        sft_args = build_sft_config(
-            cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
-        )
+        def trainer_args(plan):
+            if cfg.is_preference:
+                return build_preference_config(cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows))
+            return build_sft_config(
+                cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
+            )
+
+        args = trainer_args(plan)
         self.report(message=f"Loading {cfg.model_name_or_path} ({cfg.quantization})")
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
@@ -213,9 +220,7 @@ class TrainingJob:
             plan = make_plan(
                 cfg, plan.machine, model=model_path, attn_implementation=loaded_attn, mean_tokens=mean_tokens
             )
-            sft_args = build_sft_config(
-                cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows), loss_mode=loss_mode
-            )
+            args = trainer_args(plan)
         self.plan = plan
         for line in plan.lines():
             self.run.log(line)
@@ -240,7 +245,7 @@ class TrainingJob:
         if cfg.is_preference:
             from finetune.train.preference import build_preference_trainer
 
-            return self._quiet(build_preference_trainer(cfg, plan, **common)), model
+            return self._quiet(build_preference_trainer(cfg, plan, **common, args=args)), model
         # fast path (auto knobs) + tokenized-data cache: finetune/train/sft.py
         trainer = build_trainer(
             cfg,
@@ -249,7 +254,7 @@ class TrainingJob:
             loss_mode=loss_mode,
             workspace=self.workspace,
             log=self.run.log,
-            args=sft_args,
+            args=args,
         )
         return self._quiet(trainer), model
 

@@ -62,13 +62,15 @@ def build_preference_trainer(
     eval_rows: list[dict],
     output_dir: str,
     callbacks: list | None = None,
+    args=None,
 ):
     """The TRL trainer of a preference run. `model` is the base, or a trainable PeftModel when the run
-    starts from another run's adapter (then no new adapter is made)."""
+    starts from another run's adapter (then no new adapter is made). `args`: the run's preference
+    config when it was built already (before the model, see TrainingJob.setup)."""
     from datasets import Dataset
     from peft import PeftModel
 
-    args = build_preference_config(config, plan, output_dir, has_eval=bool(eval_rows))
+    args = args or build_preference_config(config, plan, output_dir, has_eval=bool(eval_rows))
     peft_config = None if isinstance(model, PeftModel) else build_lora_config(config)
     if config.objective == "dpo":
         from trl import DPOTrainer as Trainer
