@@ -258,7 +258,7 @@ class Run:
             "fraction": min(step / total, 1.0) if total else 0.0,
             "eta": None,
             "tokens_per_s": None,
-            "elapsed": None,
+            "elapsed": _number(status.get("elapsed_s")),  # over every session of the run (resumes add up)
             "run": self.name,
         }
 
@@ -401,6 +401,15 @@ class RunSummary:
     final_eval_loss: float | None
     created_at: float
     has_adapter: bool
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a status field, else None (a hand-edited or damaged status.json)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def _process_start() -> float | None:

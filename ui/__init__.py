@@ -11,8 +11,8 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.studio import Studio
-from ui import data_tab, export_tab, model_tab, test_tab, train_tab
-from ui.state import Ctx, run_dropdown_update
+from ui import data_tab, export_tab, model_tab, selection, test_tab, train_tab
+from ui.state import Ctx, Selection
 
 TITLE = "finetune studio"
 
@@ -39,6 +39,7 @@ def build_app(
         # the form survives a page reload (this browser only, until the server restarts); outside the
         # tabs because a tab's content is only mounted once it is opened
         ctx.c["saved_config"] = gr.BrowserState(None, storage_key="finetune-studio-config")
+        ctx.c["selected"] = gr.State(Selection())  # the run the page shows: one for every tab (ui.selection)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
                 data_tab.build(ctx)
@@ -57,6 +58,7 @@ def build_app(
         train_tab.wire(ctx)
         test_tab.wire(ctx)
         export_tab.wire(ctx)
+        selection.wire(ctx)
         _wire_cross_tab(ctx)
     # one worker per listener; start, compare and merge also share one ("gpu", see ui.state.GPU)
     blocks.queue(default_concurrency_limit=1)
@@ -75,40 +77,11 @@ def _wire_cross_tab(ctx: Ctx) -> None:
     hooks["reanalyze"](hooks["after_restore"])
     hooks["reanalyze"](hooks["after_reset"])
 
-    def runs_now(test_cur, export_cur):
-        return run_dropdown_update(ctx.studio, test_cur), run_dropdown_update(ctx.studio, export_cur)
-
-    ctx.blocks.load(
-        runs_now, [c["test_run"], c["export_run"]], [c["test_run"], c["export_run"]], api_visibility="private"
-    )
-
     def landing_tab():
         """A page opened (or reloaded) while a run trains lands on the Train tab, else where it is."""
         return gr.Tabs(selected="train") if ctx.studio.training_now() else gr.skip()
 
     ctx.blocks.load(landing_tab, None, c["tabs"], api_visibility="private", show_progress="hidden")
 
-    # one run selection for the page: picking a run in Train, Test or Export shows it in the other two
-    # (Test and Export list only runs with a saved adapter: they keep their choice for a run without one)
-    def select_run(name, test_current, export_current):
-        if not name:
-            return [gr.skip()] * 5
-        return (
-            gr.Dropdown(value=name, choices=ctx.studio.run_names()),
-            0,  # the Train tab redraws the chosen run's curves at its next poll
-            "",
-            run_dropdown_update(ctx.studio, test_current, prefer=name),
-            run_dropdown_update(ctx.studio, export_current, prefer=name),
-        )
-
-    followers = [c["watch"], c["drawn"], c["sig"], c["test_run"], c["export_run"]]
-    for picker in ("watch", "test_run", "export_run"):
-        c[picker].input(
-            select_run,
-            [c[picker], c["test_run"], c["export_run"]],
-            followers,
-            api_visibility="private",
-            show_progress="hidden",
-        )
     # the Train tab mounts its log at the top: show the newest line when it is opened
     c["train_tab_item"].select(None, None, None, js=train_tab.SCROLL_LOG_JS, api_visibility="private")

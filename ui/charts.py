@@ -244,7 +244,7 @@ HISTOGRAM_TITLES = {
 def length_histogram(stats: dict[str, Any], max_length: int | None, shape: str | None = None) -> go.Figure:
     """Token lengths with p50/p95/p99 and the chosen max_length as vertical lines. `shape` (the data's
     normalized shape: conversational, prompt_completion, text) names what was measured in the title.
-    Each label has its own row at the top, so none covers another."""
+    The lines' values are named in a legend below the chart, so no label covers another or the bars."""
     lengths = stats.get("lengths") or []
     if not lengths:
         return empty_figure("Token lengths", "No examples", "lengths")
@@ -258,39 +258,33 @@ def length_histogram(stats: dict[str, Any], max_length: int | None, shape: str |
         ("p50", stats.get("p50"), "#059669", "dot"),
         ("p95", stats.get("p95"), "#ca8a04", "dot"),
         ("p99", stats.get("p99"), "#ea580c", "dot"),
+        ("max_length", max_length, "#dc2626", "solid"),
     ]
-    if max_length and max_length <= x_max:
-        lines.append(("max_length", max_length, "#dc2626", "solid"))
-    elif max_length:  # far beyond the data: say so at the edge instead of squashing the histogram
-        fig.add_annotation(
-            x=1,
-            y=1 - 0.08 * len(lines),  # the row below the percentile labels
-            xref="paper",
-            yref="paper",
-            text=f"max_length {max_length} →",
-            showarrow=False,
-            xanchor="right",
-            font={"color": "#dc2626", "size": 11},
-            bgcolor="rgba(255,255,255,0.8)",
-        )
-    for i, (label, x, color, dash) in enumerate(lines):
+    for label, x, color, dash in lines:
         if x is None:
             continue
-        fig.add_vline(x=x, line={"color": color, "dash": dash, "width": 2})
-        fig.add_annotation(
-            x=x,
-            y=1 - 0.08 * i,
-            yref="paper",
-            text=f"{label} {x:g}",
-            showarrow=False,
-            xanchor="left",
-            font={"color": color, "size": 11},
-            bgcolor="rgba(255,255,255,0.8)",
+        beyond = label == "max_length" and x > x_max  # far beyond the data: named, not drawn (no squashed bars)
+        if not beyond:
+            fig.add_vline(x=x, line={"color": color, "dash": dash, "width": 2})
+        # the values are named in the legend under the chart, where no label can cover another or the bars
+        fig.add_scatter(
+            x=[None],
+            y=[None],
+            mode="lines",
+            line={"color": color, "dash": dash, "width": 2},
+            name=f"{label} {x:g}" + (" (beyond the longest example)" if beyond else ""),
         )
     fig.update_xaxes(range=[0, x_max])
     title = HISTOGRAM_TITLES.get(shape or "", "Token lengths")
     fig = _layout(fig, title, "examples", "lengths", xtitle="tokens")
-    fig.update_layout(showlegend=False, bargap=0.05, hovermode="closest")
+    fig.update_layout(
+        showlegend=True,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.32, "xanchor": "left", "x": 0, "font": {"size": 11}},
+        margin={"l": 55, "r": 15, "t": 45, "b": 90},  # room under the axis title for the legend's row(s)
+        bargap=0.05,
+        hovermode="closest",
+    )
+    fig.data[0].showlegend = False  # the bars need no legend entry
     return fig
 
 

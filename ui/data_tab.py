@@ -3,6 +3,7 @@
 Engine calls: the Studio's data desk (report, columns, store_upload, length_stats, render,
 problems_csv; it owns the caches). The chosen source, format and mapping are written
 into the Advanced form (dataset_path, eval_dataset_path, dataset_format, column_mapping).
+Handlers are module-level functions returning updates keyed by component name (`ui.state.connect`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from finetune.errors import FinetuneError
 from finetune.studio import MAP_TARGETS, parse_mapping, row_chat, source_label
 from ui import charts
 from ui.data_view import chat_messages, preview, summary_md, truncation_md
-from ui.state import Ctx, error_text, md_error, md_escape
+from ui.state import Ctx, connect, error_text, md_error, md_escape
 
 
 # --- layout ----------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def build(ctx: Ctx) -> None:
         c["data_map"] = {}
         with gr.Row():
             for name in MAP_TARGETS:
-                c["data_map"][name] = gr.Dropdown(
+                c["data_map"][name] = c[f"map_{name}"] = gr.Dropdown(
                     choices=[""],
                     value="",
                     label=name,
@@ -132,50 +133,18 @@ def analyze(
     max_length,
     train_on_prompt: bool,
     trust_remote_code: bool = False,
-) -> list:
+) -> dict[str, Any]:
     """Every Data-tab output for the given source (see OUTPUT_KEYS)."""
     desk = ctx.studio.data
     max_length = int(max_length or 1024)
     fmt = fmt if fmt in DATASET_FORMATS else "auto"
-    out: dict[str, Any] = {k: gr.skip() for k in OUTPUT_KEYS}
-    out.update(field_dataset_path=dataset_path or "", field_dataset_format=fmt, data_format=fmt)
+    out: dict[str, Any] = {"f.dataset_path": dataset_path or "", "f.dataset_format": fmt, "data_format": fmt}
     try:
         mapping = parse_mapping(mapping_text)
-        out["field_column_mapping"] = json.dumps(mapping) if mapping else ""
+        out["f.column_mapping"] = json.dumps(mapping) if mapping else ""
         report = desk.report(dataset_path, fmt, mapping)
     except FinetuneError as exc:
-        columns = desk.columns(dataset_path)
-        cols = ", ".join(f"`{md_escape(col)}`" for col in columns) or "(none could be read)"
-        mapping = {}
-        try:
-            mapping = parse_mapping(mapping_text)
-        except FinetuneError:
-            pass
-        out.update(
-            # "error": the Train tab refuses to start on data the Data tab shows as unusable
-            data_state={"dataset_path": dataset_path, "lengths": [], "suggested": None, "error": error_text(exc)},
-            data_summary=md_error(exc, f"Cannot use {source_label(dataset_path)}"),
-            data_detected="Format: **not detected**",
-            data_mapping_acc=gr.Accordion(open=bool(columns)),
-            data_mapping_md=(
-                f"Columns found in your file: {cols}.  \nPick which of your columns plays each role "
-                "(leave the others empty), then **Apply mapping**. You can also force a **Format** above."
-            ),
-            data_example=gr.Slider(minimum=1, maximum=2, value=1, interactive=False),
-            data_chat=[],
-            data_text="",
-            data_trunc="",
-            data_hist=charts.empty_figure("Token lengths", "No usable data"),
-            data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
-            data_problems=[],
-            data_problems_file=None,
-        )
-        for name in MAP_TARGETS:
-            out[f"map_{name}"] = gr.Dropdown(
-                choices=[""] + columns, value=mapping.get(name, "") if mapping.get(name) in columns else ""
-            )
-        return [out[k] for k in OUTPUT_KEYS]
-
+        return {**out, **unusable(ctx, dataset_path, mapping_text, exc)}
     columns = list(report.columns)
     out.update(
         data_summary=summary_md(dataset_path, report),
@@ -194,19 +163,13 @@ def analyze(
     stats = None
     try:
         stats = desk.length_stats(report, model, max_length, trust_remote_code)
-    except FinetuneError as exc:
+    except Exception as exc:  # a tokenizer that cannot be loaded, or cannot format some row, must not break the tab
         reason = error_text(exc)
         out.update(
             data_hist=charts.empty_figure("Token lengths", "Token statistics need the model's tokenizer"),
             data_trunc=md_error(
                 f"Cannot measure token lengths with the tokenizer of {model}: {reason}", "No token statistics"
             ),
-            data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
-        )
-    except Exception as exc:  # a tokenizer that cannot format some row must not break the tab
-        out.update(
-            data_hist=charts.empty_figure("Token lengths", "Could not measure"),
-            data_trunc=md_error(exc, "No token statistics"),
             data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
         )
     if stats is not None:
@@ -225,220 +188,214 @@ def analyze(
         out["data_chat"], out["data_text"] = preview(ctx.studio, report, model, 1, train_on_prompt, trust_remote_code)
     else:
         out["data_chat"], out["data_text"] = chat_messages(row_chat(report.rows[0])), ""
-    return [out[k] for k in OUTPUT_KEYS]
+    return out
 
 
-OUTPUT_KEYS = (
-    ["data_state", "data_summary", "data_detected", "data_mapping_acc", "data_mapping_md"]
-    + [f"map_{name}" for name in MAP_TARGETS]
-    + [
-        "data_example",
-        "data_chat",
-        "data_text",
-        "data_hist",
-        "data_trunc",
-        "data_suggest_btn",
-        "data_problems",
-        "data_problems_file",
-        "data_format",
-        "field_dataset_path",
-        "field_dataset_format",
-        "field_column_mapping",
-    ]
-)
+def unusable(ctx: Ctx, dataset_path: str, mapping_text: str, exc: FinetuneError) -> dict[str, Any]:
+    """What the tab shows for data it cannot use: why, the columns it found, a mapping form to fix it."""
+    columns = ctx.studio.data.columns(dataset_path)
+    cols = ", ".join(f"`{md_escape(col)}`" for col in columns) or "(none could be read)"
+    try:
+        mapping = parse_mapping(mapping_text)
+    except FinetuneError:
+        mapping = {}
+    out: dict[str, Any] = dict(
+        # "error": the Train tab refuses to start on data the Data tab shows as unusable
+        data_state={"dataset_path": dataset_path, "lengths": [], "suggested": None, "error": error_text(exc)},
+        data_summary=md_error(exc, f"Cannot use {source_label(dataset_path)}"),
+        data_detected="Format: **not detected**",
+        data_mapping_acc=gr.Accordion(open=bool(columns)),
+        data_mapping_md=(
+            f"Columns found in your file: {cols}.  \nPick which of your columns plays each role "
+            "(leave the others empty), then **Apply mapping**. You can also force a **Format** above."
+        ),
+        data_example=gr.Slider(minimum=1, maximum=2, value=1, interactive=False),
+        data_chat=[],
+        data_text="",
+        data_trunc="",
+        data_hist=charts.empty_figure("Token lengths", "No usable data"),
+        data_suggest_btn=gr.Button("Use suggested max_length", interactive=False),
+        data_problems=[],
+        data_problems_file=None,
+    )
+    for name in MAP_TARGETS:
+        chosen = mapping.get(name, "")
+        out[f"map_{name}"] = gr.Dropdown(choices=[""] + columns, value=chosen if chosen in columns else "")
+    return out
 
 
-def _outputs(ctx: Ctx) -> list:
-    c, f = ctx.c, ctx.fields
-    lookup = {
-        **{k: c[k] for k in OUTPUT_KEYS if k in c},
-        **{f"map_{n}": c["data_map"][n] for n in MAP_TARGETS},
-        "field_dataset_path": f["dataset_path"],
-        "field_dataset_format": f["dataset_format"],
-        "field_column_mapping": f["column_mapping"],
+OUTPUT_KEYS = [
+    "data_state",
+    "data_summary",
+    "data_detected",
+    "data_mapping_acc",
+    "data_mapping_md",
+    *[f"map_{name}" for name in MAP_TARGETS],
+    "data_example",
+    "data_chat",
+    "data_text",
+    "data_hist",
+    "data_trunc",
+    "data_suggest_btn",
+    "data_problems",
+    "data_problems_file",
+    "data_format",
+    "f.dataset_path",
+    "f.dataset_format",
+    "f.column_mapping",
+]
+# what every analysis reads besides the source: the model's tokenizer, the Data tab's max_length, and two knobs
+COMMON = ["f.model_name_or_path", "data_max_length", "f.train_on_prompt", "f.trust_remote_code"]
+SOURCE = ["f.dataset_path", "f.dataset_format", "f.column_mapping"]
+NO_VALIDATION = "No validation file: `val_split` of the training data is held out."
+
+
+# --- handlers --------------------------------------------------------------------------------
+def use_sample(ctx: Ctx, model, max_length, train_on_prompt, trust_remote_code) -> dict:
+    return analyze(ctx, "", "auto", "", model, max_length, train_on_prompt, trust_remote_code)
+
+
+def use_preference_sample(ctx: Ctx, model, max_length, train_on_prompt, trust_remote_code) -> dict:
+    sample = ctx.studio.data.preference_sample
+    return analyze(ctx, sample, "auto", "", model, max_length, train_on_prompt, trust_remote_code)
+
+
+def use_upload(ctx: Ctx, path, model, max_length, train_on_prompt, trust_remote_code) -> dict:
+    if not path:  # the file was removed: back to the sample
+        return use_sample(ctx, model, max_length, train_on_prompt, trust_remote_code)
+    try:
+        stored = ctx.studio.data.store_upload(path)
+    except (OSError, FinetuneError) as exc:
+        gr.Warning(error_text(exc))
+        return {}
+    return analyze(ctx, stored, "auto", "", model, max_length, train_on_prompt, trust_remote_code)
+
+
+def use_hub(ctx: Ctx, dataset_id, model, max_length, train_on_prompt, trust_remote_code) -> dict:
+    dataset_id = (dataset_id or "").strip()
+    if not ctx.studio.data.is_hub_dataset(dataset_id):
+        gr.Warning("Type a Hub dataset id like owner/name (e.g. HuggingFaceH4/no_robots).")
+        return {}
+    return analyze(ctx, dataset_id, "auto", "", model, max_length, train_on_prompt, trust_remote_code)
+
+
+def reanalyze(ctx: Ctx, dataset_path, fmt, mapping, model, max_length, train_on_prompt, trust_remote_code) -> dict:
+    """The source as the form now describes it (a new format, model or knob), measured again."""
+    return analyze(ctx, dataset_path, fmt, mapping, model, max_length, train_on_prompt, trust_remote_code)
+
+
+def apply_mapping(ctx: Ctx, dataset_path, fmt, *values) -> dict:
+    chosen, (model, max_length, train_on_prompt, trust_remote_code) = (
+        values[: len(MAP_TARGETS)],
+        values[len(MAP_TARGETS) :],
+    )
+    mapping = {name: v for name, v in zip(MAP_TARGETS, chosen) if v}
+    text = json.dumps(mapping) if mapping else ""
+    return analyze(ctx, dataset_path, fmt, text, model, max_length, train_on_prompt, trust_remote_code)
+
+
+def show_example(ctx: Ctx, dataset_path, fmt, mapping, model, index, train_on_prompt, trust_remote_code) -> dict:
+    try:
+        report = ctx.studio.data.report(dataset_path, fmt, parse_mapping(mapping))
+    except FinetuneError:
+        return {}
+    chat, text = preview(ctx.studio, report, model, index, train_on_prompt, trust_remote_code)
+    return {"data_chat": chat, "data_text": text}
+
+
+def use_validation(ctx: Ctx, path, fmt, mapping) -> dict:
+    if not path:
+        return {"f.eval_dataset_path": "", "data_val_md": NO_VALIDATION}
+    try:
+        stored = ctx.studio.data.store_upload(path)
+        report = ctx.studio.data.report(stored, fmt, parse_mapping(mapping))
+    except (OSError, FinetuneError) as exc:
+        gr.Warning(error_text(exc))
+        return {"f.eval_dataset_path": "", "data_val_md": md_error(exc, "Validation file not used")}
+    return {
+        "f.eval_dataset_path": stored,
+        "data_val_md": f"Validation: **{report.kept_rows}** rows ({report.format}), "
+        f"{len(report.skipped)} skipped — used instead of `val_split`.",
     }
-    return [lookup[k] for k in OUTPUT_KEYS]
+
+
+def files_shown(ctx: Ctx, dataset_path, eval_path) -> dict:
+    """After a reload: the upload boxes show the files the restored settings use (uploads only)."""
+    return {
+        "data_train_file": ctx.studio.data.stored_upload(dataset_path),
+        "data_val_file": ctx.studio.data.stored_upload(eval_path),
+    }
+
+
+def lengths_view(ctx: Ctx, state, max_length) -> dict:
+    """The histogram and truncation count at another max_length (from the lengths already measured)."""
+    lengths = (state or {}).get("lengths") or []
+    if not lengths or not max_length:
+        return {}
+    stats = ctx.studio.data.lengths_at(lengths, int(max_length))
+    return {
+        "data_hist": charts.length_histogram(stats, int(max_length), state.get("shape")),
+        "data_trunc": truncation_md(stats, int(max_length)),
+    }
+
+
+def set_max_length(ctx: Ctx, max_length) -> dict:
+    """The Data tab's number is the form's max_length field."""
+    return {"f.max_length": max_length}
+
+
+def use_suggested(ctx: Ctx, state) -> dict:
+    suggested = (state or {}).get("suggested")
+    if not suggested:
+        gr.Warning("No suggestion yet: load data whose token lengths can be measured.")
+        return {}
+    gr.Info(f"max_length set to {suggested}")
+    return {"data_max_length": suggested, "f.max_length": suggested}
 
 
 def wire(ctx: Ctx) -> None:
     c, f = ctx.c, ctx.fields
-    outputs = _outputs(ctx)
-    common = [f["model_name_or_path"], c["data_max_length"], f["train_on_prompt"], f["trust_remote_code"]]
-    refresh = ctx.hooks["refresh"]
+    refresh = ctx.hooks["refresh"]  # the Model tab's estimate and summary follow every change of source
 
-    def use_sample(model, ml, top, trc):
-        return analyze(ctx, "", "auto", "", model, ml, top, trc)
+    def on(trigger, handler, inputs, outputs=OUTPUT_KEYS, **listener):
+        return refresh(connect(ctx, trigger, handler, inputs, outputs, **listener))
 
-    def use_upload(path, model, ml, top, trc):
-        if not path:  # the file was removed: back to the sample
-            return analyze(ctx, "", "auto", "", model, ml, top, trc)
-        try:
-            stored = ctx.studio.data.store_upload(path)
-        except (OSError, FinetuneError) as exc:
-            gr.Warning(error_text(exc))
-            return [gr.skip()] * len(OUTPUT_KEYS)
-        return analyze(ctx, stored, "auto", "", model, ml, top, trc)
-
-    def use_hub(dataset_id, model, ml, top, trc):
-        dataset_id = (dataset_id or "").strip()
-        if not ctx.studio.data.is_hub_dataset(dataset_id):
-            gr.Warning("Type a Hub dataset id like owner/name (e.g. HuggingFaceH4/no_robots).")
-            return [gr.skip()] * len(OUTPUT_KEYS)
-        return analyze(ctx, dataset_id, "auto", "", model, ml, top, trc)
-
-    def reformat(dataset_path, fmt, mapping, model, ml, top, trc):
-        return analyze(ctx, dataset_path, fmt, mapping, model, ml, top, trc)
-
-    def apply_mapping(dataset_path, fmt, *args):
-        values, (model, ml, top, trc) = args[: len(MAP_TARGETS)], args[len(MAP_TARGETS) :]
-        mapping = {name: v for name, v in zip(MAP_TARGETS, values) if v}
-        return analyze(ctx, dataset_path, fmt, json.dumps(mapping) if mapping else "", model, ml, top, trc)
-
-    ev = c["data_sample_btn"].click(use_sample, common, outputs, api_name="load_sample_data")
-    refresh(ev)
-
-    def use_preference_sample(model, ml, top, trc):
-        return analyze(ctx, ctx.studio.data.preference_sample, "auto", "", model, ml, top, trc)
-
-    ev = c["data_pref_sample_btn"].click(use_preference_sample, common, outputs, api_name="load_preference_sample")
-    refresh(ev)
+    on(c["data_sample_btn"].click, use_sample, COMMON, api_name="load_sample_data")
+    on(c["data_pref_sample_btn"].click, use_preference_sample, COMMON, api_name="load_preference_sample")
     # .upload/.clear, not .change: a page reload puts the stored file back in the box without re-reading it
-    ev = c["data_train_file"].upload(use_upload, [c["data_train_file"], *common], outputs, api_name="load_data_file")
-    refresh(ev)
-    refresh(c["data_train_file"].clear(use_sample, common, outputs, api_visibility="private"))
-    ev = c["data_hub_btn"].click(use_hub, [c["data_hub_id"], *common], outputs, api_name="load_hub_dataset")
-    refresh(ev)
-    ev = c["data_format"].input(
-        reformat,
-        [f["dataset_path"], c["data_format"], f["column_mapping"], *common],
-        outputs,
-        api_name="set_data_format",
-    )
-    refresh(ev)
-    ev = c["data_map_btn"].click(
-        apply_mapping,
-        [f["dataset_path"], c["data_format"], *[c["data_map"][n] for n in MAP_TARGETS], *common],
-        outputs,
-        api_name="apply_column_mapping",
-    )
-    refresh(ev)
+    on(c["data_train_file"].upload, use_upload, ["data_train_file", *COMMON], api_name="load_data_file")
+    on(c["data_train_file"].clear, use_sample, COMMON, api_visibility="private")
+    on(c["data_hub_btn"].click, use_hub, ["data_hub_id", *COMMON], api_name="load_hub_dataset")
+    on(c["data_format"].input, reanalyze, ["f.dataset_path", "data_format", "f.column_mapping", *COMMON],
+       api_name="set_data_format")  # fmt: skip
+    on(c["data_map_btn"].click, apply_mapping, ["f.dataset_path", "data_format", *[f"map_{n}" for n in MAP_TARGETS],
+       *COMMON], api_name="apply_column_mapping")  # fmt: skip
 
-    def reanalyze(dataset_path, fmt, mapping, model, ml, top, trc):
-        return analyze(ctx, dataset_path, fmt, mapping, model, ml, top, trc)
-
-    re_inputs = [
-        f["dataset_path"],
-        f["dataset_format"],
-        f["column_mapping"],
-        f["model_name_or_path"],
-        c["data_max_length"],
-        f["train_on_prompt"],
-        f["trust_remote_code"],
+    quiet = {"api_visibility": "private", "show_progress": "minimal"}
+    ctx.hooks["reanalyze"] = lambda dep: connect(ctx, dep.then, reanalyze, [*SOURCE, *COMMON], OUTPUT_KEYS, **quiet)
+    form_changes = [
+        f["model_name_or_path"].submit,
+        f["dataset_path"].submit,
+        f["dataset_format"].input,
+        f["column_mapping"].submit,
+        f["train_on_prompt"].input,
+        f["trust_remote_code"].input,
     ]
-    ctx.hooks["reanalyze"] = lambda dep: dep.then(
-        reanalyze, re_inputs, outputs, api_visibility="private", show_progress="minimal"
-    )
-    gr.on(
-        [
-            f["model_name_or_path"].submit,
-            f["dataset_path"].submit,
-            f["dataset_format"].input,
-            f["column_mapping"].submit,
-            f["train_on_prompt"].input,
-            f["trust_remote_code"].input,
-        ],
-        reanalyze,
-        re_inputs,
-        outputs,
-        api_visibility="private",
-        show_progress="minimal",
-    )
+    connect(ctx, lambda fn, i, o, **kw: gr.on(form_changes, fn, i, o, **kw), reanalyze, [*SOURCE, *COMMON],
+            OUTPUT_KEYS, **quiet)  # fmt: skip
+    connect(ctx, c["data_example"].release, show_example,
+            [*SOURCE, "f.model_name_or_path", "data_example", "f.train_on_prompt", "f.trust_remote_code"],
+            ["data_chat", "data_text"], api_name="preview_example", show_progress="minimal")  # fmt: skip
 
-    # preview another example
-    def show_example(dataset_path, fmt, mapping, model, index, top, trc):
-        try:
-            report = ctx.studio.data.report(dataset_path, fmt, parse_mapping(mapping))
-        except FinetuneError:
-            return gr.skip(), gr.skip()
-        return preview(ctx.studio, report, model, index, top, trc)
+    val_in, val_out = ["data_val_file", "f.dataset_format", "f.column_mapping"], ["f.eval_dataset_path", "data_val_md"]
+    refresh(connect(ctx, c["data_val_file"].upload, use_validation, val_in, val_out, api_name="load_validation_file"))
+    refresh(connect(ctx, c["data_val_file"].clear, use_validation, val_in, val_out, api_visibility="private"))
+    connect(ctx, ctx.hooks["after_restore"].then, files_shown, ["f.dataset_path", "f.eval_dataset_path"],
+            ["data_train_file", "data_val_file"], api_visibility="private", show_progress="hidden")  # fmt: skip
 
-    c["data_example"].release(
-        show_example,
-        [
-            f["dataset_path"],
-            f["dataset_format"],
-            f["column_mapping"],
-            f["model_name_or_path"],
-            c["data_example"],
-            f["train_on_prompt"],
-            f["trust_remote_code"],
-        ],
-        [c["data_chat"], c["data_text"]],
-        api_name="preview_example",
-        show_progress="minimal",
-    )
-
-    # validation file
-    def use_val(path, fmt, mapping):
-        if not path:
-            return "", "No validation file: `val_split` of the training data is held out."
-        try:
-            stored = ctx.studio.data.store_upload(path)
-            report = ctx.studio.data.report(stored, fmt, parse_mapping(mapping))
-        except (OSError, FinetuneError) as exc:
-            gr.Warning(error_text(exc))
-            return "", md_error(exc, "Validation file not used")
-        return stored, (
-            f"Validation: **{report.kept_rows}** rows ({report.format}), "
-            f"{len(report.skipped)} skipped — used instead of `val_split`."
-        )
-
-    val_inputs = [c["data_val_file"], f["dataset_format"], f["column_mapping"]]
-    val_outputs = [f["eval_dataset_path"], c["data_val_md"]]
-    refresh(c["data_val_file"].upload(use_val, val_inputs, val_outputs, api_name="load_validation_file"))
-    refresh(c["data_val_file"].clear(use_val, val_inputs, val_outputs, api_visibility="private"))
-
-    def files_shown(dataset_path, eval_path):
-        """After a reload: the upload boxes show the files the restored settings use (uploads only)."""
-        return ctx.studio.data.stored_upload(dataset_path), ctx.studio.data.stored_upload(eval_path)
-
-    ctx.hooks["after_restore"].then(
-        files_shown,
-        [f["dataset_path"], f["eval_dataset_path"]],
-        [c["data_train_file"], c["data_val_file"]],
-        api_visibility="private",
-        show_progress="hidden",
-    )
-
-    # max_length: the Data tab's number mirrors the form's field
-    def lengths_view(state, ml):
-        lengths = (state or {}).get("lengths") or []
-        if not lengths or not ml:
-            return gr.skip(), gr.skip()
-        stats = ctx.studio.data.lengths_at(lengths, int(ml))
-        return charts.length_histogram(stats, int(ml), state.get("shape")), truncation_md(stats, int(ml))
-
-    c["data_max_length"].change(
-        lengths_view,
-        [c["data_state"], c["data_max_length"]],
-        [c["data_hist"], c["data_trunc"]],
-        api_visibility="private",
-        show_progress="hidden",
-    )
-    ev = c["data_max_length"].input(
-        lambda ml: ml, c["data_max_length"], f["max_length"], api_visibility="private", show_progress="hidden"
-    )
-    refresh(ev)
-
-    def use_suggested(state):
-        suggested = (state or {}).get("suggested")
-        if not suggested:
-            gr.Warning("No suggestion yet: load data whose token lengths can be measured.")
-            return gr.skip(), gr.skip()
-        gr.Info(f"max_length set to {suggested}")
-        return suggested, suggested
-
-    ev = c["data_suggest_btn"].click(
-        use_suggested, c["data_state"], [c["data_max_length"], f["max_length"]], api_name="use_suggested_max_length"
-    )
-    refresh(ev)
+    connect(ctx, c["data_max_length"].change, lengths_view, ["data_state", "data_max_length"],
+            ["data_hist", "data_trunc"], api_visibility="private", show_progress="hidden")  # fmt: skip
+    refresh(connect(ctx, c["data_max_length"].input, set_max_length, ["data_max_length"], ["f.max_length"],
+                    api_visibility="private", show_progress="hidden"))  # fmt: skip
+    refresh(connect(ctx, c["data_suggest_btn"].click, use_suggested, ["data_state"], ["data_max_length", "f.max_length"],
+                    api_name="use_suggested_max_length"))  # fmt: skip

@@ -8,13 +8,23 @@ from finetune.errors import FinetuneError
 from finetune.studio import Studio, source_label
 from ui.state import md_escape
 
-
 # --- rendering -----------------------------------------------------------------------
+ANSWER_TITLES = {
+    "chosen": "✔ chosen",
+    "rejected": "✖ rejected",
+    "good": "✔ good (label true)",
+    "bad": "✖ bad (label false)",
+}
+
+
 def chat_messages(chat: list[dict]) -> list[dict]:
     out = []
     for m in chat:
         role, content = m.get("role"), str(m.get("content", ""))
-        if role in ("user", "assistant"):
+        if m.get("title"):  # a preference answer: which one it is, on top of its bubble
+            title = ANSWER_TITLES.get(m["title"], m["title"])
+            out.append({"role": "assistant", "content": f"**{title}**\n\n{content}"})
+        elif role in ("user", "assistant"):
             out.append({"role": role, "content": content})
         elif role == "system":  # shown as a collapsible note: Chatbot has no system bubble
             out.append({"role": "assistant", "content": content, "metadata": {"title": "System prompt"}})

@@ -57,3 +57,13 @@ def progress_callback(progress: Any, what: str, unit: str):
         progress((done, max(total, 1)), desc=f"{what}: {done} of {total} {unit}", unit=unit)
 
     return report
+
+
+def offer_stop_while(start_trigger, work, stop_button) -> None:
+    """A Stop button that is on only while its work runs: turned on by the click that starts the work
+    (unqueued, so at once), off when the work's event has ended, however it ended."""
+    import gradio as gr
+
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    start_trigger(lambda: gr.Button(interactive=True), None, stop_button, queue=False, **quiet)
+    work.then(lambda: gr.Button(interactive=False), None, stop_button, **quiet)

@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.studio import Evaluation
-from ui.eval_common import StopFlag, fmt_score, progress_callback, request_stop, settings_from
+from ui.eval_common import StopFlag, fmt_score, offer_stop_while, progress_callback, request_stop, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 DEFAULT_LIMIT = 20
@@ -70,7 +70,7 @@ def build(ctx: Ctx) -> None:
         )
     with gr.Row():
         c["eval_start"] = gr.Button("Evaluate base vs fine-tuned", variant="primary", elem_id="eval-start", scale=3)
-        c["eval_stop"] = gr.Button("Stop", variant="stop", elem_id="eval-stop", scale=1)
+        c["eval_stop"] = gr.Button("Stop", variant="stop", elem_id="eval-stop", scale=1, interactive=False)
     c["eval_msg"] = gr.Markdown(elem_id="eval-msg")
     with gr.Row(equal_height=False):
         c["eval_summary"] = gr.Markdown(elem_id="eval-summary", container=True)
@@ -250,7 +250,7 @@ def latest(ctx: Ctx, run_name, which):
 def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
     shown = [c["eval_summary"], c["eval_chart"], c["eval_table"], c["eval_files"], c["eval_folder"]]
-    c["eval_start"].click(
+    work = c["eval_start"].click(
         partial(run_evaluation, ctx),
         [c["test_run"], c["eval_file"], c["eval_limit"], c["eval_filter"], c["eval_stop_flag"], *settings_inputs],
         [c["eval_msg"], *shown],
@@ -258,6 +258,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         concurrency_id=GPU,
         concurrency_limit=1,
     )
+    offer_stop_while(c["eval_start"].click, work, c["eval_stop"])
     c["eval_stop"].click(
         partial(request_stop, what="evaluation"), c["eval_stop_flag"], c["eval_msg"], api_name="stop_evaluation"
     )

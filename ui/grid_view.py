@@ -15,7 +15,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import PromptGrid
-from ui.eval_common import StopFlag, progress_callback, request_stop, settings_from
+from ui.eval_common import StopFlag, offer_stop_while, progress_callback, request_stop, settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName three colours."
@@ -59,7 +59,7 @@ def build(ctx: Ctx) -> None:
         c["grid_run"] = gr.Button(
             "Run on base, every checkpoint and final", variant="primary", elem_id="grid-run", scale=3
         )
-        c["grid_stop"] = gr.Button("Stop", variant="stop", elem_id="grid-stop", scale=1)
+        c["grid_stop"] = gr.Button("Stop", variant="stop", elem_id="grid-stop", scale=1, interactive=False)
     c["grid_msg"] = gr.Markdown(elem_id="grid-msg")
     c["grid_table"] = gr.Dataframe(
         headers=["prompt", "base", "final"],
@@ -180,7 +180,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         [c["grid_prompts"], c["grid_name"], c["grid_msg"]],
         api_name="load_prompt_set",
     )
-    c["grid_run"].click(
+    work = c["grid_run"].click(
         partial(run_grid, ctx),
         [c["test_run"], c["grid_prompts"], c["grid_stop_flag"], *settings_inputs],
         [c["grid_msg"], c["grid_table"]],
@@ -188,6 +188,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         concurrency_id=GPU,
         concurrency_limit=1,
     )
+    offer_stop_while(c["grid_run"].click, work, c["grid_stop"])
     c["grid_stop"].click(partial(request_stop, what="grid"), c["grid_stop_flag"], c["grid_msg"], api_name="stop_grid")
     show_latest = partial(latest, ctx)
     c["test_run"].change(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_name="latest_grid")

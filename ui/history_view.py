@@ -1,16 +1,19 @@
 """Run history (inside the Train tab): every run of the workspace with its model, data, method and
 state; a filter; the loss curves of several runs overlaid; rename and delete (with confirmation)
-of the run shown. Engine calls (through the Studio): runs, run (metrics), rename, delete.
+of the run shown. Engine calls (through the Studio): runs, run (metrics), rename, delete. Rename and delete act on the
+page's selected run (`ui.selection`), and leave the selection on the renamed run (or on none).
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from ui import charts
-from ui.state import Ctx, error_text, fmt_time, md_error, md_escape, run_dropdown_update
+from ui import charts, selection
+from ui.state import Ctx, Selection, connect, error_text, fmt_time, md_error, md_escape
 
 HISTORY_HEADERS = ["run", "model", "data", "method", "status", "steps", "final loss", "eval loss", "started"]
+# the run name wraps; the short columns keep their width, so the last one is never cut off
+HISTORY_WIDTHS = ["24%", "13%", "10%", "9%", "9%", "8%", "8%", "8%", "11%"]
 STATE_COLUMN = HISTORY_HEADERS.index("status")
 
 
@@ -62,6 +65,7 @@ def build(ctx: Ctx) -> None:
             value=history_rows(ctx),
             interactive=False,
             wrap=True,
+            column_widths=HISTORY_WIDTHS,
             elem_id="run-history",
             max_height=300,
         )
@@ -94,84 +98,83 @@ def build(ctx: Ctx) -> None:
     c["history_query"] = gr.State("")
 
 
-def lists_after_change(ctx: Ctx, query: str, shown: str | None) -> list:
-    """history, watch, overlay_runs, test_run, export_run after a run was renamed or deleted."""
-    names = run_names(ctx)
-    return [
-        history_rows(ctx, query=query),
-        gr.Dropdown(choices=names, value=shown if shown in names else (names[0] if names else None)),
-        gr.Dropdown(choices=names, value=[]),
-        run_dropdown_update(ctx.studio, None, prefer=shown),
-        run_dropdown_update(ctx.studio, None, prefer=shown),
-    ]
+def set_filter(ctx: Ctx, query: str) -> dict:
+    return {"history_query": query or "", "history": history_rows(ctx, query=query)}
+
+
+def after_change(ctx: Ctx, query: str, name: str | None) -> dict:
+    """The lists after a run was renamed (`name`: its new name) or deleted (None)."""
+    return {
+        "history": history_rows(ctx, query=query),
+        "selected": Selection(name),
+        **selection.show(ctx, Selection(name), None, None),
+        "overlay_runs": gr.Dropdown(choices=selection.listing(ctx)[0], value=[]),
+    }
+
+
+def rename(ctx: Ctx, name: str | None, new_name: str, query: str) -> dict:
+    """Rename the run shown ("Run shown" displays the page's selection; an API client names the run)."""
+    try:
+        run = ctx.studio.rename(name, (new_name or "").strip())
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return {"history_msg": md_error(exc, "Not renamed")}
+    gr.Info(f"Renamed to {run.name}")
+    msg = f"✔ **{md_escape(name)}** is now **{md_escape(run.name)}**."
+    return {"history_msg": msg, "rename_to": "", **after_change(ctx, query, run.name)}
+
+
+def ask_delete(ctx: Ctx, name: str | None) -> dict:
+    if not name:
+        gr.Warning("Pick the run to delete in 'Run shown' first.")
+        return {}
+    question = (
+        f"Delete **{md_escape(name)}** and everything in its folder (adapter, checkpoints, exports, "
+        "evaluations)? This cannot be undone."
+    )
+    return {"delete_confirm_row": gr.Row(visible=True), "delete_confirm_md": question}
+
+
+def cancel_delete(ctx: Ctx) -> dict:
+    return {"delete_confirm_row": gr.Row(visible=False)}
+
+
+def delete(ctx: Ctx, name: str | None, query: str) -> dict:
+    try:
+        ctx.studio.delete(name)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return {"delete_confirm_row": gr.Row(visible=False), "history_msg": md_error(exc, "Not deleted")}
+    gr.Info(f"Deleted {name}")
+    return {
+        "delete_confirm_row": gr.Row(visible=False),
+        "history_msg": f"✔ Deleted **{md_escape(name)}**.",
+        **after_change(ctx, query, None),
+    }
+
+
+def overlay(ctx: Ctx, names: list[str] | None) -> dict:
+    data = {}
+    for name in names or []:
+        try:
+            data[name] = ctx.studio.run(name).metrics()
+        except Exception:  # a run deleted or renamed meanwhile
+            continue
+    return {"plot_overlay": charts.overlay_figure(data)}
+
+
+CHANGED = ["history", "selected", "watch", "overlay_runs", "test_run", "export_run"]
 
 
 def wire(ctx: Ctx) -> None:
     c = ctx.c
-    lists = [c["history"], c["watch"], c["overlay_runs"], c["test_run"], c["export_run"]]
-
-    def set_filter(query):
-        return query or "", history_rows(ctx, query=query)
-
-    c["history_filter"].change(
-        set_filter, c["history_filter"], [c["history_query"], c["history"]], api_name="filter_runs"
-    )
-
-    def rename(name, new_name, query):
-        try:
-            run = ctx.studio.rename(name, (new_name or "").strip())
-        except Exception as exc:
-            gr.Warning(error_text(exc))
-            return [md_error(exc, "Not renamed"), gr.skip()] + [gr.skip()] * len(lists)
-        gr.Info(f"Renamed to {run.name}")
-        msg = f"✔ **{md_escape(name)}** is now **{md_escape(run.name)}**."
-        return [msg, ""] + lists_after_change(ctx, query, run.name)
-
-    c["rename_btn"].click(
-        rename,
-        [c["watch"], c["rename_to"], c["history_query"]],
-        [c["history_msg"], c["rename_to"], *lists],
-        api_name="rename_run",
-    )
-
-    def ask_delete(name):
-        if not name:
-            gr.Warning("Pick the run to delete in 'Run shown' first.")
-            return gr.skip(), gr.skip()
-        question = (
-            f"Delete **{md_escape(name)}** and everything in its folder (adapter, checkpoints, exports, "
-            "evaluations)? This cannot be undone."
-        )
-        return gr.Row(visible=True), question
-
-    c["delete_btn"].click(
-        ask_delete, c["watch"], [c["delete_confirm_row"], c["delete_confirm_md"]], api_visibility="private"
-    )
-    c["delete_no"].click(lambda: gr.Row(visible=False), None, c["delete_confirm_row"], api_visibility="private")
-
-    def delete(name, query):
-        try:
-            ctx.studio.delete(name)
-        except Exception as exc:
-            gr.Warning(error_text(exc))
-            return [gr.Row(visible=False), md_error(exc, "Not deleted")] + [gr.skip()] * len(lists)
-        gr.Info(f"Deleted {name}")
-        return [gr.Row(visible=False), f"✔ Deleted **{md_escape(name)}**."] + lists_after_change(ctx, query, None)
-
-    c["delete_yes"].click(
-        delete,
-        [c["watch"], c["history_query"]],
-        [c["delete_confirm_row"], c["history_msg"], *lists],
-        api_name="delete_run",
-    )
-
-    def overlay(names):
-        data = {}
-        for name in names or []:
-            try:
-                data[name] = ctx.studio.run(name).metrics()
-            except Exception:  # a run deleted or renamed meanwhile
-                continue
-        return charts.overlay_figure(data)
-
-    c["overlay_runs"].change(overlay, c["overlay_runs"], c["plot_overlay"], api_name="overlay_runs")
+    connect(ctx, c["history_filter"].change, set_filter, ["history_filter"], ["history_query", "history"],
+            api_name="filter_runs")  # fmt: skip
+    connect(ctx, c["rename_btn"].click, rename, ["watch", "rename_to", "history_query"],
+            ["history_msg", "rename_to", *CHANGED], api_name="rename_run")  # fmt: skip
+    connect(ctx, c["delete_btn"].click, ask_delete, ["watch"], ["delete_confirm_row", "delete_confirm_md"],
+            api_visibility="private")  # fmt: skip
+    connect(ctx, c["delete_no"].click, cancel_delete, [], ["delete_confirm_row"], api_visibility="private")
+    connect(ctx, c["delete_yes"].click, delete, ["watch", "history_query"],
+            ["delete_confirm_row", "history_msg", *CHANGED], api_name="delete_run")  # fmt: skip
+    connect(ctx, c["overlay_runs"].change, overlay, ["overlay_runs"], ["plot_overlay"], api_name="overlay_runs")

@@ -25,7 +25,7 @@ CSS = """
              border-radius: 8px; font-weight: 600; }
 .ft-progress { margin: 4px 0 8px 0; }
 .ft-bar { width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
-.ft-fill { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6); transition: width .6s ease; }
+.ft-fill { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6); }
 .ft-progress.done .ft-fill { background: #16a34a; }
 .ft-progress.failed .ft-fill, .ft-progress.interrupted .ft-fill { background: #dc2626; }
 .ft-progress.stopped .ft-fill { background: #9ca3af; }
@@ -52,6 +52,8 @@ CSS = """
 .ft-diff-empty, .ft-diff-same { color: #6b7280; font-size: 0.9em; }
 .word-diff { line-height: 1.6; padding: 4px 2px; }
 #ab-buttons button { min-height: 44px; font-size: 1.05em; }
+#model-estimate table td, #model-estimate table th { word-break: normal; overflow-wrap: normal; hyphens: none; }
+#model-estimate table td:first-child { white-space: nowrap; }
 """
 
 # Blind A/B shortcut keys (ui.ab_view): 1/a, 2/b, 3/t, 4/x click the matching vote button, which must be
@@ -138,7 +140,6 @@ class LoginThrottle:
 
     async def check(self, username: str, password: str) -> bool:
         """The `auth` callable (a coroutine function: Gradio awaits only what inspect says is one)."""
-        import asyncio
         import hmac
         import time
 

@@ -2,7 +2,8 @@
 
 Engine calls (all through the Studio): presets, apply_preset, estimate (the plan and its memory),
 train_command, save_config; finetune.config (RunConfig, field_help via ui.config_form). The Advanced form built here is
-the config every other tab reads and writes.
+the config every other tab reads and writes. Handlers are module-level functions returning updates keyed by
+component name (`ui.state.connect`); `FORM` stands for every field of the form, in order.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import gradio as gr
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, FinetuneError
+from finetune.studio import source_label
 from ui import charts, config_form
-from ui.state import Ctx, error_text, md_error, md_escape
+from ui.state import FORM, Ctx, connect, error_text, md_error, md_escape
 
 MODELS = [
     "demo",
@@ -137,19 +139,32 @@ def plan_table(plan: Any) -> str:
     return "\n\n**Plan: what auto decided before Start**\n\n| decision | value | why |\n|---|---|---|" + rows
 
 
-def config_summary(cfg: RunConfig, preset: str | None) -> str:
-    data = "the sample dataset" if not cfg.dataset_path else Path(cfg.dataset_path).name
+PREFERENCE_SHAPES = ("preference", "unpaired_preference")
+
+
+def config_summary(cfg: RunConfig, preset: str | None, data_shape: str | None = None) -> str:
+    """The Train tab's "Start will train" line: model, method, objective, data (by the name the user gave
+    it), length, steps, batch and learning rate; a warning when the data and the objective disagree."""
+    data = source_label(cfg.dataset_path)
     steps = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
-    objective = "" if cfg.objective == "sft" else f"{cfg.objective.upper()} (beta {cfg.beta:g}) · "
+    objective = objective_label(cfg.objective) + (f" (beta {cfg.beta:g})" if cfg.is_preference else "")
     if cfg.start_from_run:
-        objective += f"from the adapter of {md_escape(cfg.start_from_run)} · "
-    return (
+        objective += f" from the adapter of {md_escape(cfg.start_from_run)}"
+    text = (
         f"**Start will train:** `{md_escape(cfg.model_name_or_path)}` · {method_label(cfg.method, cfg.quantization)} · "
-        f"{objective}"
+        f"objective {objective} · "
         f"preset {md_escape(preset or 'none')} · data: {md_escape(data)} · max_length {cfg.max_length} · {steps} · "
         f"batch {cfg.per_device_train_batch_size}×{cfg.gradient_accumulation_steps} · lr {cfg.learning_rate:g}  \n"
         "Change these in the **Data** and **Model & memory** tabs."
-    ) + (f"  \n{TRUST_REMOTE_CODE_WARNING}" if cfg.trust_remote_code else "")
+    )
+    if data_shape in PREFERENCE_SHAPES and not cfg.is_preference:
+        text += (
+            "  \n⚠ The data holds **preference** examples (chosen/rejected or labelled answers), which SFT cannot "
+            "train: pick **DPO**, **ORPO** or **KTO** as the Objective."
+        )
+    elif data_shape and data_shape not in PREFERENCE_SHAPES and cfg.is_preference:
+        text += f"  \n⚠ {objective_label(cfg.objective)} needs preference data; the data chosen is {data_shape} data."
+    return text + (f"  \n{TRUST_REMOTE_CODE_WARNING}" if cfg.trust_remote_code else "")
 
 
 # --- layout ----------------------------------------------------------------------------------
@@ -232,194 +247,186 @@ def build(ctx: Ctx) -> None:
 
 
 # --- handlers ------------------------------------------------------------------------------------
+REFRESH_OUTPUTS = [
+    "model_name",
+    "method",
+    "objective",
+    "start_from",
+    "data_max_length",
+    "estimate_md",
+    "estimate_plot",
+    "command",
+    "train_config_md",
+    "train_msg",
+    "saved_config",
+]
+
+
+def refresh(ctx: Ctx, preset, data_state, *values) -> dict[str, Any]:
+    """Everything that follows the form: the quick pickers, the estimate and plan, the command line, the Train
+    tab's summary, the settings this browser keeps; a stale "did not start" message is cleared."""
+    try:
+        cfg = config_form.config_from_values(values)
+    except FinetuneError as exc:
+        problem = md_error(exc, "These settings cannot be used")
+        return {"estimate_md": problem, "train_config_md": problem}
+    md, fig = estimate(ctx, cfg)
+    if cfg.trust_remote_code:  # shown on this tab, next to the settings, for as long as it is on
+        md = f"{TRUST_REMOTE_CODE_WARNING}\n\n{md}"
+    return {
+        "model_name": cfg.model_name_or_path,
+        "method": method_label(cfg.method, cfg.quantization),
+        "objective": objective_label(cfg.objective),
+        "start_from": cfg.start_from_run or FRESH_ADAPTER,
+        "data_max_length": cfg.max_length,
+        "estimate_md": md,
+        "estimate_plot": fig,
+        "command": ctx.studio.train_command(cfg, preset),
+        "train_config_md": config_summary(cfg, preset, (data_state or {}).get("shape")),
+        "train_msg": "",
+        "saved_config": {"preset": preset, "config": cfg.to_dict()},
+    }
+
+
+REFRESH_INPUTS = ["preset", "data_state", FORM]
+
+
+def set_model(ctx: Ctx, name) -> dict:
+    name = (name or "").strip()
+    if not name:
+        gr.Warning("Type a Hub model id, a local folder, or pick one from the list.")
+        return {}
+    return {"f.model_name_or_path": name}
+
+
+def warn_remote_code(ctx: Ctx, on) -> dict:
+    if on:
+        gr.Warning(TRUST_REMOTE_CODE_WARNING.replace("**", ""))
+    return {}
+
+
+def set_method(ctx: Ctx, label) -> dict:
+    method, quant = METHODS.get(label, ("lora", "4bit"))
+    return {"f.method": method} if quant is None else {"f.method": method, "f.quantization": quant}
+
+
+def set_objective(ctx: Ctx, label) -> dict:
+    return {"f.objective": OBJECTIVES.get(label, "sft")}
+
+
+def set_start(ctx: Ctx, name) -> dict:
+    return {"f.start_from_run": "" if not name or name == FRESH_ADAPTER else name}
+
+
+def fresh_start_choices(ctx: Ctx) -> dict:
+    return {"start_from": gr.Dropdown(choices=start_choices(ctx))}
+
+
+def use_preset(ctx: Ctx, name, *values) -> dict:
+    try:
+        cfg = ctx.studio.apply_preset(config_form.config_from_values(values), name)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return {"preset_md": md_error(exc, "Preset not applied")}
+    gr.Info(f"Preset {name} applied")
+    return {FORM: config_form.values_from_config(cfg), "preset_md": preset_info(ctx, name)}
+
+
+def save_yaml(ctx: Ctx, *values) -> dict:
+    try:
+        cfg = config_form.config_from_values(values)
+    except FinetuneError as exc:
+        gr.Warning(error_text(exc))
+        return {"yaml_file": gr.File(visible=False), "yaml_msg": md_error(exc, "Not saved")}
+    problems = cfg.validate()
+    path = ctx.studio.save_config(cfg)
+    note = f"Saved **{path.name}** (download it above)."
+    if problems:
+        note += "\n\n" + md_error("\n".join(f"- {p}" for p in problems), "Note: Start will refuse these settings")
+    gr.Info(f"Saved {path.name}")
+    return {"yaml_file": gr.File(value=str(path), visible=True), "yaml_msg": note}
+
+
+def load_yaml(ctx: Ctx, path, *values) -> dict:
+    if not path:
+        return {}
+    name = Path(path).name
+    try:
+        current = config_form.config_from_values(values)
+        cfg = RunConfig.from_yaml(path, base=current)
+        problems = cfg.validate()
+        if problems:
+            raise ConfigError(problems)
+    except FinetuneError as exc:
+        text = error_text(exc).replace(str(path), name).replace(str(Path(path).parent) + "/", "")
+        gr.Warning(f"{name} was not loaded: see the message under the upload box.")
+        return {"yaml_msg": md_error(text, f"{name} was not loaded")}
+    gr.Info(f"Loaded {name}")
+    return {
+        FORM: config_form.values_from_config(cfg),
+        "yaml_msg": f"✔ Loaded **{md_escape(name)}**: every field below now shows its settings.",
+        "data_max_length": cfg.max_length,
+    }
+
+
+def restore(ctx: Ctx, saved) -> dict:
+    """Page (re)load: the settings this browser last had, when they are still valid."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        return {}
+    try:
+        cfg = RunConfig.from_dict(saved["config"], base=ctx.base_config)
+        if cfg.validate():
+            raise ConfigError(cfg.validate())
+    except FinetuneError:
+        return {}
+    preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices(ctx)] else None
+    return {FORM: config_form.values_from_config(cfg), "preset": preset, "preset_md": preset_info(ctx, preset)}
+
+
+def reset(ctx: Ctx) -> dict:
+    gr.Info("Every setting is back to its default")
+    preset = ctx.studio.suggested_preset
+    return {
+        FORM: config_form.values_from_config(ctx.base_config),
+        "preset": preset,
+        "preset_md": preset_info(ctx, preset),
+    }
+
+
 def wire(ctx: Ctx) -> None:
     c, f = ctx.c, ctx.fields
-    fields = ctx.field_list
-    refresh_outputs = [
-        c["model_name"],
-        c["method"],
-        c["objective"],
-        c["start_from"],
-        c["data_max_length"],
-        c["estimate_md"],
-        c["estimate_plot"],
-        c["command"],
-        c["train_config_md"],
-        c["saved_config"],
-    ]
-
-    def refresh(preset, *values):
-        try:
-            cfg = config_form.config_from_values(values)
-        except FinetuneError as exc:
-            problem = md_error(exc, "These settings cannot be used")
-            return [gr.skip()] * 5 + [problem, gr.skip(), gr.skip(), problem, gr.skip()]
-        md, fig = estimate(ctx, cfg)
-        if cfg.trust_remote_code:  # shown on this tab, next to the settings, for as long as it is on
-            md = f"{TRUST_REMOTE_CODE_WARNING}\n\n{md}"
-        return [
-            cfg.model_name_or_path,
-            method_label(cfg.method, cfg.quantization),
-            objective_label(cfg.objective),
-            cfg.start_from_run or FRESH_ADAPTER,
-            cfg.max_length,
-            md,
-            fig,
-            ctx.studio.train_command(cfg, preset),
-            config_summary(cfg, preset),
-            {"preset": preset, "config": cfg.to_dict()},
-        ]
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
 
     def chain(dep):
-        return dep.then(
-            refresh,
-            [c["preset"], *fields],
-            refresh_outputs,
-            api_visibility="private",
-            show_progress="hidden",
-            trigger_mode="always_last",
-        )
+        """After `dep`, everything that follows the form (see `refresh`)."""
+        return connect(ctx, dep.then, refresh, REFRESH_INPUTS, REFRESH_OUTPUTS, trigger_mode="always_last", **quiet)
 
     ctx.hooks["refresh"] = chain
     triggers = []
-    for comp in fields:  # text fields update when done (Enter or leaving the field), not per keystroke
+    for comp in ctx.field_list:  # text fields update when done (Enter or leaving the field), not per keystroke
         triggers += [comp.submit, comp.blur] if isinstance(comp, gr.Textbox) else [comp.input]
-    gr.on(
-        triggers,
-        refresh,
-        [c["preset"], *fields],
-        refresh_outputs,
-        api_visibility="private",
-        show_progress="hidden",
-        trigger_mode="always_last",
-    )
+    connect(ctx, lambda fn, i, o, **kw: gr.on(triggers, fn, i, o, **kw), refresh, REFRESH_INPUTS, REFRESH_OUTPUTS,
+            trigger_mode="always_last", **quiet)  # fmt: skip
 
-    def set_model(name):
-        name = (name or "").strip()
-        if not name:
-            gr.Warning("Type a Hub model id, a local folder, or pick one from the list.")
-            return gr.skip()
-        return name
-
-    def warn_remote_code(on):
-        if on:
-            gr.Warning(TRUST_REMOTE_CODE_WARNING.replace("**", ""))
-
-    f["trust_remote_code"].input(
-        warn_remote_code, f["trust_remote_code"], None, api_visibility="private", show_progress="hidden"
-    )
-
-    ev = c["model_name"].input(
-        set_model, c["model_name"], f["model_name_or_path"], api_name="set_model", show_progress="hidden"
-    )
-    ctx.hooks["after_model"] = ev
-
-    def set_method(label):
-        method, quant = METHODS.get(label, ("lora", "4bit"))
-        return method, gr.skip() if quant is None else quant
-
-    chain(
-        c["method"].input(
-            set_method, c["method"], [f["method"], f["quantization"]], api_name="set_method", show_progress="hidden"
-        )
-    )
-
-    def set_objective(label):
-        return OBJECTIVES.get(label, "sft")
-
-    chain(
-        c["objective"].input(
-            set_objective, c["objective"], f["objective"], api_name="set_objective", show_progress="hidden"
-        )
-    )
-
-    def set_start(name):
-        return "" if not name or name == FRESH_ADAPTER else name
-
+    connect(ctx, f["trust_remote_code"].input, warn_remote_code, ["f.trust_remote_code"], [], **quiet)
+    ctx.hooks["after_model"] = connect(ctx, c["model_name"].input, set_model, ["model_name"], ["f.model_name_or_path"],
+                                       api_name="set_model", show_progress="hidden")  # fmt: skip
+    chain(connect(ctx, c["method"].input, set_method, ["method"], ["f.method", "f.quantization"], api_name="set_method",
+                  show_progress="hidden"))  # fmt: skip
+    chain(connect(ctx, c["objective"].input, set_objective, ["objective"], ["f.objective"], api_name="set_objective",
+                  show_progress="hidden"))  # fmt: skip
     # .select, not .input: Gradio's Dropdown fires `input` twice per pick
-    chain(c["start_from"].select(set_start, c["start_from"], f["start_from_run"], api_name="set_start_from"))
-    c["start_from"].focus(  # runs finish while the page is open: offer the current ones
-        lambda: gr.Dropdown(choices=start_choices(ctx)), None, c["start_from"], api_visibility="private"
+    chain(
+        connect(ctx, c["start_from"].select, set_start, ["start_from"], ["f.start_from_run"], api_name="set_start_from")
     )
-
-    def use_preset(name, *values):
-        try:
-            cfg = ctx.studio.apply_preset(config_form.config_from_values(values), name)
-        except Exception as exc:
-            gr.Warning(error_text(exc))
-            return [gr.skip()] * len(fields) + [md_error(exc, "Preset not applied")]
-        gr.Info(f"Preset {name} applied")
-        return config_form.values_from_config(cfg) + [preset_info(ctx, name)]
-
+    # runs finish while the page is open: offer the current ones
+    connect(ctx, c["start_from"].focus, fresh_start_choices, [], ["start_from"], api_visibility="private")
     # .select, not .input: Gradio 6.31's Dropdown fires `input` twice per pick (two runs, two toasts)
-    chain(c["preset"].select(use_preset, [c["preset"], *fields], [*fields, c["preset_md"]], api_name="apply_preset"))
-
-    def save_yaml(*values):
-        try:
-            cfg = config_form.config_from_values(values)
-        except FinetuneError as exc:
-            gr.Warning(error_text(exc))
-            return gr.File(visible=False), md_error(exc, "Not saved")
-        problems = cfg.validate()
-        path = ctx.studio.save_config(cfg)
-        note = f"Saved **{path.name}** (download it above)."
-        if problems:
-            note += "\n\n" + md_error("\n".join(f"- {p}" for p in problems), "Note: Start will refuse these settings")
-        gr.Info(f"Saved {path.name}")
-        return gr.File(value=str(path), visible=True), note
-
-    c["yaml_save_btn"].click(save_yaml, fields, [c["yaml_file"], c["yaml_msg"]], api_name="save_config")
-
-    def load_yaml(path, *values):
-        skip = [gr.skip()] * len(fields)
-        if not path:
-            return skip + [gr.skip(), gr.skip()]
-        name = Path(path).name
-        try:
-            current = config_form.config_from_values(values)
-            cfg = RunConfig.from_yaml(path, base=current)
-            problems = cfg.validate()
-            if problems:
-                raise ConfigError(problems)
-        except FinetuneError as exc:
-            text = error_text(exc).replace(str(path), name).replace(str(Path(path).parent) + "/", "")
-            gr.Warning(f"{name} was not loaded: see the message under the upload box.")
-            return skip + [md_error(text, f"{name} was not loaded"), gr.skip()]
-        gr.Info(f"Loaded {name}")
-        return config_form.values_from_config(cfg) + [
-            f"✔ Loaded **{md_escape(name)}**: every field below now shows its settings.",
-            cfg.max_length,
-        ]
-
-    def restore(saved):
-        """Page (re)load: the settings this browser last had, when they are still valid."""
-        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-            return [gr.skip()] * (len(fields) + 2)
-        try:
-            cfg = RunConfig.from_dict(saved["config"], base=ctx.base_config)
-            if cfg.validate():
-                raise ConfigError(cfg.validate())
-        except FinetuneError:
-            return [gr.skip()] * (len(fields) + 2)
-        preset = saved.get("preset") if saved.get("preset") in [v for _, v in preset_choices(ctx)] else None
-        return config_form.values_from_config(cfg) + [preset, preset_info(ctx, preset)]
-
-    ctx.hooks["after_restore"] = chain(
-        ctx.blocks.load(restore, c["saved_config"], [*fields, c["preset"], c["preset_md"]], api_visibility="private")
-    )
-
-    def reset():
-        gr.Info("Every setting is back to its default")
-        return config_form.values_from_config(ctx.base_config) + [
-            ctx.studio.suggested_preset,
-            preset_info(ctx, ctx.studio.suggested_preset),
-        ]
-
-    ctx.hooks["after_reset"] = chain(
-        c["reset_btn"].click(reset, None, [*fields, c["preset"], c["preset_md"]], api_name="reset_config")
-    )
-
-    ev = c["yaml_upload"].upload(
-        load_yaml, [c["yaml_upload"], *fields], [*fields, c["yaml_msg"], c["data_max_length"]], api_name="load_config"
-    )
-    ctx.hooks["after_yaml"] = chain(ev)
+    chain(connect(ctx, c["preset"].select, use_preset, ["preset", FORM], [FORM, "preset_md"], api_name="apply_preset"))
+    connect(ctx, c["yaml_save_btn"].click, save_yaml, [FORM], ["yaml_file", "yaml_msg"], api_name="save_config")
+    ctx.hooks["after_restore"] = chain(connect(ctx, ctx.blocks.load, restore, ["saved_config"],
+                                               [FORM, "preset", "preset_md"], api_visibility="private"))  # fmt: skip
+    ctx.hooks["after_reset"] = chain(connect(ctx, c["reset_btn"].click, reset, [], [FORM, "preset", "preset_md"],
+                                             api_name="reset_config"))  # fmt: skip
+    ctx.hooks["after_yaml"] = chain(connect(ctx, c["yaml_upload"].upload, load_yaml, ["yaml_upload", FORM],
+                                            [FORM, "yaml_msg", "data_max_length"], api_name="load_config"))  # fmt: skip

@@ -46,6 +46,60 @@ class Ctx:
     def field_list(self) -> list[gr.components.Component]:
         return list(self.fields.values())
 
+    def comp(self, name: str) -> Any:
+        """A component by name: `f.<field>` is the Advanced form's field, `form` every field in form order
+        (a list), anything else a named component of a tab."""
+        if name == FORM:
+            return self.field_list
+        if name.startswith("f."):
+            return self.fields[name[2:]]
+        return self.c[name]
+
+    def comps(self, names: list[str]) -> list[Any]:
+        out: list[Any] = []
+        for name in names:
+            found = self.comp(name)
+            out += found if isinstance(found, list) else [found]
+        return out
+
+
+FORM = "form"  # in a handler's inputs: every field of the Advanced form, in form order
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The run the page shows: one for the whole page. Train's charts follow it, and the Test and
+    Export tabs show it whenever it has a saved adapter (otherwise they keep the last run that has one).
+    Pickers, Start, Resume, rename and delete write it; `ui.selection.show` is the one place that turns
+    it into what the three run lists show."""
+
+    run: str | None = None
+
+
+def connect(ctx: Ctx, trigger, handler, inputs: list[str], outputs: list[str], **listener: Any):
+    """Wire `handler(ctx, *values) -> {output name: update}` to `trigger` (e.g. `button.click`, or
+    `gr.on` with its triggers bound). Inputs and outputs are component names (see `Ctx.comp`); an output
+    the handler leaves out of its dict is not touched. Handlers are plain module-level functions, so a
+    test calls them with a Ctx and reads their dict."""
+    out_names = [name for name in outputs]
+
+    def run(*values):
+        result = handler(ctx, *values)
+        out: list[Any] = []
+        for name in out_names:
+            if name == FORM:
+                form = result.get(FORM)
+                out += list(form) if form is not None else [gr.skip()] * len(ctx.fields)
+            else:
+                out.append(result.get(name, gr.skip()))
+        if not out:
+            return None
+        return out[0] if len(out) == 1 else out  # Gradio takes a single output's value as it is
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    run.__doc__ = getattr(handler, "__doc__", None)
+    return trigger(run, ctx.comps(inputs), ctx.comps(outputs), **listener)
+
 
 def error_text(exc: BaseException) -> str:
     """A user-facing message: FinetuneError text as it is, anything else one line (traceback to stderr)."""

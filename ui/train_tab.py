@@ -3,7 +3,9 @@
 Engine calls (all through the Studio): start, resume, stop, training_now, progress (one path for a
 run training here or only on disk), runs, run (Run.metrics/log_tail), rename, delete.
 Training runs in the engine's thread; this tab only polls (gr.Timer, 1 s), so closing the
-browser never stops a run and a reloaded page reattaches to it.
+browser never stops a run and a reloaded page reattaches to it. The run shown is the page's one
+selection (`ui.selection`). Handlers are module-level functions returning updates keyed by
+component name (`ui.state.connect`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
-from ui import charts, config_form, history_view
+from ui import charts, config_form, history_view, selection
 from ui.history_view import STATE_COLUMN, history_rows
-from ui.state import GPU, Ctx, error_text, fmt_duration, json_safe, md_error, md_escape, run_dropdown_update
+from ui.state import FORM, GPU, Ctx, Selection, connect, error_text, fmt_duration, json_safe, md_error, md_escape
 
 ICONS = {
     "queued": "●",
@@ -31,9 +33,17 @@ ICONS = {
     "failed": "✖",
     "interrupted": "⚠",
 }
+PLOT_KEYS = ("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem")
+PLOT_INTERVAL_S = 3.0
+NO_RUN = "No run yet: press **Start training**."
+SCROLL_LOG_JS = """() => {
+  const bottom = () => document.querySelectorAll('#train-log textarea').forEach(t => { t.scrollTop = t.scrollHeight; });
+  requestAnimationFrame(bottom); setTimeout(bottom, 250);
+}"""
 
 
-def locate(ctx: Ctx, name: str | None):
+# --- what the tab shows ----------------------------------------------------------------------
+def locate(ctx: Ctx, name: str | None) -> Run | None:
     """The Run of a run name in this workspace, or None (a name that names no run)."""
     if not name:
         return None
@@ -60,14 +70,12 @@ def status_md(name: str, p: dict, resumable: bool = True) -> str:
 
 
 def progress_html(p: dict) -> str:
-    frac = float(p.get("fraction") or 0.0)
     state = p.get("state", "")
-    if state == "done":
-        frac = 1.0
     step, total = p.get("step") or 0, p.get("total_steps") or 0
+    frac = 1.0 if state == "done" else min(step / total, 1.0) if total else 0.0  # the bar and its text agree
     parts = [f"step {step} / {total}" if total else f"step {step}", f"{frac:.0%}"]
-    if p.get("elapsed") is not None:
-        parts.append(f"elapsed {fmt_duration(p['elapsed'])}")
+    if p.get("elapsed") is not None:  # the run's training time over all its resumes
+        parts.append(f"{'total time' if state in FINAL_STATES else 'elapsed'} {fmt_duration(p['elapsed'])}")
     if state in ACTIVE_STATES:
         parts.append(f"ETA {fmt_duration(p.get('eta'))}")
     tps = p.get("tokens_per_s")
@@ -75,67 +83,70 @@ def progress_html(p: dict) -> str:
         parts.append(f"{tps:,.0f} tokens/s")
     cls = "active" if state in ACTIVE_STATES else state
     return (
-        f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}">'
+        f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}" data-fraction="{frac:.4f}">'
         f'<div class="ft-bar"><div class="ft-fill" style="width:{frac * 100:.1f}%"></div></div>'
         f'<div class="ft-progress-text">{html.escape(" · ".join(parts))}</div></div>'
     )
 
 
-def figures(run: Run, name: str) -> list:
+def figures(run: Run, name: str) -> dict[str, Any]:
     figs = charts.training_figures(run.metrics(), name)
     mem = figs["mem"]
-    return [
-        figs["loss"],
-        figs["lr"],
-        figs["grad"],
-        figs["acc"],
-        gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False),
-    ]
+    return {
+        "plot_loss": figs["loss"],
+        "plot_lr": figs["lr"],
+        "plot_grad": figs["grad"],
+        "plot_acc": figs["acc"],
+        "plot_mem": gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False),
+    }
 
 
-def buttons(ctx: Ctx, p: dict | None, data_state: dict | None) -> tuple[str, dict[str, Any]]:
-    """(signature, updates) of Start / Stop / Resume: Start only with usable data and nothing training,
-    Stop only while a run trains here, Resume only for a finished run with a checkpoint."""
+def buttons(ctx: Ctx, name: str | None, p: dict | None, data_state: dict | None) -> tuple[str, dict[str, Any]]:
+    """(signature, updates) of the buttons that follow the state: Start only with usable data and nothing
+    training, Stop only while a run trains here, Resume only for a finished run with a checkpoint, Rename
+    and Delete only for a run shown that is not training."""
     training = ctx.studio.training_now() is not None
     data_ok = not (data_state or {}).get("error")
     resumable = not training and bool(p and p.get("resumable"))
+    editable = bool(name and p) and p.get("state") not in ACTIVE_STATES
     updates = {
         "start_btn": gr.Button(interactive=data_ok and not training),
         "stop_btn": gr.Button(interactive=training),
         "resume_btn": gr.Button(interactive=resumable),
+        "rename_btn": gr.Button(interactive=editable),
+        "delete_btn": gr.Button(interactive=editable),
     }
-    return f"b{int(training)}{int(data_ok)}{int(resumable)}", updates
+    return f"b{int(training)}{int(data_ok)}{int(resumable)}{int(editable)}", updates
 
 
 def tick(
     ctx: Ctx,
-    watched: str | None,
+    selected: Selection | None,
     drawn: int,
     sig: str,
     plotted_at: float = 0.0,
     data_state: dict | None = None,
     query: str = "",
-) -> list:
-    """One poll (every second per open page): what changed since the last one, else gr.skip().
+) -> dict[str, Any]:
+    """One poll (every second per open page): what changed since the last one, else nothing.
 
-    Outputs follow TICK_KEYS. `drawn` is how many metric points the page already plots and `sig`
-    a signature of the last status shown; plots are rebuilt only when new points arrived, and
-    while a run trains at most every PLOT_INTERVAL_S (building the figures runs in the training
-    process, so redrawing every second cost a few percent of its speed). `data_state` (the Data
-    tab's) and `query` (the history filter) decide the Start button and the history rows.
+    `drawn` is how many metric points the page already plots and `sig` a signature of the last status
+    shown; plots are rebuilt only when new points arrived, and while a run trains at most every
+    PLOT_INTERVAL_S (building the figures runs in the training process, so redrawing every second cost a
+    few percent of its speed). `data_state` (the Data tab's) and `query` (the history filter) decide the
+    Start button and the history rows.
     """
-    skip = [gr.skip()] * len(TICK_KEYS)
-    name = watched
+    name = selected.run if isinstance(selected, Selection) else None
     switched = False
     if not name:  # nothing chosen yet: follow a job started elsewhere (another tab, the API)
         name = ctx.studio.training_now()
         switched = name is not None
     run = locate(ctx, name)
     if run is None:  # no run to show: only the buttons may change
-        button_sig, updates = buttons(ctx, None, data_state)
+        button_sig, updates = buttons(ctx, None, None, data_state)
         if sig == f"||{button_sig}":
-            return skip
-        return [updates.get(k, f"||{button_sig}" if k == "sig" else gr.skip()) for k in TICK_KEYS]
+            return {}
+        return {**updates, "sig": f"||{button_sig}", "train_status": NO_RUN}
     p = ctx.studio.progress(name)
     state = p.get("state", "unknown")
     active = state in ACTIVE_STATES
@@ -147,19 +158,18 @@ def tick(
         log_size = run.log_path.stat().st_size
     except OSError:
         log_size = 0
-    button_sig, button_updates = buttons(ctx, p, data_state)
+    button_sig, button_updates = buttons(ctx, name, p, data_state)
     new_sig = f"{name}|{state}|{p.get('message')}|{p.get('step')}|{p.get('total_steps')}|{log_size}|{button_sig}"
     if not fresh and new_sig == sig and not active and not switched:
-        return skip  # the common case on an idle page: nothing is sent
-    out: dict[str, Any] = {k: gr.skip() for k in TICK_KEYS}
+        return {}  # the common case on an idle page: nothing is sent
+    out: dict[str, Any] = {}
     if new_sig.rsplit("|", 1)[-1] != (sig or "").rsplit("|", 1)[-1]:
         out.update(button_updates)
     out["train_status"] = status_md(name, p, state not in FINAL_STATES or p.get("resumable"))
     out["train_progress"] = progress_html(p)
     due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
     if (fresh and due) or (not drawn and new_sig != sig):
-        for key, fig in zip(("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem"), figures(run, name)):
-            out[key] = fig
+        out.update(figures(run, name))
         out["drawn"] = run.metrics_count()
         out["plotted_at"] = time.time()
         if active:  # the history's row of this run follows its progress at the charts' pace
@@ -171,31 +181,27 @@ def tick(
         out["train_log"] = run.log_tail(40)
     out["sig"] = new_sig
     if switched:
-        out["watch"] = run_dropdown_update(ctx.studio, None, prefer=name, with_adapter=False)
+        out["selected"] = Selection(name)
     if state in FINAL_STATES and old_state != state:
         # finished since this page last looked (or between its load and first poll): fresh run lists
         if old_state in ACTIVE_STATES:
             (gr.Info if state == "done" else gr.Warning)(f"Run {name}: {state}")
         out["history"] = history_rows(ctx, query=query)
-        out["overlay_runs"] = gr.Dropdown(choices=ctx.studio.run_names())
-        out["test_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
-        out["export_run"] = run_dropdown_update(ctx.studio, None, prefer=name)
-    return [out[k] for k in TICK_KEYS]
+        out.update(selection.show(ctx, Selection(name), None, None))
+    return out
 
 
+TICK_INPUTS = ["selected", "drawn", "sig", "plotted_at", "data_state", "history_query"]
 TICK_KEYS = [
     "train_status",
     "train_progress",
-    "plot_loss",
-    "plot_lr",
-    "plot_grad",
-    "plot_acc",
-    "plot_mem",
+    *PLOT_KEYS,
     "train_log",
     "drawn",
     "sig",
     "plotted_at",
     "history",
+    "selected",
     "watch",
     "overlay_runs",
     "test_run",
@@ -203,14 +209,122 @@ TICK_KEYS = [
     "start_btn",
     "stop_btn",
     "resume_btn",
+    "rename_btn",
+    "delete_btn",
 ]
-PLOT_INTERVAL_S = 3.0
-SCROLL_LOG_JS = """() => {
-  const bottom = () => document.querySelectorAll('#train-log textarea').forEach(t => { t.scrollTop = t.scrollHeight; });
-  requestAnimationFrame(bottom); setTimeout(bottom, 250);
-}"""
 
 
+# --- handlers --------------------------------------------------------------------------------
+def after_start(ctx: Ctx, run: Run, verb: str, query: str) -> dict[str, Any]:
+    gr.Info(f"{verb} {run.name}")
+    return {
+        "train_msg": f"{verb} **{md_escape(run.name)}** — it keeps training if you close this page.",
+        "selected": Selection(run.name),
+        "drawn": 0,
+        "sig": "",
+        "history": history_rows(ctx, query=query),
+        "start_btn": gr.Button(interactive=False),  # Start, Stop, Resume: the next poll confirms them
+        "stop_btn": gr.Button(interactive=True),
+        "resume_btn": gr.Button(interactive=False),
+    }
+
+
+def start(ctx: Ctx, *values) -> dict[str, Any]:
+    """Start a run with the form's settings (read all at once, so a value typed just before the click
+    is never lost to an event still in flight); refused while the Data tab shows the data as unusable."""
+    *form, data_state, query = values
+    try:
+        cfg = config_form.config_from_values(form)
+        unusable = (data_state or {}).get("error")
+        if unusable and (data_state or {}).get("dataset_path", "") == cfg.dataset_path:
+            raise FinetuneError(
+                f"The data chosen in 1 · Data cannot be used: {unusable}\n"
+                "Fix it there (or press “Use the sample dataset”), then start again."
+            )
+        run = ctx.studio.start(cfg)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return {"train_msg": md_error(exc, "Training did not start")}
+    return after_start(ctx, run, "Started", query)
+
+
+def resume(ctx: Ctx, name: str | None, query: str) -> dict[str, Any]:
+    """Resume the run shown (the selection, as "Run shown" displays it: what an API client names)."""
+    try:
+        if not name:
+            raise FinetuneError("Pick the run to resume in 'Run shown' first.")
+        run = ctx.studio.resume(name)
+    except Exception as exc:
+        gr.Warning(error_text(exc))
+        return {"train_msg": md_error(exc, "Not resumed")}
+    return after_start(ctx, run, "Resumed", query)
+
+
+def stop(ctx: Ctx) -> dict[str, Any]:
+    name = ctx.studio.stop()
+    if name is None:
+        gr.Info("Nothing is training.")
+        return {"train_msg": "Nothing is training right now."}
+    gr.Info(f"Stopping {name}")
+    return {
+        "train_msg": f"■ Stop requested for **{md_escape(name)}**: it finishes the current step, saves a checkpoint "
+        "and the adapter trained so far."
+    }
+
+
+def refresh_lists(ctx: Ctx, name: str | None, query: str = "") -> dict:
+    return {"history": history_rows(ctx, query=query), **selection.show(ctx, Selection(name), None, None)}
+
+
+def pick_row(ctx: Ctx, table, evt: gr.SelectData) -> dict[str, Any]:
+    """A row picked in the history: that run becomes the page's selection."""
+    try:
+        name = table.iloc[evt.index[0], 0]
+    except Exception:
+        return {}
+    return selection.pick(ctx, name)
+
+
+def on_load(ctx: Ctx) -> dict[str, Any]:
+    """Reattach: the job running in this process, else the newest active run, else the newest run; its
+    status is shown at once (not "No run yet" until the first poll)."""
+    rows = history_rows(ctx)
+    names = [r[0] for r in rows]
+    name = ctx.studio.training_now()
+    if name is None:
+        name = next((r[0] for r in rows if r[STATE_COLUMN] in ACTIVE_STATES), names[0] if names else None)
+    # the run lists follow from the selection (ui.selection.show, on its change)
+    out: dict[str, Any] = {"selected": Selection(name), "drawn": 0, "sig": "", "history": rows}
+    if name:
+        p = ctx.studio.progress(name)
+        out["train_status"] = status_md(name, p, p.get("state") not in FINAL_STATES or p.get("resumable"))
+        out["train_progress"] = progress_html(p)
+    else:
+        out["train_status"] = NO_RUN
+    return out
+
+
+def run_status(ctx: Ctx, run_name: str = "") -> dict:
+    """Progress of a run (default: the one training now, else the newest run)."""
+    name = run_name or ctx.studio.training_now()
+    if not name:
+        names = ctx.studio.run_names()
+        name = names[0] if names else None
+    run = locate(ctx, name)
+    if run is None:
+        return {"run": name, "state": "none", "message": "no such run"}
+    p = ctx.studio.progress(name)
+    return json_safe(
+        {
+            **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "run": name,
+            "metrics": run.metrics_count(),
+            "has_adapter": run.has_adapter(),
+        }
+    )
+
+
+# --- layout and wiring -----------------------------------------------------------------------
 def build(ctx: Ctx) -> None:
     c = ctx.c
     c["train_config_md"] = gr.Markdown(elem_id="train-config")
@@ -230,8 +344,8 @@ def build(ctx: Ctx) -> None:
             info="The charts follow this run; pick an older one to look at it.",
         )
         c["refresh_btn"] = gr.Button("Refresh", size="sm", elem_id="train-refresh", scale=0, min_width=90)
-    c["train_status"] = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
-    c["train_progress"] = gr.HTML(progress_html({"state": "", "fraction": 0}), elem_id="train-progress")
+    c["train_status"] = gr.Markdown("Looking for a run in progress…", elem_id="train-status")
+    c["train_progress"] = gr.HTML(progress_html({"state": ""}), elem_id="train-progress")
     with gr.Row():
         c["plot_loss"] = gr.Plot(charts.empty_figure("Loss", "No run yet"), show_label=False, elem_id="plot-loss")
         c["plot_lr"] = gr.Plot(charts.empty_figure("Learning rate", "No run yet"), show_label=False, elem_id="plot-lr")
@@ -254,187 +368,40 @@ def build(ctx: Ctx) -> None:
 
 
 def wire(ctx: Ctx) -> None:
-    c, fields = ctx.c, ctx.field_list
-    tick_outputs = [c[k] for k in TICK_KEYS]
-
-    def poll(watched, drawn, sig, plotted_at, data_state, query):
-        return tick(ctx, watched, drawn, sig, plotted_at, data_state, query)
-
-    poll_inputs = [c["watch"], c["drawn"], c["sig"], c["plotted_at"], c["data_state"], c["history_query"]]
-    c["timer"].tick(
-        poll,
-        poll_inputs,
-        tick_outputs,
-        show_progress="hidden",
-        api_visibility="private",
-        concurrency_limit=8,
-        trigger_mode="always_last",
+    c = ctx.c
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    connect(
+        ctx, c["timer"].tick, tick, TICK_INPUTS, TICK_KEYS, concurrency_limit=8, trigger_mode="always_last", **quiet
     )
-
-    def after_start(run, verb: str, query: str) -> list:
-        names = ctx.studio.run_names()
-        msg = f"{verb} **{md_escape(run.name)}** — it keeps training if you close this page."
-        gr.Info(f"{verb} {run.name}")
-        return [
-            msg,
-            gr.Dropdown(choices=names, value=run.name),
-            0,
-            "",
-            history_rows(ctx, query=query),
-            gr.Dropdown(choices=names),
-            gr.Button(interactive=False),  # Start, Stop, Resume: the next poll confirms them
-            gr.Button(interactive=True),
-            gr.Button(interactive=False),
-        ]
-
-    start_outputs = [
-        c["train_msg"],
-        c["watch"],
-        c["drawn"],
-        c["sig"],
-        c["history"],
-        c["overlay_runs"],
-        c["start_btn"],
-        c["stop_btn"],
-        c["resume_btn"],
-    ]
-    fail = [gr.skip()] * (len(start_outputs) - 1)
-
-    def start(*values):
-        *values, data_state, query = values
-        try:
-            cfg = config_form.config_from_values(values)
-            unusable = (data_state or {}).get("error")
-            if unusable and (data_state or {}).get("dataset_path", "") == cfg.dataset_path:
-                raise FinetuneError(
-                    f"The data chosen in 1 · Data cannot be used: {unusable}\n"
-                    "Fix it there (or press “Use the sample dataset”), then start again."
-                )
-            run = ctx.studio.start(cfg)
-        except Exception as exc:
-            gr.Warning(error_text(exc))
-            return [md_error(exc, "Training did not start")] + fail
-        return after_start(run, "Started", query)
-
-    c["start_btn"].click(
-        start,
-        [*fields, c["data_state"], c["history_query"]],
-        start_outputs,
-        api_name="start_training",
-        concurrency_id=GPU,
-        concurrency_limit=1,
-    )
-
-    def resume(name, query):
-        try:
-            if not name:
-                raise FinetuneError("Pick the run to resume in 'Run shown' first.")
-            run = ctx.studio.resume(name)
-        except Exception as exc:
-            gr.Warning(error_text(exc))
-            return [md_error(exc, "Not resumed")] + fail
-        return after_start(run, "Resumed", query)
-
-    c["resume_btn"].click(
-        resume,
-        [c["watch"], c["history_query"]],
-        start_outputs,
-        api_name="resume_training",
-        concurrency_id=GPU,
-        concurrency_limit=1,
-    )
-
-    def stop():
-        name = ctx.studio.stop()
-        if name is None:
-            gr.Info("Nothing is training.")
-            return "Nothing is training right now."
-        gr.Info(f"Stopping {name}")
-        return (
-            f"■ Stop requested for **{md_escape(name)}**: it finishes the current step, saves a checkpoint "
-            "and the adapter trained so far."
-        )
-
-    c["stop_btn"].click(stop, None, c["train_msg"], api_name="stop_training")
-
+    start_outputs = ["train_msg", "selected", "drawn", "sig", "history", "start_btn", "stop_btn", "resume_btn"]
+    gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
+    connect(
+        ctx, c["start_btn"].click, start, [FORM, "data_state", "history_query"], start_outputs,
+        api_name="start_training", **gpu,
+    )  # fmt: skip
+    connect(ctx, c["resume_btn"].click, resume, ["watch", "history_query"], start_outputs,
+            api_name="resume_training", **gpu)  # fmt: skip
+    connect(ctx, c["stop_btn"].click, stop, [], ["train_msg"], api_name="stop_training")
     # the log shows its newest line: scrolled to the bottom after each update (the textarea's own autoscroll
     # only follows updates while mounted, and a tab opened later starts at the top)
-    c["train_log"].change(None, None, None, js=SCROLL_LOG_JS, api_visibility="private", show_progress="hidden")
+    c["train_log"].change(None, None, None, js=SCROLL_LOG_JS, **quiet)
+    lists = ["history", "watch", "overlay_runs", "test_run", "export_run"]
+    connect(ctx, c["refresh_btn"].click, refresh_lists, ["watch", "history_query"], lists, api_name="list_runs")
 
-    def refresh_history(watched, query=""):
-        names = ctx.studio.run_names()
-        return (
-            history_rows(ctx, query=query),
-            gr.Dropdown(choices=names, value=watched if watched in names else None),
-            gr.Dropdown(choices=names),
-        )
+    def picked(table, evt: gr.SelectData):  # Gradio passes the selection by this annotation
+        out = pick_row(ctx, table, evt)
+        return [out.get(key, gr.skip()) for key in ("selected", "drawn", "sig")]
 
-    c["refresh_btn"].click(
-        refresh_history,
-        [c["watch"], c["history_query"]],
-        [c["history"], c["watch"], c["overlay_runs"]],
-        api_name="list_runs",
-    )
+    c["history"].select(picked, c["history"], ctx.comps(["selected", "drawn", "sig"]), **quiet)
+    load = connect(
+        ctx, ctx.blocks.load, on_load, [],
+        ["selected", "drawn", "sig", "history", "train_status", "train_progress"], **quiet,
+    )  # fmt: skip
+    connect(ctx, load.then, tick, TICK_INPUTS, TICK_KEYS, **quiet)
 
-    def pick_row(table, test_current, export_current, evt: gr.SelectData):
-        """A row picked in the history: the run shown here, and in Test and Export when it has an adapter."""
-        try:
-            name = table.iloc[evt.index[0], 0]
-        except Exception:
-            return [gr.skip()] * 5
-        return (
-            name,
-            0,
-            "",
-            run_dropdown_update(ctx.studio, test_current, prefer=name),
-            run_dropdown_update(ctx.studio, export_current, prefer=name),
-        )
-
-    c["history"].select(
-        pick_row,
-        [c["history"], c["test_run"], c["export_run"]],
-        [c["watch"], c["drawn"], c["sig"], c["test_run"], c["export_run"]],
-        api_visibility="private",
-    )
-
-    def on_load():
-        """Reattach: the job running in this process, else the newest active run, else the newest run."""
-        rows = history_rows(ctx)
-        names = [r[0] for r in rows]
-        name = ctx.studio.training_now()
-        if name is None:
-            name = next((r[0] for r in rows if r[STATE_COLUMN] in ACTIVE_STATES), names[0] if names else None)
-        return gr.Dropdown(choices=names, value=name), 0, "", rows, gr.Dropdown(choices=names)
-
-    load = ctx.blocks.load(
-        on_load, None, [c["watch"], c["drawn"], c["sig"], c["history"], c["overlay_runs"]], api_visibility="private"
-    )
-    load.then(
-        poll,
-        poll_inputs,
-        tick_outputs,
-        api_visibility="private",
-        show_progress="hidden",
-    )
-
-    def run_status(run_name: str = "") -> dict:
+    def run_status_api(run_name: str = "") -> dict:
         """Progress of a run (default: the one training now, else the newest run)."""
-        name = run_name or ctx.studio.training_now()
-        if not name:
-            names = ctx.studio.run_names()
-            name = names[0] if names else None
-        run = locate(ctx, name)
-        if run is None:
-            return {"run": name, "state": "none", "message": "no such run"}
-        p = ctx.studio.progress(name)
-        return json_safe(
-            {
-                **{k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, type(None)))},
-                "run": name,
-                "metrics": run.metrics_count(),
-                "has_adapter": run.has_adapter(),
-            }
-        )
+        return run_status(ctx, run_name)
 
-    gr.api(run_status, api_name="run_status")
+    gr.api(run_status_api, api_name="run_status")
     history_view.wire(ctx)

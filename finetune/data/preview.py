@@ -73,7 +73,8 @@ def render_pair(row: dict, tokenizer: Any) -> dict[str, Any]:
     or KTO's one completion with its label) as text after the prompt, with token counts.
 
     Returns `pair` = {prompt_text, prompt_tokens, answers: [{name, text, tokens}], label}, plus the keys
-    of `render_example` (`chat` is the prompt, `segments` the prompt then each answer, `num_tokens` the
+    of `render_example` (`chat` is the prompt, then each answer as an assistant turn with its `title`:
+    chosen / rejected, or good / bad; `segments` the prompt then each answer, `num_tokens` the
     prompt + the longer answer, as the length audit counts)."""
     row, hidden = _shortened(row)
     names = ["chosen", "rejected"] if "chosen" in row else ["good" if row["label"] else "bad"]
@@ -93,6 +94,7 @@ def render_pair(row: dict, tokenizer: Any) -> dict[str, Any]:
         for name, a, ids in zip(names, answers, fulls)
     ]
     segments = [(prompt_text, False)] + [(f"\n[{a['name']}] " + a["text"], True) for a in rendered]
+    chat += [{"role": "assistant", "content": a["content"], "title": a["name"]} for a in rendered]
     return {
         "chat": chat,
         "text": "".join(piece for piece, _ in segments),

@@ -78,6 +78,16 @@ def row_chat(row: dict) -> list[dict]:
     """A chat view of a normalized row without a tokenizer."""
     if "messages" in row:
         return list(row["messages"])
+    if "chosen" in row or "label" in row:  # a preference pair, or KTO's labelled completion
+        names = ("chosen", "rejected") if "chosen" in row else ("completion",)
+        prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+        turns = list(prompt)
+        for name in names:
+            answer = row[name]
+            text = answer if isinstance(answer, str) else " ".join(str(m.get("content", "")) for m in answer)
+            title = name if name != "completion" else ("good" if row.get("label") else "bad")
+            turns.append({"role": "assistant", "content": text, "title": title})
+        return turns
     if "prompt" in row:
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, list):

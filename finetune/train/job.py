@@ -59,6 +59,8 @@ class TrainingJob:
         self._lock = threading.Lock()
         self._progress: dict[str, Any] = {"step": 0, "total_steps": 0, "epoch": 0.0, "tokens_per_s": None}
         self._started = time.time()
+        # a resumed run's clock goes on: the time of its earlier sessions (status.json `elapsed_s`)
+        self._elapsed_before = run.progress().get("elapsed") or 0.0 if resume_from else 0.0
         self._train_started: float | None = None
         self._train_start_step = 0
         self._thread = threading.Thread(target=self._main, name=f"train-{run.name}", daemon=True)
@@ -88,7 +90,7 @@ class TrainingJob:
         """state, message, step, total_steps, epoch, elapsed, eta (s), tokens_per_s, fraction."""
         with self._lock:
             p = dict(self._progress, state=self.state, message=self.message, run=self.run.name)
-        p["elapsed"] = time.time() - self._started
+        p["elapsed"] = self.elapsed()
         step, total = p.get("step") or 0, p.get("total_steps") or 0
         p["fraction"] = min(step / total, 1.0) if total else 0.0
         p["eta"] = None
@@ -96,6 +98,10 @@ class TrainingJob:
             rate = (time.time() - self._train_started) / (step - self._train_start_step)
             p["eta"] = rate * (total - step)
         return p
+
+    def elapsed(self) -> float:
+        """Seconds this run has spent in the job so far, over all its sessions (resumes add up)."""
+        return self._elapsed_before + (time.time() - self._started)
 
     # internals ---------------------------------------------------------------
     def report(
@@ -116,7 +122,10 @@ class TrainingJob:
         if persist or state is not None or message is not None:
             try:
                 self.run.write_status(
-                    self.state, self.message, **{k: v for k, v in snapshot.items() if k != "tokens_per_s"}
+                    self.state,
+                    self.message,
+                    elapsed_s=round(self.elapsed(), 1),
+                    **{k: v for k, v in snapshot.items() if k != "tokens_per_s"},
                 )
             except OSError as exc:  # a full disk: the state stays in memory, the failure is reported once
                 if state in ("failed", "stopped", "done"):

@@ -65,22 +65,25 @@ def test_train_with_bad_settings_lists_every_problem(workspace, capsys):
 
 
 @pytest.mark.slow
-def test_train_compare_export_from_the_command_line(workspace, tmp_path):
-    """The issue's check: `finetune train --model demo --data FILE --max-steps 30` on CPU, then the
-    adapter loads with plain PEFT, compare differs, and the merged export loads with transformers."""
+def test_train_compare_export_from_the_command_line(workspace, tmp_path, capsys):
+    """The issue's check: `finetune train --model demo --data FILE --max-steps 30` on CPU (the real command,
+    in its own process: stdout is only the run folder), then the adapter loads with plain PEFT, `runs`,
+    `compare` and `export` (the same `main`, in this process) list it, answer differently and export it."""
     env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
-
-    def cli(*args, timeout=600):
-        proc = subprocess.run(
-            [sys.executable, "-m", "finetune.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "Traceback" not in proc.stderr
-        return proc.stdout.strip()
-
     data = SAMPLES_DIR / "sample_prompt_completion.csv"
-    run_dir = cli("train", "--model", "demo", "--data", str(data), "--max-steps", "30", "--quiet", *FAST)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finetune.cli", "train", "--model", "demo", "--data", str(data), "--max-steps", "30",
+         "--quiet", *FAST], capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    run_dir = proc.stdout.strip()
     assert run_dir.splitlines()[-1] == run_dir  # stdout is just the run folder
+
+    def cli(*args):
+        assert main([*args, "--workspace", str(workspace)]) == 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return out.strip()
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -95,10 +98,10 @@ def test_train_compare_export_from_the_command_line(workspace, tmp_path):
     answers = json.loads(cli("compare", "--run", run_dir, "--prompt", "What is the capital of Peru?", "--json"))
     assert answers["base"] != answers["finetuned"]
 
-    merged = cli("export", "--run", run_dir, "--merge", "--out", str(tmp_path / "merged"))
+    merged = cli("export", "--run", run_dir, "--merge", "--out", str(tmp_path / "merged")).splitlines()[-1]
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert model.config.model_type == "llama"
-    zipped = cli("export", "--run", run_dir, "--out", str(tmp_path / "zips"))
+    zipped = cli("export", "--run", run_dir, "--out", str(tmp_path / "zips")).splitlines()[-1]
     assert zipped.endswith(".zip") and os.path.getsize(zipped) > 0
 
 
@@ -121,17 +124,13 @@ def test_validate_preference_files(workspace, capsys, name, fmt):
 
 
 @pytest.mark.slow
-def test_sft_then_dpo_and_preference_evaluation_from_the_command_line(workspace, tmp_path):
+def test_sft_then_dpo_and_preference_evaluation_from_the_command_line(workspace, tmp_path, capsys):
     """`finetune train`, then `finetune train --from-run ... --set objective=dpo`, then `finetune evaluate
     --data PAIRS --json` reports preference_accuracy and mean_margin per model beside the usual keys."""
-    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
 
-    def cli(*args):
-        proc = subprocess.run(
-            [sys.executable, "-m", "finetune.cli", *args], capture_output=True, text=True, env=env, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout.strip()
+    def cli(*args):  # the command's own `main`, in this process
+        assert main([*args, "--workspace", str(workspace)]) == 0, capsys.readouterr().err[-3000:]
+        return capsys.readouterr().out.strip()
 
     cli("train", "--model", "demo", "--name", "sft", "--max-steps", "16", "--quiet", *FAST)
     config = tmp_path / "dpo.yaml"

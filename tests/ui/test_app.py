@@ -77,7 +77,7 @@ def test_sample_data_format_and_rows(app):
     assert "suggested max_length" in named["data_trunc"]
     assert "seg-trained" in named["data_text"] and "seg-masked" in named["data_text"]
     assert "&lt;" not in summary  # plain text, no stray escaping
-    assert named["field_dataset_path"] == ""
+    assert named["f.dataset_path"] == ""
     chat, text = client.predict("", "auto", "", "demo", 3, False, False, api_name="/preview_example")
     assert chat and chat != named["data_chat"] and "seg-trained" in text
 
@@ -106,7 +106,7 @@ def test_bad_data_file_shows_columns(app, tmp_path):
     maps[MAP_TARGETS.index("instruction")] = "question"
     maps[MAP_TARGETS.index("output")] = "answer"
     out = client.predict(
-        named["field_dataset_path"], "auto", *maps, "demo", 1024, False, False, api_name="/apply_column_mapping"
+        named["f.dataset_path"], "auto", *maps, "demo", 1024, False, False, api_name="/apply_column_mapping"
     )
     named = dict(zip(_output_keys(), out))
     assert "alpaca" in named["data_detected"], named["data_summary"]

@@ -54,12 +54,12 @@ def test_histogram_marks_percentiles_and_max_length():
 
     stats = length_stats([10, 20, 30, 40, 200], 64)
     fig = charts.length_histogram(stats, 64)
-    labels = [a.text for a in fig.layout.annotations]
-    assert any(t.startswith("p50") for t in labels) and any(t.startswith("p99") for t in labels)
-    assert any(t.startswith("max_length 64") for t in labels)
-    far = charts.length_histogram(stats, 100_000)  # off the chart: said at the edge, axis not squashed
-    assert any("→" in a.text for a in far.layout.annotations)
-    assert far.layout.xaxis.range[1] < 1000
+    labels = [t.name for t in fig.data if t.showlegend is not False]
+    assert [label.split()[0] for label in labels] == ["p50", "p95", "p99", "max_length"]
+    assert "max_length 64" in labels and len(fig.layout.shapes) == 4  # four lines drawn
+    far = charts.length_histogram(stats, 100_000)  # off the chart: named in the legend, axis not squashed
+    assert any("beyond the longest example" in t.name for t in far.data if t.name)
+    assert len(far.layout.shapes) == 3 and far.layout.xaxis.range[1] < 1000
 
 
 def test_overlay_and_memory_breakdown():
@@ -117,36 +117,36 @@ def test_poll_sends_nothing_when_nothing_changed(workspace):
     from finetune.config import RunConfig
     from finetune.runs import create_run
     from finetune.studio import Studio
-    from ui.state import Ctx
-    from ui.train_tab import TICK_KEYS, tick
+    from ui.state import Ctx, Selection
+    from ui.train_tab import tick
 
     run = create_run(RunConfig(run_name="polled"), workspace)
     for m in METRICS:
         run.append_metrics(m)
     run.write_status("done", "Finished", step=6, total_steps=6)
     ctx = Ctx(studio=Studio(workspace))
-    first = dict(zip(TICK_KEYS, tick(ctx, "polled", 0, "")))
+    first = tick(ctx, Selection("polled"), 0, "")
     assert first["drawn"] == len(METRICS)
     assert first["plot_loss"].layout.uirevision == "polled-loss"
     assert "done" in first["train_status"]
-    again = tick(ctx, "polled", first["drawn"], first["sig"])
-    assert all(isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1 for v in again)
+    assert tick(ctx, Selection("polled"), first["drawn"], first["sig"]) == {}  # nothing is sent
     # a new point (e.g. a resumed run) is drawn again, with the whole curve
     run.append_metrics({"step": 8, "loss": 1.5})
     run.write_status("training", "Training", step=8, total_steps=10, pid=None)
-    later = dict(zip(TICK_KEYS, tick(ctx, "polled", first["drawn"], first["sig"])))
+    later = tick(ctx, Selection("polled"), first["drawn"], first["sig"])
     assert later["drawn"] == len(METRICS) + 1
     assert list(later["plot_loss"].data[0].x) == [2, 4, 6, 8]
 
 
-def test_histogram_labels_never_share_a_row_and_the_title_names_what_was_measured():
+def test_histogram_labels_sit_in_the_legend_below_the_chart_and_the_title_names_what_was_measured():
     from ui.charts import length_histogram
 
     stats = {"lengths": [30, 35, 40, 45, 50, 52], "p50": 42.5, "p95": 51.5, "p99": 51.9}
-    for max_length in (48, 256):  # inside the data, and far beyond it (labelled at the edge)
+    for max_length in (48, 256):  # inside the data, and far beyond it
         fig = length_histogram(stats, max_length, "text")
-        rows = [a.y for a in fig.layout.annotations]
-        assert len(rows) == 4 and len(set(rows)) == 4, rows
+        assert not fig.layout.annotations  # no label inside the plot, where it could cover another or the bars
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+        assert len([t for t in fig.data if t.showlegend is not False]) == 4
     assert "plain text" in fig.layout.title.text and "chat template" not in fig.layout.title.text
     assert "chat template applied" in length_histogram(stats, 256, "conversational").layout.title.text
 

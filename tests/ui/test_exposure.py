@@ -206,7 +206,7 @@ def test_login_is_rate_limited(workspace):
         assert throttle.delayed == 50  # no instant answers to wrong passwords: each one waited
         assert login("s3cret") == 400  # locked: even the right password is refused
         # a refused attempt waits without holding anyone else: the page answers while it still waits
-        throttle.delay_s = 8.0
+        throttle.delay_s = 3.0
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pending = pool.submit(login, "s3cret")
             wait_for(lambda: throttle.waiting == 1, 30, what="the refused attempt waiting")

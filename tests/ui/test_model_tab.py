@@ -46,3 +46,28 @@ def test_on_a_machine_without_gpu_the_estimate_is_per_process(workspace):
     ctx = Ctx(studio=Studio(workspace, machine=Machine.virtual("cpu"), hardware=HardwareInfo(device="cpu")))
     md, _ = estimate(ctx, RunConfig(num_gpus=2, strategy="fsdp", quantization="none"))
     assert "per process (fsdp over 2 CPU processes" in md
+
+
+def test_the_start_summary_names_the_objective_the_data_and_a_mismatch(workspace):
+    from ui.model_tab import config_summary
+
+    sft = RunConfig(dataset_path=str(workspace / "uploads" / "0123456789-support.jsonl"))
+    line = config_summary(sft, "cpu", "conversational")
+    assert "objective SFT" in line and "support.jsonl" in line and "0123456789" not in line
+    assert "preference" not in line
+    assert "pick **DPO**, **ORPO** or **KTO**" in config_summary(sft, "cpu", "preference")
+    assert "needs preference data" in config_summary(sft.replace(objective="dpo"), "cpu", "conversational")
+
+
+def test_refresh_clears_a_stale_start_message_and_follows_the_form(workspace):
+    from ui import config_form
+    from ui.model_tab import refresh
+
+    ctx = Ctx(studio=Studio(workspace, machine=Machine.virtual("cpu"), hardware=HardwareInfo(device="cpu")))
+    values = config_form.values_from_config(RunConfig(method="dora", max_length=300))
+    out = refresh(ctx, "cpu", {"shape": "conversational"}, *values)
+    assert out["train_msg"] == "" and out["method"] == "DoRA" and out["data_max_length"] == 300
+    assert "Start will train" in out["train_config_md"] and "finetune train" in out["command"]
+    broken = list(values)
+    broken[config_form.field_names().index("lora_r")] = "lots"
+    assert "cannot be used" in refresh(ctx, "cpu", {}, *broken)["estimate_md"]
