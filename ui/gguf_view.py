@@ -26,6 +26,11 @@ INTRO = (
 )
 
 
+def code(text) -> str:
+    """Inline code: shown as it is (Markdown escapes would show as backslashes inside it)."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
 def type_table(ctx: Ctx, run_name: str | None, current: str | None = None) -> tuple[list[str], str | None, str]:
     """(the types this machine can make for the run's model, the one to preselect, the table of all types)."""
     try:
@@ -34,11 +39,11 @@ def type_table(ctx: Ctx, run_name: str | None, current: str | None = None) -> tu
         return [], None, md_error(exc, "GGUF types unknown")
     available = [c.type for c in choices if c.available]
     value = current if current in available else ("q8_0" if "q8_0" in available else (available or [None])[0])
-    lines = ["| type | here | |", "|---|---|---|"]
+    lines = ["| type | on this machine | |", "|---|---|---|"]
     for choice in choices:
         mark = "✔" if choice.available else "✘"
-        text = choice.note if choice.available else f"{choice.note}. **Not here:** {choice.reason}"
-        lines.append(f"| `{choice.type}` | {mark} | {md_escape(text)} |")
+        text = md_escape(choice.note) + ("" if choice.available else f". **Not here:** {md_escape(choice.reason)}")
+        lines.append(f"| {code(choice.type)} | {mark} | {text} |")
     return available, value, "\n".join(lines)
 
 
@@ -53,11 +58,11 @@ def result_md(result) -> str:
     template = "yes (plain, no generation markers)" if meta.get("chat_template") else "none"
     lines = [
         f"✔ **{md_escape(result.path.name)}**: {result.size_mb:,.1f} MB in {result.seconds:.1f} s, "
-        f"saved in `{md_escape(str(result.path.parent))}`",
+        f"saved in {code(result.path.parent)}",
         "",
         f"In the file: name **{md_escape(str(meta.get('name')))}**, base model "
-        f"**{md_escape(str(meta.get('base_model')))}**, EOS `{md_escape(str(meta.get('eos_token')))}`, end of turn "
-        f"`{md_escape(str(meta.get('eot_token')))}`, chat template {template}, tensors "
+        f"**{md_escape(str(meta.get('base_model')))}**, EOS {code(meta.get('eos_token'))}, end of turn "
+        f"{code(meta.get('eot_token'))}, chat template {template}, tensors "
         f"{md_escape(', '.join(meta.get('tensor_types') or []))}.",
         "",
         f"Ollama: {md_escape(result.modelfile.name) if result.modelfile else md_escape(result.modelfile_note)}"

@@ -131,7 +131,7 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
     yield (
         base,
         tuned,
-        f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
+        f"✔ Done: {md_escape(judge.side_label(against))} {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
         stats,
         diff_html(ctx, base, tuned),
     )
