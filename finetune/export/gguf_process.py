@@ -51,7 +51,13 @@ def run_worker(
 ) -> WorkerResult:
     """Run `python -m finetune.export.gguf_worker ARGS`; each stderr line goes to `on_line` as it comes.
     Raises WorkerFailed naming `what` (e.g. "converting to GGUF") and the reason."""
-    command = [sys.executable, "-m", "finetune.export.gguf_worker", *args]
+    return run_child([sys.executable, "-m", "finetune.export.gguf_worker", *args], what, on_line, timeout)
+
+
+def run_child(
+    command: list[str], what: str, on_line: Callable[[str], None] | None = None, timeout: float = TIMEOUT_S
+) -> WorkerResult:
+    """Run `command`, reading its stderr line by line; how it ended becomes a WorkerFailed (see run_worker)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, the version it was written for
     try:
