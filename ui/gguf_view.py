@@ -67,6 +67,8 @@ def result_md(result) -> str:
         "",
         f"Ollama: {md_escape(result.modelfile.name) if result.modelfile else md_escape(result.modelfile_note)}"
         + (f" ({md_escape(result.modelfile_note)})" if result.modelfile else ""),
+        "",
+        f"llama.cpp: {md_escape(result.runtime_check)}",
     ]
     return "\n".join(lines)
 

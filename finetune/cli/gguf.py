@@ -84,6 +84,7 @@ def export(args, desk) -> int:
         file=sys.stderr,
     )
     print(f"Modelfile: {result.modelfile}" if result.modelfile else result.modelfile_note, file=sys.stderr)
+    print(f"llama.cpp: {result.runtime_check}", file=sys.stderr)
     for command in result.commands.values():
         print(f"  {command}", file=sys.stderr)
     print(result.path)

@@ -9,7 +9,9 @@
  4. reads the file back and checks what a runtime needs: the chat template (the plain one, no
     {% generation %} markers), EOS and the token a chat turn ends with (written as EOT), a name and
     the base model;
- 5. writes `<run>.<type>.Modelfile` beside `<run>.<type>.gguf` (default folder <run>/exports/gguf/).
+ 5. where llama-cpp-python is installed, runs the file in llama.cpp (a child process): a file that
+    crashes the runtime it is made for is removed and the export fails, saying so;
+ 6. writes `<run>.<type>.Modelfile` beside `<run>.<type>.gguf` (default folder <run>/exports/gguf/).
 
 The file is written under a temporary name and renamed when complete: a failed export leaves nothing.
 `export_lora_gguf(run)` writes the adapter alone (convert_lora_to_gguf.py), for llama.cpp's `--lora`.
@@ -52,6 +54,7 @@ class GgufExport:
     modelfile_note: str
     metadata: dict[str, Any] = field(default_factory=dict)  # read back from the file (read_metadata)
     commands: dict[str, str] = field(default_factory=dict)  # ollama_create, ollama_run, llama_server...
+    runtime_check: str = ""  # what running the file in llama.cpp showed (when llama-cpp-python is installed)
 
 
 def gguf_dir(run: Run) -> Path:
@@ -280,6 +283,7 @@ def export_gguf(
         stage(0.9, 1.0)(0.0, "Checking the file's metadata")
         meta = read_metadata(partial)
         check_metadata(meta, had_template=_has_template(merged))
+        runtime_check = run_check(partial, cfg, merged, type_name)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -289,7 +293,29 @@ def export_gguf(
     commands = serve_commands(target, modelfile, ollama_model_name(run.name, type_name))
     stage(0.9, 1.0)(1.0, f"Saved {target.name}")
     size = target.stat().st_size / 2**20
-    return GgufExport(target, type_name, size, seconds, merged, modelfile, note, meta, commands)
+    return GgufExport(target, type_name, size, seconds, merged, modelfile, note, meta, commands, runtime_check)
+
+
+def run_check(path: Path, cfg, merged: Path, type_name: str) -> str:
+    """Run the file in llama.cpp for a few tokens (only where llama-cpp-python is installed); a crash or a
+    load failure raises ModelError (the caller removes the file)."""
+    from finetune.export.gguf_converter import LLAMA_CPP_PYTHON_VERSION
+    from finetune.export.gguf_process import generate_in_llama_cpp, llama_cpp_installed
+    from finetune.models import load_tokenizer
+
+    if not llama_cpp_installed():
+        return "not run in llama.cpp here (llama-cpp-python is not installed)"
+    tokenizer = load_tokenizer(cfg, None, path=str(merged))
+    messages = [{"role": "user", "content": "Hello"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    try:
+        got = generate_in_llama_cpp(path, prompt, max_tokens=4)
+    except WorkerFailed as exc:
+        raise ModelError(
+            f"The {type_name} file does not run in llama.cpp (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}): {exc}; "
+            "it was removed. Choose another type (f16 runs wherever llama.cpp does)"
+        ) from None
+    return f"ran in llama.cpp (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}): {len(got['ids'])} tokens generated"
 
 
 def _sixteen_bit(merged: Path) -> str:

@@ -129,3 +129,16 @@ def test_k_quants_of_a_256_wide_model_run_in_llama_cpp(demo_path, tmp_path):
         assert tensor_type in read_metadata(out)["tensor_types"], type_name
         got = generate_in_llama_cpp(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", max_tokens=8)
         assert got["prompt_ids"] == tokenizer("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_a_file_llama_cpp_cannot_run_fails_the_export_check(demo_path, tmp_path):
+    from finetune.config import RunConfig
+    from finetune.errors import ModelError
+    from finetune.export.gguf import run_check
+
+    broken = tmp_path / "broken.q8_0.gguf"
+    broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)  # a header, then nonsense
+    with pytest.raises(ModelError, match=r"The q8_0 file does not run in llama\.cpp .*it was removed"):
+        run_check(broken, RunConfig(model_name_or_path="demo"), demo_path, "q8_0")
