@@ -122,12 +122,15 @@ def quantize(source: Path, target: Path, type_name: str) -> None:
     run_worker(["quantize", str(source), str(target), type_name], f"quantizing to {type_name}")
 
 
-def generate_in_llama_cpp(path: Path, prompt: str, max_tokens: int = 32, add_bos: bool = False) -> dict:
-    """Greedy answer of the GGUF at `path` in llama.cpp, in a child process:
-    {"prompt_ids": [...], "ids": [...], "text": "..."}. A crash raises WorkerFailed(kind="crash")."""
+def generate_in_llama_cpp(
+    path: Path, prompt: str, max_tokens: int = 32, add_bos: bool = False, lora: Path | None = None
+) -> dict:
+    """Greedy answer of the GGUF at `path` (with the GGUF LoRA `lora` on top) in llama.cpp, in a child
+    process: {"prompt_ids": [...], "ids": [...], "text": "..."}. A crash raises WorkerFailed(kind="crash")."""
     if not llama_cpp_installed():
         raise WorkerFailed(f"running a GGUF in llama.cpp {LLAMA_CPP_MISSING}", "missing-runtime")
-    request = json.dumps({"prompt": prompt, "max_tokens": int(max_tokens), "add_bos": bool(add_bos)})
+    request = {"prompt": prompt, "max_tokens": int(max_tokens), "add_bos": bool(add_bos)}
+    request = json.dumps({**request, "lora": str(lora)} if lora else request)
     result = run_worker(["generate", str(path), request], f"running {path.name} in llama.cpp", timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:

@@ -9,7 +9,7 @@ command writes to stderr starts with ERROR_PREFIX and says what went wrong in on
     convert CONVERTER_DIR [--pre-tokenizer NAME] [--eot-token-id N] -- <convert_hf_to_gguf.py arguments>
     lora CONVERTER_DIR -- <convert_lora_to_gguf.py arguments>
     quantize IN.gguf OUT.gguf TYPE            (llama-cpp-python's llama_model_quantize)
-    generate FILE.gguf PROMPT_JSON            (prints one JSON line: the prompt's token ids, the answer)
+    generate FILE.gguf REQUEST_JSON           (prints one JSON line: the prompt's token ids, the answer)
 
 The converter is called, never copied: the only changes are two hooks set before it runs, both
 through its public classes. `--pre-tokenizer` names the pre-tokenizer of a tokenizer llama.cpp has no
@@ -96,13 +96,14 @@ def quantize(source: str, target: str, type_name: str) -> None:
 
 
 def generate(path: str, request_json: str) -> None:
-    """Greedy generation in llama.cpp: {"prompt": text, "max_tokens": n} -> {"prompt_ids", "ids", "text"}.
+    """Greedy generation in llama.cpp: {"prompt": text, "max_tokens": n, "lora": path?} -> {"prompt_ids", "ids", "text"}.
     The prompt is tokenized by the GGUF's own tokenizer (special tokens parsed), so a wrong vocabulary
     or pre-tokenizer shows as different prompt ids."""
     import llama_cpp
 
     request = json.loads(request_json)
-    llm = llama_cpp.Llama(model_path=path, n_ctx=int(request.get("n_ctx", 512)), n_threads=1, verbose=False)
+    lora = {"lora_path": request["lora"]} if request.get("lora") else {}  # a GGUF LoRA on top (llama.cpp's --lora)
+    llm = llama_cpp.Llama(model_path=path, n_ctx=int(request.get("n_ctx", 512)), n_threads=1, verbose=False, **lora)
     prompt_ids = llm.tokenize(request["prompt"].encode("utf-8"), add_bos=bool(request.get("add_bos")), special=True)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     ids: list[int] = []

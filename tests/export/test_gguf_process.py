@@ -142,3 +142,27 @@ def test_a_file_llama_cpp_cannot_run_fails_the_export_check(demo_path, tmp_path)
     broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)  # a header, then nonsense
     with pytest.raises(ModelError, match=r"The q8_0 file does not run in llama\.cpp .*it was removed"):
         run_check(broken, RunConfig(model_name_or_path="demo"), demo_path, "q8_0")
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_the_gguf_lora_on_the_base_answers_like_the_merged_model(demo_exports, demo_path, tmp_path):
+    """llama.cpp's --lora: the base converted as it is plus the adapter's GGUF LoRA = the merged fine-tune."""
+    from finetune.evaluation.examples import examples_from_rows, load_eval_rows
+    from finetune.export.gguf import DEMO_PRE_TOKENIZER, export_lora_gguf
+    from finetune.export.gguf_converter import converter_dir
+    from finetune.export.gguf_process import generate_in_llama_cpp, run_worker
+
+    run, exports = demo_exports
+    lora = export_lora_gguf(run)
+    base = tmp_path / "demo.f16.gguf"
+    args = ["convert", str(converter_dir()), "--pre-tokenizer", DEMO_PRE_TOKENIZER, "--"]
+    run_worker([*args, str(demo_path), "--outfile", str(base), "--outtype", "f16"], "converting the base")
+    rows, _, _ = load_eval_rows(run)
+    examples, _ = examples_from_rows(rows, 2)
+    merged = exports["f16"].merged
+    for example in examples:
+        prompt = _prompt_text(merged, example.prompt_input)
+        with_lora = generate_in_llama_cpp(base, prompt, max_tokens=MAX_NEW, lora=lora)
+        assert with_lora["text"] == generate_in_llama_cpp(exports["f16"].path, prompt, max_tokens=MAX_NEW)["text"]
+        assert with_lora["text"] != generate_in_llama_cpp(base, prompt, max_tokens=MAX_NEW)["text"]
