@@ -59,6 +59,8 @@ def test_turn_end_token_of_the_demo_chat_template(demo_path):
 
     tokenizer = AutoTokenizer.from_pretrained(demo_path)
     assert turn_end_token(tokenizer) == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n\n{% endfor %}"
+    assert turn_end_token(tokenizer) is None  # a turn that ends in plain text has no token to stop on
     tokenizer.chat_template = None
     assert turn_end_token(tokenizer) is None
 
