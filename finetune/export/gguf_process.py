@@ -24,7 +24,7 @@ from finetune.export.gguf_worker import ERROR_PREFIX
 TIMEOUT_S = 6 * 3600  # a 70B conversion on a slow disk; a hung child is still ended
 LLAMA_CPP_MISSING = (
     "needs llama-cpp-python (llama.cpp's quantizer and runtime), which compiles from source: "
-    'pip install torch==2.13.0 -e ".[gguf]" (about 11 minutes on 2 CPU cores; a C++ compiler and cmake)'
+    'pip install torch==2.13.0 -e ".[gguf]" (11 to 40 minutes on 2 CPU cores; a C++ compiler and cmake)'
 )
 
 

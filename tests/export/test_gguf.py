@@ -65,6 +65,20 @@ def test_turn_end_token_of_the_demo_chat_template(demo_path):
     assert turn_end_token(tokenizer) is None
 
 
+def test_a_file_without_eos_or_with_a_training_template_is_refused():
+    from finetune.export.gguf import check_metadata
+
+    good = {"eos_token_id": 2, "chat_template": "{{ messages[0]['content'] }}"}
+    check_metadata(good, had_template=True)
+    with pytest.raises(ModelError, match="no EOS token"):
+        check_metadata({**good, "eos_token_id": None}, had_template=True)
+    with pytest.raises(ModelError, match="chat template did not reach the file"):
+        check_metadata({**good, "chat_template": None}, had_template=True)
+    check_metadata({**good, "chat_template": None}, had_template=False)  # a model without one: nothing lost
+    with pytest.raises(ModelError, match="generation %} markers"):
+        check_metadata({**good, "chat_template": "{% generation %}x{% endgeneration %}"}, had_template=True)
+
+
 # --- the converter's cache (fast) ----------------------------------------------------------------------
 def _fake_sdist(path: Path, with_converter: bool = True) -> Path:
     from finetune.export.gguf_converter import LLAMA_CPP_PYTHON_VERSION
