@@ -49,6 +49,11 @@ COPY --chown=user:user . /app
 RUN pip install --no-cache-dir --no-deps -e . \
     && chmod 0755 /app/docker/entrypoint.sh
 
+# llama.cpp's GGUF converter (Python files from the pinned llama-cpp-python sdist), fetched at build time so
+# a GGUF export needs no network at run time; K-quants would need llama-cpp-python compiled (.[gguf])
+ENV FINETUNE_GGUF_CONVERTER=/opt/llama.cpp-converter
+RUN finetune gguf-converter --to /opt/llama.cpp-converter
+
 USER 1000:1000
 ENV HOME=/home/user
 

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # imported only after a probe says they are there, by code that says what to install when they are not
 PROBED = {
     "unsloth": "the bench's optional Unsloth arm (GPU only)",
+    "llama_cpp": "llama-cpp-python, the optional .[gguf] extra (K-quants, running a GGUF in llama.cpp)",
+    # llama.cpp's converter, imported from the folder fetched from llama-cpp-python's sdist (gguf_converter)
+    "conversion": "llama.cpp's converter package, fetched on first GGUF export",
+    "convert_hf_to_gguf": "llama.cpp's converter script, fetched on first GGUF export",
 }
 
 

@@ -126,7 +126,7 @@ def summary_md(evaluation: Evaluation) -> str:
         f"(adapter: {md_escape(s.get('adapter') or 'final')}, saved as `{md_escape(folder)}`)"
         + (" — **stopped early**" if s.get("stopped") else ""),
         "",
-        "| metric | base | fine-tuned |",
+        f"| metric | {md_escape(s.get('against_label') or 'base')} | fine-tuned |",
         "|---|---|---|",
     ]
     for m in [*metrics, "mean_tokens", "mean_seconds"]:
@@ -195,9 +195,10 @@ def run_evaluation(
     top_p,
     max_new,
     seed,
+    against=None,
     progress=gr.Progress(),
 ):
-    """Outputs: message, summary, chart, table, files, folder."""
+    """Outputs: message, summary, chart, table, files, folder. `against`: the side opposite the fine-tune."""
     stop.clear()
     try:
         ctx.studio.lease.refuse_while_training("evaluating")
@@ -211,6 +212,7 @@ def run_evaluation(
             settings=settings,
             stop=stop,
             progress=progress_callback(progress, "Evaluating", "rows"),
+            against=against,
         )
     except Exception as exc:
         gr.Warning(error_text(exc))
@@ -252,7 +254,8 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     shown = [c["eval_summary"], c["eval_chart"], c["eval_table"], c["eval_files"], c["eval_folder"]]
     work = c["eval_start"].click(
         partial(run_evaluation, ctx),
-        [c["test_run"], c["eval_file"], c["eval_limit"], c["eval_filter"], c["eval_stop_flag"], *settings_inputs],
+        [c["test_run"], c["eval_file"], c["eval_limit"], c["eval_filter"], c["eval_stop_flag"], *settings_inputs]
+        + [c["test_against"]],
         [c["eval_msg"], *shown],
         api_name="evaluate",
         concurrency_id=GPU,

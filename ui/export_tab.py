@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ui import gguf_view
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
 
@@ -66,6 +67,7 @@ def build(ctx: Ctx) -> None:
             c["hub_private"] = gr.Checkbox(value=True, label="Private repository", elem_id="export-hub-private")
         c["hub_btn"] = gr.Button("Push to the Hub", elem_id="export-hub-btn")
         c["hub_msg"] = gr.Markdown(elem_id="export-hub-msg")
+    gguf_view.build(ctx)
     gr.Markdown("### Model card")
     c["card"] = gr.Markdown(card_for(ctx, c["export_run"].value), elem_id="export-card", container=True, max_height=500)
 
@@ -140,6 +142,7 @@ def wire(ctx: Ctx) -> None:
         api_name="push_to_hub",
     )
 
+    gguf_view.wire(ctx)
     c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
     c["export_refresh"].click(
         lambda cur: run_dropdown_update(ctx.studio, cur), c["export_run"], c["export_run"], api_visibility="private"

@@ -18,7 +18,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import NO_RUN
-from ui import ab_view, eval_tab, grid_view
+from ui import ab_view, eval_tab, gguf_side_view, grid_view
 from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
@@ -33,6 +33,7 @@ DIFF_LEGEND = (
 def build(ctx: Ctx) -> None:
     c = ctx.c
     adapter_run_picker(ctx, "test")
+    gguf_side_view.build(ctx)
     with gr.Accordion("Decoding settings (shared by every view below)", open=False, elem_id="test-settings"):
         c["test_system"] = gr.Textbox(label="System prompt", placeholder="optional", lines=1, elem_id="test-system")
         with gr.Row():
@@ -99,8 +100,9 @@ def diff_html(ctx: Ctx, base: str, tuned: str) -> str:
     return DIFF_LEGEND + ctx.studio.judge.diff_html(base, tuned)
 
 
-def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, seed):
-    """Stream the base answer, then the fine-tuned one; yields (base, tuned, message, stats, diff)."""
+def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, seed, against=None):
+    """Stream the base answer (or the GGUF side `against`), then the fine-tuned one; yields
+    (base, tuned, message, stats, diff)."""
     try:
         if not run_name:
             raise FinetuneError(NO_RUN)
@@ -112,8 +114,8 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
         yield "", "", f"● Loading the base model and the adapter of **{md_escape(run_name)}**…", "", DIFF_EMPTY
         base = ""
         t0 = time.perf_counter()
-        for base in judge.stream(run_name, prompt, False, settings):
-            yield base, "", "… Base model answering…", gr.skip(), gr.skip()
+        for base in judge.stream(run_name, prompt, False, settings, against=against):
+            yield base, "", f"… {md_escape(judge.side_label(against))} answering…", gr.skip(), gr.skip()
         t1 = time.perf_counter()
         tuned = ""
         for tuned in judge.stream(run_name, prompt, True, settings):
@@ -129,7 +131,7 @@ def compare(ctx: Ctx, run_name, prompt, system, temperature, top_p, max_new, see
     yield (
         base,
         tuned,
-        f"✔ Done: base {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
+        f"✔ Done: {md_escape(judge.side_label(against))} {t1 - t0:.1f} s, fine-tuned {t2 - t1:.1f} s{same}.",
         stats,
         diff_html(ctx, base, tuned),
     )
@@ -148,11 +150,11 @@ def make_report(ctx: Ctx, fmt: str, run_name):
 def wire(ctx: Ctx) -> None:
     c = ctx.c
 
-    def run_compare(run_name, prompt, system, temperature, top_p, max_new, seed):
-        yield from compare(ctx, run_name, prompt, system, temperature, top_p, max_new, seed)
+    def run_compare(run_name, prompt, system, temperature, top_p, max_new, seed, against=None):
+        yield from compare(ctx, run_name, prompt, system, temperature, top_p, max_new, seed, against)
 
     settings = [c["test_system"], c["test_temperature"], c["test_top_p"], c["test_max_new"], c["test_seed"]]
-    inputs = [c["test_run"], c["test_prompt"], *settings]
+    inputs = [c["test_run"], c["test_prompt"], *settings, c["test_against"]]
     outputs = [c["test_base"], c["test_tuned"], c["test_msg"], c["test_stats"], c["test_diff"]]
     c["test_btn"].click(run_compare, inputs, outputs, api_name="compare", concurrency_id=GPU, concurrency_limit=1)
     c["test_prompt"].submit(
@@ -168,4 +170,5 @@ def wire(ctx: Ctx) -> None:
     ab_view.wire(ctx, settings)
     ab_view.wire_run_change(ctx)
     eval_tab.wire(ctx, settings)
+    gguf_side_view.wire(ctx)
     grid_view.wire(ctx, settings)

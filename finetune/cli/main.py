@@ -181,7 +181,11 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from finetune.cli import gguf
+
     desk = _studio(args).export
+    if gguf.wants_gguf(args):
+        return gguf.export(args, desk)
     run = desk.studio.run(args.run)
     out = Path(args.out) if args.out else None
     if args.merge:
@@ -284,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (merge) or zip path/folder")
     p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the result to the Hub (token from HF_TOKEN)")
+    from finetune.cli.gguf import add_export_arguments as add_gguf_arguments
+
+    add_gguf_arguments(p)
     _add_workspace(p)
     p.set_defaults(func=cmd_export)
 
@@ -302,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_evaluate_cli(sub)
     register_estimate_cli(sub)
     register_bench_cli(sub)
+    from finetune.cli.gguf import register_cli as register_gguf_cli
+
+    register_gguf_cli(sub)
     return parser
 
 

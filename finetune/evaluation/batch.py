@@ -167,15 +167,18 @@ def evaluate(
     stop: StopCheck = None,
     save: bool = True,
     rows: list[dict] | None = None,
+    against: str | None = None,
 ) -> Evaluation:
     """Generate and score base and fine-tuned answers for up to `limit` rows.
 
     `data`: a file (default: the run's validation rows). `adapter`: a checkpoint folder in
     the run (default: the final adapter). `rows`: normalized rows to use instead of reading `data`. `labels`: force label metrics with this label set
     (default: detected from the references). `settings.system_prompt` is not used: rows are
-    formatted exactly as in training, with their own system turn if they had one.
+    formatted exactly as in training, with their own system turn if they had one. `against`
+    ("gguf:<file>", see evaluation.gguf_side) puts one of the run's GGUF exports in the "base" column.
     """
     from finetune.evaluation.compare import GenerationSettings
+    from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, side_label
 
     settings = (settings or GenerationSettings()).check()
     run = as_run(comparer_or_run)
@@ -188,6 +191,8 @@ def evaluate(
         labels = [normalize_answer(label) for label in labels if normalize_answer(label)] or None
     else:
         labels = detect_labels([e.reference for e in examples])
+    if is_gguf_side(against):
+        gguf_path(run, against)  # a missing file is refused before anything is generated
     comparer = comparer_for(comparer_or_run, adapter)
     name = comparer.active_adapter
     results: list[EvalRow] = []
@@ -197,7 +202,7 @@ def evaluate(
         if should_stop(stop):
             stopped = True
             break
-        base = generate_example(comparer, example, False, settings, name, stop)
+        base = generate_example(comparer, example, False, settings, name, stop, against)
         tuned = None if should_stop(stop) else generate_example(comparer, example, True, settings, name, stop)
         if tuned is None or should_stop(stop):  # a cut-short row is dropped: it would score unfairly
             stopped = True
@@ -211,6 +216,8 @@ def evaluate(
         stopped=stopped,
         adapter=name,
         run=run.name,
+        against=against or "base",
+        against_label=side_label(against),
         settings=settings_dict(settings),
         skipped=skipped[:50],
         warnings=warnings,

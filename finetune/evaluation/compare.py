@@ -11,6 +11,9 @@ Runs with method=full have no adapter: "fine-tuned" is the whole model saved in 
 and "base" is the original model, so two copies are unavoidable; each is loaded lazily,
 on the first generation that needs it.
 
+`against="gguf:<file>"` (evaluation.gguf_side) puts one of the run's GGUF exports where the base
+stands: the file is loaded (dequantized) beside the run's model, once, and kept until another is named.
+
 `get_comparer()` is a process-wide cache holding at most one Comparer (one loaded run).
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.errors import ModelError, RunError
 from finetune.evaluation.generation import CompareResult, Generation, GenerationSettings, StreamedText
+from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, load_gguf_model
 from finetune.models import release_memory
 from finetune.runs import Run, open_run
 
@@ -97,6 +101,7 @@ class Comparer:
         self._loads = 0
         self._closed = False
         self._base_model = None  # full: the base model; lora/dora: unused (the base is inside self.model)
+        self._gguf: tuple[Path, object] | None = None  # (file, model) of the GGUF side, when one was asked for
         self.model = None  # lora/dora: the PeftModel; full: the fine-tuned model
         self.active_adapter: str | None = None
         self.adapter_path = resolve_adapter_path(self.run, adapter_path)
@@ -198,10 +203,13 @@ class Comparer:
         """Names of the attached adapters (`final`, `checkpoint_N`...), least recently used first."""
         return [self.active_adapter] if self.full else list(self._adapters)
 
-    def _model_for(self, use_adapter: bool, adapter: str | None):
-        """(model, context manager) for one side; loads full-run models lazily. Lock held."""
+    def _model_for(self, use_adapter: bool, adapter: str | None, against: str | None = None):
+        """(model, context manager) for one side; loads full-run models lazily. Lock held.
+        `against` ("gguf:<file>") replaces the base side with that GGUF export of the run."""
         if adapter is not None:
             self.set_adapter(adapter)
+        if not use_adapter and is_gguf_side(against):
+            return self._gguf_model(gguf_path(self.run, against)), nullcontext()
         if not self.full:
             if use_adapter:
                 return self.model, nullcontext()
@@ -214,6 +222,14 @@ class Comparer:
             self._base_model = self._load_model()
         return self._base_model, nullcontext()
 
+    def _gguf_model(self, path: Path):
+        stamp = (path, path.stat().st_mtime_ns)
+        if self._gguf is None or self._gguf[0] != stamp:
+            self._gguf = None  # drop the previous file before the next is loaded
+            release_memory()
+            self._gguf = (stamp, load_gguf_model(path))
+        return self._gguf[1]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RunError("this comparison was closed to free memory; open the run again")
@@ -224,6 +240,7 @@ class Comparer:
             self._closed = True
             self.model = None
             self._base_model = None
+            self._gguf = None
             self._adapters.clear()
         release_memory()
 
@@ -275,14 +292,16 @@ class Comparer:
         kw.update(extra)
         return kw
 
-    def _run_generate(self, use_adapter: bool, adapter: str | None, inputs, settings: GenerationSettings, **extra):
+    def _run_generate(
+        self, use_adapter: bool, adapter: str | None, inputs, settings: GenerationSettings, against=None, **extra
+    ):
         """Generate under the model lock with the side's adapter state; the seed is set right
         before `generate` so both sides sample from the same random stream."""
         import torch
 
         with self._lock:
             self._check_open()
-            model, context = self._model_for(use_adapter, adapter)
+            model, context = self._model_for(use_adapter, adapter, against)
             device = next(model.parameters()).device
             # fork_rng: seeding must not reset the RNG of a training job running in this process
             with context, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -319,35 +338,42 @@ class Comparer:
         adapter: str | None = None,
         stop: Any = None,
         as_text: bool = False,
+        against: str | None = None,
     ) -> Generation:
         """One answer, with (`use_adapter=True`) or without the fine-tuning; only the new tokens decoded.
 
         `prompt` and `as_text`: see `encode`. `adapter` picks a loaded adapter by name (and makes it
         the active one) under the same lock as the generation, so a concurrent caller switching
         checkpoints cannot interfere. `stop` (an Event or a callable returning True) ends a long
-        generation early.
+        generation early. `against` ("gguf:<file>") answers the base side with that GGUF export.
         """
         settings = settings or GenerationSettings()
         inputs = self.encode(prompt, settings, as_text=as_text)
         extra = {} if stop is None else {"stopping_criteria": stopping_criteria(stop)}
         start = time.perf_counter()
-        out = self._run_generate(use_adapter, adapter, inputs, settings, **extra)
+        out = self._run_generate(use_adapter, adapter, inputs, settings, against, **extra)
         seconds = time.perf_counter() - start
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
         return Generation(text=text, tokens=int(new_tokens.numel()), seconds=seconds)
 
     def compare(
-        self, prompt: str, settings: GenerationSettings | None = None, *, adapter: str | None = None
+        self, prompt: str, settings: GenerationSettings | None = None, *, adapter: str | None = None, against=None
     ) -> CompareResult:
-        """Base answer, then fine-tuned answer, with identical decoding settings and seed."""
+        """Base (or `against`'s GGUF) answer, then fine-tuned answer, with identical decoding settings and seed."""
         settings = settings or GenerationSettings()
-        base = self.generate(prompt, False, settings, adapter=adapter)
+        base = self.generate(prompt, False, settings, adapter=adapter, against=against)
         tuned = self.generate(prompt, True, settings, adapter=adapter)
         return CompareResult(base.text, tuned.text, base.tokens, tuned.tokens, base.seconds, tuned.seconds)
 
     def stream(
-        self, prompt: str, use_adapter: bool, settings: GenerationSettings | None = None, *, adapter: str | None = None
+        self,
+        prompt: str,
+        use_adapter: bool,
+        settings: GenerationSettings | None = None,
+        *,
+        adapter: str | None = None,
+        against: str | None = None,
     ) -> Iterator[StreamedText]:
         """Yield the growing answer text as tokens arrive (for a live UI); once generation ends,
         the final text again with `.tokens`, the number of tokens generated (never re-counted
@@ -359,10 +385,10 @@ class Comparer:
         """
         settings = settings or GenerationSettings()
         inputs = self.encode(prompt, settings)
-        return self._stream(inputs, use_adapter, adapter, settings)
+        return self._stream(inputs, use_adapter, adapter, settings, against)
 
     def _stream(
-        self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings
+        self, inputs, use_adapter: bool, adapter: str | None, settings: GenerationSettings, against=None
     ) -> Iterator[StreamedText]:
         from transformers import TextIteratorStreamer
 
@@ -375,7 +401,7 @@ class Comparer:
             try:
                 stopping = stopping_criteria(cancel)
                 out = self._run_generate(
-                    use_adapter, adapter, inputs, settings, streamer=streamer, stopping_criteria=stopping
+                    use_adapter, adapter, inputs, settings, against, streamer=streamer, stopping_criteria=stopping
                 )
                 generated.append(int(out.shape[1] - inputs["input_ids"].shape[1]))
             except BaseException as exc:  # re-raised in the consumer's thread

@@ -134,12 +134,20 @@ def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict]
 
 
 def generate_example(
-    comparer: Any, example: Example, use_adapter: bool, settings: Any, adapter: str | None, stop: Any = None
+    comparer: Any,
+    example: Example,
+    use_adapter: bool,
+    settings: Any,
+    adapter: str | None,
+    stop: Any = None,
+    against: str | None = None,
 ):
     """One answer (a Generation) for an example, formatted exactly as training formatted its prompt
     (messages through the chat template, a prompt-completion prompt as plain text), through the
-    Comparer's one public `generate`. `stop` also ends a long generation early (the caller drops that row)."""
+    Comparer's one public `generate`. `stop` also ends a long generation early (the caller drops that row).
+    `against` ("gguf:<file>") answers the base side with that GGUF export of the run."""
     prompt = example.prompt_input
+    extra = {"against": against} if against else {}  # scripted test comparers need not know the option
     return comparer.generate(
-        prompt, use_adapter, settings.check(), adapter=adapter, stop=stop, as_text=isinstance(prompt, str)
+        prompt, use_adapter, settings.check(), adapter=adapter, stop=stop, as_text=isinstance(prompt, str), **extra
     )

@@ -245,9 +245,12 @@ def evaluate_with_preferences(
     labels: list[str] | None = None,
     progress: Progress | None = None,
     stop: StopCheck = None,
+    against: str | None = None,
 ):
     """The batch evaluation of held-out rows; on preference pairs also preference accuracy and mean
-    margin per model (in the same summary, saved with it), the chosen answers serving as references."""
+    margin per model (in the same summary, saved with it), the chosen answers serving as references.
+    `against` (a GGUF side) replaces the base in the generated answers; preference accuracy is then
+    left out (it compares the base's log-probabilities, which a GGUF side does not stand for)."""
     from finetune.evaluation.batch import evaluate
     from finetune.evaluation.examples import load_eval_rows
 
@@ -255,7 +258,10 @@ def evaluate_with_preferences(
     rows, source, warnings = load_eval_rows(run, data)
     preference = None
     if is_preference_data(rows):
-        preference = evaluate_preferences(run, source, rows=rows, limit=limit, adapter=adapter, stop=stop)
+        if against and against != "base":
+            warnings = [*warnings, "preference accuracy is not computed against a GGUF side; pick the base for it"]
+        else:
+            preference = evaluate_preferences(run, source, rows=rows, limit=limit, adapter=adapter, stop=stop)
         rows = as_reference_rows(rows)
     evaluation = evaluate(
         run,
@@ -267,6 +273,7 @@ def evaluate_with_preferences(
         labels=labels,
         progress=progress,
         stop=stop,
+        against=against,
     )
     summary = evaluation.summary
     summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])

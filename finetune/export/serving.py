@@ -67,8 +67,9 @@ _LLAMA3 = _Family(
 FAMILIES = (_CHATML, _LLAMA3)
 
 
-def ollama_modelfile(merged_dir: str | Path, gguf_name: str = "model.gguf") -> str:
+def ollama_modelfile(merged_dir: str | Path, gguf_name: str = "model.gguf", system: str | None = None) -> str:
     """A Modelfile for `ollama create NAME -f Modelfile`, next to `gguf_name` (converted from merged_dir).
+    `system` (the system prompt the run trained with) replaces the template's default system prompt.
 
     Raises ValueError when the folder has no chat template, or one we cannot reproduce exactly."""
     merged_dir = Path(merged_dir)
@@ -82,7 +83,10 @@ def ollama_modelfile(merged_dir: str | Path, gguf_name: str = "model.gguf") -> s
             "the chat template is neither ChatML nor Llama 3; write the Modelfile's TEMPLATE by hand "
             "(see docs/serving.md)"
         )
-    system = _check_and_default_system(tokenizer, family)
+    default_system = _check_and_default_system(tokenizer, family)
+    system = default_system if system is None else system
+    if '"""' in system:
+        raise ValueError('the system prompt contains """, which a Modelfile cannot quote')
 
     lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{family.go_template}"""', ""]
     if system:

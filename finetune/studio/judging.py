@@ -27,22 +27,39 @@ class JudgeDesk:
         return self.studio.run(name)
 
     # side by side ------------------------------------------------------------------------
-    def stream(self, name: str, prompt: str, use_adapter: bool, settings: GenerationSettings) -> Iterator[Any]:
-        """The answer of the base (`use_adapter=False`) or the fine-tuned model as it grows; the last
-        item carries `.tokens`, the number of tokens generated."""
+    def stream(
+        self, name: str, prompt: str, use_adapter: bool, settings: GenerationSettings, against: str | None = None
+    ) -> Iterator[Any]:
+        """The answer of the base (`use_adapter=False`; or the side `against` names, see `sides`) or the
+        fine-tuned model as it grows; the last item carries `.tokens`, the number of tokens generated."""
         from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):
-            yield from get_comparer(run).stream(prompt, use_adapter, settings)
+            yield from get_comparer(run).stream(prompt, use_adapter, settings, against=against)
 
-    def compare(self, name: str, prompt: str, settings: GenerationSettings):
-        """Both answers at once (a CompareResult)."""
+    def sides(self, name: str | None) -> list[tuple[str, str]]:
+        """(label, side) of what can stand opposite the fine-tuned model: the base, then the run's GGUF
+        exports ("gguf:<file>"), to see what a quantized file costs against the 16-bit fine-tune."""
+        from finetune.evaluation.gguf_side import BASE_SIDE, side_choices
+
+        if not name:
+            return [("Base model", BASE_SIDE)]
+        return side_choices(self._run(name))
+
+    @staticmethod
+    def side_label(side: str | None) -> str:
+        from finetune.evaluation.gguf_side import side_label
+
+        return side_label(side)
+
+    def compare(self, name: str, prompt: str, settings: GenerationSettings, against: str | None = None):
+        """Both answers at once (a CompareResult); `against` as in `stream`."""
         from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):
-            return get_comparer(run).compare(prompt, settings)
+            return get_comparer(run).compare(prompt, settings, against=against)
 
     @staticmethod
     def diff_html(base: str, tuned: str) -> str:
@@ -93,9 +110,9 @@ class JudgeDesk:
         return random.SystemRandom().choice(examples).prompt_text
 
     # batch evaluation --------------------------------------------------------------------
-    def evaluate(self, name: str, data: str | None, *, limit: int, settings, stop=None, progress=None):
-        """Score base and fine-tuned answers on held-out rows (the run's own, or the file `data`); on
-        preference pairs also each model's preference_accuracy and mean_margin (log-probabilities)."""
+    def evaluate(self, name: str, data: str | None, *, limit: int, settings, stop=None, progress=None, against=None):
+        """Score base (or the GGUF side `against`) and fine-tuned answers on held-out rows (the run's own, or
+        the file `data`); on preference pairs also each model's preference_accuracy and mean_margin."""
         from finetune.evaluation.preference import evaluate_with_preferences
 
         if int(limit) < 1:
@@ -103,7 +120,7 @@ class JudgeDesk:
         run = self._run(name)
         with self.studio.lease.hold("evaluating"):  # on pairs: also preference accuracy and mean margin
             return evaluate_with_preferences(
-                run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress
+                run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress, against=against
             )
 
     def latest_evaluation(self, name: str):
