@@ -25,6 +25,7 @@ DEMO_VERSION = 2
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SAMPLE_DATASET = SAMPLES_DIR / "sample_chat.jsonl"
 SAMPLE_PREFERENCE_DATASET = SAMPLES_DIR / "sample_preference.jsonl"  # the default for dpo/orpo/kto
+SAMPLE_PROMPTS_DATASET = SAMPLES_DIR / "sample_prompts.jsonl"  # the default for grpo: prompts with answers
 
 # ChatML, as Qwen uses it, with {% generation %} markers so TRL can mask everything
 # but the assistant turns (assistant_only_loss) without patching.

@@ -55,6 +55,18 @@ def check_objective(report: DatasetReport, objective: str) -> None:
     """The data must fit what is learned: SFT needs answers to imitate, DPO/ORPO chosen/rejected pairs,
     KTO pairs (TRL unpairs them) or prompt/completion/label rows."""
     shape, name = report.shape, report.source
+    if objective == "grpo" and shape != "prompts":
+        raise DataError(
+            f"objective grpo samples completions for prompts and needs prompts data (a prompt column, an answer "
+            f"column for the answer rewards), but {name} is {shape.replace('_', ' ')} data ({report.format}); "
+            "a prompt/completion file can be read as prompts with dataset_format prompts and column_mapping "
+            '{"answer": "completion"}'
+        )
+    if shape == "prompts" and objective != "grpo":
+        raise DataError(
+            f"{name} is prompts data (prompts, no completions to imitate or compare): train it with objective "
+            f"grpo and reward functions, not {objective}"
+        )
     if objective == "sft" and shape in ("preference", "unpaired_preference"):
         raise DataError(
             f"{name} is {shape.replace('_', ' ')} data (chosen/rejected or labelled completions), which "
@@ -96,6 +108,8 @@ def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
 
     objective = getattr(config, "objective", "sft")
     default = SAMPLE_PREFERENCE_DATASET if objective in PREFERENCE_OBJECTIVES else SAMPLE_DATASET
+    if objective == "grpo":
+        from finetune.demo import SAMPLE_PROMPTS_DATASET as default
     source = str(config.dataset_path).strip() or str(default)
     mapping = dict(config.column_mapping or {})
     report = load_records(source, config.dataset_format, mapping)
