@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.studio import Studio
-from ui import data_tab, export_tab, model_tab, test_tab, train_tab
+from ui import data_tab, export_tab, grpo_view, model_tab, test_tab, train_tab
 from ui.state import Ctx, run_dropdown_update
 
 TITLE = "finetune studio"
@@ -55,6 +55,7 @@ def build_app(
         model_tab.wire(ctx)
         data_tab.wire(ctx)
         train_tab.wire(ctx)
+        grpo_view.wire(ctx)
         test_tab.wire(ctx)
         export_tab.wire(ctx)
         _wire_cross_tab(ctx)

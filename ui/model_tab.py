@@ -14,7 +14,7 @@ import gradio as gr
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, FinetuneError
-from ui import charts, config_form
+from ui import charts, config_form, grpo_view
 from ui.state import Ctx, error_text, md_error, md_escape
 
 MODELS = [
@@ -35,7 +35,7 @@ METHODS = {
     "DoRA": ("dora", None),  # keeps the quantization chosen (QDoRA with 4bit)
     "Full fine-tune": ("full", "none"),
 }
-OBJECTIVES = {"SFT": "sft", "DPO": "dpo", "ORPO": "orpo", "KTO": "kto"}
+OBJECTIVES = {"SFT": "sft", "DPO": "dpo", "ORPO": "orpo", "KTO": "kto", "GRPO": "grpo"}
 FRESH_ADAPTER = "(a fresh adapter)"
 TRUST_REMOTE_CODE_WARNING = (
     "⚠ **trust_remote_code is on**: Python code from the model repository will run on this machine with "
@@ -141,6 +141,8 @@ def config_summary(cfg: RunConfig, preset: str | None) -> str:
     data = "the sample dataset" if not cfg.dataset_path else Path(cfg.dataset_path).name
     steps = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
     objective = "" if cfg.objective == "sft" else f"{cfg.objective.upper()} (beta {cfg.beta:g}) · "
+    if cfg.objective == "grpo":
+        objective = f"GRPO (rewards: {md_escape(cfg.reward_functions)}) · "
     if cfg.start_from_run:
         objective += f"from the adapter of {md_escape(cfg.start_from_run)} · "
     return (
@@ -181,7 +183,7 @@ def build(ctx: Ctx) -> None:
             elem_id="model-objective",
             scale=3,
             info="SFT imitates answers; DPO, ORPO and KTO learn preferences (chosen vs rejected, or good/bad) "
-            "and need preference data.",
+            "and need preference data; GRPO learns from reward functions on sampled answers (prompts data).",
         )
         c["start_from"] = gr.Dropdown(
             choices=start_choices(ctx),
@@ -191,6 +193,7 @@ def build(ctx: Ctx) -> None:
             elem_id="model-start-from",
             scale=3,
         )
+    grpo_view.build_model(ctx)  # the reward functions and their weights, shown for GRPO
     with gr.Row(equal_height=False):
         c["preset"] = gr.Dropdown(
             choices=preset_choices(ctx),

@@ -245,16 +245,21 @@ def evaluate_with_preferences(
     labels: list[str] | None = None,
     progress: Progress | None = None,
     stop: StopCheck = None,
+    allow_custom_rewards: bool = True,
 ):
     """The batch evaluation of held-out rows; on preference pairs also preference accuracy and mean
-    margin per model (in the same summary, saved with it), the chosen answers serving as references."""
+    margin per model (in the same summary, saved with it), the chosen answers serving as references; on
+    GRPO's prompt rows also the mean reward per model (finetune.evaluation.rewards; a custom reward file only
+    with `allow_custom_rewards`)."""
     from finetune.evaluation.batch import evaluate
     from finetune.evaluation.examples import load_eval_rows
+    from finetune.evaluation.rewards import add_reward_scores, is_prompt_data
 
     run = as_run(run)
     rows, source, warnings = load_eval_rows(run, data)
     preference = None
-    if is_preference_data(rows):
+    prompt_rows = is_prompt_data(rows)  # GRPO's prompts: scored with the run's reward functions too
+    if not prompt_rows and is_preference_data(rows):
         preference = evaluate_preferences(run, source, rows=rows, limit=limit, adapter=adapter, stop=stop)
         rows = as_reference_rows(rows)
     evaluation = evaluate(
@@ -270,6 +275,8 @@ def evaluate_with_preferences(
     )
     summary = evaluation.summary
     summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])
+    if prompt_rows:
+        add_reward_scores(evaluation, rows, run.config(), allow_custom=allow_custom_rewards)
     if preference is not None:
         merge_preference_summary(summary, preference.summary, preference.folder)
     if evaluation.folder is not None:

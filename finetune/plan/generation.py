@@ -74,3 +74,9 @@ def grpo_memory_terms(shape, config: RunConfig, plan, ctx) -> tuple[float, float
     logits = generating * shape.vocab_size * 4 * 3
     prefill = generating * max(config.max_length - config.max_completion_length, 1) * shape.intermediate_size * b * 3
     return loss, kv_cache + logits + prefill
+
+
+def prompts_per_step_of(config: RunConfig) -> float:
+    """Prompts per optimizer step as configured (before the planner; num_gpus processes)."""
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * max(config.num_gpus, 1)
+    return completions / config.num_generations

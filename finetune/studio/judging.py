@@ -103,7 +103,13 @@ class JudgeDesk:
         run = self._run(name)
         with self.studio.lease.hold("evaluating"):  # on pairs: also preference accuracy and mean margin
             return evaluate_with_preferences(
-                run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress
+                run,
+                data or None,
+                limit=int(limit),
+                settings=settings,
+                stop=stop,
+                progress=progress,
+                allow_custom_rewards=self.studio.rewards.custom_allowed,  # GRPO runs: their reward functions
             )
 
     def latest_evaluation(self, name: str):
