@@ -84,6 +84,9 @@ def build_model(ctx: Ctx) -> None:
                             interactive=name != "custom" or ctx.studio.rewards.custom_allowed,
                         )
                     )
+        c["grpo_sample_btn"] = gr.Button(
+            "Use the bundled prompts sample (prompts with answers)", size="sm", elem_id="grpo-sample-btn"
+        )
         c["grpo_custom_upload"] = gr.UploadButton(
             "Upload a custom reward file (.py)…",
             file_types=[".py"],
@@ -148,6 +151,12 @@ def wire(ctx: Ctx) -> None:
     refresh(
         c["grpo_custom_upload"].upload(
             upload, [c["grpo_custom_upload"], f["reward_functions"]], [f["reward_custom_file"], f["reward_functions"]]
+        )
+    )
+    sample = ctx.studio.data.prompts_sample
+    refresh(
+        ctx.hooks["reanalyze"](
+            c["grpo_sample_btn"].click(lambda: sample, None, f["dataset_path"], api_name="use_prompts_sample")
         )
     )
     wire_train(ctx)
