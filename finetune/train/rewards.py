@@ -338,8 +338,28 @@ class RewardFunction:
         except _RowFailure as failure:
             raise RewardError(self._where(failure.index, prompts, data, failure.error)) from None
         except Exception as exc:  # noqa: BLE001 - user code: any exception stops the run with its name
-            raise RewardError(self._where(None, prompts, data, exc)) from None
+            index, error = self._failing_row(texts, prompts, completion_ids, data, exc)
+            raise RewardError(self._where(index, prompts, data, error)) from None
         return values
+
+    def _failing_row(self, texts, prompts, completion_ids, data, error):
+        """(row index, its error) of the first completion the function fails on alone, else (None, `error`):
+        a batch function's exception says nothing of the row, so each is tried on its own (only on failure)."""
+
+        def one(values, i):
+            return values[i : i + 1] if isinstance(values, (list, tuple)) else values
+
+        for i in range(len(texts)):
+            try:
+                self._score(
+                    texts[i : i + 1],
+                    prompts=one(prompts, i),
+                    completion_ids=one(completion_ids, i),
+                    **{k: one(v, i) for k, v in data.items()},
+                )
+            except Exception as row_error:  # noqa: BLE001 - the row that fails
+                return i, row_error
+        return None, error
 
     def _where(self, index: int | None, prompts, data: dict, error: BaseException) -> str:
         where = "on a batch of completions"
