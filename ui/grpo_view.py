@@ -61,7 +61,7 @@ def build_model(ctx: Ctx) -> None:
     functions = ctx.studio.rewards.functions()
     names = [name for name, _ in functions]
     weights = weights_from_spec(base.reward_functions, names)
-    with gr.Group(visible=base.objective == "grpo", elem_id="grpo-panel") as panel:
+    with gr.Group(visible=base.objective == "grpo") as panel:  # (a Group renders its elem_id twice)
         gr.Markdown(
             "**GRPO reward functions**: a weight for each (0 = not used); the reward is their weighted sum. "
             "Their settings (pattern, target length, JSON keys, tolerance) and the generation settings "

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from finetune.config import PREFERENCE_OBJECTIVES
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
 from finetune.errors import DataError
@@ -104,12 +103,10 @@ class PreparedData:
 def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
     """Load `config.dataset_path` (empty: the bundled sample), validation from `config.eval_dataset_path`
     or a seeded `config.val_split`, and token statistics at `config.max_length` (skipped without a tokenizer)."""
-    from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
+    from finetune.demo import default_dataset
 
     objective = getattr(config, "objective", "sft")
-    default = SAMPLE_PREFERENCE_DATASET if objective in PREFERENCE_OBJECTIVES else SAMPLE_DATASET
-    if objective == "grpo":
-        from finetune.demo import SAMPLE_PROMPTS_DATASET as default
+    default = default_dataset(objective)
     source = str(config.dataset_path).strip() or str(default)
     mapping = dict(config.column_mapping or {})
     report = load_records(source, config.dataset_format, mapping)

@@ -124,3 +124,10 @@ def read_samples(run_path: str | Path, step: int | None = None) -> list[dict[str
 
 def sample_steps(run_path: str | Path) -> list[int]:
     return [int(_FILE.search(p.name)[1]) for p in sample_files(run_path)]
+
+
+def prune_samples(run_path: str | Path, last_step: int) -> None:
+    """Before a resume from the checkpoint of `last_step`: drop the samples of the steps that will be redone."""
+    for path in sample_files(run_path):
+        if int(_FILE.search(path.name)[1]) > last_step:
+            path.unlink(missing_ok=True)

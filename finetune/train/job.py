@@ -472,3 +472,6 @@ def _truncate_metrics(run: Run, last_step: int) -> None:
     kept = [m for m in run.metrics() if m.get("step", 0) <= last_step]
     write_text_atomic(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
     run.reload_metrics()
+    from finetune.train.completions import prune_samples
+
+    prune_samples(run.path, last_step)  # GRPO's sampled completions of the steps to be redone

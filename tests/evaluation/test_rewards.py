@@ -41,7 +41,7 @@ def test_batch_evaluation_scores_both_models_with_the_runs_rewards(trained_grpo_
 
 
 def test_the_app_leaves_a_custom_reward_out_unless_allowed(trained_grpo_run, copy_run, workspace):
-    run = copy_run(trained_grpo_run)
+    run = copy_run(trained_grpo_run, "grpo-with-custom")  # its own name: the session's job owns "trained-grpo"
     file = workspace / "reward.py"
     file.write_text("def reward(completions, **columns):\n    return [2.0] * len(completions)\n")
     config = run.config().replace(reward_functions="contains_answer, custom", reward_custom_file=str(file))

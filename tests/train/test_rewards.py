@@ -26,9 +26,7 @@ def rewards(config: RunConfig, completions: list, **columns) -> dict[str, list[f
     n = len(completions)
     columns.setdefault("source_row", list(range(1, n + 1)))
     ids = columns.pop("completion_ids", [[0] * 5] * n)
-    return {
-        f.__name__: f(prompts=["q"] * n, completions=completions, completion_ids=ids, **columns) for f in functions
-    }
+    return {f.__name__: f(prompts=["q"] * n, completions=completions, completion_ids=ids, **columns) for f in functions}
 
 
 @pytest.mark.parametrize(
