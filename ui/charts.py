@@ -249,11 +249,10 @@ def grpo_std_figure(metrics: list[dict], run: str = "") -> go.Figure:
 
 
 def grpo_length_figure(metrics: list[dict], run: str = "") -> go.Figure:
-    """Completion length in tokens: mean, min and max of the step, and the mean of those that ended (EOS)."""
+    """Completion length in tokens: mean and max of the step, and the mean of those that ended (EOS)."""
     fig = go.Figure()
     drawn = _lines(fig, metrics, "completions/mean_length", "mean", COLORS["acc"])
     _lines(fig, metrics, "completions/max_length", "max", COLORS["mem2"])
-    _lines(fig, metrics, "completions/min_length", "min", COLORS["train_raw"])
     _lines(fig, metrics, "completions/mean_terminated_length", "mean of ended", COLORS["lr"])
     if not drawn:
         return empty_figure("Completion length", "No data yet", f"{run}-length")
@@ -275,14 +274,24 @@ def grpo_kl_figure(metrics: list[dict], run: str = "") -> go.Figure:
     return fig
 
 
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """GRPO charts carry several lines (and their eval twins): the legend goes under the plot, off the title."""
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+        margin={"l": 55, "r": 45, "t": 45, "b": 40},
+        height=HEIGHT + 40,
+    )
+    return fig
+
+
 def grpo_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | None]:
-    return {
+    figures = {
         "loss": grpo_reward_figure(metrics, run),
         "lr": grpo_std_figure(metrics, run),
         "grad": grpo_length_figure(metrics, run),
         "acc": grpo_kl_figure(metrics, run),
-        "mem": memory_figure(metrics, run),
     }
+    return {**{k: _legend_below(f) if f.data else f for k, f in figures.items()}, "mem": memory_figure(metrics, run)}
 
 
 def overlay_figure(runs: dict[str, list[dict]], smoothed: bool = True) -> go.Figure:

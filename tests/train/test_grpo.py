@@ -69,7 +69,7 @@ def test_the_demo_learns_the_prompts_reward(trained_grpo_run):
         )
         assert record["answer"] and record["prompt"] and isinstance(record["row"], int)
     # recomputed from the saved text, each reward is what the function gives
-    from finetune.train.rewards import contains_answer
+    from finetune.train.answers import contains_answer
 
     assert all(contains_answer(r["completion"], r["answer"]) == r["reward"] for r in sample)
     weights = load_file(run.adapter_dir / "adapter_model.safetensors")

@@ -7,14 +7,8 @@ import pytest
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
-from finetune.train.rewards import (
-    RewardError,
-    build_reward_functions,
-    final_answer,
-    parse_number,
-    parse_reward_functions,
-    score_completions,
-)
+from finetune.train.answers import final_answer, parse_number
+from finetune.train.rewards import RewardError, build_reward_functions, parse_reward_functions, score_completions
 
 
 def grpo(**changes) -> RunConfig:

@@ -50,3 +50,22 @@ def test_grpo_runs_get_reward_charts():
     assert charts.reward_functions_of(metrics) == ["contains_answer", "length"]
     # an SFT run keeps its charts
     assert charts.training_figures([{"step": 1, "loss": 2.0}])["grad"].layout.title.text == "Gradient norm"
+
+
+def test_a_prompt_row_shows_its_prompt_answer_and_columns():
+    from ui.grpo_view import prompt_row_html
+
+    rendered = {
+        "prompt_row": {
+            "prompt_text": "<|im_start|>user\nWhat is 2 plus 2?<|im_end|>\n<|im_start|>assistant\n",
+            "prompt_tokens": 14,
+            "answer": "4",
+            "columns": {"task": "sum <b>"},
+            "source_row": 3,
+        }
+    }
+    html = prompt_row_html(rendered)
+    assert "prompt 14 tokens" in html and "nothing of this row carries loss" in html
+    assert "&lt;|im_start|&gt;user" in html and ">4</pre>" in html and "sum &lt;b&gt;" in html
+    rendered["prompt_row"]["answer"] = None
+    assert "(no answer column)" in prompt_row_html(rendered)

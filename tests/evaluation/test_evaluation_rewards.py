@@ -23,7 +23,7 @@ def test_batch_evaluation_scores_both_models_with_the_runs_rewards(trained_grpo_
     base, tuned = s["base"]["mean_reward"], s["finetuned"]["mean_reward"]
     print(f"held-out mean reward (greedy, 24 tokens): base {base:.3f}, fine-tuned {tuned:.3f}")
     assert 0 <= base <= 1 and 0 <= tuned <= 1
-    from finetune.train.rewards import contains_answer
+    from finetune.train.answers import contains_answer
 
     for row in evaluation.rows:  # each row's reward is the function's on that answer, for both models
         assert row.base_scores["reward"] == contains_answer(row.base, row.reference)
