@@ -440,6 +440,45 @@ class RunConfig:
         group="grpo",
     )
 
+    def _grpo_problems(self) -> list[str]:
+        """GRPO's generation and reward settings (only checked for objective grpo)."""
+        if self.objective != "grpo":
+            return []
+        from finetune.train.rewards import reward_problems
+
+        p = reward_problems(self)
+        if self.num_generations < 2:
+            p.append(
+                f"num_generations: GRPO compares each completion with its group: at least 2, got {self.num_generations}"
+            )
+        else:
+            completions = self.per_device_train_batch_size * self.gradient_accumulation_steps * max(self.num_gpus, 1)
+            if completions % self.num_generations:
+                p.append(
+                    f"num_generations: per_device_train_batch_size x gradient_accumulation_steps"
+                    f"{' x num_gpus' if self.num_gpus > 1 else ''} = {completions} completions per step, which is not "
+                    f"a multiple of num_generations ({self.num_generations}); e.g. set per_device_train_batch_size to "
+                    f"{self.num_generations}"
+                )
+        if self.max_completion_length < 1:
+            p.append(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
+        elif self.max_completion_length >= self.max_length:
+            p.append(
+                f"max_completion_length: {self.max_completion_length} leaves no room for the prompt within "
+                f"max_length {self.max_length}: raise max_length or lower it"
+            )
+        if not 0 < self.temperature <= 10:
+            p.append(f"temperature: GRPO samples its completions: must be above 0 (at most 10), got {self.temperature}")
+        if self.kl_coef < 0:
+            p.append(f"kl_coef: must not be negative, got {self.kl_coef}")
+        elif self.kl_coef > 0 and self.method == "full":
+            p.append(
+                "kl_coef: with method full the reference would be a second copy of the weights: use lora/dora, or 0"
+            )
+        if self.sample_completions_steps < 0:
+            p.append(f"sample_completions_steps: must not be negative, got {self.sample_completions_steps}")
+        return p
+
     # ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -588,45 +627,6 @@ class RunConfig:
             )
         p += self._preference_problems()
         p += self._grpo_problems()
-        return p
-
-    def _grpo_problems(self) -> list[str]:
-        """GRPO's generation and reward settings (only checked for objective grpo)."""
-        if self.objective != "grpo":
-            return []
-        from finetune.train.rewards import reward_problems
-
-        p = reward_problems(self)
-        if self.num_generations < 2:
-            p.append(
-                f"num_generations: GRPO compares each completion with its group: at least 2, got {self.num_generations}"
-            )
-        else:
-            completions = self.per_device_train_batch_size * self.gradient_accumulation_steps * max(self.num_gpus, 1)
-            if completions % self.num_generations:
-                p.append(
-                    f"num_generations: per_device_train_batch_size x gradient_accumulation_steps"
-                    f"{' x num_gpus' if self.num_gpus > 1 else ''} = {completions} completions per step, which is not "
-                    f"a multiple of num_generations ({self.num_generations}); e.g. set per_device_train_batch_size to "
-                    f"{self.num_generations}"
-                )
-        if self.max_completion_length < 1:
-            p.append(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
-        elif self.max_completion_length >= self.max_length:
-            p.append(
-                f"max_completion_length: {self.max_completion_length} leaves no room for the prompt within "
-                f"max_length {self.max_length}: raise max_length or lower it"
-            )
-        if not 0 < self.temperature <= 10:
-            p.append(f"temperature: GRPO samples its completions: must be above 0 (at most 10), got {self.temperature}")
-        if self.kl_coef < 0:
-            p.append(f"kl_coef: must not be negative, got {self.kl_coef}")
-        elif self.kl_coef > 0 and self.method == "full":
-            p.append(
-                "kl_coef: with method full the reference would be a second copy of the weights: use lora/dora, or 0"
-            )
-        if self.sample_completions_steps < 0:
-            p.append(f"sample_completions_steps: must not be negative, got {self.sample_completions_steps}")
         return p
 
     def _preference_problems(self) -> list[str]:

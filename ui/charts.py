@@ -324,6 +324,7 @@ HISTOGRAM_TITLES = {
     "conversational": "Token lengths (chat template applied)",
     "prompt_completion": "Token lengths (prompt + completion)",
     "text": "Token lengths (plain text)",
+    "prompts": "Token lengths (prompts; completions are sampled on top)",
 }
 
 
