@@ -83,10 +83,11 @@ class RewardDesk:
             return []
         from finetune.plan.generation import prompts_per_step_of
 
+        prompts = prompts_per_step_of(config)
         notes = [
-            f"Each step samples {config.num_generations} completions for each of "
-            f"{prompts_per_step_of(config):g} prompts (per_device_train_batch_size x gradient_accumulation_steps "
-            f"counts completions), up to {config.max_completion_length} tokens each."
+            f"Each step samples {config.num_generations} completions for each of {prompts:g} "
+            f"prompt{'' if prompts == 1 else 's'} (per_device_train_batch_size x gradient_accumulation_steps counts "
+            f"completions), up to {config.max_completion_length} tokens each."
         ]
         if config.learning_rate > HIGH_GRPO_LEARNING_RATE:
             notes.append(
