@@ -92,7 +92,7 @@ class RewardDesk:
         if config.learning_rate > HIGH_GRPO_LEARNING_RATE:
             notes.append(
                 f"learning_rate {config.learning_rate:g} is high for GRPO: on the demo (LoRA r16) 1e-3 raised the "
-                "reward and 5e-3 collapsed it (measured on CPU); the preset grpo-demo-cpu has settings that learn."
+                "reward and 5e-3 collapsed it (measured on CPU); the preset grpo-demo has settings that learn."
             )
         return notes
 

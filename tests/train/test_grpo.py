@@ -34,7 +34,7 @@ def short_grpo(**changes) -> RunConfig:
         save_steps=2,
         sample_completions_steps=2,
     )
-    return apply_preset(RunConfig(), "grpo-demo-cpu").replace(**{**base, **changes})
+    return apply_preset(RunConfig(), "grpo-demo").replace(**{**base, **changes})
 
 
 def quarters(run) -> tuple[float, float]:
