@@ -20,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-file-size", help="upload size limit, e.g. 500mb or 2gb (default: $FINETUNE_MAX_FILE_SIZE or 500mb)"
     )
+    p.add_argument(
+        "--allow-custom-rewards",
+        action="store_true",
+        help="let GRPO runs use a custom reward file (Python code that runs in this server: only for users you trust)",
+    )
     return p
 
 
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as exc:  # e.g. a path under a regular file, a read-only disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    studio.rewards.allow_custom_code(args.allow_custom_rewards)  # GRPO's custom reward files run code
     # uploads land inside the workspace (not a shared /tmp), before gradio reads this at import
     workspace = studio.workspace
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio-uploads"))

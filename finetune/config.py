@@ -56,8 +56,9 @@ DATASET_FORMATS = (
     "text",
     "preference",
     "unpaired_preference",
+    "prompts",
 )
-OBJECTIVES = ("sft", "dpo", "orpo", "kto")
+OBJECTIVES = ("sft", "dpo", "orpo", "kto", "grpo")
 PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
 # TRL 1.16 DPOConfig.loss_type values that need no extra knob (the others want loss_weights etc.)
 DPO_LOSS_TYPES = (
@@ -155,7 +156,8 @@ class RunConfig:
         "auto",
         "Data format: auto-detect, or messages (OpenAI), sharegpt, alpaca, prompt_completion, text; for preference "
         "tuning: preference (chosen/rejected, with a prompt column or a prompt shared by both conversations) or "
-        "unpaired_preference (prompt/completion/label, KTO).",
+        "unpaired_preference (prompt/completion/label, KTO); for GRPO: prompts (a prompt per row, text or messages, with "
+        "an optional answer column and any other columns the reward functions read).",
         DATASET_FORMATS,
         group="data",
     )
@@ -224,7 +226,8 @@ class RunConfig:
         "the rejected one (Direct Preference Optimization, against a frozen reference); orpo: SFT and preference in "
         "one loss, no reference model; kto: learn from answers labelled good or bad (unpaired). dpo/orpo/kto need "
         "preference data, and usually a lower learning_rate than SFT (TRL's DPO default is 1e-6 for full "
-        "fine-tuning).",
+        "fine-tuning); grpo: sample a group of completions per prompt and learn from the ones the reward functions "
+        "score above their group (Group Relative Policy Optimization; needs prompts data).",
         OBJECTIVES,
         group="method",
     )
@@ -370,6 +373,111 @@ class RunConfig:
         STRATEGY_CHOICES,
         group="distributed",
     )
+
+    # --- GRPO (objective grpo): generation and rewards ----------------------------------------
+    reward_functions: str = _f(
+        "contains_answer",
+        "GRPO: the reward functions, comma-separated, each with an optional weight (name:weight; default 1), e.g. "
+        "`contains_answer, format_regex:0.5`. exact_answer, contains_answer, number_match (compare with the answer "
+        "column), format_regex, length, json_valid, custom (your Python file). The reward is their weighted sum.",
+        group="grpo",
+        list_ok=True,
+    )
+    num_generations: int = _f(
+        8,
+        "GRPO: completions sampled per prompt (the group each one is compared with; at least 2). "
+        "per_device_train_batch_size x gradient_accumulation_steps (x num_gpus) counts completions per optimizer "
+        "step and must be a multiple of it. 8 is TRL's default.",
+        group="grpo",
+    )
+    max_completion_length: int = _f(
+        64,
+        "GRPO: most new tokens per sampled completion (cut there, counted as clipped). Generation dominates a GRPO "
+        "step's time: keep it near what a good answer needs (the demo sample: 24).",
+        group="grpo",
+    )
+    temperature: float = _f(
+        1.0,
+        "GRPO: sampling temperature of the completions (TRL's default 1.0; lower = less varied groups, less to learn "
+        "from).",
+        group="grpo",
+    )
+    kl_coef: float = _f(
+        0.0,
+        "GRPO: weight of the KL penalty that keeps the model near the reference (TRL's beta). 0 (TRL's default) "
+        "skips the reference pass; with it the reference is the base (adapter disabled) or the start run's adapter.",
+        group="grpo",
+    )
+    reward_format_regex: str = _f(
+        "",
+        "GRPO format_regex: the pattern a completion must match, e.g. `^<think>.*</think>\\s*\\S` (searched, `.` "
+        "matches newlines; anchor with ^ and $ for the whole completion).",
+        group="grpo",
+    )
+    reward_length_target: int = _f(
+        32, "GRPO length: the completion length in tokens that scores 1 (0 at none and at twice this).", group="grpo"
+    )
+    reward_json_keys: str = _f(
+        "",
+        "GRPO json_valid: keys the parsed JSON object must have, comma-separated (empty: any valid JSON scores 1).",
+        group="grpo",
+        list_ok=True,
+    )
+    reward_number_tolerance: float = _f(
+        1e-6, "GRPO number_match: how far the completion's number may be from the answer's.", group="grpo"
+    )
+    reward_custom_file: str = _f(
+        "",
+        "GRPO custom: a Python file with `def reward(completions, **columns) -> list[float]` (columns: prompts, answer "
+        "and every other data column). It runs code: the web app allows it only when started with "
+        "--allow-custom-rewards.",
+        group="grpo",
+    )
+    sample_completions_steps: int = _f(
+        10,
+        "GRPO: every N steps save a sample of the completions with each reward in the run folder "
+        "(completions/), shown in the Train tab. 0: never.",
+        group="grpo",
+    )
+
+    def _grpo_problems(self) -> list[str]:
+        """GRPO's generation and reward settings (only checked for objective grpo)."""
+        if self.objective != "grpo":
+            return []
+        from finetune.train.rewards import reward_problems
+
+        p = reward_problems(self)
+        if self.num_generations < 2:
+            p.append(
+                f"num_generations: GRPO compares each completion with its group: at least 2, got {self.num_generations}"
+            )
+        else:
+            completions = self.per_device_train_batch_size * self.gradient_accumulation_steps * max(self.num_gpus, 1)
+            if completions % self.num_generations:
+                p.append(
+                    f"num_generations: per_device_train_batch_size x gradient_accumulation_steps"
+                    f"{' x num_gpus' if self.num_gpus > 1 else ''} = {completions} completions per step, which is not "
+                    f"a multiple of num_generations ({self.num_generations}); e.g. set per_device_train_batch_size to "
+                    f"{self.num_generations}"
+                )
+        if self.max_completion_length < 1:
+            p.append(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
+        elif self.max_completion_length >= self.max_length:
+            p.append(
+                f"max_completion_length: {self.max_completion_length} leaves no room for the prompt within "
+                f"max_length {self.max_length}: raise max_length or lower it"
+            )
+        if not 0 < self.temperature <= 10:
+            p.append(f"temperature: GRPO samples its completions: must be above 0 (at most 10), got {self.temperature}")
+        if self.kl_coef < 0:
+            p.append(f"kl_coef: must not be negative, got {self.kl_coef}")
+        elif self.kl_coef > 0 and self.method == "full":
+            p.append(
+                "kl_coef: with method full the reference would be a second copy of the weights: use lora/dora, or 0"
+            )
+        if self.sample_completions_steps < 0:
+            p.append(f"sample_completions_steps: must not be negative, got {self.sample_completions_steps}")
+        return p
 
     # ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -518,6 +626,7 @@ class RunConfig:
                 "(accelerate starts the same number of processes on each)"
             )
         p += self._preference_problems()
+        p += self._grpo_problems()
         return p
 
     def _preference_problems(self) -> list[str]:

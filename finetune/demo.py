@@ -25,6 +25,15 @@ DEMO_VERSION = 2
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SAMPLE_DATASET = SAMPLES_DIR / "sample_chat.jsonl"
 SAMPLE_PREFERENCE_DATASET = SAMPLES_DIR / "sample_preference.jsonl"  # the default for dpo/orpo/kto
+SAMPLE_PROMPTS_DATASET = SAMPLES_DIR / "sample_prompts.jsonl"  # the default for grpo: prompts with answers
+
+
+def default_dataset(objective: str) -> Path:
+    """The bundled sample an empty dataset_path means for `objective` (the one rule, for training and commands)."""
+    if objective in ("dpo", "orpo", "kto"):
+        return SAMPLE_PREFERENCE_DATASET
+    return SAMPLE_PROMPTS_DATASET if objective == "grpo" else SAMPLE_DATASET
+
 
 # ChatML, as Qwen uses it, with {% generation %} markers so TRL can mask everything
 # but the assistant turns (assistant_only_loss) without patching.

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from finetune.config import RunConfig
-from finetune.demo import SAMPLE_DATASET
 from finetune.plan.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
 from finetune.shipped import shipped_dir
@@ -160,7 +159,9 @@ def config_overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]
 
 def explicit_data_path(cfg: RunConfig) -> str:
     """The training data as a path: an empty dataset_path means the bundled sample, so say which file."""
-    return cfg.dataset_path or str(SAMPLE_DATASET)
+    from finetune.demo import default_dataset
+
+    return cfg.dataset_path or str(default_dataset(cfg.objective))
 
 
 def train_command_lines(

@@ -74,6 +74,19 @@ def trained_sft_run(session_workspace):
     return _train_once(session_workspace, fast_config(run_name="trained-sft"))
 
 
+@pytest.fixture(scope="session")
+def trained_grpo_run(session_workspace):
+    """A finished GRPO run of the demo on the bundled prompts with contains_answer (the preset grpo-demo,
+    60 steps, a reward logged every step, a completions sample every 20; 11 held-out prompts)."""
+    from finetune.config import RunConfig
+    from finetune.presets import apply_preset
+
+    config = apply_preset(RunConfig(), "grpo-demo").replace(
+        run_name="trained-grpo", max_steps=60, logging_steps=1, save_steps=30, sample_completions_steps=20
+    )
+    return _train_once(session_workspace, config)
+
+
 @pytest.fixture
 def copy_run(workspace):
     """copy_run(run) -> a copy of a session run inside this test's workspace, free to change."""

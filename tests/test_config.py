@@ -102,3 +102,39 @@ def test_config_names_match_the_issue():
     eval_steps save_steps save_total_limit early_stopping_patience early_stopping_threshold
     load_best_model_at_end seed report_to attn_implementation""".split()
     assert set(expected) <= names
+
+
+# --- GRPO (objective grpo) ----------------------------------------------------------------------------
+def test_grpo_settings_are_checked_together():
+    from finetune.config import RunConfig
+
+    ok = RunConfig(objective="grpo", per_device_train_batch_size=4, gradient_accumulation_steps=4)
+    assert ok.validate() == [] and ok.num_generations == 8 and ok.reward_functions == "contains_answer"
+    problems = "\n".join(
+        RunConfig(
+            objective="grpo",
+            per_device_train_batch_size=3,
+            gradient_accumulation_steps=1,
+            max_completion_length=2048,
+            max_length=1024,
+            temperature=0,
+            kl_coef=0.1,
+            method="full",
+            quantization="none",
+            reward_functions="",
+        ).validate()
+    )
+    assert "3 completions per step, which is not a multiple of num_generations (8)" in problems
+    assert "max_completion_length: 2048 leaves no room for the prompt within max_length 1024" in problems
+    assert "temperature: GRPO samples its completions" in problems
+    assert "kl_coef: with method full the reference would be a second copy" in problems
+    assert "reward_functions: name at least one reward function" in problems
+    assert any("num_generations" in p for p in RunConfig(objective="grpo", num_generations=1).validate())
+    several = RunConfig(objective="grpo", per_device_train_batch_size=3, gradient_accumulation_steps=1, num_gpus=2)
+    assert any("x num_gpus = 6 completions per step" in p for p in several.validate())
+    assert RunConfig(objective="grpo", per_device_train_batch_size=4, gradient_accumulation_steps=1, num_gpus=2,
+                     num_generations=8).validate() == []  # fmt: skip
+    # the list form of YAML and the CLI's --set both work
+    assert RunConfig.from_dict(
+        {"objective": "grpo", "reward_functions": ["exact_answer", "length:0.5"]}
+    ).reward_functions == ("exact_answer,length:0.5")

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.studio import Studio
-from ui import data_tab, export_tab, model_tab, selection, test_tab, train_tab
+from ui import data_tab, export_tab, grpo_view, model_tab, selection, test_tab, train_tab
 from ui.state import Ctx, Selection
 
 TITLE = "finetune studio"
@@ -56,6 +56,7 @@ def build_app(
         model_tab.wire(ctx)
         data_tab.wire(ctx)
         train_tab.wire(ctx)
+        grpo_view.wire(ctx)
         test_tab.wire(ctx)
         export_tab.wire(ctx)
         selection.wire(ctx)

@@ -190,7 +190,10 @@ def is_preference_metrics(metrics: list[dict]) -> bool:
 
 def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | None]:
     """The Train tab's charts. A preference run (DPO/ORPO/KTO) shows its rewards and margins where an
-    SFT run shows gradient norm and token accuracy."""
+    SFT run shows gradient norm and token accuracy; a GRPO run its rewards, their spread, the completions'
+    lengths and the KL / clipped ratio (grpo_figures)."""
+    if is_grpo_metrics(metrics):
+        return grpo_figures(metrics, run)
     if is_preference_metrics(metrics):
         return {
             "loss": loss_figure(metrics, run),
@@ -206,6 +209,89 @@ def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure 
         "acc": accuracy_figure(metrics, run),
         "mem": memory_figure(metrics, run),
     }
+
+
+# --- GRPO ----------------------------------------------------------------------------------------
+def is_grpo_metrics(metrics: list[dict]) -> bool:
+    return any("completions/mean_length" in m or "eval_completions/mean_length" in m for m in metrics)
+
+
+def reward_functions_of(metrics: list[dict]) -> list[str]:
+    """The reward functions a GRPO run logged (TRL's rewards/<name>/mean), in first-seen order."""
+    names = (k[len("rewards/") : -len("/mean")] for m in metrics for k in m if k.startswith("rewards/"))
+    return list(dict.fromkeys(n for n in names if n and "/" not in n))
+
+
+def grpo_reward_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """Mean reward (the weighted total) and each reward function's mean; evaluation dotted."""
+    fig = go.Figure()
+    drawn = _lines(fig, metrics, "reward", "mean reward", COLORS["train"])
+    names = reward_functions_of(metrics)
+    if len(names) > 1 or not drawn:
+        for i, name in enumerate(names):
+            drawn = _lines(fig, metrics, f"rewards/{name}/mean", name, PALETTE[(i + 1) % len(PALETTE)]) or drawn
+    if not drawn:
+        return empty_figure("Mean reward", "Waiting for the first logged step…", f"{run}-reward")
+    return _layout(fig, "Mean reward" + (" and each function's" if len(names) > 1 else ""), "reward", f"{run}-reward")
+
+
+def grpo_std_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """Reward std within the step, and the share of groups whose completions all scored the same."""
+    fig = go.Figure()
+    drawn = _lines(fig, metrics, "reward_std", "reward std", COLORS["grad"])
+    flat = _lines(fig, metrics, "frac_reward_zero_std", "groups with one reward", COLORS["eval"], yaxis="y2")
+    if not (drawn or flat):
+        return empty_figure("Reward std", "No data yet", f"{run}-reward-std")
+    fig = _layout(fig, "Reward std (groups with nothing to learn: right axis)", "std", f"{run}-reward-std")
+    if flat:
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05], "tickformat": ".0%"})
+    return fig
+
+
+def grpo_length_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """Completion length in tokens: mean and max of the step, and the mean of those that ended (EOS)."""
+    fig = go.Figure()
+    drawn = _lines(fig, metrics, "completions/mean_length", "mean", COLORS["acc"])
+    _lines(fig, metrics, "completions/max_length", "max", COLORS["mem2"])
+    _lines(fig, metrics, "completions/mean_terminated_length", "mean of ended", COLORS["lr"])
+    if not drawn:
+        return empty_figure("Completion length", "No data yet", f"{run}-length")
+    return _layout(fig, "Completion length", "tokens", f"{run}-length")
+
+
+def grpo_kl_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """KL to the reference (logged when kl_coef > 0), the share of completions cut at max_completion_length
+    and the share of tokens whose ratio was clipped."""
+    fig = go.Figure()
+    kl = _lines(fig, metrics, "kl", "KL", COLORS["grad"])
+    cut = _lines(fig, metrics, "completions/clipped_ratio", "cut at max length", COLORS["eval"], yaxis="y2")
+    clipped = _lines(fig, metrics, "clip_ratio/region_mean", "ratio clipped", COLORS["mem"], yaxis="y2")
+    if not (kl or cut or clipped):
+        return empty_figure("KL and clipped ratio", "No data yet", f"{run}-kl")
+    title = "KL and clipped ratio" if kl else "Clipped ratio (no KL term: kl_coef 0)"
+    fig = _layout(fig, title, "KL" if kl else "", f"{run}-kl")
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05], "tickformat": ".0%"})
+    return fig
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """GRPO charts carry several lines (and their eval twins): the legend goes under the plot, off the title."""
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+        margin={"l": 55, "r": 45, "t": 45, "b": 40},
+        height=HEIGHT + 40,
+    )
+    return fig
+
+
+def grpo_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | None]:
+    figures = {
+        "loss": grpo_reward_figure(metrics, run),
+        "lr": grpo_std_figure(metrics, run),
+        "grad": grpo_length_figure(metrics, run),
+        "acc": grpo_kl_figure(metrics, run),
+    }
+    return {**{k: _legend_below(f) if f.data else f for k, f in figures.items()}, "mem": memory_figure(metrics, run)}
 
 
 def overlay_figure(runs: dict[str, list[dict]], smoothed: bool = True) -> go.Figure:
@@ -238,6 +324,7 @@ HISTOGRAM_TITLES = {
     "conversational": "Token lengths (chat template applied)",
     "prompt_completion": "Token lengths (prompt + completion)",
     "text": "Token lengths (plain text)",
+    "prompts": "Token lengths (prompts; completions are sampled on top)",
 }
 
 

@@ -22,6 +22,7 @@ GROUPS = [
     ("lora", "LoRA"),
     ("training", "Training"),
     ("logging", "Logging & checkpoints"),
+    ("grpo", "GRPO"),
     ("output", "Output"),
 ]
 FLOAT_STEPS = {"learning_rate": 1e-5, "early_stopping_threshold": 1e-3}

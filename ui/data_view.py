@@ -77,6 +77,10 @@ def preview(studio: Studio, report, model: str, index: int, train_on_prompt: boo
         rendered = studio.data.render(report, index, model, bool(train_on_prompt), trust_remote_code)
     except FinetuneError as exc:
         return [], f'<p class="seg-error">{html.escape(str(exc))}</p>'
+    if "prompt_row" in rendered:  # GRPO prompts: the prompt, its answer and the columns the rewards read
+        from ui.grpo_view import prompt_row_html
+
+        return chat_messages(rendered["chat"]), prompt_row_html(rendered)
     if "pair" in rendered:  # preference data: the prompt, then chosen and rejected side by side
         return chat_messages(rendered["chat"]), pair_html(rendered)
     return chat_messages(rendered["chat"]), segments_html(rendered)
@@ -91,6 +95,10 @@ def summary_md(dataset_path: str, report) -> str:
     if report.shape == "preference":
         lines.append(
             "- Preference pairs: train them with the objective **DPO**, **ORPO** or **KTO** (Model & memory tab)."
+        )
+    elif report.shape == "prompts":
+        lines.append(
+            "- Prompts with answers: train them with the objective **GRPO** and reward functions (Model & memory tab)."
         )
     elif report.shape == "unpaired_preference":
         lines.append("- Labelled completions: train them with the objective **KTO** (Model & memory tab).")

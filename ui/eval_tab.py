@@ -31,8 +31,9 @@ METRIC_NAMES = {
     "mean_seconds": "mean seconds",
     "preference_accuracy": "preference accuracy (log p chosen > rejected)",
     "mean_margin": "mean margin (nats)",
+    "mean_reward": "mean reward (the run's reward functions)",
 }
-SHORT = {"exact_match": "EM", "token_f1": "F1", "rouge_l": "ROUGE-L", "correct": "✓"}
+SHORT = {"exact_match": "EM", "token_f1": "F1", "rouge_l": "ROUGE-L", "correct": "✓", "reward": "reward"}
 EMPTY_HEADERS = ["#", "prompt", "reference", "base", "fine-tuned"]
 # the text columns, then up to 8 score columns (4 metrics x 2 models): fits a laptop screen without scrolling
 COLUMN_WIDTHS = ["44px", "170px", "100px", "220px", "220px", *["60px"] * 8]
@@ -103,6 +104,8 @@ def table(evaluation: Evaluation, which: str):
     rows = evaluation.filtered(which)
     label_like = bool(evaluation.summary.get("label_like"))
     metrics = ["exact_match", "token_f1", "rouge_l"] + (["correct"] if label_like else [])
+    if "mean_reward" in evaluation.summary.get("base", {}):
+        metrics = ["reward", *metrics]
     records = []
     for r in rows:
         rec = {"#": r.index, "prompt": r.prompt, "reference": r.reference, "base": r.base, "fine-tuned": r.finetuned}
@@ -121,6 +124,7 @@ def summary_md(evaluation: Evaluation) -> str:
     metrics = ["exact_match", "token_f1", "rouge_l"] + (["accuracy", "macro_f1"] if s.get("label_like") else [])
     if "preference_pairs" in s:  # preference pairs: the chosen answers are the references above
         metrics = ["preference_accuracy", "mean_margin", *metrics]
+    metrics = [*(s.get("extra_metrics") or []), *metrics]  # e.g. a GRPO run's mean reward (the engine names them)
     lines = [
         f"**{s.get('n', 0)} rows** from {md_escape(Path(str(s.get('source', '?'))).name)} "
         f"(adapter: {md_escape(s.get('adapter') or 'final')}, saved as `{md_escape(folder)}`)"
@@ -136,12 +140,12 @@ def summary_md(evaluation: Evaluation) -> str:
             if m != "mean_tokens"
             else (lambda v: "–" if v is None else f"{v:.1f}")
         )
-        lines.append(f"| {METRIC_NAMES[m]} | {fmt(b)} | {fmt(f)} |")
+        lines.append(f"| {METRIC_NAMES.get(m, m)} | {fmt(b)} | {fmt(f)} |")
     lines += [
         "",
         f"Answers differ in **{s.get('differ', 0)}** rows; fine-tuned scored better in "
         f"**{s.get('finetuned_better', 0)}** and worse in **{s.get('finetuned_worse', 0)}** "
-        f"(by {'label accuracy' if s.get('label_like') else 'ROUGE-L'}).",
+        f"(by {'reward' if s.get('primary_metric') == 'mean_reward' else 'label accuracy' if s.get('label_like') else 'ROUGE-L'}).",
     ]
     for w in s.get("warnings") or []:
         lines.append(f"\n⚠ {md_escape(w)}")

@@ -16,7 +16,7 @@ import gradio as gr
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, FinetuneError
 from finetune.studio import source_label
-from ui import charts, config_form
+from ui import charts, config_form, grpo_view
 from ui.state import FORM, Ctx, connect, error_text, md_error, md_escape
 
 MODELS = [
@@ -37,7 +37,7 @@ METHODS = {
     "DoRA": ("dora", None),  # keeps the quantization chosen (QDoRA with 4bit)
     "Full fine-tune": ("full", "none"),
 }
-OBJECTIVES = {"SFT": "sft", "DPO": "dpo", "ORPO": "orpo", "KTO": "kto"}
+OBJECTIVES = {"SFT": "sft", "DPO": "dpo", "ORPO": "orpo", "KTO": "kto", "GRPO": "grpo"}
 FRESH_ADAPTER = "(a fresh adapter)"
 TRUST_REMOTE_CODE_WARNING = (
     "⚠ **trust_remote_code is on**: Python code from the model repository will run on this machine with "
@@ -148,6 +148,8 @@ def config_summary(cfg: RunConfig, preset: str | None, data_shape: str | None = 
     data = source_label(cfg.dataset_path)
     steps = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
     objective = objective_label(cfg.objective) + (f" (beta {cfg.beta:g})" if cfg.is_preference else "")
+    if cfg.objective == "grpo":
+        objective = f"GRPO (rewards: {md_escape(cfg.reward_functions)})"
     if cfg.start_from_run:
         objective += f" from the adapter of {md_escape(cfg.start_from_run)}"
     text = (
@@ -159,11 +161,15 @@ def config_summary(cfg: RunConfig, preset: str | None, data_shape: str | None = 
     )
     if data_shape in PREFERENCE_SHAPES and not cfg.is_preference:
         text += (
-            "  \n⚠ The data holds **preference** examples (chosen/rejected or labelled answers), which SFT cannot "
-            "train: pick **DPO**, **ORPO** or **KTO** as the Objective."
+            f"  \n⚠ The data holds **preference** examples (chosen/rejected or labelled answers), which "
+            f"{objective_label(cfg.objective)} cannot train: pick **DPO**, **ORPO** or **KTO** as the Objective."
         )
+    elif data_shape == "prompts" and cfg.objective != "grpo":
+        text += "  \n⚠ The data holds **prompts** to be answered and rewarded: pick **GRPO** as the Objective."
     elif data_shape and data_shape not in PREFERENCE_SHAPES and cfg.is_preference:
         text += f"  \n⚠ {objective_label(cfg.objective)} needs preference data; the data chosen is {data_shape} data."
+    elif data_shape and data_shape != "prompts" and cfg.objective == "grpo":
+        text += f"  \n⚠ GRPO needs prompts (with answers for the answer rewards); the data chosen is {data_shape} data."
     return text + (f"  \n{TRUST_REMOTE_CODE_WARNING}" if cfg.trust_remote_code else "")
 
 
@@ -196,7 +202,7 @@ def build(ctx: Ctx) -> None:
             elem_id="model-objective",
             scale=3,
             info="SFT imitates answers; DPO, ORPO and KTO learn preferences (chosen vs rejected, or good/bad) "
-            "and need preference data.",
+            "and need preference data; GRPO learns from reward functions on sampled answers (prompts data).",
         )
         c["start_from"] = gr.Dropdown(
             choices=start_choices(ctx),
@@ -206,6 +212,7 @@ def build(ctx: Ctx) -> None:
             elem_id="model-start-from",
             scale=3,
         )
+    grpo_view.build_model(ctx)  # the reward functions and their weights, shown for GRPO
     with gr.Row(equal_height=False):
         c["preset"] = gr.Dropdown(
             choices=preset_choices(ctx),

@@ -18,7 +18,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
-from ui import charts, config_form, history_view, selection
+from ui import charts, config_form, grpo_view, history_view, selection
 from ui.history_view import STATE_COLUMN, history_rows
 from ui.state import FORM, GPU, Ctx, Selection, connect, error_text, fmt_duration, json_safe, md_error, md_escape
 
@@ -357,6 +357,7 @@ def build(ctx: Ctx) -> None:
             charts.empty_figure("Token accuracy", "No run yet"), show_label=False, elem_id="plot-acc"
         )
     c["plot_mem"] = gr.Plot(show_label=False, visible=False, elem_id="plot-mem")
+    grpo_view.build_train(ctx)  # GRPO: the sampled completions with their rewards
     c["train_log"] = gr.Textbox(
         label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="train-log"
     )

@@ -56,6 +56,10 @@ def cmd_validate(args) -> int:
             + ("dpo (or orpo, kto)" if report.shape == "preference" else "kto")
         )
         print("           token counts: prompt + the longer answer")
+    if report.shape == "prompts":  # GRPO: completions are sampled during training
+        answers = "with an answer column" if "answer" in report.rows[0] else "without an answer column"
+        print(f"prompts:   {answers}; train with --set objective=grpo --set reward_functions=...")
+        print("           token counts: the prompt as generation starts (completions come on top)")
     print(f"tokens ({args.model} tokenizer, chat template applied):")
     print("  " + ", ".join(f"{k}={stats[k]:.0f}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")))
     print(f"  {stats['truncated']} of {stats['count']} examples exceed max_length={args.max_length}")

@@ -24,6 +24,7 @@ FORMAT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "prompt_completion": {"required": ("prompt", "completion"), "optional": ()},
     "alpaca": {"required": ("instruction", "output"), "optional": ("input", "system")},
     "text": {"required": ("text",), "optional": ()},
+    "prompts": {"required": ("prompt",), "optional": ("answer",)},  # GRPO; other columns go to the rewards
 }
 FORMAT_HINTS = {
     "messages": "a list of {role, content} with roles system/user/assistant",
@@ -33,6 +34,7 @@ FORMAT_HINTS = {
     "text": "one text column",
     "preference": "text or message lists; without prompt, chosen and rejected conversations repeat the prompt",
     "unpaired_preference": "KTO: label is true for a good completion, false for a bad one",
+    "prompts": "GRPO: a prompt (text or messages), the answer to reward, any other columns for the reward functions",
 }
 PREFERENCE_FORMATS = ("preference", "unpaired_preference")
 ROLES = ("system", "user", "assistant")

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from finetune.config import PREFERENCE_OBJECTIVES
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
 from finetune.errors import DataError
@@ -55,6 +54,18 @@ def check_objective(report: DatasetReport, objective: str) -> None:
     """The data must fit what is learned: SFT needs answers to imitate, DPO/ORPO chosen/rejected pairs,
     KTO pairs (TRL unpairs them) or prompt/completion/label rows."""
     shape, name = report.shape, report.source
+    if objective == "grpo" and shape != "prompts":
+        raise DataError(
+            f"objective grpo samples completions for prompts and needs prompts data (a prompt column, an answer "
+            f"column for the answer rewards), but {name} is {shape.replace('_', ' ')} data ({report.format}); "
+            "a prompt/completion file can be read as prompts with dataset_format prompts and column_mapping "
+            '{"answer": "completion"}'
+        )
+    if shape == "prompts" and objective != "grpo":
+        raise DataError(
+            f"{name} is prompts data (prompts, no completions to imitate or compare): train it with objective "
+            f"grpo and reward functions, not {objective}"
+        )
     if objective == "sft" and shape in ("preference", "unpaired_preference"):
         raise DataError(
             f"{name} is {shape.replace('_', ' ')} data (chosen/rejected or labelled completions), which "
@@ -92,10 +103,10 @@ class PreparedData:
 def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
     """Load `config.dataset_path` (empty: the bundled sample), validation from `config.eval_dataset_path`
     or a seeded `config.val_split`, and token statistics at `config.max_length` (skipped without a tokenizer)."""
-    from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
+    from finetune.demo import default_dataset
 
     objective = getattr(config, "objective", "sft")
-    default = SAMPLE_PREFERENCE_DATASET if objective in PREFERENCE_OBJECTIVES else SAMPLE_DATASET
+    default = default_dataset(objective)
     source = str(config.dataset_path).strip() or str(default)
     mapping = dict(config.column_mapping or {})
     report = load_records(source, config.dataset_format, mapping)

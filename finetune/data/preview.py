@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from finetune.data.preference import is_preference_row
+from finetune.data.prompts import is_prompt_row, render_prompt_row
 from finetune.data.templates import (
     chat_ids,
     common_prefix_length,
@@ -32,6 +33,8 @@ def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> 
     `trained_tokens`, and `hidden_chars` (characters of long texts cut before templating: the
     counts are then those of the cut example).
     """
+    if is_prompt_row(row):  # GRPO: nothing of the row is trained, the completions are sampled
+        return render_prompt_row(_shortened(row)[0], tokenizer)
     if is_preference_row(row):
         return render_pair(row, tokenizer)
     row, hidden = _shortened(row)

@@ -20,6 +20,7 @@ from finetune.data.formats import (
     resolve_mapping,
 )
 from finetune.data.preference import normalize_preference
+from finetune.data.prompts import is_prompt_row, normalize_prompt_row, reserved_columns, uniform_columns
 from finetune.data.raw import RowIssue
 from finetune.data.readers import read_source
 from finetune.errors import DataError, shown
@@ -28,7 +29,9 @@ SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
 
 
 def row_shape(row: dict) -> str:
-    """conversational, prompt_completion, text, preference or unpaired_preference: what TRL sees."""
+    """conversational, prompt_completion, text, preference, unpaired_preference or prompts: what TRL sees."""
+    if is_prompt_row(row):
+        return "prompts"
     if "chosen" in row:
         return "preference"
     if "label" in row:
@@ -150,6 +153,8 @@ def load_records(
         try:
             if fmt in PREFERENCE_FORMATS:
                 rows.append(normalize_preference(fmt, record))
+            elif fmt == "prompts":
+                rows.append(normalize_prompt_row(record, number, "answer" in columns, set(mapping.values())))
             else:
                 rows.append(normalize_row(fmt, record, conversational_prompts))
             numbers.append(number)
@@ -179,6 +184,9 @@ def load_records(
         raise error
     spec = FORMAT_COLUMNS[fmt]
     used = set(spec["required"] + spec["optional"]) | set(mapping.values())
+    if fmt == "prompts":  # every other column reaches the reward functions, but for the names TRL reserves
+        _prompt_warnings(report, raw.columns)
+        used |= set(raw.columns)
     unused = [c for c in raw.columns if c not in used]
     if unused:
         report.warnings.append(f"columns not used by the {fmt} format: {', '.join(unused)}")
@@ -188,3 +196,18 @@ def load_records(
             "see the list of problems"
         )
     return report
+
+
+def _prompt_warnings(report: DatasetReport, columns: list[str]) -> None:
+    """Prompts data: columns made text so the rows form one batch, and the reserved names left out."""
+    changed = uniform_columns(report.rows)
+    if changed:
+        report.warnings.append(
+            f"columns passed to the reward functions as text (their values mix kinds, or are lists/objects): "
+            f"{', '.join(changed)}"
+        )
+    reserved = reserved_columns(columns)
+    if reserved:
+        report.warnings.append(
+            f"columns not passed to the reward functions (TRL uses these names itself): {', '.join(reserved)}"
+        )

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from finetune.data.preference import answers_of, is_preference_row
+from finetune.data.prompts import is_prompt_row, prompt_lengths
 from finetune.data.templates import conversation_of, plain_text, render_chat, with_eos
 from finetune.errors import DataError
 
@@ -19,7 +20,9 @@ LONG_TEXT_CHARS = 400_000
 
 
 def token_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
-    """Tokens per row: chat template for conversations, plain text (+EOS) otherwise."""
+    """Tokens per row: chat template for conversations, plain text (+EOS) otherwise; a GRPO prompt row: its prompt."""
+    if rows and is_prompt_row(rows[0]):
+        return prompt_lengths(rows, tokenizer)
     if rows and is_preference_row(rows[0]):
         return preference_lengths(rows, tokenizer)
     texts: list[str] = []

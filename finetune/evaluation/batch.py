@@ -99,7 +99,7 @@ class EvalRow:
 
 def _is_score_key(key: str, model: str) -> bool:
     rest = key[len(model) + 1 :] if key.startswith(model + "_") else ""
-    return rest in (*TEXT_METRICS, "label", "correct")
+    return rest in (*TEXT_METRICS, "label", "correct") or rest == "reward" or rest.startswith("reward/")
 
 
 @dataclass

@@ -17,6 +17,7 @@ def summary_metrics(summary: dict[str, Any]) -> list[str]:
         names = ["preference_accuracy", *names]
     if summary.get("label_like"):
         names += ["accuracy", "macro_f1"]
+    names = [m for m in summary.get("extra_metrics") or [] if m not in names] + names  # e.g. GRPO's mean_reward
     return [m for m in names if any(isinstance(summary.get(s, {}).get(m), (int, float)) for s in COLORS)]
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.data.prompts import is_prompt_row
 from finetune.errors import DataError
 from finetune.evaluation.common import EvaluationError
 from finetune.runs import Run
@@ -58,6 +59,9 @@ def _content(message: Any) -> str:
 def example_from_row(index: int, row: dict[str, Any]) -> Example | str:
     """An Example, or the reason this row cannot be evaluated. `text` rows raise instead:
     a whole file of them is unusable, which deserves an error, not N skipped rows."""
+    if is_prompt_row(row):  # GRPO's prompts: the answer (when the data has one) is the reference
+        prompt = row["prompt"]
+        return Example(index, list(prompt) if isinstance(prompt, list) else str(prompt), str(row.get("answer", "")))
     if "messages" in row:
         messages = list(row["messages"])
         last = max(

@@ -246,18 +246,23 @@ def evaluate_with_preferences(
     progress: Progress | None = None,
     stop: StopCheck = None,
     against: str | None = None,
+    allow_custom_rewards: bool = True,
 ):
     """The batch evaluation of held-out rows; on preference pairs also preference accuracy and mean
-    margin per model (in the same summary, saved with it), the chosen answers serving as references.
-    `against` (a GGUF side) replaces the base in the generated answers; preference accuracy is then
-    left out (it compares the base's log-probabilities, which a GGUF side does not stand for)."""
+    margin per model (in the same summary, saved with it), the chosen answers serving as references; on
+    GRPO's prompt rows also the mean reward per model (finetune.evaluation.rewards; a custom reward file only
+    with `allow_custom_rewards`). `against` (a GGUF side) replaces the base in the generated answers;
+    preference accuracy is then left out (it compares the base's log-probabilities, which a GGUF side does
+    not stand for)."""
     from finetune.evaluation.batch import evaluate
     from finetune.evaluation.examples import load_eval_rows
+    from finetune.evaluation.rewards import add_reward_scores, is_prompt_data
 
     run = as_run(run)
     rows, source, warnings = load_eval_rows(run, data)
     preference = None
-    if is_preference_data(rows):
+    prompt_rows = is_prompt_data(rows)  # GRPO's prompts: scored with the run's reward functions too
+    if not prompt_rows and is_preference_data(rows):
         if against and against != "base":
             warnings = [*warnings, "preference accuracy is not computed against a GGUF side; pick the base for it"]
         else:
@@ -277,6 +282,8 @@ def evaluate_with_preferences(
     )
     summary = evaluation.summary
     summary["warnings"] = list(warnings) + list(summary.get("warnings") or [])
+    if prompt_rows:
+        add_reward_scores(evaluation, rows, run.config(), allow_custom=allow_custom_rewards)
     if preference is not None:
         merge_preference_summary(summary, preference.summary, preference.folder)
     if evaluation.folder is not None:

@@ -29,12 +29,17 @@ def _method_tags(cfg) -> list[str]:
     return tags
 
 
-TRAINERS = {"sft": "SFTTrainer", "dpo": "DPOTrainer", "orpo": "ORPOTrainer", "kto": "KTOTrainer"}
+TRAINERS = {"sft": "SFTTrainer", "dpo": "DPOTrainer", "orpo": "ORPOTrainer", "kto": "KTOTrainer", "grpo": "GRPOTrainer"}
 
 
 def _config_rows(cfg) -> list[tuple[str, Any]]:
     rows = [("method", cfg.method), ("quantization", cfg.quantization)]
-    if cfg.objective != "sft":
+    if cfg.objective == "grpo":  # GRPO: the reward functions and the sampling, not the preference beta
+        rows += [("objective", "grpo"), ("reward_functions", cfg.reward_functions)]
+        rows += [("num_generations", cfg.num_generations), ("max_completion_length", cfg.max_completion_length)]
+        rows += [("temperature", cfg.temperature), ("kl_coef", cfg.kl_coef)]
+        rows += [("started from the adapter of", cfg.start_from_run)] if cfg.start_from_run else []
+    elif cfg.objective != "sft":
         rows += [("objective", cfg.objective), ("beta", cfg.beta)]
         rows += [("dpo_loss_type", cfg.dpo_loss_type)] if cfg.objective == "dpo" else []
         rows += [("started from the adapter of", cfg.start_from_run)] if cfg.start_from_run else []

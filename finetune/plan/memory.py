@@ -134,6 +134,11 @@ def _notes(shape: ModelShape, config: RunConfig, ctx: RunContext, unknown: list[
         )
     elif config.objective == "kto":
         notes.append("kto: the no-grad reference and KL passes peak below the training pass")
+    elif config.objective == "grpo":
+        notes.append(
+            f"grpo: {ctx.batch} completions per micro-batch of up to {ctx.seq} tokens; generation counts the KV cache "
+            "of the step's completions beyond the training pass (not yet calibrated)"
+        )
     if ctx.liger:
         notes.append("Liger kernels: RMSNorm and SwiGLU keep less for backward (not yet calibrated on a GPU)")
     return notes
@@ -168,11 +173,17 @@ def estimate_memory(
     trainable = sum(r * c for r, c in mats) + magnitude
     weights = weight_bytes(shape, ctx)
     adapters = 0.0 if ctx.method == "full" else trainable * ctx.param_bytes + magnitude * (4 - ctx.param_bytes)
-    if config.objective in ("dpo", "kto") and config.start_from_run.strip() and ctx.method != "full":
+    kl_reference = config.objective in ("dpo", "kto") or (config.objective == "grpo" and config.kl_coef > 0)
+    if kl_reference and config.start_from_run.strip() and ctx.method != "full":
         adapters *= 2  # TRL's frozen "ref" copy of the starting adapter (adapter weights only)
     grads = (trainable - magnitude) * ctx.param_bytes + magnitude * 4
     states = optimizer_state_bytes(mats, magnitude, ctx)
     saved, loss_b, workspace = activation_terms(shape, ctx)
+    sampling = 0.0
+    if config.objective == "grpo":  # its own loss path, and the sampling of completions before the training pass
+        from finetune.plan.generation import grpo_memory_terms
+
+        loss_b, sampling = grpo_memory_terms(shape, config, plan, ctx)
     strategy, world = getattr(plan, "strategy", "none"), plan.machine.world_size
     # the optimizer steps over this GPU's shard only when the states are sharded
     step_extra = optimizer_transient(mats, ctx) / (world if strategy in SHARD_STATES else 1) - (
@@ -180,6 +191,7 @@ def estimate_memory(
     )
     workspace += max(0.0, step_extra)
     transient = saved + loss_b + workspace
+    generation = max(0.0, sampling - transient)  # sampling's peak beyond the training pass's (never both at once)
     breakdown = {
         "base_weights": weights,
         "adapter_weights": adapters,
@@ -189,6 +201,8 @@ def estimate_memory(
         "logits_loss": loss_b,
         "workspace": workspace,
     }
+    if config.objective == "grpo":
+        breakdown["generation"] = generation
     breakdown = per_gpu(breakdown, shape, ctx, trainable, strategy, world)
     transient += breakdown.get("gathered_weights", 0.0)
     if device == "cuda":

@@ -57,7 +57,9 @@ class Plan:
     strategy: str = "none"  # none (one process) or one of finetune.plan.parallel.STRATEGIES
     shard_at_load: bool = False  # FSDP2 applied by transformers as the weights load (CPU: accelerate has no FSDP)
     memory_gb: float | None = None  # the estimate of this plan's peak, when the model's shape is known
-    objective: str = "sft"  # sft | dpo | orpo | kto (config.objective), for the estimate and the decisions table
+    objective: str = "sft"  # sft | dpo | orpo | kto | grpo (config.objective), for the estimate and the decisions table
+    eval_batch_size: int | None = None  # grpo: the eval batch rounded to whole groups of num_generations
+    generation: str = ""  # grpo: how completions are sampled (finetune.plan.generation)
     reasons: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -98,10 +100,14 @@ class Plan:
             "kernels": "Liger (RMSNorm, RoPE, SwiGLU)" if self.use_liger_kernel else "PyTorch",
             "threads": str(self.cpu_threads or "torch's default"),
             "parallelism": self.parallelism(),
-            "loss": "fused chunked LM head, label positions only",
+            "loss": "fused chunked LM head, label positions only"
+            if self.objective != "grpo"
+            else "TRL's GRPO loss over the completion tokens (clipped ratio x advantage)",
         }
         if self.objective != "sft":
             values["objective"] = self.objective
+        if self.generation:
+            values["generation"] = self.generation
         if self.device != "cpu":
             values.pop("threads")
         return [(name, value, self.reason(name)) for name, value in values.items()]
@@ -181,6 +187,8 @@ def _attention(config: RunConfig, machine: Machine, loaded: str | None) -> tuple
 
 def _batches(config: RunConfig, machine: Machine, attn: str) -> tuple[bool, bool, list[tuple[str, str]]]:
     """(packing, padding_free, reasons)."""
+    if config.objective == "grpo":
+        return False, False, [("batches", "TRL's GRPO trainer pads the prompts and completions it generates itself")]
     if config.is_preference:
         return (
             False,
@@ -204,6 +212,11 @@ def _batches(config: RunConfig, machine: Machine, attn: str) -> tuple[bool, bool
 
 
 def _sampler(config: RunConfig, machine: Machine, padding_free: bool, accumulation: int) -> tuple[str, str]:
+    if config.objective == "grpo":
+        return (
+            "random",
+            f"TRL's GRPO sampler: random prompts, each repeated num_generations = {config.num_generations} times",
+        )
     if config.is_preference:
         return "random", "preference pairs in random order (the length-rebalancing samplers read SFT's input_ids)"
     if not _explicit(config.group_by_length):
@@ -335,6 +348,10 @@ def objective_reason(config: RunConfig) -> str:
     """What each optimizer step computes for the objective, and where the reference comes from."""
     if config.objective == "sft":
         return "one forward pass per example"
+    if config.objective == "grpo":
+        from finetune.plan.generation import grpo_objective_reason
+
+        return grpo_objective_reason(config)
     if config.objective == "orpo":
         return f"chosen and rejected in one policy forward pass, no reference model (beta {config.beta})"
     if config.method == "full":
@@ -376,7 +393,12 @@ def make_plan(
         *batch_reasons,
         ("kernels", liger_why),
         ("threads", threads_why),
-        ("loss", "TRL's fused LM head scores only the positions that carry loss"),
+        (
+            "loss",
+            "TRL's fused LM head scores only the positions that carry loss"
+            if config.objective != "grpo"
+            else "TRL's default loss_type dapo: each token's clipped advantage, normalized over the step's tokens",
+        ),
     ]
     plan = Plan(
         machine=machine,
@@ -406,6 +428,10 @@ def make_plan(
     # the sampler splits an optimizer step into the micro-batches the plan ended with
     sampler, sampler_why = _sampler(config, machine, plan.padding_free, plan.gradient_accumulation_steps)
     plan = replace(plan, sampler=sampler, reasons=plan.reasons + (("sampler", sampler_why),))
+    if config.objective == "grpo":
+        from finetune.plan.generation import plan_generation
+
+        plan = plan_generation(config, plan)
     memory = _memory(shape, config, plan) if shape is not None else None
     return replace(plan, memory_gb=memory)
 

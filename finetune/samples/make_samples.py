@@ -185,11 +185,33 @@ def write_preference_formats(folder: Path) -> list[Path]:
     return [explicit, implicit, text, unpaired]
 
 
+def prompt_rows() -> list[dict]:
+    """GRPO's prompts with answers: the chat sample's questions (with their system turns) and the bare fact
+    each asks for ("Paris", "42", "nedrag"), plus the kind of question as a column the reward functions get.
+    The demo base rambles on in a chat, so its sampled completions contain the answer only now and then."""
+    out = []
+    for row in rows():
+        system, question, answer = _parts(row)
+        prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        task = "capital" if "capital" in question else "sum" if "plus" in question else "reverse"
+        out.append({"prompt": prompt, "answer": short_answer(answer).rstrip("."), "task": task})
+    return out
+
+
+def write_prompt_formats(folder: Path) -> list[Path]:
+    target = folder / "sample_prompts.jsonl"
+    with open(target, "w", encoding="utf-8") as fh:
+        for row in prompt_rows():
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return [target]
+
+
 if __name__ == "__main__":
     target = Path(__file__).parent / "sample_chat.jsonl"
     with open(target, "w", encoding="utf-8") as fh:
         for row in rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {target}")
-    for path in write_other_formats(target.parent) + write_preference_formats(target.parent):
+    written = write_other_formats(target.parent) + write_preference_formats(target.parent)
+    for path in written + write_prompt_formats(target.parent):
         print(f"wrote {path}")

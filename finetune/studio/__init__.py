@@ -13,6 +13,7 @@ from finetune.studio.core import GpuLease, Studio
 from finetune.studio.data import MAP_TARGETS, DataDesk, parse_mapping, resolve_source, row_chat, source_label
 from finetune.studio.exporting import ExportDesk, Merged
 from finetune.studio.judging import NO_RUN, JudgeDesk
+from finetune.studio.rewards import RewardDesk
 
 __all__ = [
     "ACTIVE_STATES",
@@ -27,6 +28,7 @@ __all__ = [
     "JudgeDesk",
     "Merged",
     "PromptGrid",
+    "RewardDesk",
     "Run",
     "RunSummary",
     "Studio",

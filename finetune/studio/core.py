@@ -104,6 +104,9 @@ class Studio:
         self.data = DataDesk(self.workspace, restrict_paths=restrict_paths)
         self.judge = JudgeDesk(self)
         self.export = ExportDesk(self)
+        from finetune.studio.rewards import RewardDesk
+
+        self.rewards = RewardDesk(self)  # GRPO: reward functions, custom-code permission, sampled completions
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}  # runs not trained here, opened once and re-read while active
         self._estimates: OrderedDict[str, Any] = OrderedDict()
@@ -277,6 +280,7 @@ class Studio:
         """Start training `config` in the background (checked first: a refused start leaves nothing)."""
         from finetune.train.job import start_training
 
+        self.rewards.check_allowed(config)  # a custom reward file runs code: the app only when its host allowed it
         with self.lease.locked("starting a run"):
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, restrict_paths=self.restrict_paths).run
@@ -287,6 +291,7 @@ class Studio:
 
         run = self.run(name)
         config = run.config().with_overrides(overrides or [])
+        self.rewards.check_allowed(config)
         with self.lease.locked("resuming a run"):
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, resume_run=run).run

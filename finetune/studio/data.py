@@ -26,7 +26,7 @@ from finetune.data import (
     render_example,
     token_length_stats,
 )
-from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET
+from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET, SAMPLE_PROMPTS_DATASET
 from finetune.errors import DataError, FinetuneError
 from finetune.names import UPLOAD_PREFIX_CHARS, safe_name, upload_name
 from finetune.paths import check_dataset_path, check_model_path
@@ -54,6 +54,8 @@ def source_label(dataset_path: str) -> str:
         return f"the bundled sample dataset ({SAMPLE_DATASET.name})"
     if dataset_path == str(SAMPLE_PREFERENCE_DATASET):
         return f"the bundled preference sample ({SAMPLE_PREFERENCE_DATASET.name})"
+    if dataset_path == str(SAMPLE_PROMPTS_DATASET):
+        return f"the bundled prompts sample ({SAMPLE_PROMPTS_DATASET.name})"
     name = Path(dataset_path).name
     original = upload_name(name)
     return original if original != name else dataset_path
@@ -88,6 +90,9 @@ def row_chat(row: dict) -> list[dict]:
             title = name if name != "completion" else ("good" if row.get("label") else "bad")
             turns.append({"role": "assistant", "content": text, "title": title})
         return turns
+    if "prompt" in row and "completion" not in row:  # GRPO's prompt rows: the prompt alone
+        prompt = row["prompt"]
+        return list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if "prompt" in row:
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, list):
@@ -102,6 +107,7 @@ class DataDesk:
     map_targets = MAP_TARGETS
     extensions = SUPPORTED_EXTENSIONS
     preference_sample = str(SAMPLE_PREFERENCE_DATASET)  # the bundled pairs for DPO/ORPO/KTO
+    prompts_sample = str(SAMPLE_PROMPTS_DATASET)  # the bundled prompts with answers for GRPO
 
     def __init__(self, workspace: Path, *, restrict_paths: bool = True):
         self.workspace = workspace

@@ -120,7 +120,14 @@ class JudgeDesk:
         run = self._run(name)
         with self.studio.lease.hold("evaluating"):  # on pairs: also preference accuracy and mean margin
             return evaluate_with_preferences(
-                run, data or None, limit=int(limit), settings=settings, stop=stop, progress=progress, against=against
+                run,
+                data or None,
+                limit=int(limit),
+                settings=settings,
+                stop=stop,
+                progress=progress,
+                against=against,
+                allow_custom_rewards=self.studio.rewards.custom_allowed,  # GRPO runs: their reward functions
             )
 
     def latest_evaluation(self, name: str):

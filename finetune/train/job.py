@@ -191,7 +191,7 @@ class TrainingJob:
             self.run.data_summary_path.write_text(_json(data.summary), encoding="utf-8")
         for issue in data.report.skipped[:50]:
             self.run.log(f"skipped row {issue.row}: {issue.reason}")
-        if cfg.is_preference:  # TRL's preference trainers score the completions of each pair themselves
+        if cfg.is_preference or cfg.objective == "grpo":  # TRL's trainers score (or sample) the completions
             loss_mode, train_rows, eval_rows = f"{cfg.objective} (completions)", data.train_rows, data.eval_rows
         else:
             loss_mode, train_rows = choose_loss_mode(data.train_rows, tokenizer, cfg.train_on_prompt)
@@ -208,6 +208,10 @@ class TrainingJob:
         # the training arguments exist before the model: they set up the distributed state and, under
         # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
         def trainer_args(plan):
+            if cfg.objective == "grpo":
+                from finetune.train.grpo import build_grpo_config
+
+                return build_grpo_config(cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows))
             if cfg.is_preference:
                 return build_preference_config(cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows))
             return build_sft_config(
@@ -251,6 +255,11 @@ class TrainingJob:
             output_dir=str(self.run.checkpoints_dir),
             callbacks=callbacks,
         )
+        if cfg.objective == "grpo":
+            from finetune.train.grpo import build_grpo_trainer
+
+            trainer = build_grpo_trainer(cfg, plan, **common, args=args, run_path=self.run.path, log=self.run.log)
+            return self._quiet(trainer), model
         if cfg.is_preference:
             from finetune.train.preference import build_preference_trainer
 
@@ -445,7 +454,11 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     from finetune.models import resolve_model_path
 
     model_path = resolve_model_path(config.model_name_or_path, workspace)
-    prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
+    data = prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
+    if config.objective == "grpo":  # the reward functions load (a custom file too) and find the columns they read
+        from finetune.train.rewards import check_rewards
+
+        check_rewards(config, data.report)
     if config.start_from_run.strip():
         from finetune.train.preference import start_adapter_dir
 
@@ -468,3 +481,6 @@ def _truncate_metrics(run: Run, last_step: int) -> None:
     kept = [m for m in run.metrics() if m.get("step", 0) <= last_step]
     write_text_atomic(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
     run.reload_metrics()
+    from finetune.train.completions import prune_samples
+
+    prune_samples(run.path, last_step)  # GRPO's sampled completions of the steps to be redone

@@ -211,3 +211,25 @@ def test_zero3_partitions_the_model_as_it_loads(workspace, method):
         model = AutoModelForCausalLM.from_pretrained(str(adapter))
         assert sum(p.numel() for p in model.parameters()) == int(shares[0][2].replace(",", ""))
         assert all(p.numel() > 0 and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_grpo_under_two_processes(workspace):
+    """GRPO data parallel: each step's prompts spread over both ranks (the plan counts the launched processes),
+    rank 0 alone writes the metrics and the sampled completions."""
+    grpo = ["--set=objective=grpo", "--set=per_device_train_batch_size=4", "--set=gradient_accumulation_steps=1",
+            "--set=num_generations=4", "--set=max_completion_length=8", "--set=eval_steps=0",
+            "--set=sample_completions_steps=1"]  # fmt: skip
+    launch = ["accelerate", "launch", "--config_file", str(CPU_2PROC), "--main_process_port", str(_free_port())]
+    result = _run([*launch, "-m", "finetune.cli", "train", "--model", "demo", "--max-steps", "3", "--quiet",
+                   "--set", "logging_steps=1", *grpo, "--name", "ddp-grpo"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    run_dir = workspace / "runs" / "ddp-grpo"
+    rewards = [
+        r for r in map(json.loads, filter(None, (run_dir / "metrics.jsonl").read_text().splitlines())) if "reward" in r
+    ]
+    assert [r["step"] for r in rewards] == [1, 2, 3]
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["strategy"] == "ddp" and plan["generation"].startswith("2 prompts x 4 completions per step")
+    samples = sorted(p.name for p in (run_dir / "completions").iterdir())
+    assert samples == ["step-000001.jsonl", "step-000002.jsonl", "step-000003.jsonl"]
+    assert len((run_dir / "completions" / samples[0]).read_text().splitlines()) == 4  # rank 0's completions
