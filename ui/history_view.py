@@ -7,10 +7,22 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import charts
+from ui import charts, time_view
 from ui.state import Ctx, error_text, fmt_time, md_error, md_escape, run_dropdown_update
 
-HISTORY_HEADERS = ["run", "model", "data", "method", "status", "steps", "final loss", "eval loss", "started"]
+HISTORY_HEADERS = [
+    "run",
+    "model",
+    "data",
+    "method",
+    "status",
+    "steps",
+    "final loss",
+    "eval loss",
+    "started",
+    "predicted",
+    "actual",
+]
 STATE_COLUMN = HISTORY_HEADERS.index("status")
 
 
@@ -24,6 +36,7 @@ def history_rows(ctx: Ctx, live: dict | None = None, query: str = "") -> list[li
     except Exception:
         return rows
     words = (query or "").lower().split()
+    records = ctx.studio.timing.records()  # each run's predicted and measured time (prediction.json)
     for r in runs:
         state, step, total = r.state, r.step, r.total_steps
         if live and live.get("run") == r.name:
@@ -38,6 +51,7 @@ def history_rows(ctx: Ctx, live: dict | None = None, query: str = "") -> list[li
             round(r.final_loss, 4) if r.final_loss is not None else None,
             round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
             fmt_time(r.created_at),
+            *time_view.history_cells(records.get(r.name, {})),
         ]
         text = " ".join(str(v) for v in row).lower()
         if all(w in text for w in words):

@@ -138,7 +138,6 @@ class LoginThrottle:
 
     async def check(self, username: str, password: str) -> bool:
         """The `auth` callable (a coroutine function: Gradio awaits only what inspect says is one)."""
-        import asyncio
         import hmac
         import time
 

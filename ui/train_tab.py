@@ -16,7 +16,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
-from ui import charts, config_form, history_view
+from ui import charts, config_form, history_view, time_view, trackers_view
 from ui.history_view import STATE_COLUMN, history_rows
 from ui.state import GPU, Ctx, error_text, fmt_duration, json_safe, md_error, md_escape, run_dropdown_update
 
@@ -73,6 +73,10 @@ def progress_html(p: dict) -> str:
     tps = p.get("tokens_per_s")
     if isinstance(tps, (int, float)) and tps > 0:
         parts.append(f"{tps:,.0f} tokens/s")
+        if isinstance(p.get("mfu"), (int, float)):  # how well the hardware is used: MFU (GPU), GFLOP/s (CPU)
+            parts.append(f"MFU {p['mfu']:.1%}")
+        elif isinstance(p.get("achieved_gflops"), (int, float)):
+            parts.append(f"{p['achieved_gflops']:.2f} GFLOP/s")
     cls = "active" if state in ACTIVE_STATES else state
     return (
         f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}">'
@@ -90,6 +94,7 @@ def figures(run: Run, name: str) -> list:
         figs["grad"],
         figs["acc"],
         gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False),
+        figs["speed"],
     ]
 
 
@@ -158,7 +163,9 @@ def tick(
     out["train_progress"] = progress_html(p)
     due = not active or not drawn or time.time() - float(plotted_at or 0) >= PLOT_INTERVAL_S
     if (fresh and due) or (not drawn and new_sig != sig):
-        for key, fig in zip(("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem"), figures(run, name)):
+        for key, fig in zip(
+            ("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem", "plot_speed"), figures(run, name)
+        ):
             out[key] = fig
         out["drawn"] = run.metrics_count()
         out["plotted_at"] = time.time()
@@ -191,6 +198,7 @@ TICK_KEYS = [
     "plot_grad",
     "plot_acc",
     "plot_mem",
+    "plot_speed",
     "train_log",
     "drawn",
     "sig",
@@ -232,6 +240,8 @@ def build(ctx: Ctx) -> None:
         c["refresh_btn"] = gr.Button("Refresh", size="sm", elem_id="train-refresh", scale=0, min_width=90)
     c["train_status"] = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     c["train_progress"] = gr.HTML(progress_html({"state": "", "fraction": 0}), elem_id="train-progress")
+    time_view.build_run(ctx)
+    trackers_view.build(ctx)
     with gr.Row():
         c["plot_loss"] = gr.Plot(charts.empty_figure("Loss", "No run yet"), show_label=False, elem_id="plot-loss")
         c["plot_lr"] = gr.Plot(charts.empty_figure("Learning rate", "No run yet"), show_label=False, elem_id="plot-lr")
@@ -243,6 +253,9 @@ def build(ctx: Ctx) -> None:
             charts.empty_figure("Token accuracy", "No run yet"), show_label=False, elem_id="plot-acc"
         )
     c["plot_mem"] = gr.Plot(show_label=False, visible=False, elem_id="plot-mem")
+    c["plot_speed"] = gr.Plot(
+        charts.empty_figure("Speed and hardware use", "No run yet"), show_label=False, elem_id="plot-speed"
+    )
     c["train_log"] = gr.Textbox(
         label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="train-log"
     )
@@ -438,3 +451,5 @@ def wire(ctx: Ctx) -> None:
 
     gr.api(run_status, api_name="run_status")
     history_view.wire(ctx)
+    time_view.wire_run(ctx)
+    trackers_view.wire(ctx)

@@ -1,0 +1,154 @@
+"""The CPU's throughput for the time prediction: measured once per machine, cached in the workspace.
+
+A CPU has no datasheet peak that training reaches, and small models train far below it (Python, kernel
+launches and dequantization dominate): the calibration (finetune/train/calibrate.py) trains the built-in
+demo model for a few steps through the engine's own builders, with the run's method, quantization,
+checkpointing and objective, and fits three numbers from the step times:
+
+    seconds per optimizer step = step_s + passes x pass_s + FLOPs computed / flops_per_s
+
+(short rows, long rows, and the short rows split into two accumulated passes), plus one evaluation and
+one checkpoint. Step times are medians, so a few steps slowed by other work on a shared machine do not
+move them. The result is cached in <workspace>/cache/calibration/cpu.json under a key of the machine (CPU
+model, cores, torch version, torch threads) and the run's kind; a changed machine is measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from finetune.config import RunConfig
+from finetune.plan.throughput import Throughput
+
+CALIBRATION_VERSION = 1
+CALIBRATION_DEMO_LAYERS = 2  # the demo model's decoder layers, what the fixed costs were measured on
+_lock = threading.Lock()
+
+
+def cache_path(workspace: str | Path) -> Path:
+    return Path(workspace) / "cache" / "calibration" / "cpu.json"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_key(plan) -> dict[str, Any]:
+    """What makes this machine this machine for the calibration: a change of any part measures again."""
+    import torch
+
+    return {
+        "version": CALIBRATION_VERSION,
+        "cpu": cpu_model(),
+        "cores": plan.machine.cpu_count,
+        "torch": str(torch.__version__),
+        "threads": plan.cpu_threads or torch.get_num_threads(),
+    }
+
+
+def run_kind(config: RunConfig, plan) -> dict[str, Any]:
+    """The parts of a run that change the fixed costs per pass and per step."""
+    return {
+        "method": config.method,
+        "quantization": "none" if config.method == "full" else config.quantization,
+        "checkpointing": bool(plan.gradient_checkpointing),
+        "objective": config.objective,
+    }
+
+
+def key_text(plan, config: RunConfig) -> str:
+    return json.dumps({**machine_key(plan), **run_kind(config, plan)}, sort_keys=True)
+
+
+def _read(workspace: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(cache_path(workspace).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any] | None:
+    """The stored calibration of this machine and run kind, or None."""
+    entry = _read(workspace).get(key_text(plan, config))
+    return entry if isinstance(entry, dict) and isinstance(entry.get("flops_per_s"), (int, float)) else None
+
+
+def store(workspace: str | Path, config: RunConfig, plan, entry: dict[str, Any]) -> None:
+    from finetune.files import write_text_atomic
+
+    with _lock:
+        data = _read(workspace)
+        data[key_text(plan, config)] = entry
+        path = cache_path(workspace)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(data, indent=1))
+
+
+def fit(phases: dict[str, dict[str, float]]) -> dict[str, float]:
+    """flops_per_s, pass_s, step_s from the median step times of three phases, each {seconds, flops, passes}:
+    `short` and `long` (one pass per step) and `split` (the short rows in two accumulated passes)."""
+    short, long, split = phases["short"], phases["long"], phases["split"]
+    gained = long["seconds"] - short["seconds"]
+    if gained > 0 and long["flops"] > short["flops"]:
+        rate = (long["flops"] - short["flops"]) / gained
+    else:  # noise hid the difference: count the whole long step as computation (a slower, safe estimate)
+        rate = long["flops"] / long["seconds"]
+    extra_passes = split["passes"] - short["passes"]
+    pass_s = (split["seconds"] - short["seconds"] - (split["flops"] - short["flops"]) / rate) / max(1, extra_passes)
+    pass_s = max(0.0, pass_s)
+    step_s = max(0.0, short["seconds"] - short["passes"] * pass_s - short["flops"] / rate)
+    return {"flops_per_s": rate, "pass_s": pass_s, "step_s": step_s}
+
+
+def throughput(entry: dict[str, Any], shape, config: RunConfig) -> Throughput:
+    """A stored calibration as the Throughput of a run of `shape` (the fixed costs scale with its layers)."""
+    layers = getattr(shape, "num_layers", CALIBRATION_DEMO_LAYERS) or CALIBRATION_DEMO_LAYERS
+    scale = layers / CALIBRATION_DEMO_LAYERS
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("measured_at", 0)))
+    source = (
+        f"measured on this CPU ({entry.get('cpu', '?')}, {entry.get('threads', '?')} torch thread(s), "
+        f"{when}): {entry['flops_per_s'] / 1e9:.2f} GFLOP/s sustained, {entry['pass_s'] * 1e3:.1f} ms per pass, "
+        f"{entry['step_s'] * 1e3:.1f} ms per step ({entry.get('kind', '')})"
+    )
+    reasons: tuple[str, ...] = ()
+    if abs(scale - 1) > 1e-9:
+        reasons = (
+            f"the CPU was calibrated on the demo model ({CALIBRATION_DEMO_LAYERS} layers); the fixed costs are "
+            f"scaled to {layers} layers and its FLOP/s (small matrices) is likely below this model's: "
+            "unmeasured for this model",
+        )
+    load = entry.get("load_average")
+    if isinstance(load, (int, float)) and load >= (entry.get("cores") or 1) / 2:
+        reasons += (f"the CPU was shared when measured (load average {load:.1f}): times vary with other work",)
+    return Throughput(
+        device="cpu",
+        flops_per_s=float(entry["flops_per_s"]),
+        pass_s=float(entry["pass_s"]) * scale,
+        step_s=float(entry["step_s"]) * scale,
+        eval_pass_s=float(entry.get("eval_pass_s", 0.0)) * scale,
+        save_s=float(entry.get("save_s", 0.0)),
+        measured=True,
+        source=source,
+        reasons=reasons,
+    )
+
+
+def load_average() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return 0.0
