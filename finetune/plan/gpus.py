@@ -35,14 +35,18 @@ class GpuPeak:
 
 NVIDIA_H100 = "NVIDIA H100 Tensor Core GPU datasheet (BF16 Tensor Core, the dense half of the sparsity figure)"
 PEAKS: tuple[GpuPeak, ...] = (
+    GpuPeak("B200", 2250.0, "bf16", "NVIDIA HGX B200 datasheet (FP16/BF16 Tensor Core per GPU, dense)"),
     GpuPeak("GH200", 989.0, "bf16", "NVIDIA GH200 Grace Hopper datasheet (BF16 Tensor Core, dense)"),
     GpuPeak("H200 NVL", 835.0, "bf16", "NVIDIA H200 Tensor Core GPU datasheet (H200 NVL, BF16, dense)"),
     GpuPeak("H200", 989.0, "bf16", "NVIDIA H200 Tensor Core GPU datasheet (H200 SXM, BF16 1,979 sparse / 2)"),
     GpuPeak("H100 NVL", 835.0, "bf16", NVIDIA_H100 + ", H100 NVL"),
     GpuPeak("H100 PCIe", 756.0, "bf16", NVIDIA_H100 + ", H100 PCIe"),
     GpuPeak("H100", 989.0, "bf16", NVIDIA_H100 + ", H100 SXM: 1,979 sparse / 2"),
+    GpuPeak("H800", 989.0, "bf16", "NVIDIA H800 (export H100 SXM): the H100 SXM's BF16 figure"),
+    GpuPeak("A800", 312.0, "bf16", "NVIDIA A800 (export A100): the A100's BF16 figure"),
     GpuPeak("A100", 312.0, "bf16", "NVIDIA A100 Tensor Core GPU datasheet (BF16 Tensor Core 312, 624 sparse)"),
     GpuPeak("L40S", 362.0, "bf16", "NVIDIA L40S datasheet (BF16 Tensor Core 362.05, 733 sparse)"),
+    GpuPeak("L40", 181.0, "bf16", "NVIDIA L40 datasheet (BF16 Tensor Core 181.05, 362.1 sparse)"),
     GpuPeak("L4", 121.0, "bf16", "NVIDIA L4 Tensor Core GPU datasheet (BF16 Tensor Core 242 sparse / 2)"),
     GpuPeak(
         "A10G",
@@ -51,6 +55,8 @@ PEAKS: tuple[GpuPeak, ...] = (
         "no NVIDIA or AWS datasheet: Baseten, 'NVIDIA A10 vs A10G for ML model inference' (tensor compute)",
     ),
     GpuPeak("A10", 125.0, "bf16", "NVIDIA A10 Tensor Core GPU datasheet (BF16 Tensor Core 125, 250 sparse)"),
+    GpuPeak("A6000", 154.8, "bf16", "NVIDIA RTX A6000 datasheet (BF16 Tensor 309.7 sparse / 2)"),
+    GpuPeak("V100", 125.0, "fp16", "NVIDIA V100 datasheet (SXM2 Tensor Performance 125 TFLOPS, fp16; no bf16)"),
     GpuPeak("T4", 65.0, "fp16", "NVIDIA T4 Tensor Core GPU datasheet (mixed-precision FP16/FP32; no bf16)"),
     GpuPeak(
         "RTX 4090",

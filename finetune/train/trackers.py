@@ -6,7 +6,9 @@ metrics went (trackers.json in the run folder) so the Train tab can link to them
 - tensorboard: event files in <run>/tensorboard (TENSORBOARD_LOGGING_DIR, unless set);
 - wandb: files in <run>/wandb (WANDB_DIR); without a login (no WANDB_API_KEY, no netrc entry) and no
   WANDB_MODE it runs offline, and `wandb sync` uploads the run later;
-- mlflow: without MLFLOW_TRACKING_URI a file store in <run>/mlruns; experiment `finetune-studio`;
+- mlflow: without MLFLOW_TRACKING_URI a file store in <run>/mlruns (MLflow 3 keeps file stores in maintenance
+  mode: MLFLOW_ALLOW_FILE_STORE is set for it); experiment `finetune-studio`; `mlflow ui` needs the full
+  `mlflow` package;
 - trackio: its local database (TRACKIO_DIR, default ~/.cache/huggingface/trackio), project `finetune-studio`.
 The variables are set for the duration of the job (one job per process) and restored after.
 """
@@ -75,7 +77,10 @@ def environment(report_to: str, run_path: Path) -> dict[str, str]:
             wanted["WANDB_MODE"] = "offline"
         wanted["WANDB_SILENT"] = "true"
     elif report_to == "mlflow":
-        wanted["MLFLOW_TRACKING_URI"] = (run_path / "mlruns").resolve().as_uri()
+        if "MLFLOW_TRACKING_URI" not in os.environ:
+            # a file store needs no server or database; MLflow 3 keeps it in maintenance mode behind this switch
+            wanted["MLFLOW_TRACKING_URI"] = (run_path / "mlruns").resolve().as_uri()
+            wanted["MLFLOW_ALLOW_FILE_STORE"] = "true"
         wanted["MLFLOW_EXPERIMENT_NAME"] = PROJECT
     return {key: value for key, value in wanted.items() if key not in os.environ}
 
@@ -123,7 +128,9 @@ def record_where(report_to: str, run_path: Path) -> dict[str, Any]:
     elif report_to == "tensorboard":
         info["logdir"] = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(run_path / "tensorboard")
     elif report_to == "trackio":
-        info["project"] = PROJECT
+        from trackio.utils import TRACKIO_DIR
+
+        info.update(project=PROJECT, dir=str(TRACKIO_DIR))
     return info
 
 
@@ -154,7 +161,8 @@ def links(report_to: str, run_path: str | Path) -> list[dict[str, str]]:
         return [{"name": name, "text": "event files of this run", "command": f"tensorboard --logdir {logdir}"}]
     if report_to == "trackio":
         project = info.get("project") or PROJECT
-        return [{"name": name, "text": f"project {project}", "command": f"trackio show --project {project}"}]
+        where = f"project {project}" + (f", local database in {info['dir']}" if info.get("dir") else "")
+        return [{"name": name, "text": where, "command": f"trackio show --project {project}"}]
     if report_to == "wandb":
         if info.get("url"):
             return [{"name": name, "text": "this run on wandb.ai", "url": info["url"]}]
@@ -172,7 +180,10 @@ def links(report_to: str, run_path: str | Path) -> list[dict[str, str]]:
         url = f"{uri.rstrip('/')}/#/experiments/{info.get('experiment_id')}/runs/{info['run_id']}"
         return [{"name": name, "text": "this run on the MLflow server", "url": url}]
     run_id = f" (run {info['run_id']})" if info.get("run_id") else ""
-    return [{"name": name, "text": f"local store{run_id}", "command": f"mlflow ui --backend-store-uri {uri}"}]
+    text = f"local store{run_id}; its UI needs the full `mlflow` package"
+    return [
+        {"name": name, "text": text, "command": f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}"}
+    ]
 
 
 def where_callback(report_to: str, run):
