@@ -82,7 +82,7 @@ def run_timing_md(ctx: Ctx, name: str | None) -> str:
         return ""
     record = ctx.studio.timing.record(name)
     predicted, actual = record.get("predicted") or {}, record.get("actual") or {}
-    if not predicted and not actual:
+    if not predicted and not actual and not record.get("predicted_why"):
         return ""
     parts = []
     if predicted:

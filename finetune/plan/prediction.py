@@ -62,16 +62,16 @@ class TimeEstimate:
         return {
             "predicted_steps": self.steps,
             "predicted_tokens": round(self.tokens),
-            "predicted_seconds": round(self.seconds, 2),
+            "predicted_seconds": _sig(self.seconds),
             "predicted_cost": None if self.cost is None else round(self.cost, 4),
             "predicted_tokens_per_s": round(self.tokens_per_s, 1),
             "predicted_flops_per_s": self.flops_per_s,
             "predicted_mfu": self.mfu,
             "epochs": round(self.epochs, 3),
             "computed_tokens": round(self.computed_tokens),
-            "train_seconds": round(self.train_seconds, 2),
-            "eval_seconds": round(self.eval_seconds, 2),
-            "save_seconds": round(self.save_seconds, 2),
+            "train_seconds": _sig(self.train_seconds),
+            "eval_seconds": _sig(self.eval_seconds),
+            "save_seconds": _sig(self.save_seconds),
             "flops": self.flops,
             "devices": self.devices,
             "price_per_hour": self.price_per_hour,
@@ -87,6 +87,11 @@ class TimeEstimate:
             "reasons": dict(self.reasons),
             "notes": list(self.notes),
         }
+
+
+def _sig(value: float) -> float:
+    """Four significant digits: a GPU run of the demo lasts milliseconds, a large one hours."""
+    return float(f"{value:.4g}")
 
 
 def format_seconds(seconds: float) -> str:

@@ -89,11 +89,16 @@ class TimingDesk:
         audit, split into training and validation rows exactly as the run will split them."""
         from finetune.data.prepare import split_train_val
         from finetune.demo import SAMPLE_PREFERENCE_DATASET
+        from finetune.errors import DataError
+        from finetune.studio.data import source_label
 
         desk = self.studio.data
         source = config.dataset_path.strip() or (str(SAMPLE_PREFERENCE_DATASET) if config.is_preference else "")
         mapping = dict(config.column_mapping or {})
-        report = desk.report(source, config.dataset_format, mapping)
+        try:
+            report = desk.report(source, config.dataset_format, mapping)
+        except DataError as exc:  # the message names the problem; say which data it is about
+            raise DataError(f"the data {source_label(source)} cannot be read: {exc}") from None
         model = config.model_name_or_path
         stats = desk.length_stats(report, model, config.max_length, config.trust_remote_code)
         by_row = {id(row): n for row, n in zip(report.rows, stats["lengths"])}
@@ -105,7 +110,6 @@ class TimingDesk:
         else:
             train_rows, eval_rows = split_train_val(report.rows, config.val_split, config.seed)
             train, held = [by_row[id(r)] for r in train_rows], [by_row[id(r)] for r in eval_rows]
-        from finetune.studio.data import source_label
 
         label = f"{len(train)} training rows of {source_label(source)}"
         return train, held, label, config.objective == "kto" and report.shape == "preference"
