@@ -5,11 +5,12 @@ launches and dequantization dominate): the calibration (finetune/train/calibrate
 demo model for a few steps through the engine's own builders, with the run's method, quantization,
 checkpointing and objective, and fits three numbers from the step times:
 
-    seconds per optimizer step = step_s + passes x pass_s + FLOPs computed / flops_per_s
+    seconds per optimizer step = step_s + passes x pass_s + matmul FLOPs / flops_per_s
+                                 + attention FLOPs / attention_flops_per_s
 
-(short rows, long rows, and the short rows split into two accumulated passes), plus one evaluation and
-one checkpoint. Step times are medians, so a few steps slowed by other work on a shared machine do not
-move them. The result is cached in <workspace>/cache/calibration/cpu.json under a key of the machine (CPU
+(rows of three lengths, and the short rows split into the run's accumulated passes, at least two), plus one evaluation and
+one checkpoint. Step times are interquartile means of CPU time on one thread, so a few steps slowed by
+other work on a shared machine do not move them. The result is cached in <workspace>/cache/calibration/cpu.json under a key of the machine (CPU
 model, cores, torch version, torch threads) and the run's kind; a changed machine is measured again.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.plan.throughput import Throughput
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 3
 CALIBRATION_DEMO_LAYERS = 2  # the demo model's decoder layers, what the fixed costs were measured on
 _lock = threading.Lock()
 
@@ -66,6 +67,9 @@ def run_kind(config: RunConfig, plan) -> dict[str, Any]:
         "quantization": "none" if config.method == "full" else config.quantization,
         "checkpointing": bool(plan.gradient_checkpointing),
         "objective": config.objective,
+        # measured: a pass costs more the more passes a step accumulates (on this CPU, 2 rows x 4 passes took
+        # 2.3x the time of 4 rows x 2), so the split phase is measured at the run's own accumulation
+        "accumulation": max(2, plan.gradient_accumulation_steps),
     }
 
 
@@ -98,20 +102,60 @@ def store(workspace: str | Path, config: RunConfig, plan, entry: dict[str, Any])
         write_text_atomic(path, json.dumps(data, indent=1))
 
 
+def _solve3(rows: list[list[float]], values: list[float]) -> list[float] | None:
+    """x with rows @ x = values (Cramer's rule), None when the system is singular."""
+
+    def det(m):
+        return (
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+        )
+
+    whole = det(rows)
+    if abs(whole) < 1e-30:
+        return None
+    out = []
+    for col in range(3):
+        swapped = [[values[i] if j == col else rows[i][j] for j in range(3)] for i in range(3)]
+        out.append(det(swapped) / whole)
+    return out
+
+
 def fit(phases: dict[str, dict[str, float]]) -> dict[str, float]:
-    """flops_per_s, pass_s, step_s from the median step times of three phases, each {seconds, flops, passes}:
-    `short` and `long` (one pass per step) and `split` (the short rows in two accumulated passes)."""
+    """flops_per_s, attention_flops_per_s, pass_s, step_s from median step times, each phase {seconds, flops
+    (matmuls), attention (FLOPs), passes}: `short`, `long` and `longest` rows (one pass per step) and `split`
+    (the short rows in two accumulated passes). Attention gets its own rate when the three lengths tell it
+    apart (on a CPU small attention heads run far below the matmuls), else shares the matmuls' rate."""
     short, long, split = phases["short"], phases["long"], phases["split"]
-    gained = long["seconds"] - short["seconds"]
-    if gained > 0 and long["flops"] > short["flops"]:
-        rate = (long["flops"] - short["flops"]) / gained
-    else:  # noise hid the difference: count the whole long step as computation (a slower, safe estimate)
-        rate = long["flops"] / long["seconds"]
+    longest = phases.get("longest")
+    rate = attention_rate = None
+    fixed = None
+    if longest is not None:
+        solved = _solve3(
+            [[1.0, p["flops"], p["attention"]] for p in (short, long, longest)],
+            [p["seconds"] for p in (short, long, longest)],
+        )
+        if solved is not None and solved[1] > 0 and solved[2] > 0 and solved[0] >= 0:
+            fixed, rate, attention_rate = solved[0], 1 / solved[1], 1 / solved[2]
+    if rate is None:  # one rate for everything, from the short and long rows
+        total_short, total_long = short["flops"] + short["attention"], long["flops"] + long["attention"]
+        gained = long["seconds"] - short["seconds"]
+        if gained > 0 and total_long > total_short:
+            rate = (total_long - total_short) / gained
+        else:  # noise hid the difference: count the whole long step as computation (a slower, safe estimate)
+            rate = total_long / long["seconds"]
+        attention_rate = rate
+        fixed = max(0.0, short["seconds"] - total_short / rate)
+
+    def compute(p):
+        return p["flops"] / rate + p["attention"] / attention_rate
+
     extra_passes = split["passes"] - short["passes"]
-    pass_s = (split["seconds"] - short["seconds"] - (split["flops"] - short["flops"]) / rate) / max(1, extra_passes)
-    pass_s = max(0.0, pass_s)
-    step_s = max(0.0, short["seconds"] - short["passes"] * pass_s - short["flops"] / rate)
-    return {"flops_per_s": rate, "pass_s": pass_s, "step_s": step_s}
+    pass_s = (split["seconds"] - short["seconds"] - (compute(split) - compute(short))) / max(1, extra_passes)
+    pass_s = min(max(0.0, pass_s), fixed)
+    step_s = max(0.0, fixed - short["passes"] * pass_s)
+    return {"flops_per_s": rate, "attention_flops_per_s": attention_rate, "pass_s": pass_s, "step_s": step_s}
 
 
 def throughput(entry: dict[str, Any], shape, config: RunConfig) -> Throughput:
@@ -121,7 +165,8 @@ def throughput(entry: dict[str, Any], shape, config: RunConfig) -> Throughput:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("measured_at", 0)))
     source = (
         f"measured on this CPU ({entry.get('cpu', '?')}, {entry.get('threads', '?')} torch thread(s), "
-        f"{when}): {entry['flops_per_s'] / 1e9:.2f} GFLOP/s sustained, {entry['pass_s'] * 1e3:.1f} ms per pass, "
+        f"{when}): {entry['flops_per_s'] / 1e9:.2f} GFLOP/s sustained (attention "
+        f"{(entry.get('attention_flops_per_s') or entry['flops_per_s']) / 1e9:.2f}), {entry['pass_s'] * 1e3:.1f} ms per pass, "
         f"{entry['step_s'] * 1e3:.1f} ms per step ({entry.get('kind', '')})"
     )
     reasons: tuple[str, ...] = ()
@@ -137,6 +182,7 @@ def throughput(entry: dict[str, Any], shape, config: RunConfig) -> Throughput:
     return Throughput(
         device="cpu",
         flops_per_s=float(entry["flops_per_s"]),
+        attention_flops_per_s=float(entry.get("attention_flops_per_s") or entry["flops_per_s"]),
         pass_s=float(entry["pass_s"]) * scale,
         step_s=float(entry["step_s"]) * scale,
         eval_pass_s=float(entry.get("eval_pass_s", 0.0)) * scale,

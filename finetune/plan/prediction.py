@@ -118,12 +118,17 @@ def _trainable_params(shape, config: RunConfig) -> float:
     return float(per_layer * shape.num_layers)
 
 
-def computed_flops(fm: FlopsModel, totals: Totals) -> float:
-    """FLOPs the device runs for `totals`: per computed position (padding included) plus per pass."""
+def computed_parts(fm: FlopsModel, totals: Totals) -> tuple[float, float]:
+    """FLOPs the device runs for `totals`, (matmuls with weights + per-pass work, attention): per computed
+    position (padding included); attention grows with the context and may run at its own rate."""
     per_token = fm.computed_token(0.0)
-    per_ctx = fm.computed_token(1.0) - per_token  # the attention part grows with the context
+    per_ctx = fm.computed_token(1.0) - per_token
     passes = 1 + int(fm.checkpointing) + fm.cost.no_grad_forwards
-    return per_token * totals.computed + per_ctx * totals.computed_ctx + fm.per_pass * passes * totals.micro_batches
+    return per_token * totals.computed + fm.per_pass * passes * totals.micro_batches, per_ctx * totals.computed_ctx
+
+
+def computed_flops(fm: FlopsModel, totals: Totals) -> float:
+    return sum(computed_parts(fm, totals))
 
 
 def useful_flops(fm: FlopsModel, totals: Totals) -> float:
@@ -132,10 +137,15 @@ def useful_flops(fm: FlopsModel, totals: Totals) -> float:
     return per_token * totals.real + (fm.train_token(1.0) - per_token) * totals.real_ctx
 
 
-def eval_flops(fm: FlopsModel, totals: Totals) -> float:
+def eval_parts(fm: FlopsModel, totals: Totals) -> tuple[float, float]:
+    """Forward-only FLOPs of an evaluation, (matmuls, attention)."""
     forwards = 1 + fm.cost.no_grad_forwards
     per_token = fm.forward_token(0.0)
-    return forwards * (per_token * totals.computed + (fm.forward_token(1.0) - per_token) * totals.computed_ctx)
+    return forwards * per_token * totals.computed, forwards * (fm.forward_token(1.0) - per_token) * totals.computed_ctx
+
+
+def eval_flops(fm: FlopsModel, totals: Totals) -> float:
+    return sum(eval_parts(fm, totals))
 
 
 def predict_time(
@@ -144,7 +154,12 @@ def predict_time(
     """Seconds of the training phase of `config` (steps, evaluations, checkpoints) on `throughput`."""
     fm = flops_model(shape, config, plan)
     rate = throughput.flops_per_s
-    train = computed_flops(fm, workload.train) / rate
+    attention_rate = throughput.attention_flops_per_s or rate
+
+    def seconds(parts: tuple[float, float]) -> float:
+        return parts[0] / rate + parts[1] / attention_rate
+
+    train = seconds(computed_parts(fm, workload.train))
     train += workload.steps * throughput.step_s + workload.train.micro_batches * throughput.pass_s
     if fm.cost.generated_tokens:  # an online objective decodes its completions before each update
         generated = fm.cost.generated_tokens * workload.train.rows * fm.forward_token(0.0)

@@ -130,6 +130,7 @@ class Throughput:
 
     device: str
     flops_per_s: float  # sustained FLOP/s of training matmuls
+    attention_flops_per_s: float | None = None  # attention's own rate where measured (a CPU); None: flops_per_s
     pass_s: float = 0.0  # fixed seconds per forward/backward pass (kernel launches, Python, dequantization)
     step_s: float = 0.0  # fixed seconds per optimizer step (optimizer, clipping, scheduler, callbacks)
     eval_pass_s: float = 0.0  # fixed seconds per evaluation forward pass

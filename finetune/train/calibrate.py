@@ -18,8 +18,8 @@ from finetune.config import RunConfig
 from finetune.plan import calibration
 
 BATCH = 4
-STEPS = 10  # per phase; the first of each is left out (warm-up, new shapes)
-SHORT_WORDS, LONG_WORDS = 6, 120  # words per message: about 30 and 300 tokens per row with the demo tokenizer
+STEPS = 12  # per phase; the first of each is left out (warm-up, new shapes)
+SHORT_WORDS, LONG_WORDS, LONGEST_WORDS = 6, 120, 240  # words per message: about 25, 250 and 500 tokens a row
 WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
 
@@ -39,13 +39,22 @@ def _text(words: int, offset: int = 0) -> str:
 
 
 def _rows(config: RunConfig, words: int, count: int) -> list[dict]:
+    """`count` rows of about `words` words per message, a little shorter along each micro-batch: padded to
+    the longest, with an attention mask, as real batches are (equal rows would take a faster path)."""
+
+    def size(i: int) -> int:
+        return max(1, words - (i % BATCH) * max(1, words // 10))
+
     if config.objective == "kto":  # unpaired rows, labels alternating, so TRL keeps their order
-        return [{"prompt": _text(words), "completion": _text(words, 3), "label": i % 2 == 0} for i in range(count)]
+        return [{"prompt": _text(size(i)), "completion": _text(size(i), 3), "label": i % 2 == 0} for i in range(count)]
     if config.is_preference:
-        return [{"prompt": _text(words), "chosen": _text(words, 3), "rejected": _text(words, 7)} for _ in range(count)]
+        return [
+            {"prompt": _text(size(i)), "chosen": _text(size(i), 3), "rejected": _text(size(i), 7)} for i in range(count)
+        ]
     return [
-        {"messages": [{"role": "user", "content": _text(words)}, {"role": "assistant", "content": _text(words, 5)}]}
-    ] * count
+        {"messages": [{"role": "user", "content": _text(size(i))}, {"role": "assistant", "content": _text(size(i), 5)}]}
+        for i in range(count)
+    ]
 
 
 def _config(config: RunConfig, batch: int, accumulation: int, steps: int) -> RunConfig:
@@ -91,21 +100,26 @@ def _trainer(cfg: RunConfig, plan, model, tokenizer, rows, eval_rows, out: str, 
 
 
 def _median_step(ends: list[float], steps: range) -> float:
-    """The median duration of the (1-based) `steps`, each from the previous step's end."""
-    return statistics.median(ends[step - 1] - ends[step - 2] for step in steps)
+    """The interquartile mean duration of the (1-based) `steps`, each from the previous step's end: the
+    slowest and the fastest quarter (other work on a shared machine, a lucky step) are left out."""
+    times = sorted(ends[step - 1] - ends[step - 2] for step in steps)
+    cut = len(times) // 4
+    return statistics.fmean(times[cut : len(times) - cut] or times)
 
 
 def _phase(lengths: list[int], cfg: RunConfig, plan, shape, eval_lengths: list[int] = ()) -> dict[str, float]:
     """FLOPs computed and passes per optimizer step (one step of rows of these token lengths), and the FLOPs
     of one evaluation of `eval_lengths`, priced exactly as the prediction prices a run."""
-    from finetune.plan.prediction import computed_flops, eval_flops
+    from finetune.plan.prediction import computed_parts, eval_flops
     from finetune.plan.throughput import flops_model
     from finetune.plan.workload import plan_workload
 
     work = plan_workload(lengths, list(eval_lengths), cfg.replace(max_steps=1, eval_steps=1), plan)
     fm = flops_model(shape, cfg, plan)
+    matmuls, attention = computed_parts(fm, work.train)
     return {
-        "flops": computed_flops(fm, work.train),
+        "flops": matmuls,
+        "attention": attention,
         "passes": work.train.micro_batches,
         "eval_flops": eval_flops(fm, work.eval_per_run),
         "eval_passes": work.eval_per_run.micro_batches,
@@ -125,7 +139,7 @@ def measure(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any]:
     threads = torch.get_num_threads()
     started = time.time()
     load = calibration.load_average()
-    one = _config(config, BATCH, 1, 2 * STEPS)
+    one = _config(config, BATCH, 1, 3 * STEPS)
     cal_plan = make_plan(one, plan.machine)
     if plan.cpu_threads:
         torch.set_num_threads(plan.cpu_threads)
@@ -139,16 +153,23 @@ def measure(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any]:
         tokenizer = load_tokenizer(one, workspace)
         shape = load_shape(resolve_model_path("demo", workspace))
         short, long = _rows(one, SHORT_WORDS, BATCH * STEPS), _rows(one, LONG_WORDS, BATCH * STEPS)
+        longest = _rows(one, LONGEST_WORDS, BATCH * STEPS)
         eval_rows = _rows(one, SHORT_WORDS, 2 * BATCH)
         model = load_model(one, workspace, plan=cal_plan)
         with tempfile.TemporaryDirectory(prefix="finetune-calibration-") as out:
             clock = _StepClock(cpu_clock)
-            # short and long steps alternate, so a burst of other work on the machine slows both alike
-            mixed = [row for i in range(STEPS) for row in short[i * BATCH : (i + 1) * BATCH] + long[:BATCH]]
+            # the three lengths take turns, so a burst of other work on the machine slows them alike
+            mixed = [
+                row
+                for i in range(STEPS)
+                for rows in (short, long, longest)
+                for row in rows[i * BATCH : (i + 1) * BATCH]
+            ]
             trainer = _trainer(one, cal_plan, model, tokenizer, mixed, eval_rows, out, clock)
             trainer.train()
-            t_short = _median_step(clock.ends, range(3, 2 * STEPS + 1, 2))
-            t_long = _median_step(clock.ends, range(4, 2 * STEPS + 1, 2))
+            t_short = _median_step(clock.ends, range(4, 3 * STEPS + 1, 3))
+            t_long = _median_step(clock.ends, range(5, 3 * STEPS + 1, 3))
+            t_longest = _median_step(clock.ends, range(6, 3 * STEPS + 1, 3))
             evals = []
             for _ in range(3):
                 begin = now()
@@ -158,25 +179,30 @@ def measure(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any]:
             trainer._save_checkpoint(trainer.model, trial=None)  # transformers' own checkpoint, as a run saves
             t_save = now() - begin
             model = trainer.model  # the adapter goes on training in the second trainer
-            split_cfg = _config(config, BATCH // 2, 2, STEPS)
+            accumulation = calibration.run_kind(config, plan)["accumulation"]
+            split_cfg = _config(config, BATCH // 2, accumulation, STEPS)
             split_plan = make_plan(split_cfg, plan.machine)
+            split_rows = _rows(one, SHORT_WORDS, BATCH // 2 * accumulation * STEPS)
             clock2 = _StepClock(cpu_clock)
-            trainer = _trainer(split_cfg, split_plan, model, tokenizer, short, [], out, clock2)
+            trainer = _trainer(split_cfg, split_plan, model, tokenizer, split_rows, [], out, clock2)
             trainer.train()
             t_split = _median_step(clock2.ends, range(2, STEPS + 1))
-        length_short = token_lengths(short[:1], tokenizer)[0]
-        length_long = token_lengths(long[:1], tokenizer)[0]
-        a = _phase([length_short] * BATCH, one, cal_plan, shape, [length_short] * len(eval_rows))
-        b = _phase([length_long] * BATCH, one, cal_plan, shape)
-        c = _phase([length_short] * BATCH, split_cfg, split_plan, shape)
+        lengths_short = token_lengths(short[:BATCH], tokenizer)  # one micro-batch of each phase
+        lengths_long = token_lengths(long[:BATCH], tokenizer)
+        lengths_longest = token_lengths(longest[:BATCH], tokenizer)
+        a = _phase(lengths_short, one, cal_plan, shape, token_lengths(eval_rows, tokenizer))
+        b = _phase(lengths_long, one, cal_plan, shape)
+        x = _phase(lengths_longest, one, cal_plan, shape)
+        c = _phase(token_lengths(split_rows[: BATCH // 2 * accumulation], tokenizer), split_cfg, split_plan, shape)
         fitted = calibration.fit(
             {
-                "short": {"seconds": t_short, "flops": a["flops"], "passes": a["passes"]},
-                "long": {"seconds": t_long, "flops": b["flops"], "passes": b["passes"]},
-                "split": {"seconds": t_split, "flops": c["flops"], "passes": c["passes"]},
+                "short": {"seconds": t_short, **a},
+                "long": {"seconds": t_long, **b},
+                "longest": {"seconds": t_longest, **x},
+                "split": {"seconds": t_split, **c},
             }
         )
-        per_eval = statistics.median(evals) - a["eval_flops"] / fitted["flops_per_s"]
+        per_eval = statistics.median(evals) - a["eval_flops"] / fitted["flops_per_s"]  # short rows: matmuls rule
         eval_pass_s = max(0.0, per_eval / max(1, a["eval_passes"]))
     finally:
         del model, trainer
@@ -194,7 +220,13 @@ def measure(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any]:
         "threads": plan.cpu_threads or threads,
         "kind": ", ".join(f"{k} {v}" for k, v in calibration.run_kind(config, plan).items()),
         "clock": "process CPU time" if cpu_clock else "wall clock",
-        "steps": {"short": t_short, "long": t_long, "split": t_split, "tokens": [length_short, length_long]},
+        "steps": {
+            "short": t_short,
+            "long": t_long,
+            "longest": t_longest,
+            "split": t_split,
+            "tokens": [lengths_short, lengths_long, lengths_longest],
+        },
     }
 
 

@@ -199,6 +199,10 @@ class TrainingJob:
         # every auto decision, once (finetune/plan/planner.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
+        # the time it will take, recorded before anything heavy loads (a CPU calibration seeds and trains the
+        # demo: it runs before this run's seed is set, so it never changes what the run learns)
+        self.estimate = self._predict(plan, model_path, tokenizer, data, eval_rows)
+        self._check_stop()
 
         # the training arguments exist before the model: they set up the distributed state and, under
         # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
@@ -230,8 +234,6 @@ class TrainingJob:
             self.run.log(line)
         if not self.run.read_only:
             self.run.plan_path.write_text(plan.to_json() + "\n", encoding="utf-8")
-        self._check_stop()
-        self.estimate = self._predict(plan, model_path, tokenizer, data, eval_rows)
         self._check_stop()
 
         self.report(message="Tokenizing")
@@ -455,7 +457,8 @@ def start_training(
         from finetune.train.trackers import missing
 
         problems = config.validate() + check_runnable(config, detect_machine())
-        problems += [missing(config.report_to)] if missing(config.report_to) else []
+        tracker = missing(config.report_to)  # a tracker's package that is not installed
+        problems += [tracker] if tracker else []
         if problems:
             raise ConfigError(problems)
         if restrict_paths:

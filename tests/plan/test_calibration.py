@@ -13,25 +13,29 @@ def plan_for(config, threads=1):
     return make_plan(config, machine, model="qwen2.5-0.5b")
 
 
-def test_fit_recovers_the_three_numbers():
-    rate, pass_s, step_s = 12e9, 0.02, 0.01
+def test_fit_recovers_the_rates_and_fixed_costs():
+    rate, attention_rate, pass_s, step_s = 12e9, 3e9, 0.02, 0.01
 
-    def seconds(flops, passes):
-        return step_s + passes * pass_s + flops / rate
+    def seconds(phase):
+        return step_s + phase["passes"] * pass_s + phase["flops"] / rate + phase["attention"] / attention_rate
 
     phases = {
-        "short": {"flops": 1e8, "passes": 1},
-        "long": {"flops": 1.2e9, "passes": 1},
-        "split": {"flops": 1e8, "passes": 2},
+        "short": {"flops": 1e8, "attention": 1e6, "passes": 1},
+        "long": {"flops": 1.2e9, "attention": 1e8, "passes": 1},
+        "longest": {"flops": 2.4e9, "attention": 4e8, "passes": 1},
+        "split": {"flops": 1e8, "attention": 0.5e6, "passes": 2},
     }
     for phase in phases.values():
-        phase["seconds"] = seconds(phase["flops"], phase["passes"])
+        phase["seconds"] = seconds(phase)
     fitted = calibration.fit(phases)
     assert fitted["flops_per_s"] == pytest.approx(rate)
+    assert fitted["attention_flops_per_s"] == pytest.approx(attention_rate)
     assert fitted["pass_s"] == pytest.approx(pass_s)
     assert fitted["step_s"] == pytest.approx(step_s)
-    phases["long"]["seconds"] = phases["short"]["seconds"]  # noise hid the difference: never a negative rate
-    assert calibration.fit(phases)["flops_per_s"] > 0
+    for phase in ("long", "longest"):  # noise hid the differences: one rate, never a negative one
+        phases[phase]["seconds"] = phases["short"]["seconds"]
+    fallback = calibration.fit(phases)
+    assert fallback["flops_per_s"] > 0 and fallback["attention_flops_per_s"] == fallback["flops_per_s"]
 
 
 def test_the_cache_is_per_machine_and_kind_of_run(tmp_path, monkeypatch):
