@@ -11,7 +11,8 @@ checkpointing and objective, and fits three numbers from the step times:
 (rows of three lengths, and the short rows split into the run's accumulated passes, at least two), plus one evaluation and
 one checkpoint. Step times are interquartile means of CPU time on one thread, so a few steps slowed by
 other work on a shared machine do not move them. The result is cached in <workspace>/cache/calibration/cpu.json under a key of the machine (CPU
-model, cores, torch version, torch threads) and the run's kind; a changed machine is measured again.
+model, cores, torch version, torch threads) and the run's kind; a changed machine is measured again. Each
+finished run of that kind refines it (`refine`: the median measured/predicted ratio of the latest five).
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ def _solve3(rows: list[list[float]], values: list[float]) -> list[float] | None:
     return out
 
 
+REFINE_RUNS = 5  # the latest finished runs whose measured/predicted ratio refines a calibration
+REFINE_BOUNDS = (0.5, 2.0)
+
+
+def refine(workspace: str | Path, config: RunConfig, plan, *, measured_s: float, predicted_s: float) -> None:
+    """A finished run of this kind measured `measured_s` where `predicted_s` was predicted: its calibration keeps
+    the ratio (against the unrefined calibration) and is refined by the median of the latest REFINE_RUNS. One
+    calibration is a snapshot of a few seconds; the runs see the machine as it is over minutes."""
+    entry = cached(workspace, config, plan)
+    if entry is None or predicted_s <= 0 or measured_s <= 0:
+        return
+    raw = measured_s / predicted_s * float(entry.get("correction", 1.0))
+    ratios = ([*entry.get("ratios", []), raw])[-REFINE_RUNS:]
+    low, high = REFINE_BOUNDS
+    correction = min(high, max(low, sorted(ratios)[len(ratios) // 2]))
+    store(workspace, config, plan, {**entry, "ratios": ratios, "correction": correction})
+
+
 def fit(phases: dict[str, dict[str, float]]) -> dict[str, float]:
     """flops_per_s, attention_flops_per_s, pass_s, step_s from median step times, each phase {seconds, flops
     (matmuls), attention (FLOPs), passes}: `short`, `long` and `longest` rows (one pass per step) and `split`
@@ -179,14 +198,17 @@ def throughput(entry: dict[str, Any], shape, config: RunConfig) -> Throughput:
     load = entry.get("load_average")
     if isinstance(load, (int, float)) and load >= (entry.get("cores") or 1) / 2:
         reasons += (f"the CPU was shared when measured (load average {load:.1f}): times vary with other work",)
+    c = float(entry.get("correction", 1.0))  # refined by finished runs (refine); 1 until then
+    if entry.get("ratios"):
+        source += f"; refined by {len(entry['ratios'])} finished run(s) of this kind: x{c:.2f}"
     return Throughput(
         device="cpu",
-        flops_per_s=float(entry["flops_per_s"]),
-        attention_flops_per_s=float(entry.get("attention_flops_per_s") or entry["flops_per_s"]),
-        pass_s=float(entry["pass_s"]) * scale,
-        step_s=float(entry["step_s"]) * scale,
-        eval_pass_s=float(entry.get("eval_pass_s", 0.0)) * scale,
-        save_s=float(entry.get("save_s", 0.0)),
+        flops_per_s=float(entry["flops_per_s"]) / c,
+        attention_flops_per_s=float(entry.get("attention_flops_per_s") or entry["flops_per_s"]) / c,
+        pass_s=float(entry["pass_s"]) * scale * c,
+        step_s=float(entry["step_s"]) * scale * c,
+        eval_pass_s=float(entry.get("eval_pass_s", 0.0)) * scale * c,
+        save_s=float(entry.get("save_s", 0.0)) * c,
         measured=True,
         source=source,
         reasons=reasons,

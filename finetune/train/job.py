@@ -323,10 +323,27 @@ class TrainingJob:
         if self.resume_from is not None:
             actual["resumed_from"] = self.resume_from.name
         write_record(self.run, actual=actual)
+        self._refine_calibration(measured)
         error = comparison(read_record(self.run.path))["error"]
         versus = f" (predicted {self.estimate.seconds:.1f} s: {error:+.0%})" if error is not None else ""
         speed = f", {actual['tokens_per_s']:,.0f} tokens/s" if actual.get("tokens_per_s") else ""
         self.run.log(f"measured: {actual['steps']} steps in {actual['seconds']:.1f} s{speed}{versus}")
+
+    def _refine_calibration(self, measured: dict) -> None:
+        """A whole CPU run (not resumed, every predicted step, 10 or more) refines its kind's calibration with
+        the CPU time it measured (the calibration's clock on one thread)."""
+        from finetune.plan.calibration import refine
+
+        est, plan = self.estimate, self.plan
+        if est is None or plan is None or plan.device != "cpu" or not est.throughput.measured:
+            return
+        if self.resume_from is not None or measured["steps"] != est.steps or est.steps < 10:
+            return
+        spent = measured["cpu_seconds"] if (plan.cpu_threads or 0) == 1 else measured["seconds"]
+        try:
+            refine(self.workspace_path, self.config, plan, measured_s=spent, predicted_s=est.seconds)
+        except OSError:
+            pass  # a full disk: the next prediction uses the calibration as it was
 
     @property
     def workspace_path(self):

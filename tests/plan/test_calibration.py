@@ -57,3 +57,20 @@ def test_a_calibration_scales_its_fixed_costs_to_the_model_and_says_so():
     assert big.pass_s == pytest.approx(0.01 * 24 / 2) and "unmeasured for this model" in big.reasons[0]
     busy = calibration.throughput({**entry, "load_average": 5.0, "cores": 2}, demo_like, RunConfig())
     assert any("shared" in reason for reason in busy.reasons)
+
+
+def test_finished_runs_refine_a_calibration(tmp_path):
+    config = RunConfig()
+    plan = plan_for(config)
+    entry = {"flops_per_s": 1e10, "pass_s": 0.01, "step_s": 0.02, "cpu": "x", "threads": 1, "measured_at": 0}
+    calibration.store(tmp_path, config, plan, entry)
+    calibration.refine(tmp_path, config, plan, measured_s=12.0, predicted_s=10.0)
+    stored = calibration.cached(tmp_path, config, plan)
+    assert stored["correction"] == pytest.approx(1.2)
+    refined = calibration.throughput(stored, type("S", (), {"num_layers": 2})(), config)
+    assert refined.flops_per_s == pytest.approx(1e10 / 1.2) and refined.pass_s == pytest.approx(0.012)
+    assert "refined by 1 finished run" in refined.source
+    # the next run was predicted with the refinement: its ratio is taken against the unrefined calibration
+    calibration.refine(tmp_path, config, plan, measured_s=12.0, predicted_s=12.0)
+    calibration.refine(tmp_path, config, plan, measured_s=100.0, predicted_s=12.0)  # one outlier
+    assert calibration.cached(tmp_path, config, plan)["correction"] == pytest.approx(1.2)  # the median
