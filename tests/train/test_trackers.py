@@ -44,6 +44,8 @@ def test_the_environment_points_trackers_at_the_run_and_keeps_what_the_user_set(
     assert trackers.environment("mlflow", tmp_path)["MLFLOW_TRACKING_URI"].startswith("file://")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert "MLFLOW_TRACKING_URI" not in trackers.environment("mlflow", tmp_path)
+    monkeypatch.setenv("WANDB_DIR", "/my/wandb")  # what the user set stays
+    assert "WANDB_DIR" not in trackers.environment("wandb", tmp_path)
     with trackers.tracker_environment("tensorboard", tmp_path):
         import os
 
