@@ -7,6 +7,8 @@ the trackers a run reports to, and the price presets (Hugging Face Spaces hardwa
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,18 @@ class Prediction:
         return {**out, "why_not": self.why_not, "busy_cpu": self.busy_cpu, "data": self.data}
 
 
+def _data_identity(config: RunConfig) -> tuple:
+    """The data files' identity (path, size, modification time): a changed file is measured again."""
+    out = []
+    for source in (config.dataset_path, config.eval_dataset_path):
+        try:
+            stat = os.stat(source) if source else None
+        except OSError:
+            stat = None
+        out.append((source, stat.st_size, stat.st_mtime_ns) if stat else (source,))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class PricePreset:
     label: str
@@ -41,11 +55,25 @@ class TimingDesk:
 
     def __init__(self, studio):
         self.studio = studio
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[tuple, Prediction] = OrderedDict()  # the page asks twice per refresh
 
     # before Start -------------------------------------------------------------------------------
     def predict(self, config: RunConfig, *, machine=None, calibrate: bool = True) -> Prediction:
         """The time (and, with config.price_per_hour, the cost) of a run of `config` on this machine (or
         `machine`); never raises: a Prediction without an estimate says why."""
+        key = (config.to_yaml(), repr(machine), _data_identity(config))
+        with self._lock:
+            if key in self._recent and self._recent[key].estimate is not None:
+                return self._recent[key]
+        prediction = self._predict_safely(config, machine, calibrate)
+        with self._lock:
+            self._recent[key] = prediction
+            while len(self._recent) > 16:
+                self._recent.popitem(last=False)
+        return prediction
+
+    def _predict_safely(self, config: RunConfig, machine, calibrate: bool) -> Prediction:
         try:
             return self._predict(config, machine, calibrate)
         except FinetuneError as exc:
