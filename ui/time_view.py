@@ -48,7 +48,7 @@ def prediction_md(ctx: Ctx, cfg, *, calibrate: bool = True) -> str:
     cost = f" · **{money(est.cost)}** at {money(est.price_per_hour)}/h" if est.cost is not None else ""
     devices = f" on {est.devices} devices" if est.devices > 1 else ""
     head = (
-        f"\n\n⏱ **Predicted time: about {duration(est.seconds)}**{devices}{cost} — {est.steps:,} steps · "
+        f"\n\n**Predicted time: about {duration(est.seconds)}**{devices}{cost} — {est.steps:,} steps · "
         f"{est.tokens:,.0f} tokens · {speed_text(est)}"
     )
     measured = "measured" if est.throughput.measured else "**not measured**"
@@ -68,10 +68,10 @@ def start_line(ctx: Ctx, cfg) -> str:
     prediction = ctx.studio.timing.predict(cfg, calibrate=False)
     est = prediction.estimate
     if est is None:
-        return f"  \n⏱ Predicted time: not available ({md_escape(prediction.why_not or 'no estimate')})"
+        return f"  \nPredicted time: not available ({md_escape(prediction.why_not or 'no estimate')})"
     cost = f" · {money(est.cost)}" if est.cost is not None else ""
     return (
-        f"  \n⏱ **Predicted: about {duration(est.seconds)}** · {est.steps:,} steps · {est.tokens:,.0f} tokens · "
+        f"  \n**Predicted: about {duration(est.seconds)}** · {est.steps:,} steps · {est.tokens:,.0f} tokens · "
         f"{speed_text(est)}{cost}"
     )
 
@@ -103,9 +103,11 @@ def run_timing_md(ctx: Ctx, name: str | None) -> str:
         if actual.get("cost") is not None:
             text += f" · {money(actual['cost'])}"
         if actual.get("cpu_seconds") and predicted.get("throughput", {}).get("device") == "cpu":
-            text += f" · CPU time {duration(actual['cpu_seconds'])}"
+            text += f" · CPU time {duration(actual['cpu_seconds'])}"  # what a CPU prediction predicts
+            if predicted.get("predicted_seconds"):
+                text += f" ({actual['cpu_seconds'] / predicted['predicted_seconds'] - 1:+.0%})"
         parts.append(text)
-    return "⏱ **Time:** " + " · ".join(parts)
+    return "**Time:** " + " · ".join(parts)
 
 
 def history_cells(record: dict[str, Any]) -> tuple[str, str]:

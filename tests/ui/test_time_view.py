@@ -32,7 +32,14 @@ def test_history_cells_and_the_run_line():
     assert time_view.history_cells(RECORD) == ("10 s", "12 s (+20%)")
     assert time_view.history_cells({}) == ("", "")
     line = time_view.run_timing_md(fake_ctx(RECORD), "r1")
-    for text in ("predicted **10 s**", "measured **12 s** (+20%)", "3,000 tokens/s", "2.50 GFLOP/s", "$0.50"):
+    for text in (
+        "predicted **10 s**",
+        "measured **12 s** (+20%)",
+        "3,000 tokens/s",
+        "2.50 GFLOP/s",
+        "$0.50",
+        "CPU time 9.5 s (-5%)",
+    ):
         assert text in line
     assert time_view.run_timing_md(fake_ctx({}), "r1") == ""
     no_prediction = time_view.run_timing_md(fake_ctx({"predicted": None, "predicted_why": "no peak figure"}), "r")
