@@ -100,7 +100,7 @@ OPTIMIZERS = (
     "sgd",
 )
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp", "zero2", "zero3")  # finetune.plan.parallel.STRATEGIES + auto
-REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # the trackers TrainingArguments.report_to takes
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "mlflow")  # the trackers TrainingArguments.report_to takes
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
 # what `lora_target_modules: attention` means (the Llama-style names every curated model uses)
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -348,7 +348,17 @@ class RunConfig:
         False, "At the end, keep the checkpoint with the lowest eval_loss instead of the last.", group="logging"
     )
     report_to: str = _f(
-        "none", "Extra experiment tracker: none, tensorboard, wandb, trackio.", REPORT_TO, group="logging"
+        "none",
+        "Extra experiment tracker: none, tensorboard, wandb, trackio or mlflow (the `trackers` extra installs "
+        "them). W&B without a login logs offline; MLflow without MLFLOW_TRACKING_URI logs into the run folder.",
+        REPORT_TO,
+        group="logging",
+    )
+    price_per_hour: float = _f(
+        0.0,
+        "Price of one GPU (or, on a CPU, the machine) per hour, e.g. 1.00 for a Space's A10G small: turns the "
+        "predicted and the measured time into money. 0: no cost shown.",
+        group="logging",
     )
     # --- several GPUs ----------------------------------------------------------
     num_gpus: int = _f(
@@ -611,6 +621,8 @@ class RunConfig:
             p.append(f"save_steps: must be positive, got {self.save_steps}")
         if self.eval_steps < 0:
             p.append(f"eval_steps: must not be negative, got {self.eval_steps}")
+        if self.price_per_hour < 0:
+            p.append(f"price_per_hour: must not be negative, got {self.price_per_hour}")
         if self.bf16 is True and self.fp16 is True:
             p.append("bf16/fp16: choose one of them, not both")
         if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_steps == 0:

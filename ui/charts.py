@@ -184,6 +184,29 @@ def margins_figure(metrics: list[dict], run: str = "") -> go.Figure:
     return fig
 
 
+def speed_figure(metrics: list[dict], run: str = "") -> go.Figure:
+    """Tokens/s and how well the hardware is used: MFU on a GPU, achieved GFLOP/s on a CPU (right axis)."""
+    xs, ys = series(metrics, "tokens_per_s")
+    if not xs:
+        return empty_figure("Speed and hardware use", "No data yet", f"{run}-speed")
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=ys, name="tokens/s", mode=_mode(xs), line={"color": COLORS["train"], "width": 2})
+    mxs, mys = series(metrics, "mfu")
+    key, name = ("mfu", "MFU") if mxs else ("achieved_gflops", "GFLOP/s")
+    hxs, hys = (mxs, mys) if mxs else series(metrics, "achieved_gflops")
+    if hxs:
+        fig.add_scatter(x=hxs, y=hys, name=name, mode=_mode(hxs), line={"color": COLORS["mem"], "width": 2}, yaxis="y2")
+    title = f"Speed and hardware use ({'MFU' if key == 'mfu' else 'achieved GFLOP/s'})"
+    fig = _layout(fig, title, "tokens/s", f"{run}-speed")
+    if hxs:
+        axis = {"overlaying": "y", "side": "right", "rangemode": "tozero", "title": {"text": name}}
+        if key == "mfu":
+            axis["tickformat"] = ".0%"
+        fig.update_layout(yaxis2=axis)
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
 def is_preference_metrics(metrics: list[dict]) -> bool:
     return any("rewards/chosen" in m or "eval_rewards/chosen" in m for m in metrics)
 
@@ -201,6 +224,7 @@ def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure 
             "grad": rewards_figure(metrics, run),
             "acc": margins_figure(metrics, run),
             "mem": memory_figure(metrics, run),
+            "speed": speed_figure(metrics, run),
         }
     return {
         "loss": loss_figure(metrics, run),
@@ -208,6 +232,7 @@ def training_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure 
         "grad": single_figure(metrics, "grad_norm", "Gradient norm", "norm", COLORS["grad"], run),
         "acc": accuracy_figure(metrics, run),
         "mem": memory_figure(metrics, run),
+        "speed": speed_figure(metrics, run),
     }
 
 

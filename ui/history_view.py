@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import charts, selection
+from ui import charts, selection, time_view
 from ui.state import Ctx, Selection, connect, error_text, fmt_time, md_error, md_escape
 
-HISTORY_HEADERS = ["run", "model", "data", "method", "status", "steps", "final loss", "eval loss", "started"]
+HISTORY_HEADERS = [
+    "run",
+    "model",
+    "data",
+    "method",
+    "status",
+    "steps",
+    "final loss",
+    "eval loss",
+    "started",
+    "predicted",
+    "actual",
+]
 # the run name wraps; the short columns keep their width, so the last one is never cut off
-HISTORY_WIDTHS = ["24%", "13%", "10%", "9%", "9%", "8%", "8%", "8%", "11%"]
+HISTORY_WIDTHS = ["20%", "11%", "9%", "8%", "8%", "7%", "7%", "7%", "9%", "7%", "7%"]
 STATE_COLUMN = HISTORY_HEADERS.index("status")
 
 
@@ -27,6 +39,7 @@ def history_rows(ctx: Ctx, live: dict | None = None, query: str = "") -> list[li
     except Exception:
         return rows
     words = (query or "").lower().split()
+    records = ctx.studio.timing.records()  # each run's predicted and measured time (prediction.json)
     for r in runs:
         state, step, total = r.state, r.step, r.total_steps
         if live and live.get("run") == r.name:
@@ -41,6 +54,7 @@ def history_rows(ctx: Ctx, live: dict | None = None, query: str = "") -> list[li
             round(r.final_loss, 4) if r.final_loss is not None else None,
             round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,
             fmt_time(r.created_at),
+            *time_view.history_cells(records.get(r.name, {})),
         ]
         text = " ".join(str(v) for v in row).lower()
         if all(w in text for w in words):

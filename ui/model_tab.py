@@ -16,7 +16,7 @@ import gradio as gr
 from finetune.config import RunConfig
 from finetune.errors import ConfigError, FinetuneError
 from finetune.studio import source_label
-from ui import charts, config_form, grpo_view
+from ui import charts, config_form, grpo_view, time_view
 from ui.state import FORM, Ctx, connect, error_text, md_error, md_escape
 
 MODELS = [
@@ -99,8 +99,8 @@ def hardware_md(ctx: Ctx) -> str:
     return f"**Hardware:** {md_escape(summary)}{suggestion}"
 
 
-def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
-    """(verdict Markdown, breakdown figure); never raises: a failed estimate says why."""
+def estimate(ctx: Ctx, cfg: RunConfig, calibrate: bool = True) -> tuple[str, Any]:
+    """(verdict Markdown with the predicted time, breakdown figure); never raises: a failed estimate says why."""
     studio = ctx.studio
     try:
         est = studio.estimate(cfg)
@@ -127,7 +127,8 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
     else:
         head = f"**Estimated peak: {total:.2f} GB** ({where}; capacity unknown)"
     notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
-    md = head + (f"  \n{notes}" if notes else "") + plan_table(est.plan)
+    md = head + (f"  \n{notes}" if notes else "") + time_view.prediction_md(ctx, cfg, calibrate=calibrate)
+    md += plan_table(est.plan)
     return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, None if on_cpu else capacity)
 
 
@@ -224,7 +225,8 @@ def build(ctx: Ctx) -> None:
         )
         c["preset_md"] = gr.Markdown(preset_info(ctx, ctx.studio.suggested_preset), elem_id="model-preset-info")
     c["hardware_md"] = gr.Markdown(hardware_md(ctx), elem_id="model-hardware")
-    md, fig = estimate(ctx, base)
+    time_view.build_price(ctx)
+    md, fig = estimate(ctx, base, calibrate=False)  # the page's first refresh measures an uncalibrated CPU
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             c["estimate_md"] = gr.Markdown(md, elem_id="model-estimate")
@@ -289,7 +291,8 @@ def refresh(ctx: Ctx, preset, data_state, *values) -> dict[str, Any]:
         "estimate_md": md,
         "estimate_plot": fig,
         "command": ctx.studio.train_command(cfg, preset),
-        "train_config_md": config_summary(cfg, preset, (data_state or {}).get("shape")),
+        "train_config_md": config_summary(cfg, preset, (data_state or {}).get("shape"))
+        + time_view.start_line(ctx, cfg),
         "train_msg": "",
         "saved_config": {"preset": preset, "config": cfg.to_dict()},
     }
@@ -437,3 +440,4 @@ def wire(ctx: Ctx) -> None:
                                              api_name="reset_config"))  # fmt: skip
     ctx.hooks["after_yaml"] = chain(connect(ctx, c["yaml_upload"].upload, load_yaml, ["yaml_upload", FORM],
                                             [FORM, "yaml_msg", "data_max_length"], api_name="load_config"))  # fmt: skip
+    time_view.wire_price(ctx)

@@ -18,7 +18,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import ACTIVE_STATES, FINAL_STATES, Run
-from ui import charts, config_form, grpo_view, history_view, selection
+from ui import charts, config_form, grpo_view, history_view, selection, time_view, trackers_view
 from ui.history_view import STATE_COLUMN, history_rows
 from ui.state import FORM, GPU, Ctx, Selection, connect, error_text, fmt_duration, json_safe, md_error, md_escape
 
@@ -33,7 +33,7 @@ ICONS = {
     "failed": "✖",
     "interrupted": "⚠",
 }
-PLOT_KEYS = ("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem")
+PLOT_KEYS = ("plot_loss", "plot_lr", "plot_grad", "plot_acc", "plot_mem", "plot_speed")
 PLOT_INTERVAL_S = 3.0
 NO_RUN = "No run yet: press **Start training**."
 SCROLL_LOG_JS = """() => {
@@ -81,6 +81,10 @@ def progress_html(p: dict) -> str:
     tps = p.get("tokens_per_s")
     if isinstance(tps, (int, float)) and tps > 0:
         parts.append(f"{tps:,.0f} tokens/s")
+        if isinstance(p.get("mfu"), (int, float)):  # how well the hardware is used: MFU (GPU), GFLOP/s (CPU)
+            parts.append(f"MFU {p['mfu']:.1%}")
+        elif isinstance(p.get("achieved_gflops"), (int, float)):
+            parts.append(f"{p['achieved_gflops']:.2f} GFLOP/s")
     cls = "active" if state in ACTIVE_STATES else state
     return (
         f'<div class="ft-progress {html.escape(cls)}" data-state="{html.escape(state)}" data-fraction="{frac:.4f}">'
@@ -98,6 +102,7 @@ def figures(run: Run, name: str) -> dict[str, Any]:
         "plot_grad": figs["grad"],
         "plot_acc": figs["acc"],
         "plot_mem": gr.Plot(value=mem, visible=True) if mem is not None else gr.Plot(visible=False),
+        "plot_speed": figs["speed"],
     }
 
 
@@ -346,6 +351,8 @@ def build(ctx: Ctx) -> None:
         c["refresh_btn"] = gr.Button("Refresh", size="sm", elem_id="train-refresh", scale=0, min_width=90)
     c["train_status"] = gr.Markdown("Looking for a run in progress…", elem_id="train-status")
     c["train_progress"] = gr.HTML(progress_html({"state": ""}), elem_id="train-progress")
+    time_view.build_run(ctx)
+    trackers_view.build(ctx)
     with gr.Row():
         c["plot_loss"] = gr.Plot(charts.empty_figure("Loss", "No run yet"), show_label=False, elem_id="plot-loss")
         c["plot_lr"] = gr.Plot(charts.empty_figure("Learning rate", "No run yet"), show_label=False, elem_id="plot-lr")
@@ -357,6 +364,9 @@ def build(ctx: Ctx) -> None:
             charts.empty_figure("Token accuracy", "No run yet"), show_label=False, elem_id="plot-acc"
         )
     c["plot_mem"] = gr.Plot(show_label=False, visible=False, elem_id="plot-mem")
+    c["plot_speed"] = gr.Plot(
+        charts.empty_figure("Speed and hardware use", "No run yet"), show_label=False, elem_id="plot-speed"
+    )
     grpo_view.build_train(ctx)  # GRPO: the sampled completions with their rewards
     c["train_log"] = gr.Textbox(
         label="Log (last 40 lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="train-log"
@@ -406,3 +416,5 @@ def wire(ctx: Ctx) -> None:
 
     gr.api(run_status_api, api_name="run_status")
     history_view.wire(ctx)
+    time_view.wire_run(ctx)
+    trackers_view.wire(ctx)

@@ -8,7 +8,7 @@
   model); on CPU the growth of the process's peak resident set (VmHWM, reset before each arm)
   over its resident set at the start of the arm.
 - MFU: (4 N for LoRA, 6 N for full fine-tuning) FLOPs per real token x tokens/s over the GPU's
-  dense bf16 peak; N = the decoder's parameters without the input embeddings, counting the LM
+  dense bf16 peak (finetune/plan/gpus.py); N = the decoder's parameters without the input embeddings, counting the LM
   head's matmul even when its weight is tied to the embeddings.
 """
 
@@ -23,34 +23,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 GiB = 1024**3
-# dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets; the first substring found in the name wins
-GPU_PEAK_TFLOPS = (
-    ("H200", 989.0),
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),
-    ("H800", 989.0),
-    ("GH200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("A800", 312.0),
-    ("L40S", 362.0),
-    ("L40", 181.0),
-    ("L4", 121.0),
-    ("A10G", 70.0),
-    ("A10", 125.0),
-    ("A6000", 155.0),
-    ("RTX 4090", 165.0),
-    ("RTX 3090", 71.0),
-    ("V100", 125.0),
-    ("T4", 65.0),
-)
 
 
 def gpu_peak_tflops(name: str) -> float | None:
-    for key, tflops in GPU_PEAK_TFLOPS:
-        if key.lower() in name.lower():
-            return tflops
-    return None
+    """The dense tensor-core peak of a GPU (TFLOP/s), from the planner's table (finetune/plan/gpus.py)."""
+    from finetune.plan.gpus import peak_for
+
+    peak = peak_for(name)
+    return peak.tflops if peak else None
 
 
 def flops_params(model_path: str) -> int | None:

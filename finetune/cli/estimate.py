@@ -57,6 +57,17 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy", choices=STRATEGY_CHOICES, help="how the GPUs share the work (default: the config's strategy)"
     )
+    parser.add_argument(
+        "--data",
+        help="training data (file or Hub dataset id): adds the time prediction (steps, tokens, seconds) from its "
+        "token-length audit",
+    )
+    parser.add_argument(
+        "--price-per-hour", type=float, help="price of one GPU hour (a CPU: the machine's): adds the cost"
+    )
+    parser.add_argument(
+        "--gpu", help="the GPU to predict the time for when it is not this machine's, e.g. A10G, H100, RTX 4090"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_estimate_cli)
     return parser
@@ -79,6 +90,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         config = config.replace(num_gpus=args.gpus)
     if getattr(args, "strategy", None):
         config = config.replace(strategy=args.strategy)
+    if getattr(args, "data", None):
+        config = config.replace(dataset_path=args.data)
+    if getattr(args, "price_per_hour", None) is not None:
+        config = config.replace(price_per_hour=args.price_per_hour)
     return config
 
 
@@ -89,11 +104,17 @@ def _machine(args: argparse.Namespace):
 
     device = getattr(args, "device", "cuda") or "cuda"
     detected = detect_machine()
-    if detected.device == device and not getattr(args, "gpu_gb", None):
+    named = getattr(args, "gpu", None)
+    if detected.device == device and not getattr(args, "gpu_gb", None) and not named:
         return detected, detected.gpu_name, detected.gpu_gb
     gpu_gb = float(getattr(args, "gpu_gb", None) or 0.0)
     name = f"a {gpu_gb:g} GB GPU" if gpu_gb else ""
-    return Machine.virtual(device, gpu_gb), name, gpu_gb
+    if named:
+        name = f"{named} ({gpu_gb:g} GB)" if gpu_gb else named
+    extra = {"cpu_count": detected.cpu_count, "load_average": detected.load_average} if device == "cpu" else {}
+    if named:
+        extra["gpu_name"] = named
+    return Machine.virtual(device, gpu_gb, **extra), name, gpu_gb
 
 
 def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0.0) -> str:
@@ -136,6 +157,7 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
             config = build_config(args)
             machine, gpu_name, gpu_gb = _machine(args)
             plan, estimate = plan_estimate(config, machine, seq_len=args.seq_len)
+            prediction = _predict(config, machine) if config.dataset_path else None
     except FinetuneError as exc:
         print(f"finetune estimate: {exc}", file=sys.stderr)
         return 1
@@ -147,7 +169,49 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
         data["overrides"] = list(getattr(args, "set_values", []) or [])
         if gpu_gb > 0:
             data["gpu"] = {"name": gpu_name, "total_gb": round(gpu_gb, 2), "verdict": estimate.verdict(gpu_gb)}
-        print(json.dumps(data, indent=1))
+        if prediction is not None:
+            time_data = prediction.to_dict()
+            data["time"] = time_data
+            for key in ("predicted_steps", "predicted_tokens", "predicted_seconds", "predicted_cost"):
+                data[key] = time_data.get(key)
+        print(json.dumps(data, indent=1, default=str))
     else:
         print(format_table(estimate, gpu_name, gpu_gb))
+        if prediction is not None:
+            print("\n" + format_time(prediction))
     return 0
+
+
+def _predict(config: RunConfig, machine):
+    """The time prediction of `config` on `machine` (its data's token lengths, the CPU's calibration)."""
+    from finetune.studio import Studio
+
+    studio = Studio(restrict_paths=False, machine=machine)
+    prediction = studio.timing.predict(config, machine=machine)
+    if prediction.estimate is None and prediction.why_not and "Error" in prediction.why_not.split(":")[0]:
+        raise FinetuneError(prediction.why_not)
+    return prediction
+
+
+def format_time(prediction) -> str:
+    """The time prediction as lines of text (the CLI's table)."""
+    from finetune.plan.prediction import format_seconds
+
+    est = prediction.estimate
+    if est is None:
+        return f"Time: no prediction ({prediction.why_not})"
+    cost = f" · cost {est.cost:.2f} at {est.price_per_hour:g}/h per device" if est.cost is not None else ""
+    speed = f"{est.tokens_per_s:,.0f} tokens/s"
+    if est.mfu is not None:
+        speed += f", MFU {est.mfu:.0%}"
+    else:
+        speed += f", {est.flops_per_s / 1e9:.1f} GFLOP/s"
+    lines = [
+        f"Time ({prediction.data}): {est.steps} steps · {est.tokens:,.0f} tokens · {speed} · "
+        f"about {format_seconds(est.seconds)}{cost}",
+        f"  training {format_seconds(est.train_seconds)}, evaluation {format_seconds(est.eval_seconds)}, "
+        f"checkpoints {format_seconds(est.save_seconds)} (loading the model and data not included)",
+    ]
+    lines += [f"  {name}: {why}" for name, why in est.reasons]
+    lines += [f"  - {note}" for note in est.notes + ([prediction.busy_cpu] if prediction.busy_cpu else [])]
+    return "\n".join(lines)

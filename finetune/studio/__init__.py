@@ -2,18 +2,21 @@
 
 `Studio(workspace)` (or `Studio.open()` to detect the hardware) owns runs and training, the GPU
 lease and memory estimates; `studio.data` reads and measures data, `studio.judge` compares and
-evaluates, `studio.export` zips, merges and uploads. The value types a caller needs are re-exported
+evaluates, `studio.export` zips, merges and uploads,
+`studio.timing` predicts time and cost and keeps each run's predicted-vs-actual record. The value types a caller needs are re-exported
 here, so `ui/` imports nothing else from the engine but `finetune.config` and `finetune.errors`.
 """
 
 from finetune.evaluation import Evaluation, PromptGrid
 from finetune.evaluation.generation import GenerationSettings
+from finetune.plan.prediction import format_seconds
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary
 from finetune.studio.core import GpuLease, Studio
 from finetune.studio.data import MAP_TARGETS, DataDesk, parse_mapping, resolve_source, row_chat, source_label
 from finetune.studio.exporting import ExportDesk, Merged
 from finetune.studio.judging import NO_RUN, JudgeDesk
 from finetune.studio.rewards import RewardDesk
+from finetune.studio.timing import Prediction, PricePreset, TimingDesk
 
 __all__ = [
     "ACTIVE_STATES",
@@ -27,13 +30,17 @@ __all__ = [
     "GpuLease",
     "JudgeDesk",
     "Merged",
+    "Prediction",
+    "PricePreset",
     "PromptGrid",
     "RewardDesk",
     "Run",
     "RunSummary",
     "Studio",
+    "TimingDesk",
     "parse_mapping",
     "resolve_source",
     "row_chat",
+    "format_seconds",
     "source_label",
 ]

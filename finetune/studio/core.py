@@ -93,6 +93,7 @@ class Studio:
         from finetune.studio.data import DataDesk
         from finetune.studio.exporting import ExportDesk
         from finetune.studio.judging import JudgeDesk
+        from finetune.studio.timing import TimingDesk
 
         self.workspace = workspace_dir(workspace)
         self.restrict_paths = restrict_paths
@@ -107,6 +108,7 @@ class Studio:
         from finetune.studio.rewards import RewardDesk
 
         self.rewards = RewardDesk(self)  # GRPO: reward functions, custom-code permission, sampled completions
+        self.timing = TimingDesk(self)  # time and cost before Start, predicted vs actual, trackers, prices
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}  # runs not trained here, opened once and re-read while active
         self._estimates: OrderedDict[str, Any] = OrderedDict()

@@ -38,11 +38,17 @@ class StopDuringEvaluation(Exception):
 class RunCallback(TrainerCallback):
     """Feeds the run: progress, metrics (buffer + metrics.jsonl), phase changes, stop and NaN checks."""
 
-    def __init__(self, job: ProgressSink):
+    def __init__(self, job: ProgressSink, meter=None, on_end=None):
+        """`meter` (finetune.train.timing.HardwareMeter): FLOPs per token and the GPU's peak, for the live
+        achieved GFLOP/s and MFU beside tokens/s; `on_end(measured)`: what the training phase measured."""
         self.job = job
+        self.meter = meter
+        self.on_end = on_end
         self.start_time = time.time()
         self.start_step = 0
         self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
+        self.clock: tuple[float, float] = (time.perf_counter(), time.process_time())  # this session's start
+        self.tokens_seen: tuple[int, float] | None = None  # (step, num_tokens) at the latest log
 
     def on_train_begin(self, args, state, control, **kwargs):
         # a resumed run's clock goes on from the time logged at its checkpoint: time-based charts never
@@ -51,6 +57,7 @@ class RunCallback(TrainerCallback):
         offset = max((t for t in before if isinstance(t, (int, float))), default=0.0) if state.global_step else 0.0
         self.start_time = time.time() - offset
         self.start_step = state.global_step
+        self.clock = (time.perf_counter(), time.process_time())
         self.job.report(state="training", message="Training", step=state.global_step, total_steps=state.max_steps)
         if world_size() > 1 and kwargs.get("model") is not None:
             # what this rank really holds once the trainer has sharded (or replicated) the model
@@ -96,15 +103,35 @@ class RunCallback(TrainerCallback):
             if self.last_tokens is not None and now > self.last_tokens[1]:
                 record["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
             self.last_tokens = (logs["num_tokens"], now)
+            self.tokens_seen = (state.global_step, float(logs["num_tokens"]))
+        if self.meter is not None and "tokens_per_s" in record:  # how well the hardware is used, beside tokens/s
+            record.update(self.meter.fields(record["tokens_per_s"]))
         record.update(_cuda_memory())
         self.job.run.append_metrics(record)
         self.job.run.log(_format_log(record))
-        speed = {"tokens_per_s": record["tokens_per_s"]} if "tokens_per_s" in record else {}
+        speed = {k: record[k] for k in ("tokens_per_s", "achieved_gflops", "mfu") if k in record}
         self.job.report(persist=True, **speed)
         loss = logs.get("loss")
         if isinstance(loss, float) and not math.isfinite(loss):
             self.job.nan_step = state.global_step
             control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.on_end is None or not state.is_world_process_zero:
+            return
+        steps = state.global_step - self.start_step
+        tokens = None
+        if self.tokens_seen is not None and self.tokens_seen[0] > self.start_step:
+            # TRL counts this session's tokens; the last log may come a few steps before the end
+            tokens = self.tokens_seen[1] * steps / (self.tokens_seen[0] - self.start_step)
+        self.on_end(
+            {
+                "seconds": time.perf_counter() - self.clock[0],
+                "cpu_seconds": time.process_time() - self.clock[1],
+                "steps": steps,
+                "tokens": tokens,
+            }
+        )
 
 
 def _format_log(record: dict[str, Any]) -> str:

@@ -54,6 +54,7 @@ class TrainingJob:
         self.stop_reason = "the user"
         self.nan_step: int | None = None
         self.plan = None  # the finetune.plan.planner.Plan this run trains with, once setup has made it
+        self.estimate = None  # the finetune.plan.prediction.TimeEstimate it started with, when there is one
         self.state = "queued"
         self.message = "Waiting to start"
         self._lock = threading.Lock()
@@ -149,11 +150,14 @@ class TrainingJob:
         trainer = model = None
         threads = torch.get_num_threads()
         threading.Thread(target=self._beat, name=f"heartbeat-{self.run.name}", daemon=True).start()
+        from finetune.train.trackers import tracker_environment
+
         try:
-            trainer, model = self.setup()
-            if self.plan is not None and self.plan.cpu_threads:
-                torch.set_num_threads(self.plan.cpu_threads)  # the plan's CPU thread count, for training only
-            self.train(trainer)
+            with tracker_environment(self.config.report_to, self.run.path):  # where the tracker writes
+                trainer, model = self.setup()
+                if self.plan is not None and self.plan.cpu_threads:
+                    torch.set_num_threads(self.plan.cpu_threads)  # the plan's CPU thread count, for training only
+                self.train(trainer)
         except StopRequested:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
@@ -204,6 +208,10 @@ class TrainingJob:
         # every auto decision, once (finetune/plan/planner.py); recorded before anything loads
         mean_tokens = (data.stats or {}).get("mean") or None
         plan = make_plan(cfg, detect_machine(), model=model_path, mean_tokens=mean_tokens)
+        # the time it will take, recorded before anything heavy loads (a CPU calibration seeds and trains the
+        # demo: it runs before this run's seed is set, so it never changes what the run learns)
+        self.estimate = self._predict(plan, model_path, tokenizer, data, eval_rows)
+        self._check_stop()
 
         # the training arguments exist before the model: they set up the distributed state and, under
         # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
@@ -242,7 +250,13 @@ class TrainingJob:
         self._check_stop()
 
         self.report(message="Tokenizing")
-        callbacks: list = [RunCallback(self)]
+        from finetune.train.timing import HardwareMeter
+        from finetune.train.trackers import configure, where_callback
+
+        configure(args, self.run.name)
+        callbacks: list = [RunCallback(self, meter=HardwareMeter.from_estimate(self.estimate), on_end=self._measured)]
+        if cfg.report_to != "none":
+            callbacks.append(where_callback(cfg.report_to, self.run))
         if cfg.early_stopping_patience > 0 and eval_rows:
             from transformers import EarlyStoppingCallback
 
@@ -275,6 +289,83 @@ class TrainingJob:
             args=args,
         )
         return self._quiet(trainer), model
+
+    def _predict(self, plan, model_path, tokenizer, data, eval_rows):
+        """The time this run is predicted to take (prediction.json, train.log), from the data's token lengths;
+        a CPU not calibrated yet is measured now (seconds, once per machine). None when it cannot be told."""
+        from finetune.data.stats import token_lengths
+        from finetune.plan.calibration import cached
+        from finetune.plan.shapes import load_shape
+        from finetune.train.timing import predict, write_record
+
+        cfg = self.config
+        try:
+            if plan.device == "cpu" and cached(self.workspace_path, cfg, plan) is None:
+                self.report(message="Calibrating this CPU for the time estimate (once per machine, seconds)")
+            lengths = list((data.stats or {}).get("lengths") or [])
+            if not lengths:
+                lengths = token_lengths(data.train_rows, tokenizer)
+            held = token_lengths(eval_rows, tokenizer) if eval_rows else []
+            kto_pairs = cfg.objective == "kto" and data.shape == "preference"
+            estimate, why = predict(
+                cfg, plan, load_shape(model_path), lengths, held, self.workspace_path, kto_pairs=kto_pairs
+            )
+        except Exception as exc:  # noqa: BLE001 - a prediction is a report: the run goes on without one
+            estimate, why = None, f"{type(exc).__name__}: {exc}"
+        if estimate is None:
+            self.run.log(f"predicted: no time estimate ({why})")
+            write_record(self.run, predicted=None, predicted_why=why)
+            return None
+        self.run.log(
+            f"predicted: {estimate.steps} steps, {estimate.tokens:,.0f} tokens, {estimate.seconds:.1f} s "
+            f"({estimate.tokens_per_s:,.0f} tokens/s; {estimate.throughput.source})"
+        )
+        write_record(self.run, predicted=estimate.to_dict())
+        return estimate
+
+    def _measured(self, measured: dict) -> None:
+        """What the training phase measured, next to the prediction (prediction.json, train.log)."""
+        from finetune.train.timing import HardwareMeter, actual_record, comparison, read_record, write_record
+
+        tokens = measured.get("tokens")
+        if tokens is None and self.estimate is not None and self.estimate.steps:  # the trainer counts none (ORPO, KTO)
+            tokens = self.estimate.tokens * measured["steps"] / self.estimate.steps
+        actual = actual_record(
+            seconds=measured["seconds"],
+            cpu_seconds=measured["cpu_seconds"],
+            steps=measured["steps"],
+            tokens=tokens,
+            meter=HardwareMeter.from_estimate(self.estimate),
+            price=self.config.price_per_hour,
+        )
+        if self.resume_from is not None:
+            actual["resumed_from"] = self.resume_from.name
+        write_record(self.run, actual=actual)
+        self._refine_calibration(measured)
+        error = comparison(read_record(self.run.path))["error"]
+        versus = f" (predicted {self.estimate.seconds:.1f} s: {error:+.0%})" if error is not None else ""
+        speed = f", {actual['tokens_per_s']:,.0f} tokens/s" if actual.get("tokens_per_s") else ""
+        self.run.log(f"measured: {actual['steps']} steps in {actual['seconds']:.1f} s{speed}{versus}")
+
+    def _refine_calibration(self, measured: dict) -> None:
+        """A whole CPU run (not resumed, every predicted step, 10 or more) refines its kind's calibration with
+        the CPU time it measured (the calibration's clock on one thread)."""
+        from finetune.plan.calibration import refine
+
+        est, plan = self.estimate, self.plan
+        if est is None or plan is None or plan.device != "cpu" or not est.throughput.measured:
+            return
+        if self.resume_from is not None or measured["steps"] != est.steps or est.steps < 10:
+            return
+        spent = measured["cpu_seconds"] if (plan.cpu_threads or 0) == 1 else measured["seconds"]
+        try:
+            refine(self.workspace_path, self.config, plan, measured_s=spent, predicted_s=est.seconds)
+        except OSError:
+            pass  # a full disk: the next prediction uses the calibration as it was
+
+    @property
+    def workspace_path(self):
+        return workspace_dir(self.workspace)
 
     def _quiet(self, trainer):
         from transformers.trainer_callback import PrinterCallback
@@ -398,7 +489,11 @@ def start_training(
                 f"Busy: the run '{running.run.name}' is {running.state} in this process. "
                 "Stop it or wait for it to finish before starting another."
             )
+        from finetune.train.trackers import missing
+
         problems = config.validate() + check_runnable(config, detect_machine())
+        tracker = missing(config.report_to)  # a tracker's package that is not installed
+        problems += [tracker] if tracker else []
         if problems:
             raise ConfigError(problems)
         if restrict_paths:
