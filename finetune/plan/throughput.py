@@ -45,6 +45,9 @@ OBJECTIVE_COSTS: dict[str, ObjectiveCost] = {
     "kto": ObjectiveCost(
         1, 3.0, why="each completion trained, plus no-grad forwards: its KL pair, and the reference of both"
     ),
+    # GRPO: a trained sequence is one sampled completion (prompt + up to max_completion_length new tokens, all
+    # generated first); with kl_coef > 0 a reference forward too. objective_cost fills in the config's figures.
+    "grpo": ObjectiveCost(1, 0.0, generated_tokens=64, why="each completion generated, then trained"),
 }
 # decoding one token on a GPU reaches about this share of the training throughput: a stated default,
 # unmeasured (only an objective with generated_tokens > 0 uses it)
@@ -52,7 +55,12 @@ GENERATION_SHARE = 0.1
 
 
 def objective_cost(config: RunConfig) -> ObjectiveCost:
-    """The row of OBJECTIVE_COSTS for the config's objective (an unknown one counts as SFT)."""
+    """The row of OBJECTIVE_COSTS for the config's objective (an unknown one counts as SFT); GRPO's with the
+    config's completion length and KL term."""
+    if config.objective == "grpo":
+        reference = 1.0 if config.kl_coef > 0 else 0.0
+        why = f"each completion generated ({config.max_completion_length} new tokens at most), then trained"
+        return ObjectiveCost(1, reference, generated_tokens=config.max_completion_length, why=why)
     return OBJECTIVE_COSTS.get(config.objective, OBJECTIVE_COSTS["sft"])
 
 

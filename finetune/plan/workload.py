@@ -122,6 +122,12 @@ def plan_workload(
     sequences = objective_cost(config).sequences
     if kto_pairs:
         train = train + train  # chosen and rejected become two completions (counted at the longer one)
+    if config.objective == "grpo":  # each prompt is answered num_generations times; batches count completions
+        grown = [min(n + config.max_completion_length, cap) for n in train]
+        train = [n for n in grown for _ in range(config.num_generations)]
+        notes.append(
+            f"GRPO: {config.num_generations} completions of up to {config.max_completion_length} tokens per prompt"
+        )
     padded = not (plan.padding_free or plan.packing)
     devices = max(1, plan.world_size)
     size, accum = plan.per_device_train_batch_size, plan.gradient_accumulation_steps
