@@ -229,6 +229,7 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
         val_split=0.0,
         eval_steps=0,
         save_steps=10**8,  # never within a bench run (the RunConfig bound)
+        logging_steps=1,  # every arm records its first loss (what each arm trained is checked by it)
         quantization=options.quantization,
         method=options.method,
         lora_r=options.lora_r,
