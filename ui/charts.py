@@ -316,7 +316,11 @@ def grpo_figures(metrics: list[dict], run: str = "") -> dict[str, go.Figure | No
         "grad": grpo_length_figure(metrics, run),
         "acc": grpo_kl_figure(metrics, run),
     }
-    return {**{k: _legend_below(f) if f.data else f for k, f in figures.items()}, "mem": memory_figure(metrics, run)}
+    return {
+        **{k: _legend_below(f) if f.data else f for k, f in figures.items()},
+        "mem": memory_figure(metrics, run),
+        "speed": speed_figure(metrics, run),
+    }
 
 
 def overlay_figure(runs: dict[str, list[dict]], smoothed: bool = True) -> go.Figure:

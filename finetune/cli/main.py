@@ -114,7 +114,9 @@ def cmd_train(args) -> int:
         if not (args.config or args.model or args.data or args.preset):
             raise FinetuneError("finetune train needs --config FILE, or --model M --data FILE (or --preset NAME).")
         run = studio.start(build_train_config(args))
-    print(f"run folder: {run.path}", file=sys.stderr, flush=True)
+    # one write of a whole line: under `accelerate launch` every rank prints this to one stderr
+    sys.stderr.write(f"run folder: {run.path}\n")
+    sys.stderr.flush()
     return _follow(studio, run, quiet=args.quiet)
 
 

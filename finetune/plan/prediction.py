@@ -63,7 +63,7 @@ class TimeEstimate:
             "predicted_steps": self.steps,
             "predicted_tokens": round(self.tokens),
             "predicted_seconds": _sig(self.seconds),
-            "predicted_cost": None if self.cost is None else round(self.cost, 4),
+            "predicted_cost": None if self.cost is None else _sig(self.cost),
             "predicted_tokens_per_s": round(self.tokens_per_s, 1),
             "predicted_flops_per_s": self.flops_per_s,
             "predicted_mfu": self.mfu,

@@ -28,7 +28,7 @@ def test_estimate_with_data_predicts_steps_tokens_time_and_cost(workspace, capsy
     data = json.loads(out)
     assert data["predicted_steps"] == 156  # 99 training rows (10% held out), batch 8, 12 epochs
     assert data["predicted_tokens"] > 0 and data["predicted_seconds"] > 0
-    assert data["predicted_cost"] == pytest.approx(data["predicted_seconds"] / 3600 * 3.6, rel=1e-3)
+    assert data["predicted_cost"] == pytest.approx(data["predicted_seconds"] / 3600 * 3.6, rel=2e-3)  # both 4 digits
     assert data["time"]["throughput"]["measured"] and "measured on this CPU" in data["time"]["throughput"]["source"]
 
     code, out, _ = estimate(capsys, "--model", "demo", "--data", SAMPLE, "--device", "cpu", "--preset", "cpu")

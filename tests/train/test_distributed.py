@@ -77,7 +77,7 @@ def test_two_processes_train_one_run(workspace):
 
     # both ranks ran the CLI, and rank 1 was handed rank 0's folder
     # the two ranks write to one stderr, so their lines may interleave: find the paths, not the lines
-    announced = re.findall(r"run folder: (\S+)", result.stderr)
+    announced = re.findall(r"run folder: (\S+?)(?=run folder: |\s|$)", result.stderr)
     assert announced == [str(run_dir)] * 2, result.stderr[-3000:]
 
     # data parallel with world size 2: each optimizer step sees two ranks' batches, so the

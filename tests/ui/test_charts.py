@@ -196,3 +196,27 @@ def test_pair_preview_shows_prompt_and_both_answers_escaped():
     assert 'id="data-pair"' in out and "chosen · 3 tokens" in out and "rejected · 7 tokens" in out
     assert "&lt;b&gt;A&lt;/b&gt;" in out and "&lt;|im_start|&gt;user" in out and "<b>A" not in out
     assert "prompt + the longer answer: 12 tokens" in out
+
+
+GRPO_METRICS = [
+    {"step": 1, "loss": 0.0, "reward": 0.4, "reward_std": 0.2, "rewards/contains_answer/mean": 0.4,
+     "completions/mean_length": 20.0, "completions/clipped_ratio": 0.5, "kl": 0.0, "learning_rate": 1e-3,
+     "tokens_per_s": 50.0},
+    {"step": 2, "loss": 0.0, "reward": 0.6, "reward_std": 0.1, "rewards/contains_answer/mean": 0.6,
+     "completions/mean_length": 18.0, "completions/clipped_ratio": 0.25, "kl": 0.01, "learning_rate": 1e-3,
+     "tokens_per_s": 55.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("metrics", [METRICS, PREFERENCE_METRICS, GRPO_METRICS], ids=["sft", "dpo", "grpo"])
+def test_every_objective_draws_every_chart_of_the_train_tab(metrics, workspace):
+    """The Train tab's poll draws all its plots for any objective (a GRPO run once lacked the speed chart,
+    and every poll of a training GRPO run failed)."""
+    from helpers_runs import make_run
+
+    from ui.train_tab import PLOT_KEYS, figures
+
+    run = make_run(workspace, run_name="charted", with_adapter=False)
+    for record in metrics:
+        run.append_metrics(record)
+    assert set(figures(run, run.name)) == set(PLOT_KEYS)
