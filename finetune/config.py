@@ -275,7 +275,11 @@ class RunConfig:
         list_ok=True,
     )
     # --- optimisation ----------------------------------------------------
-    learning_rate: float = _f(2e-4, "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5).")
+    learning_rate: float = _f(
+        2e-4,
+        "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5). The CPU preset's 5e-3 is "
+        "deliberately high: it lets the tiny demo model learn the sample in a minute, and would wreck a real model.",
+    )
     num_train_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Total optimizer steps; -1 means use num_train_epochs.")
     per_device_train_batch_size: int = _f(4, "Examples per device per forward pass.")
@@ -406,7 +410,7 @@ class RunConfig:
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems + _other_problems(cls, values, problems))
         return cls(**values)
 
     @classmethod
@@ -419,7 +423,9 @@ class RunConfig:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml_strict(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError([f"{path}: {exc}"]) from None
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
         except RecursionError:
@@ -453,10 +459,13 @@ class RunConfig:
 
     def validate(self) -> list[str]:
         """Return every problem with this config (empty list when it is usable)."""
-        p: list[str] = []
         numbers = _out_of_range(self)
-        if numbers:  # the checks below compare numbers: report the unusable ones alone
-            return numbers
+        unusable = {problem.split(":", 1)[0] for problem in numbers}
+        # the checks below compare numbers: an unusable one is reported once, by its range problem
+        return numbers + [q for q in self._problems() if q.split(":", 1)[0] not in unusable]
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -518,6 +527,7 @@ class RunConfig:
                 "(accelerate starts the same number of processes on each)"
             )
         p += self._preference_problems()
+        p += _trainer_problems(self)
         return p
 
     def _preference_problems(self) -> list[str]:
@@ -570,6 +580,72 @@ def lora_target_problems(spec: str) -> list[str]:
     if bad:
         return [f"lora_target_modules: {shown(bad[0])} is not a module name (e.g. q_proj), `attention` or `all-linear`"]
     return []
+
+
+# --- checks of what the trainer would refuse after the run folder exists (issue 22), and YAML read strictly ---
+STEP_INTERVALS = ("logging_steps", "eval_steps", "save_steps")
+
+
+def _trainer_problems(config: RunConfig) -> list[str]:
+    """What numpy, TrainingArguments and the LR scheduler refuse, in the config's own field names."""
+    p = []
+    if not 0 <= config.seed <= MAX_SEED:
+        p.append(f"seed: must be a whole number from 0 to {MAX_SEED:,} (numpy's range), got {shown(config.seed)}")
+    for name in STEP_INTERVALS:
+        value = getattr(config, name)
+        if isinstance(value, float) and value > 1 and not value.is_integer():
+            p.append(
+                f"{name}: {shown(value)} is neither a fraction of the run (below 1, e.g. 0.1 = every tenth of it) "
+                "nor a whole number of steps"
+            )
+    evaluates = config.eval_steps > 0 and (config.val_split > 0 or bool(str(config.eval_dataset_path).strip()))
+    if config.lr_scheduler_type == "reduce_lr_on_plateau" and not evaluates:
+        p.append(
+            "lr_scheduler_type: reduce_lr_on_plateau lowers the rate when eval_loss stops improving, so it needs "
+            "evaluation: set eval_steps > 0 and val_split > 0 (or eval_dataset_path)"
+        )
+    return p
+
+
+def _other_problems(cls: type, values: dict[str, Any], coercion: list[str]) -> list[str]:
+    """The range and consistency problems of the fields that did coerce, so every problem comes in one
+    round (the fields that did not keep their earlier value meanwhile and are not judged twice)."""
+    failed = {problem.split(":", 1)[0].strip() for problem in coercion}
+    try:
+        problems = cls(**values).validate()
+    except Exception:  # noqa: BLE001 - only a courtesy: the coercion problems are what must be said
+        return []
+    return [problem for problem in problems if problem.split(":", 1)[0].strip() not in failed]
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping names a key twice (YAML's loaders would silently keep the last value)."""
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """yaml.safe_load's loader (libyaml's when present) that refuses duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(
+                    f"line {line}: the setting {_brief(key)} is given twice (first on line {seen[key]}); "
+                    "keep one of them"
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+
+def load_yaml_strict(text: str) -> Any:
+    """yaml.safe_load, but a key given twice in one mapping raises DuplicateKeyError naming it and its lines."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _out_of_range(config: RunConfig) -> list[str]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
 from finetune.config import STRATEGY_CHOICES, RunConfig
 from finetune.errors import FinetuneError
+from finetune.jsontext import dumps
 from finetune.plan.memory import DEVICES, MemoryEstimate
 
 LABELS = {
@@ -147,7 +147,7 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
         data["overrides"] = list(getattr(args, "set_values", []) or [])
         if gpu_gb > 0:
             data["gpu"] = {"name": gpu_name, "total_gb": round(gpu_gb, 2), "verdict": estimate.verdict(gpu_gb)}
-        print(json.dumps(data, indent=1))
+        print(dumps(data, indent=1))
     else:
         print(format_table(estimate, gpu_name, gpu_gb))
     return 0

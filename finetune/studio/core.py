@@ -96,6 +96,9 @@ class Studio:
 
         self.workspace = workspace_dir(workspace)
         self.restrict_paths = restrict_paths
+        from finetune.incidents import use_workspace
+
+        use_workspace(self.workspace)  # unexpected errors are detailed in <workspace>/logs/errors.log
         self.hardware = hardware  # finetune.plan.hardware.HardwareInfo, None when detection failed
         self.machine = machine  # finetune.plan.hardware.Machine the planner decides for
         self.hardware_error = ""
@@ -267,7 +270,11 @@ class Studio:
             p = live
         else:
             p = run.progress()
-            if p["state"] in ACTIVE_STATES:
+            if live is not None and p["state"] in (*ACTIVE_STATES, "unknown"):
+                # the job ended here but its final state never reached the disk (a read-only disk, the
+                # folder deleted): what it knows is the truth, not the status it last managed to write
+                p = live
+            elif p["state"] in ACTIVE_STATES:
                 run.reload_metrics()  # another process (or host) is writing this run
         # a finished run has nothing left to train; the others continue from their last checkpoint
         p["resumable"] = p.get("state") in RESUMABLE_STATES and run.latest_checkpoint() is not None
@@ -316,9 +323,11 @@ class Studio:
     def rename(self, name: str, new_name: str) -> Run:
         """Rename a finished run (its folder); refused while it trains or when the name is taken."""
         from finetune.runs import rename_run
+        from finetune.train.job import forget_job
 
         self._refuse_active(name, "renamed")
         run = rename_run(self.run(name), new_name)
+        forget_job(name)  # the name is free again: a later run of it is not this one
         with self._lock:
             self._runs.pop(name, None)
         return run
@@ -333,7 +342,10 @@ class Studio:
         cached = cached_comparer()
         if cached is not None and cached.run.name == name:
             self.lease.free_memory()
+        from finetune.train.job import forget_job
+
         delete_run(self.run(name))
+        forget_job(name)
         with self._lock:
             self._runs.pop(name, None)
 
