@@ -23,6 +23,7 @@ from finetune.data.preference import normalize_preference
 from finetune.data.raw import RowIssue
 from finetune.data.readers import read_source
 from finetune.errors import DataError, shown
+from finetune.names import display_name
 
 SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
 
@@ -88,7 +89,7 @@ class DatasetReport:
 
     def problems_text(self) -> str:
         head = (
-            f"{self.source}: {self.format} format, {self.kept_rows} of {self.total_rows} rows usable, "
+            f"{display_name(self.source)}: {self.format} format, {self.kept_rows} of {self.total_rows} rows usable, "
             f"{len(self.skipped)} skipped"
         )
         lines = [head] + [f"warning: {w}" for w in self.warnings] + [f"{i.where}: {i.reason}" for i in self.skipped]
@@ -133,7 +134,7 @@ def load_records(
     if dataset_format not in DATASET_FORMATS:
         raise DataError(f"unknown dataset format {shown(dataset_format)}; choose one of {', '.join(DATASET_FORMATS)}")
     raw = read_source(source)
-    name = os.path.basename(raw.source) or raw.source
+    name = display_name(raw.source)
     if not raw.records:
         raise DataError(f"{name}: none of the {raw.total_rows} rows can be read:\n{summarize_issues(raw.issues)}")
     mapping = resolve_mapping(raw.columns, column_mapping)

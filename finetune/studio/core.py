@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
-from finetune.errors import BusyError, FinetuneError, RunError
+from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
 
 RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
@@ -284,7 +284,7 @@ class Studio:
         """Start training `config` in the background (checked first: a refused start leaves nothing)."""
         from finetune.train.job import start_training
 
-        with self.lease.locked("starting a run"):
+        with self.lease.locked("starting a run"), self._public_errors():
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, restrict_paths=self.restrict_paths).run
 
@@ -293,10 +293,33 @@ class Studio:
         from finetune.train.job import start_training
 
         run = self.run(name)
-        config = run.config().with_overrides(overrides or [])
-        with self.lease.locked("resuming a run"):
+        with self._public_errors():
+            config = run.config().with_overrides(overrides or [])
+        with self.lease.locked("resuming a run"), self._public_errors():
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, resume_run=run).run
+
+    @contextmanager
+    def _public_errors(self) -> Iterator[None]:
+        """In the app (restrict_paths), a refusal never shows the server's folders or an upload's stored
+        name (finetune.names.public_text); the CLI sees the paths it was given."""
+        try:
+            yield
+        except FinetuneError as exc:
+            if not self.restrict_paths:
+                raise
+            from finetune.names import public_text
+
+            if isinstance(exc, ConfigError):
+                raise ConfigError([public_text(p, self.workspace) for p in exc.problems]) from None
+            text = public_text(str(exc), self.workspace)
+            if text == str(exc):
+                raise
+            try:
+                public = type(exc)(text)
+            except TypeError:  # an error type with another signature: the message as a plain error
+                public = FinetuneError(text)
+            raise public from None
 
     def stop(self, reason: str = "the user", wait_s: float | None = None) -> str | None:
         """Ask the run training here to stop after its current step (a checkpoint is saved), waiting up
