@@ -97,4 +97,3 @@ def public_text(text: str, workspace: str | os.PathLike) -> str:
     root = str(Path(workspace).resolve())
     text = text.replace(root + os.sep, "").replace(root, "the workspace")
     return _STORED_UPLOAD_RE.sub("", text)
-

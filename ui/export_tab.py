@@ -141,6 +141,16 @@ def wire(ctx: Ctx) -> None:
     )
 
     c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
+
+    def refreshed(current):
+        update = run_dropdown_update(ctx.studio, current)
+        return update, card_for(ctx, update.value)
+
+    # the card is drawn fresh whenever it is looked at: a run that went on training (Resume) after its card was
+    # drawn keeps its name in the list, so the list's own change event never fires for it
     c["export_refresh"].click(
-        lambda cur: run_dropdown_update(ctx.studio, cur), c["export_run"], c["export_run"], api_visibility="private"
+        refreshed, c["export_run"], [c["export_run"], c["card"]], api_name="refresh_export", show_progress="hidden"
+    )
+    c["export_tab_item"].select(
+        lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private", show_progress="hidden"
     )

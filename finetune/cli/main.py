@@ -59,6 +59,8 @@ def cmd_validate(args) -> int:
         print("           token counts: prompt + the longer answer")
     print(f"tokens ({args.model} tokenizer, chat template applied):")
     print("  " + ", ".join(f"{k}={stats[k]:.0f}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")))
+    if stats.get("sampled"):
+        print(f"  measured on a random sample of {stats['count']:,} of the {stats['rows']:,} valid rows")
     print(f"  {stats['truncated']} of {stats['count']} examples exceed max_length={args.max_length}")
     print(f"  suggested max_length: {stats['suggested_max_length']}")
     return 0

@@ -13,7 +13,10 @@ from finetune.data.templates import has_generation_markers
 
 def peek_columns(source: str) -> list[str]:
     """The column names a file (or Hub dataset) has, for a column-mapping form when detection fails."""
-    return list(read_source(source).columns)
+    from finetune.data.stream import scan, streamable
+
+    streamed = streamable(source)
+    return scan(streamed).columns if streamed is not None else list(read_source(source).columns)
 
 
 __all__ = [
