@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import shown
+from finetune.errors import bounded, shown
 
 MAX_DAMAGE_LISTED = 20  # damaged lines named one by one per file; the rest are counted
 MAX_SAFETENSORS_HEADER = 100 * 2**20  # safetensors refuses headers above 100 MB itself
@@ -32,8 +32,9 @@ class Damage:
     line: int | None = None
 
     def __str__(self) -> str:
+        """One line: a listing shows each damage on its own line (a YAML error spans several)."""
         where = f"{self.file} line {self.line}" if self.line is not None else self.file
-        return f"{where}: {self.reason}"
+        return bounded(f"{where}: {' '.join(self.reason.split())}", 400)
 
 
 def summarize(damage: list[Damage], limit: int = 3) -> list[str]:
