@@ -9,15 +9,16 @@ before the status carried a summary) is read once and its damaged lines named.
 from __future__ import annotations
 
 import math
+import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
 from finetune.names import upload_name
-from finetune.runs.folder import Run
+from finetune.runs.folder import ACTIVE_STATES, Run
 from finetune.runs.records import Damage, file_signature, read_status, summarize
 
 CACHE_LIMIT = 20_000  # remembered run folders, all workspaces together
@@ -47,73 +48,63 @@ class RunSummary:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
 
-@dataclass(frozen=True)
-class _Facts:
-    """What a summary takes from the files (all but the liveness of an active run's writer)."""
-
-    model: str
-    data: str
-    method: str
-    final_loss: float | None
-    final_eval_loss: float | None
-    created_at: float
-    has_adapter: bool
-    damaged: tuple[str, ...]
-
+# the files whose identity (inode, size, mtime) decides whether a remembered summary still holds; a full
+# fine-tune's adapter/ holds a model (config.json, model.safetensors) instead of an adapter
+KEY_FILES = ("status.json", "config.yaml", "metrics.jsonl", "adapter/adapter_config.json")
+ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
+FULL_MODEL_FILES = ("adapter/config.json", "adapter/model.safetensors")
 
 _lock = threading.Lock()
-_facts: dict[str, tuple[tuple, _Facts]] = {}
+_summaries: dict[str, tuple[tuple, RunSummary, bool]] = {}  # folder -> (key, summary, written as active)
 
 
-def _key(run: Run) -> tuple:
-    adapter = run.adapter_dir
-    return (
-        file_signature(run.config_path),
-        file_signature(run.status_path),
-        file_signature(run.metrics_path),
-        file_signature(adapter),
-        file_signature(adapter / "adapter_model.safetensors"),
-        file_signature(adapter / "adapter_config.json"),
-        file_signature(adapter / "model.safetensors"),
-        file_signature(adapter / "config.json"),
-    )
+def _key(folder: str) -> tuple:
+    """The identities of a run folder's summary files (plain os.stat: 5 per run in a listing)."""
+    out = [_identity(os.path.join(folder, name)) for name in KEY_FILES]
+    files = (ADAPTER_WEIGHTS,) if out[-1] is not None else FULL_MODEL_FILES
+    return (*out, *(_identity(os.path.join(folder, name)) for name in files))
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def summary_of(folder: str | os.PathLike) -> RunSummary | None:
+    """The summary of the run in `folder`, None when the folder is no run (neither status.json nor
+    config.yaml). Read again only when one of its KEY_FILES changed; the state of a run whose status
+    says it is active is checked every time (its writer may have died since: then it is interrupted)."""
+    folder = os.fspath(folder)
+    key = _key(folder)
+    if key[0] is None and key[1] is None:
+        return None
+    with _lock:
+        cached = _summaries.get(folder)
+    if cached is not None and cached[0] == key:
+        _, summary, active = cached
+        if not active:
+            return summary
+        status = Run(folder).status()
+        return replace(summary, state=str(status.get("state", "unknown")), message=str(status.get("message", "")))
+    run = Run(folder)
+    raw_state = read_status(run.status_path)[0].get("state")
+    summary = run_summary(run)
+    with _lock:
+        if len(_summaries) >= CACHE_LIMIT:
+            _summaries.clear()
+        _summaries[folder] = (key, summary, raw_state in ACTIVE_STATES)
+    return summary
 
 
 def run_summary(run: Run) -> RunSummary:
-    """The run in one line. Never raises for what its files hold: damage is listed in `damaged`."""
-    key = _key(run)
-    cache_key = str(run.path)
-    with _lock:
-        cached = _facts.get(cache_key)
-    facts = cached[1] if cached is not None and cached[0] == key else None
-    if facts is None:
-        facts = _read_facts(run)
-        with _lock:
-            if len(_facts) >= CACHE_LIMIT:
-                _facts.clear()
-            _facts[cache_key] = (key, facts)
-    status = run.status()  # the liveness of an active run's writer is read every time
-    return RunSummary(
-        name=run.name,
-        path=str(run.path),
-        model=facts.model,
-        data=facts.data,
-        method=facts.method,
-        state=str(status.get("state", "unknown")),
-        message=str(status.get("message", "")),
-        step=max(0, status.get("step") or 0),
-        total_steps=max(0, status.get("total_steps") or 0),
-        final_loss=facts.final_loss,
-        final_eval_loss=facts.final_eval_loss,
-        created_at=facts.created_at,
-        has_adapter=facts.has_adapter,
-        damaged=facts.damaged,
-    )
-
-
-def _read_facts(run: Run) -> _Facts:
+    """The run in one line, read from its files now. Never raises for what they hold: damage is listed
+    in `damaged`. (A listing goes through `summary_of`, which remembers it.)"""
     damage: list[Damage] = []
-    status, status_damage = read_status(run.status_path)
+    status = run.status()
+    raw, status_damage = read_status(run.status_path)
     damage += status_damage
     try:
         config = run.config()
@@ -121,7 +112,7 @@ def _read_facts(run: Run) -> _Facts:
     except ConfigError:
         model, data, method = "?", "?", "?"
         damage += run.config_damage()
-    finals = _finals_from_status(run, status)
+    finals = _finals_from_status(run, raw)
     if finals is None:  # the status does not summarize the log as it is now: read the log
         records = run.metrics()
         lines, count = run.metrics_damage()
@@ -130,16 +121,22 @@ def _read_facts(run: Run) -> _Facts:
             damage.append(Damage("metrics.jsonl", f"{count} damaged lines in all (skipped)"))
         finals = tuple(_last(records, key) for key in ("loss", "eval_loss"))
     damage += run.adapter_damage()
-    created = status.get("created_at")
+    created = raw.get("created_at")
     if created is None:
         try:
             created = run.path.stat().st_mtime
         except OSError:
             created = 0.0
-    return _Facts(
+    return RunSummary(
+        name=run.name,
+        path=str(run.path),
         model=model,
         data=data,
         method=method,
+        state=str(status.get("state", "unknown")),
+        message=str(status.get("message", "")),
+        step=max(0, status.get("step") or 0),
+        total_steps=max(0, status.get("total_steps") or 0),
         final_loss=finals[0],
         final_eval_loss=finals[1],
         created_at=float(created),
@@ -192,4 +189,5 @@ def data_tag(dataset_path: str) -> str:
 def forget(path: str | Path) -> None:
     """Drop a run folder's remembered summary (it was renamed or deleted)."""
     with _lock:
-        _facts.pop(str(Path(path).resolve()), None)
+        for key in {os.fspath(path), str(Path(path).resolve())}:
+            _summaries.pop(key, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from finetune.config import RunConfig
 from finetune.errors import FinetuneError, RunError, shown
 from finetune.names import name_problem, safe_name
 from finetune.runs.folder import RUN_FILES, Run
-from finetune.runs.summary import RunSummary, data_tag, forget, method_tag, run_summary
+from finetune.runs.summary import RunSummary, data_tag, forget, method_tag, summary_of
 
 WORKSPACE_ENV = "FINETUNE_WORKSPACE"
 
@@ -200,17 +201,41 @@ def open_run(name_or_path: Run | str | Path, workspace: str | Path | None = None
     raise RunError(f"no run found at {shown(str(name_or_path))} (expected a run folder with config.yaml)")
 
 
+LISTING_FRESH_S = 1.0  # a listing this recent, of an unchanged runs/ folder, is the answer (a pick lists 5 times)
+_recent: dict[str, tuple[float, tuple, list[RunSummary]]] = {}
+_recent_lock = threading.Lock()
+
+
 def list_runs(workspace: str | Path | None = None) -> list[RunSummary]:
     """Every run in the workspace, newest first, damaged ones too (their damage in `damaged`). Dead
-    active runs are reported as interrupted. Reads each run's status and config, never its metrics
-    log unless that changed behind its writer's back (finetune.runs.summary)."""
-    out = []
+    active runs are reported as interrupted. Reads each run's status and config once and remembers them,
+    never its metrics log unless that changed behind its writer's back (finetune.runs.summary); a
+    listing asked again within LISTING_FRESH_S while no run was added, renamed or removed is the same."""
     root = runs_dir(workspace)
+    key = str(root)
     try:
-        folders = sorted(root.iterdir())
+        st = os.stat(root)
+        identity = (st.st_ino, st.st_mtime_ns, st.st_nlink)
     except OSError as exc:
         raise RunError(f"cannot list the runs folder {root}: {exc.strerror or exc}") from None
-    for path in folders:
-        if is_run_folder(path):
-            out.append(run_summary(Run(path)))
-    return sorted(out, key=lambda s: s.created_at, reverse=True)
+    now = time.monotonic()
+    with _recent_lock:
+        recent = _recent.get(key)
+    if recent is not None and now - recent[0] < LISTING_FRESH_S and recent[1] == identity:
+        return list(recent[2])
+    try:
+        with os.scandir(root) as entries:
+            folders = sorted(entry.path for entry in entries if entry.is_dir())
+    except OSError as exc:
+        raise RunError(f"cannot list the runs folder {root}: {exc.strerror or exc}") from None
+    out = [summary for summary in map(summary_of, folders) if summary is not None]
+    out.sort(key=lambda s: s.created_at, reverse=True)
+    with _recent_lock:
+        _recent[key] = (now, identity, out)
+    return list(out)
+
+
+def forget_listing(workspace: str | Path | None = None) -> None:
+    """The next listing reads the runs again (a run's files changed in place, e.g. in a test)."""
+    with _recent_lock:
+        _recent.pop(str(runs_dir(workspace)), None)
