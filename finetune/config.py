@@ -461,8 +461,11 @@ class RunConfig:
         """Return every problem with this config (empty list when it is usable)."""
         numbers = _out_of_range(self)
         unusable = {problem.split(":", 1)[0] for problem in numbers}
-        # the checks below compare numbers: an unusable one is reported once, by its range problem
-        return numbers + [q for q in self._problems() if q.split(":", 1)[0] not in unusable]
+        # the other checks compare (and quote) numbers: they judge a copy with each unusable number at its
+        # default, and an unusable number is reported once, by its range problem
+        defaults = {f.name: f.default for f in fields(self) if f.name in unusable}
+        judged = dataclasses.replace(self, **defaults) if defaults else self
+        return numbers + [q for q in judged._problems() if q.split(":", 1)[0] not in unusable]
 
     def _problems(self) -> list[str]:
         p: list[str] = []
@@ -714,7 +717,10 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
             # step intervals keep whole numbers whole: TrainingArguments wants ints above 1
             if isinstance(raw, float) and raw.is_integer() and f.name.endswith("_steps"):
                 return int(raw)
-            return raw if f.name.endswith("_steps") else float(raw)
+            try:
+                return raw if f.name.endswith("_steps") else float(raw)
+            except OverflowError:  # an integer beyond any float (a 5,000-digit number typed in a form)
+                raise ValueError(f"{key}: {shown(raw)} is out of range for a number") from None
         raise ValueError(f"{key}: expected a number, got {_brief(raw)}")
     if kind == "dict":
         if raw in (None, ""):

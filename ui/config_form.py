@@ -85,7 +85,7 @@ def config_from_values(values: list[Any] | tuple[Any, ...]) -> RunConfig:
                 continue
             try:
                 parsed = yaml.safe_load(text)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a number of 5,000 digits
                 problems.append(f'{name}: write it as {{expected: your_column}}, e.g. {{"instruction": "question"}}')
                 continue
             data[name] = parsed
