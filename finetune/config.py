@@ -427,6 +427,8 @@ class RunConfig:
         except DuplicateKeyError as exc:
             raise ConfigError([f"{path}: {exc}"]) from None
         except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's words for what the Python reader hits as recursion
+                raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
         except RecursionError:
             raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None

@@ -63,7 +63,6 @@ class SecurityHeaders:
 
 
 def middleware() -> list:
-    """What `launch(app_kwargs={"middleware": ...})` gets: FastAPI builds it into the app before it starts."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(SecurityHeaders, headers=security_headers())]
+    """What `launch(app_kwargs={"middleware": ...})` gets: FastAPI builds it into the app before it starts.
+    Each entry is (class, args, kwargs), the form Starlette's Middleware unpacks to when it builds the stack."""
+    return [(SecurityHeaders, (), {"headers": security_headers()})]

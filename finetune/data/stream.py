@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.data.formats import RowProblem
 from finetune.data.raw import RowIssue, json_kind, text_problem
+from finetune.data.readers import number_problem
 from finetune.errors import DataError
 from finetune.names import display_name
 
@@ -65,8 +67,6 @@ def _decoded(path: Path, number: int, offset: int, raw: bytes) -> str:
 
 def _parse(line: str) -> tuple[Any, str]:
     """(value, "") or (None, why the line is not usable), as the whole-file line reader words it."""
-    from finetune.data.readers import number_problem
-
     if "\x00" in line:
         return None, "holds a NUL byte (binary data, not text)"
     try:
@@ -180,8 +180,6 @@ def usable_rows(
     """Pass 2: every object line normalized (`normalize` raises for a row it cannot use; `keep` says why a
     usable row must still be skipped, "" to keep it); returns the offsets of the kept rows and the
     problems of the others."""
-    from finetune.data.formats import RowProblem
-
     offsets, issues = array("q"), []
     bad = {issue.row for issue in found.issues}
     for number, offset, raw in _lines(found.path):

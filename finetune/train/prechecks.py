@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig, lora_targets
-from finetune.errors import shown
+from finetune.data.preview import first_trained_token
+from finetune.errors import DataError, FinetuneError, shown
 from finetune.names import is_local_path
 
 BUDGET_SAMPLE_ROWS = 2000  # rows whose prompt length is measured (all of them in smaller data sets)
@@ -105,8 +106,7 @@ def local_tokenizer(config: RunConfig, model_path: str):
     None otherwise."""
     if model_folder(model_path) is None:
         return None
-    from finetune.errors import FinetuneError
-    from finetune.models import load_tokenizer
+    from finetune.models import load_tokenizer  # transformers: only when a run starts
 
     try:
         return load_tokenizer(config, path=str(model_folder(model_path)))
@@ -119,8 +119,6 @@ def token_budget_problems(config: RunConfig, rows: list[dict], tokenizer: Any) -
     of at least max_length tokens, so truncation leaves no answer token and TRL drops every example."""
     if tokenizer is None or not rows or config.train_on_prompt or config.is_preference:
         return []
-    from finetune.data.preview import first_trained_token
-    from finetune.errors import DataError
 
     sample = rows if len(rows) <= BUDGET_SAMPLE_ROWS else random.Random(0).sample(rows, BUDGET_SAMPLE_ROWS)
     shortest = None

@@ -663,7 +663,12 @@ def test_stats_and_preview_agree_with_trl(demo_path, tokenizer, tmp_path, sample
 # --- encoding and number problems name their row (issue 22) --------------------------------------------
 def test_a_lone_surrogate_or_an_over_long_number_names_its_row(tmp_path):
     good = json.dumps({"prompt": "Hi", "completion": "Hello"})
-    lines = [good, '{"prompt": "\\ud800", "completion": "x"}', '{"prompt": "n", "completion": ' + "9" * 5000 + "}", good]
+    lines = [
+        good,
+        '{"prompt": "\\ud800", "completion": "x"}',
+        '{"prompt": "n", "completion": ' + "9" * 5000 + "}",
+        good,
+    ]
     jsonl = tmp_path / "rows.jsonl"
     jsonl.write_text("\n".join(lines) + "\n")
     report = load_records(str(jsonl))

@@ -61,9 +61,7 @@ def test_a_listing_reads_no_metrics_log_the_status_summarizes(workspace, metrics
         (b"null\n", "metrics.jsonl line 4: is JSON null, not a record"),
     ],
 )
-def test_a_metrics_log_changed_behind_its_writer_is_read_and_its_damage_named(
-    workspace, metrics_reads, line, named
-):
+def test_a_metrics_log_changed_behind_its_writer_is_read_and_its_damage_named(workspace, metrics_reads, line, named):
     run = _finished(workspace, "hand-edited")
     _finished(workspace, "intact")
     with open(run.metrics_path, "ab") as fh:
