@@ -163,15 +163,23 @@ class Run:
 
     # config --------------------------------------------------------------
     def config(self) -> RunConfig:
-        return RunConfig.from_yaml(self.config_path)
+        """config.yaml as a RunConfig; ConfigError names the run and its file, not the server's folders."""
+        try:
+            return RunConfig.from_yaml(self.config_path)
+        except ConfigError as exc:
+            named = f"the config.yaml of the run '{self.name}'"
+            raise ConfigError([p.replace(str(self.config_path), named) for p in exc.problems]) from None
 
     def config_damage(self) -> list[Damage]:
         """config.yaml as damage: [] when it reads as a RunConfig."""
+        if not self.config_path.is_file():
+            return [Damage("config.yaml", "is missing")] if self.path.is_dir() else []
         try:
             self.config()
         except ConfigError as exc:
-            problem = (exc.problems[0] if exc.problems else str(exc)).replace(f"{self.config_path}: ", "")
-            return [Damage("config.yaml", problem.replace(str(self.config_path), "the file"))]
+            named = f"the config.yaml of the run '{self.name}'"
+            problem = (exc.problems[0] if exc.problems else str(exc)).replace(f"{named}: ", "")
+            return [Damage("config.yaml", problem.replace(named, "it"))]
         return []
 
     # status --------------------------------------------------------------
