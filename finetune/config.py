@@ -278,7 +278,11 @@ class RunConfig:
         list_ok=True,
     )
     # --- optimisation ----------------------------------------------------
-    learning_rate: float = _f(2e-4, "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5).")
+    learning_rate: float = _f(
+        2e-4,
+        "Peak learning rate (LoRA tolerates 1e-4 to 3e-4; full fine-tuning ~1e-5). The CPU preset's 5e-3 is "
+        "deliberately high: it lets the tiny demo model learn the sample in a minute, and would wreck a real model.",
+    )
     num_train_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Total optimizer steps; -1 means use num_train_epochs.")
     per_device_train_batch_size: int = _f(4, "Examples per device per forward pass.")
@@ -524,7 +528,7 @@ class RunConfig:
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems + _other_problems(cls, values, problems))
         return cls(**values)
 
     @classmethod
@@ -537,8 +541,12 @@ class RunConfig:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml_strict(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError([f"{path}: {exc}"]) from None
         except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):  # libyaml's words for what the Python reader hits as recursion
+                raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None
             raise ConfigError([f"{path} is not valid YAML: {exc}"]) from None
         except RecursionError:
             raise ConfigError([f"{path}: the YAML is nested too deeply to read"]) from None
@@ -571,10 +579,16 @@ class RunConfig:
 
     def validate(self) -> list[str]:
         """Return every problem with this config (empty list when it is usable)."""
-        p: list[str] = []
         numbers = _out_of_range(self)
-        if numbers:  # the checks below compare numbers: report the unusable ones alone
-            return numbers
+        unusable = {problem.split(":", 1)[0] for problem in numbers}
+        # the other checks compare (and quote) numbers: they judge a copy with each unusable number at its
+        # default, and an unusable number is reported once, by its range problem
+        defaults = {f.name: f.default for f in fields(self) if f.name in unusable}
+        judged = dataclasses.replace(self, **defaults) if defaults else self
+        return numbers + [q for q in judged._problems() if q.split(":", 1)[0] not in unusable]
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -639,6 +653,7 @@ class RunConfig:
             )
         p += self._preference_problems()
         p += self._grpo_problems()
+        p += _trainer_problems(self)
         return p
 
     def _preference_problems(self) -> list[str]:
@@ -691,6 +706,72 @@ def lora_target_problems(spec: str) -> list[str]:
     if bad:
         return [f"lora_target_modules: {shown(bad[0])} is not a module name (e.g. q_proj), `attention` or `all-linear`"]
     return []
+
+
+# --- checks of what the trainer would refuse after the run folder exists (issue 22), and YAML read strictly ---
+STEP_INTERVALS = ("logging_steps", "eval_steps", "save_steps")
+
+
+def _trainer_problems(config: RunConfig) -> list[str]:
+    """What numpy, TrainingArguments and the LR scheduler refuse, in the config's own field names."""
+    p = []
+    if not 0 <= config.seed <= MAX_SEED:
+        p.append(f"seed: must be a whole number from 0 to {MAX_SEED:,} (numpy's range), got {shown(config.seed)}")
+    for name in STEP_INTERVALS:
+        value = getattr(config, name)
+        if isinstance(value, float) and value > 1 and not value.is_integer():
+            p.append(
+                f"{name}: {shown(value)} is neither a fraction of the run (below 1, e.g. 0.1 = every tenth of it) "
+                "nor a whole number of steps"
+            )
+    evaluates = config.eval_steps > 0 and (config.val_split > 0 or bool(str(config.eval_dataset_path).strip()))
+    if config.lr_scheduler_type == "reduce_lr_on_plateau" and not evaluates:
+        p.append(
+            "lr_scheduler_type: reduce_lr_on_plateau lowers the rate when eval_loss stops improving, so it needs "
+            "evaluation: set eval_steps > 0 and val_split > 0 (or eval_dataset_path)"
+        )
+    return p
+
+
+def _other_problems(cls: type, values: dict[str, Any], coercion: list[str]) -> list[str]:
+    """The range and consistency problems of the fields that did coerce, so every problem comes in one
+    round (the fields that did not keep their earlier value meanwhile and are not judged twice)."""
+    failed = {problem.split(":", 1)[0].strip() for problem in coercion}
+    try:
+        problems = cls(**values).validate()
+    except Exception:  # noqa: BLE001 - only a courtesy: the coercion problems are what must be said
+        return []
+    return [problem for problem in problems if problem.split(":", 1)[0].strip() not in failed]
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping names a key twice (YAML's loaders would silently keep the last value)."""
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """yaml.safe_load's loader (libyaml's when present) that refuses duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(
+                    f"line {line}: the setting {_brief(key)} is given twice (first on line {seen[key]}); "
+                    "keep one of them"
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+
+def load_yaml_strict(text: str) -> Any:
+    """yaml.safe_load, but a key given twice in one mapping raises DuplicateKeyError naming it and its lines."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _out_of_range(config: RunConfig) -> list[str]:
@@ -759,7 +840,10 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
             # step intervals keep whole numbers whole: TrainingArguments wants ints above 1
             if isinstance(raw, float) and raw.is_integer() and f.name.endswith("_steps"):
                 return int(raw)
-            return raw if f.name.endswith("_steps") else float(raw)
+            try:
+                return raw if f.name.endswith("_steps") else float(raw)
+            except OverflowError:  # an integer beyond any float (a 5,000-digit number typed in a form)
+                raise ValueError(f"{key}: {shown(raw)} is out of range for a number") from None
         raise ValueError(f"{key}: expected a number, got {_brief(raw)}")
     if kind == "dict":
         if raw in (None, ""):

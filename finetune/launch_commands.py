@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from finetune.config import RunConfig
+from finetune.config import NUMBER_LIMITS, RunConfig
 from finetune.plan.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
 from finetune.shipped import shipped_dir
@@ -119,6 +119,8 @@ def _yaml_scalar(value: Any) -> str:
         if "e" in text and "." not in text.split("e")[0]:
             mantissa, exponent = text.split("e")
             text = f"{mantissa}.0e{exponent}"
+    elif isinstance(value, int) and abs(value) >= 10**4000:
+        text = hex(value)  # beyond Python's 4,300 decimal digits; YAML reads hex back (the run refuses it anyway)
     else:
         text = str(value)
     if _loads(text) == value and type(_loads(text)) is type(value):
@@ -152,7 +154,7 @@ def config_overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]
         elif value == "":
             text = ""
         else:
-            text = str(value)
+            text = _yaml_scalar(value) if isinstance(value, int) else str(value)
         out.append(f"{name}={text}")
     return out
 
@@ -189,7 +191,7 @@ def train_command_lines(
     named = ("model_name_or_path", "dataset_path")
     parts = [head] + [f"--set {shlex.quote(o)}" for o in config_overrides(cfg, base) if o.split("=", 1)[0] not in named]
     lines.append(" \\\n    ".join(parts))
-    if cfg.num_gpus > 1:
+    if 1 < cfg.num_gpus <= NUMBER_LIMITS["num_gpus"]:  # a number beyond any cluster is refused, not printed
         strategy = strategy or (cfg.strategy if cfg.strategy != "auto" else "ddp")
         lines += ["", f"# 3) on {cfg.num_gpus} GPUs ({strategy}), with the config file:"]
         lines.append(cluster_command(yaml_name, cfg.num_gpus, strategy, cfg.num_machines))

@@ -64,8 +64,36 @@ def is_local_path(text: str) -> bool:
         return True
 
 
+def display_name(path: str | os.PathLike) -> str:
+    """The name a person knows a file by in a message: its file name, an upload by its original name
+    (never the <hash>- prefix the app stores it under, nor the server's folders)."""
+    return upload_name(Path(path).name or str(path))
+
+
 def upload_name(name: str) -> str:
     """The name a person gave a file the app stored as <hash>-<name>; any other name as it is."""
     prefix = name[:UPLOAD_PREFIX_CHARS]
     hashed = len(name) > UPLOAD_PREFIX_CHARS and name[UPLOAD_PREFIX_CHARS] == "-"
     return name[UPLOAD_PREFIX_CHARS + 1 :] if hashed and all(ch in "0123456789abcdef" for ch in prefix) else name
+
+
+# words in a model's name that say it was instruction- or chat-tuned (Qwen2.5-0.5B-Instruct, gemma-2-2b-it...)
+INSTRUCT_MARKERS = ("instruct", "chat", "sft", "dpo", "rlhf", "tulu", "hermes", "zephyr", "assistant")
+IT_SUFFIX_RE = re.compile(r"[-_]it($|[-_.])")  # gemma-2-2b-it, but not ...-italian
+
+
+def says_instruction_tuned(model: str) -> bool:
+    """Does a model's name say it was instruction-tuned? (The built-in demo was not: it only read text.)"""
+    last = str(model or "").strip().rstrip("/").split("/")[-1].lower()
+    return any(marker in last for marker in INSTRUCT_MARKERS) or IT_SUFFIX_RE.search(last) is not None
+
+
+_STORED_UPLOAD_RE = re.compile(rf"\b[0-9a-f]{{{UPLOAD_PREFIX_CHARS}}}-(?=[A-Za-z0-9])")
+
+
+def public_text(text: str, workspace: str | os.PathLike) -> str:
+    """A message as the web app may show it: paths inside the workspace relative to it, and uploads by
+    the name their owner gave them (no <hash>- prefix); never the server's folders."""
+    root = str(Path(workspace).resolve())
+    text = text.replace(root + os.sep, "").replace(root, "the workspace")
+    return _STORED_UPLOAD_RE.sub("", text)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from finetune.config import RunConfig
+from finetune.config import RunConfig, load_yaml_strict
 from finetune.errors import ConfigError, shown
 from finetune.names import MAX_PRESET_CHARS, name_problem
 from finetune.shipped import shipped_dir
@@ -62,7 +62,7 @@ def _available(directory: Path) -> list[str]:
 def _parse(name: str, path: Path) -> Preset:
     """Read and validate one preset file; every problem is reported with the file name."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_strict(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError([f"preset '{name}' ({path}) cannot be read: {exc}"]) from None
     if not isinstance(data, dict):

@@ -432,7 +432,8 @@ def _run_with_adapter(workspace: Path, name: str):
     run = create_run(RunConfig(run_name=name, quantization="none"), workspace)
     run.adapter_dir.mkdir()
     (run.adapter_dir / "adapter_config.json").write_text("{}")
-    (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"0")
+    # a well-formed safetensors file holding no tensor (export checks that the weights are whole)
+    (run.adapter_dir / "adapter_model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     run.write_status("done", "Finished", step=1, total_steps=1)
     return run
 

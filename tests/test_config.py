@@ -138,3 +138,61 @@ def test_grpo_settings_are_checked_together():
     assert RunConfig.from_dict(
         {"objective": "grpo", "reward_functions": ["exact_answer", "length:0.5"]}
     ).reward_functions == ("exact_answer,length:0.5")
+
+
+# --- what the trainer would refuse, checked before anything is made (issue 22) ----------------------------
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"eval_steps": 1.5}, "eval_steps"),
+        ({"logging_steps": 1.5}, "logging_steps"),
+        ({"save_steps": 2.5}, "save_steps"),
+        ({"lr_scheduler_type": "reduce_lr_on_plateau", "eval_steps": 0}, "lr_scheduler_type"),
+    ],
+)
+def test_what_the_trainer_refuses_is_refused_by_the_config(changes, field):
+    problems = RunConfig.from_dict(changes).validate()
+    assert len(problems) == 1 and problems[0].startswith(f"{field}: "), problems
+
+
+def test_fractions_and_whole_step_intervals_stay_allowed():
+    config = RunConfig.from_dict({"eval_steps": 0.25, "logging_steps": 2.0, "save_steps": 10, "seed": 0})
+    assert config.validate() == [] and config.logging_steps == 2 and isinstance(config.logging_steps, int)
+
+
+def test_every_problem_comes_in_one_round():
+    """Coercion problems (not a number) and range problems (a number out of range) together: fixing
+    three then learning of a fourth is the round this refuses."""
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict({"lora_r": 1.5, "max_steps": "x", "seed": -7, "learning_rate": 5, "eval_steps": 2.5})
+    named = sorted(problem.split(":")[0] for problem in caught.value.problems)
+    assert named == ["eval_steps", "learning_rate", "lora_r", "max_steps", "seed"]
+    config = RunConfig.from_dict({"max_steps": 10**12, "warmup_steps": -1, "seed": -2})
+    assert sorted(p.split(":")[0] for p in config.validate()) == ["max_steps", "seed", "warmup_steps"]
+
+
+def test_a_yaml_key_given_twice_is_named_with_its_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("learning_rate: 1e-4\nlora_r: 8\nlearning_rate: 3e-4\n")
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml(path)
+    (problem,) = caught.value.problems
+    assert "line 3: the setting 'learning_rate' is given twice (first on line 1)" in problem
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("column_mapping:\n  prompt: q\n  prompt: question\n")
+    with pytest.raises(ConfigError, match="'prompt' is given twice"):
+        RunConfig.from_yaml(nested)
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("column_mapping: {prompt: q, completion: a}\nlora_target_modules: [q_proj, v_proj]\n")
+    assert RunConfig.from_yaml(fine).lora_target_modules == "q_proj,v_proj"
+
+
+def test_the_learning_rate_help_says_the_demo_preset_is_deliberately_high():
+    from finetune.config import field_help
+    from finetune.presets import load_preset
+
+    help_text = field_help()["learning_rate"]["help"]
+    assert "1e-4 to 3e-4" in help_text and "deliberately high" in help_text
+    assert f"{load_preset('cpu')['learning_rate']:.0e}".replace("e-03", "e-3") in help_text  # the preset's own 5e-3

@@ -12,6 +12,8 @@ import gradio as gr
 
 from finetune.studio import Studio
 from ui import data_tab, export_tab, grpo_view, model_tab, selection, test_tab, train_tab
+from ui.guard import guard
+from ui.pools import pool_data_reads
 from ui.state import Ctx, Selection
 
 TITLE = "finetune studio"
@@ -49,10 +51,11 @@ def build_app(
                 train_tab.build(ctx)
             with gr.Tab("4 · Test", id="test", elem_id="tab-test"):
                 test_tab.build(ctx)
-            with gr.Tab("5 · Export", id="export", elem_id="tab-export"):
+            with gr.Tab("5 · Export", id="export", elem_id="tab-export") as export_tab_item:
                 export_tab.build(ctx)
         ctx.c["tabs"] = tabs
         ctx.c["train_tab_item"] = train_tab_item
+        ctx.c["export_tab_item"] = export_tab_item
         model_tab.wire(ctx)
         data_tab.wire(ctx)
         train_tab.wire(ctx)
@@ -61,6 +64,8 @@ def build_app(
         export_tab.wire(ctx)
         selection.wire(ctx)
         _wire_cross_tab(ctx)
+    guard(blocks)  # every handler: an unexpected error is one line plus where its details were written
+    pool_data_reads(blocks)  # one user's heavy upload does not queue the others' (ui/pools.py)
     # one worker per listener; start, compare and merge also share one ("gpu", see ui.state.GPU)
     blocks.queue(default_concurrency_limit=1)
     blocks.finetune_ctx = ctx  # for tests and debugging

@@ -86,7 +86,7 @@ def config_from_values(values: list[Any] | tuple[Any, ...]) -> RunConfig:
                 continue
             try:
                 parsed = yaml.safe_load(text)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a number of 5,000 digits
                 problems.append(f'{name}: write it as {{expected: your_column}}, e.g. {{"instruction": "question"}}')
                 continue
             data[name] = parsed
@@ -94,7 +94,11 @@ def config_from_values(values: list[Any] | tuple[Any, ...]) -> RunConfig:
             problems.append(f"{name}: is empty; enter a value (default {meta['default']})")
         else:
             data[name] = value
-    if problems:
+    if problems:  # with the problems of the other fields: one round
+        try:
+            problems += RunConfig.from_dict(data).validate()
+        except ConfigError as exc:
+            problems += exc.problems
         raise ConfigError(problems)
     return RunConfig.from_dict(data)
 
@@ -140,7 +144,8 @@ def _component(name: str, meta: dict, value: Any) -> gr.components.Component:
     if kind == "bool":
         return gr.Checkbox(value=bool(value), label=label, info=info, elem_id=elem_id)
     if kind == "int":
-        return gr.Number(value=value, label=label, info=info, precision=0, elem_id=elem_id)
+        # no precision: a typed 1.5 reaches the engine, which refuses it as the CLI does (never rounded to 2)
+        return gr.Number(value=value, label=label, info=info, step=1, elem_id=elem_id)
     if kind == "float":
         step = FLOAT_STEPS.get(name, 0.01)
         return gr.Number(value=value, label=label, info=info, step=step, elem_id=elem_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import gguf_view
-from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
+from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_choices
 
 
 def card_md(card: str) -> str:
@@ -144,6 +144,17 @@ def wire(ctx: Ctx) -> None:
 
     gguf_view.wire(ctx)
     c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
+
+    def refreshed(current):
+        choices = run_choices(ctx.studio, with_adapter=True)
+        value = current if current in choices else (choices[0] if choices else None)
+        return gr.Dropdown(choices=choices, value=value), card_for(ctx, value)
+
+    # the card is drawn fresh whenever it is looked at: a run that went on training (Resume) after its card was
+    # drawn keeps its name in the list, so the list's own change event never fires for it
     c["export_refresh"].click(
-        lambda cur: run_dropdown_update(ctx.studio, cur), c["export_run"], c["export_run"], api_visibility="private"
+        refreshed, c["export_run"], [c["export_run"], c["card"]], api_name="refresh_export", show_progress="hidden"
+    )
+    c["export_tab_item"].select(
+        lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private", show_progress="hidden"
     )

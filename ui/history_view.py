@@ -49,7 +49,7 @@ def history_rows(ctx: Ctx, live: dict | None = None, query: str = "") -> list[li
             r.model,
             r.data,
             r.method,
-            state,
+            f"{state} · damaged" if r.damaged else state,  # what is damaged: `finetune runs`, the run's status line
             f"{step}/{total}" if total else str(step),
             round(r.final_loss, 4) if r.final_loss is not None else None,
             round(r.final_eval_loss, 4) if r.final_eval_loss is not None else None,

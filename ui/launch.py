@@ -14,6 +14,8 @@ from typing import Any
 
 import gradio as gr
 
+from ui.headers import middleware as security_middleware
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_FILE_SIZE = "500mb"
@@ -239,6 +241,8 @@ def launch_kwargs(
         "footer_links": ["api", "gradio"],
         # Gradio 6.31 announces a finished progress bar as the untranslated key "common.complete"
         "i18n": gr.I18n(en={"common.complete": "Complete"}),
+        # X-Frame-Options / CSP frame-ancestors, nosniff, Referrer-Policy on every response (ui/headers.py)
+        "app_kwargs": {"middleware": security_middleware()},
     }
     if auth:
         kwargs["auth"] = auth if callable(auth) else LoginThrottle(auth).check

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import gradio as gr
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
-from finetune.studio import Studio
+from finetune.studio import Studio, describe_unexpected
 
 log = logging.getLogger("finetune.ui")
 
@@ -102,12 +101,11 @@ def connect(ctx: Ctx, trigger, handler, inputs: list[str], outputs: list[str], *
 
 
 def error_text(exc: BaseException) -> str:
-    """A user-facing message: FinetuneError text as it is, anything else one line (traceback to stderr)."""
+    """A user-facing message: FinetuneError text as it is, anything else one line naming the error and
+    where its traceback was written (the workspace's logs/errors.log)."""
     if isinstance(exc, FinetuneError):
         return str(exc)
-    traceback.print_exception(exc, file=sys.stderr)
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return f"Unexpected error: {type(exc).__name__}: {first}"
+    return describe_unexpected(exc, "a page action")
 
 
 def json_safe(value: Any) -> Any:

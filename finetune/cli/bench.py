@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from finetune.jsontext import dumps
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -77,7 +79,7 @@ def cmd_bench(args) -> int:
         Path(f"{prefix}.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
         Path(f"{prefix}.md").write_text(markdown(result), encoding="utf-8")
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        print(dumps(result, indent=1))
     else:
         print(text(result))
     return 0

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
 from finetune.config import STRATEGY_CHOICES, RunConfig
 from finetune.errors import FinetuneError
+from finetune.jsontext import dumps
 from finetune.plan.memory import DEVICES, MemoryEstimate
 
 LABELS = {
@@ -174,7 +174,7 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
             data["time"] = time_data
             for key in ("predicted_steps", "predicted_tokens", "predicted_seconds", "predicted_cost"):
                 data[key] = time_data.get(key)
-        print(json.dumps(data, indent=1, default=str))
+        print(dumps(data, indent=1))
     else:
         print(format_table(estimate, gpu_name, gpu_gb))
         if prediction is not None:

@@ -10,13 +10,13 @@ Errors are one paragraph on stderr and exit status 1 (also when called without c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
 from finetune.evaluation.common import EvaluationError
+from finetune.jsontext import dumps
 
 OUT_SUFFIXES = (".jsonl", ".csv")
 
@@ -82,7 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation.write(out)
     summary = evaluation.summary
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(dumps(summary))
     else:
         print(format_summary(summary, out, evaluation.folder))
     return 0

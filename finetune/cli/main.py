@@ -6,7 +6,6 @@ Errors are one clear paragraph on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,7 +26,9 @@ def _studio(args, detect: bool = False):
 
 
 def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    from finetune.jsontext import dumps
+
+    print(dumps(data))
 
 
 # --- validate ---------------------------------------------------------------------
@@ -62,6 +63,8 @@ def cmd_validate(args) -> int:
         print("           token counts: the prompt as generation starts (completions come on top)")
     print(f"tokens ({args.model} tokenizer, chat template applied):")
     print("  " + ", ".join(f"{k}={stats[k]:.0f}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")))
+    if stats.get("sampled"):
+        print(f"  measured on a random sample of {stats['count']:,} of the {stats['rows']:,} valid rows")
     print(f"  {stats['truncated']} of {stats['count']} examples exceed max_length={args.max_length}")
     print(f"  suggested max_length: {stats['suggested_max_length']}")
     return 0
@@ -215,7 +218,7 @@ def cmd_export(args) -> int:
 def cmd_runs(args) -> int:
     runs = _studio(args).runs()
     if args.json:
-        _print_json([r.__dict__ for r in runs])
+        _print_json([r.to_dict() for r in runs])
         return 0
     if not runs:
         print("no runs yet")
@@ -224,6 +227,11 @@ def cmd_runs(args) -> int:
     for r in runs:
         loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
         print(f"{r.name:40} {r.state:12} {r.step:>5}/{r.total_steps:<5} {loss:>8}  {r.model}")
+        for line in r.damaged:  # a damaged run is listed, what could not be read named under it
+            print(f"  damaged: {line}")
+    damaged = sum(1 for r in runs if r.damaged)
+    if damaged:
+        print(f"{damaged} of {len(runs)} runs have damaged files (named above); the rest of each is usable.")
     return 0
 
 
@@ -334,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line here, the traceback in the error log
+        from finetune.incidents import unexpected
+
+        print(f"error: {unexpected(exc, f'running finetune {args.command}')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

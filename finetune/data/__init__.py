@@ -8,12 +8,14 @@ from finetune.data.raw import SUPPORTED_EXTENSIONS, RowIssue
 from finetune.data.readers import read_source
 from finetune.data.report import DatasetReport, load_records, row_shape
 from finetune.data.stats import length_stats, token_length_stats
+from finetune.data.stream import scan, streamable
 from finetune.data.templates import has_generation_markers
 
 
 def peek_columns(source: str) -> list[str]:
     """The column names a file (or Hub dataset) has, for a column-mapping form when detection fails."""
-    return list(read_source(source).columns)
+    streamed = streamable(source)
+    return scan(streamed).columns if streamed is not None else list(read_source(source).columns)
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from typing import Any
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
 from finetune.errors import DataError
+from finetune.names import display_name
 
 SUMMARY_MAX_SKIPPED = 200
 
@@ -53,7 +54,7 @@ def _conversational(report: DatasetReport) -> bool | None:
 def check_objective(report: DatasetReport, objective: str) -> None:
     """The data must fit what is learned: SFT needs answers to imitate, DPO/ORPO chosen/rejected pairs,
     KTO pairs (TRL unpairs them) or prompt/completion/label rows."""
-    shape, name = report.shape, report.source
+    shape, name = report.shape, display_name(report.source)
     if objective == "grpo" and shape != "prompts":
         raise DataError(
             f"objective grpo samples completions for prompts and needs prompts data (a prompt column, an answer "
@@ -117,8 +118,8 @@ def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
         eval_report = load_records(eval_source, config.dataset_format, mapping)
         if eval_report.shape != report.shape or _conversational(eval_report) != _conversational(report):
             raise DataError(
-                f"the training data ({report.source}) is {report.shape} ({report.format}) but the validation "
-                f"data ({eval_report.source}) is {eval_report.shape} ({eval_report.format}); "
+                f"the training data ({display_name(report.source)}) is {report.shape} ({report.format}) but the "
+                f"validation data ({display_name(eval_report.source)}) is {eval_report.shape} ({eval_report.format}); "
                 "both must have the same shape"
             )
         train_rows, eval_rows = list(report.rows), list(eval_report.rows)

@@ -67,6 +67,24 @@ def render_example(row: dict, tokenizer: Any, train_on_prompt: bool = False) -> 
     }
 
 
+def first_trained_token(row: dict, tokenizer: Any) -> int | None:
+    """Where the loss starts in a (non-preference) row as the trainer masks it: the index of its first
+    trained token, None when no token carries loss. A truncation to max_length <= this index leaves the
+    example without an answer token (TRL then drops it)."""
+    row, _ = _shortened(row)
+    messages = conversation_of(row)
+    if messages is not None:
+        _, mask = _conversation_mask(row, messages, tokenizer)
+    else:
+        prompt, body = plain_text(row, tokenizer)
+        if not prompt:
+            return 0
+        ids = list(tokenizer(body)["input_ids"])
+        prompt_len = common_prefix_length(list(tokenizer(prompt)["input_ids"]), ids)
+        mask = [0] * prompt_len + [1] * (len(ids) - prompt_len)
+    return next((i for i, trained in enumerate(mask) if trained), None)
+
+
 def _answer_text(answer) -> str:
     return "\n".join(m["content"] for m in answer) if isinstance(answer, list) else answer
 

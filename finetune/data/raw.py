@@ -40,12 +40,17 @@ class RawData:
     def total_rows(self) -> int:
         return len(self.records) + len(self.issues)
 
-    def add(self, row: int, value: Any) -> None:
-        """Keep `value` when it is a JSON object, else record why it is not a usable row."""
-        if isinstance(value, dict):
-            self.records.append((row, value))
-        else:
+    def add(self, row: int, value: Any, *, check_text: bool = True) -> None:
+        """Keep `value` when it is a JSON object whose texts a tokenizer can read, else record why not.
+        `check_text=False`: the caller knows no text can hold a lone surrogate (no \\u escape in it)."""
+        if not isinstance(value, dict):
             self.issues.append(RowIssue(row, f"is {json_kind(value)}, not an object with named fields", self.unit))
+            return
+        problem = text_problem(value) if check_text else ""
+        if problem:
+            self.issues.append(RowIssue(row, problem, self.unit))
+        else:
+            self.records.append((row, value))
 
     def collect_columns(self) -> None:
         seen: dict[str, None] = {}
@@ -67,3 +72,27 @@ def json_kind(value: Any) -> str:
     if value is None:
         return "JSON null"
     return f"a {type(value).__name__}"
+
+
+def text_problem(value: Any, _depth: int = 0) -> str:
+    """Why the texts of a parsed JSON value cannot be tokenized ("" when they can): JSON's \\ud800-style
+    escapes can encode a lone UTF-16 surrogate, which is no character at all (tokenizers refuse it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            return (
+                f"holds an invalid character (a lone UTF-16 surrogate \\u{code:04x} at character {exc.start + 1} "
+                "of a text): fix or remove it, e.g. by re-saving the file as UTF-8"
+            )
+        return ""
+    if _depth > 200:
+        return ""  # the normalizer refuses rows nested this deep anyway
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        for part in item if isinstance(value, dict) else (item,):
+            problem = text_problem(part, _depth + 1)
+            if problem:
+                return problem
+    return ""

@@ -17,6 +17,7 @@ from finetune.data.formats import EXPECTED_COLUMNS
 from finetune.data.hub import read_hub
 from finetune.data.raw import SUPPORTED_EXTENSIONS, RawData, RowIssue
 from finetune.errors import DataError
+from finetune.names import display_name as shown_name
 from finetune.names import is_hub_id, is_local_path
 
 _SNIFF_BYTES = 8192
@@ -50,21 +51,21 @@ def read_file(path: Path) -> RawData:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         raise DataError(
-            f"{path.name}: unsupported file type '{suffix or '(none)'}'; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+            f"{shown_name(path)}: unsupported file type '{suffix or '(none)'}'; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not data or data.isspace():
-        raise DataError(f"{path.name} is empty")
+        raise DataError(f"{shown_name(path)} is empty")
     if suffix == ".parquet":
         raw = _read_parquet(path, data)
     else:
         text = _decode_text(path, data)
         raw = _read_csv(path, text) if suffix == ".csv" else _read_json(path, text)
     if raw.total_rows == 0:
-        raise DataError(f"{path.name} holds no rows")
+        raise DataError(f"{shown_name(path)} holds no rows")
     if not raw.columns:  # JSON rows may each have other keys: the union, in order of appearance
         raw.collect_columns()
     return raw
@@ -73,15 +74,15 @@ def read_file(path: Path) -> RawData:
 def _decode_text(path: Path, data: bytes) -> str:
     head = data[:_SNIFF_BYTES]
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path.name} is UTF-16 text; save it as UTF-8")
+        raise DataError(f"{shown_name(path)} is UTF-16 text; save it as UTF-8")
     if b"\x00" in head and not _few_nul_lines(path, data):
-        raise DataError(f"{path.name} is a binary file, not text{_binary_hint(head)}")
+        raise DataError(f"{shown_name(path)} is a binary file, not text{_binary_hint(head)}")
     try:
         return data.decode("utf-8-sig")  # UTF-8, without the byte-order mark some editors write
     except UnicodeDecodeError as exc:  # never guess another encoding: mojibake would train silently
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
+            f"{shown_name(path)} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
             "save it as UTF-8"
         ) from None
 
@@ -109,6 +110,21 @@ def _json_error(exc: json.JSONDecodeError) -> str:
     return f"{exc.msg} (column {exc.colno})"
 
 
+def number_problem(exc: ValueError) -> str:
+    """A row's reason for a number Python refuses to read (json raises a plain ValueError for it)."""
+    if "digits" in str(exc):
+        return "holds a number with more than 4,300 digits, which cannot be read: write it as text (in quotes)"
+    return f"holds a value that cannot be read ({str(exc)[:120]})"
+
+
+def _long_number_line(text: str) -> int | None:
+    """The line of the first number of more than 4,300 digits in `text`, if any."""
+    import re
+
+    match = re.search(r"\d{4301,}", text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
 def _read_json(path: Path, text: str) -> RawData:
     """A JSON array, a single object, or JSON Lines, whatever the extension says."""
     stripped = text.strip()
@@ -119,17 +135,24 @@ def _read_json(path: Path, text: str) -> RawData:
             lines = [line for line in stripped.split("\n")[:3] if line.strip()][:2]
             if len(lines) > 1 and any(_parses(line) for line in lines):
                 return _read_json_lines(path, text)  # one deep line among JSON Lines: the line reader says which
-            raise DataError(f"{path.name}: the JSON is nested too deeply to read") from None
+            raise DataError(f"{shown_name(path)}: the JSON is nested too deeply to read") from None
         except json.JSONDecodeError as exc:
             first_line = stripped.split("\n", 1)[0]
             if not _parses(first_line):  # not JSON Lines of arrays: a broken array
                 raise DataError(
-                    f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+                    f"{shown_name(path)} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
                 ) from None
+        except ValueError as exc:  # a number of more than 4,300 digits somewhere in the array
+            lines = [line for line in stripped.split("\n")[:3] if line.strip()][:2]
+            if len(lines) > 1 and any(_parses(line) for line in lines):
+                return _read_json_lines(path, text)  # JSON Lines: the line reader names the row
+            line = _long_number_line(stripped)
+            where = f" at line {line}" if line else ""
+            raise DataError(f"{shown_name(path)}{where}: {number_problem(exc)}") from None
         else:
             raw = RawData(str(path), "row")
             if path.suffix.lower() == ".jsonl" and "\n" in stripped:
-                raw.warnings.append(f"{path.name} holds one JSON array, not JSON Lines; read it as an array")
+                raw.warnings.append(f"{shown_name(path)} holds one JSON array, not JSON Lines; read it as an array")
             for index, item in enumerate(value if isinstance(value, list) else [value]):
                 raw.add(index + 1, item)
             return raw
@@ -145,14 +168,14 @@ def _parses(text: str) -> bool:
     try:
         json.loads(text)
         return True
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, or a number of more than 4,300 digits
         return False
 
 
 def _loads_whole(text: str) -> Any:
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return None  # JSON Lines (or broken): the line reader says which line
 
 
@@ -161,7 +184,7 @@ def _read_json_object(path: Path, value: dict) -> RawData:
     raw = RawData(str(path), "row")
     lists = [key for key, item in value.items() if isinstance(item, list) and item and isinstance(item[0], dict)]
     if len(value) == 1 and lists and lists[0] not in EXPECTED_COLUMNS:  # {"messages": [...]} is one row
-        raw.warnings.append(f"read the rows from the '{lists[0]}' list of {path.name}")
+        raw.warnings.append(f"read the rows from the '{lists[0]}' list of {shown_name(path)}")
         for index, item in enumerate(value[lists[0]]):
             raw.add(index + 1, item)
     else:
@@ -187,7 +210,10 @@ def _read_json_lines(path: Path, text: str) -> RawData:
         except json.JSONDecodeError as exc:
             raw.issues.append(RowIssue(number, f"bad JSON: {_json_error(exc)}", "line"))
             continue
-        raw.add(number, value)
+        except ValueError as exc:  # an integer of more than 4,300 digits (Python's limit)
+            raw.issues.append(RowIssue(number, number_problem(exc), "line"))
+            continue
+        raw.add(number, value, check_text="\\u" in line or "\\U" in line)
     return raw
 
 
@@ -201,11 +227,11 @@ def _read_csv(path: Path, text: str) -> RawData:
     try:
         header = next(reader, None)
         if not header or not any(name.strip() for name in header):
-            raise DataError(f"{path.name}: the first row must name the columns, but it is empty")
+            raise DataError(f"{shown_name(path)}: the first row must name the columns, but it is empty")
         header = [name.strip() for name in header]
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
-            raise DataError(f"{path.name}: column names repeat in the header: {', '.join(duplicates)}")
+            raise DataError(f"{shown_name(path)}: column names repeat in the header: {', '.join(duplicates)}")
         number = 0
         for values in reader:
             number += 1  # the data row number a spreadsheet shows under the header
@@ -218,9 +244,9 @@ def _read_csv(path: Path, text: str) -> RawData:
                 continue
             raw.records.append((number, dict(zip(header, values))))
     except csv.Error as exc:
-        raise DataError(f"{path.name} is not valid CSV near line {reader.line_num}: {exc}") from None
+        raise DataError(f"{shown_name(path)} is not valid CSV near line {reader.line_num}: {exc}") from None
     if raw.total_rows == 0:
-        raise DataError(f"{path.name} has a header ({', '.join(header)}) but no data rows")
+        raise DataError(f"{shown_name(path)} has a header ({', '.join(header)}) but no data rows")
     raw.columns = header
     return raw
 
@@ -231,7 +257,7 @@ def _count(n: int, noun: str) -> str:
 
 def _read_parquet(path: Path, data: bytes) -> RawData:
     if not (data.startswith(b"PAR1") and data.endswith(b"PAR1")):
-        raise DataError(f"{path.name} is not a valid Parquet file (missing the PAR1 marker)")
+        raise DataError(f"{shown_name(path)} is not a valid Parquet file (missing the PAR1 marker)")
     try:
         import pyarrow.parquet as pq
 
@@ -240,7 +266,7 @@ def _read_parquet(path: Path, data: bytes) -> RawData:
         table = pq.read_table(io.BytesIO(data), use_threads=False)
         rows = table.to_pylist()
     except Exception as exc:  # pyarrow raises many types for corrupt files
-        raise DataError(f"{path.name} is not a readable Parquet file: {exc}") from None
+        raise DataError(f"{shown_name(path)} is not a readable Parquet file: {exc}") from None
     raw = RawData(str(path), "row")
     for index, row in enumerate(rows):
         raw.add(index + 1, row)

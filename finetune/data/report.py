@@ -21,9 +21,11 @@ from finetune.data.formats import (
 )
 from finetune.data.preference import normalize_preference
 from finetune.data.prompts import is_prompt_row, normalize_prompt_row, reserved_columns, uniform_columns
-from finetune.data.raw import RowIssue
+from finetune.data.raw import RawData, RowIssue
 from finetune.data.readers import read_source
+from finetune.data.stream import StreamedRows, scan, streamable, usable_rows
 from finetune.errors import DataError, shown
+from finetune.names import display_name
 
 SUMMARY_REASONS = 5  # reasons quoted when no row at all is usable
 
@@ -91,7 +93,7 @@ class DatasetReport:
 
     def problems_text(self) -> str:
         head = (
-            f"{self.source}: {self.format} format, {self.kept_rows} of {self.total_rows} rows usable, "
+            f"{display_name(self.source)}: {self.format} format, {self.kept_rows} of {self.total_rows} rows usable, "
             f"{len(self.skipped)} skipped"
         )
         lines = [head] + [f"warning: {w}" for w in self.warnings] + [f"{i.where}: {i.reason}" for i in self.skipped]
@@ -105,24 +107,45 @@ def summarize_issues(issues: list[RowIssue], limit: int = SUMMARY_REASONS) -> st
     return "\n".join(lines)
 
 
-def _one_kind(rows: list[dict], numbers: list[int], skipped: list[RowIssue], unit: str) -> list[dict]:
+class Normalizer:
+    """One raw record -> a normalized row of `fmt` (RowProblem when it cannot be), through the column
+    mapping. TRL also accepts prompt/completion as message lists: the first record with a prompt
+    decides which kind the file holds."""
+
+    def __init__(self, fmt: str, mapping: dict[str, str], columns: list[str] = ()):
+        self.fmt, self.mapping, self.has_answer = fmt, mapping, "answer" in columns
+        self.conversational_prompts: bool | None = None
+
+    def __call__(self, record: dict, number: int = 0) -> dict:
+        """`number`: the record's row in the file, which a prompts row keeps for its reward functions."""
+        record = apply_mapping(record, self.mapping)
+        if self.fmt in PREFERENCE_FORMATS:
+            return normalize_preference(self.fmt, record)
+        if self.fmt == "prompts":
+            return normalize_prompt_row(record, number, self.has_answer, set(self.mapping.values()))
+        if self.conversational_prompts is None and record.get("prompt") is not None:
+            self.conversational_prompts = isinstance(record["prompt"], (list, tuple))
+        return normalize_row(self.fmt, record, self.fmt == "prompt_completion" and bool(self.conversational_prompts))
+
+
+class OneKind:
     """TRL trains a preference file as all conversations or all plain text: the first usable row decides,
-    rows of the other kind are skipped with a reason."""
-    first = isinstance(rows[0]["prompt"], list)
-    kind = "conversations (message lists)" if first else "plain text"
-    kept = []
-    for number, row in zip(numbers, rows):
-        if isinstance(row["prompt"], list) == first:
-            kept.append(row)
-        else:
-            skipped.append(
-                RowIssue(
-                    number,
-                    f"this row is {'plain text' if first else 'conversations'} but the file's first rows are {kind}",
-                    unit,
-                )
-            )
-    return kept
+    rows of the other kind are skipped with a reason (`__call__` returns it, "" for a row of the kind)."""
+
+    def __init__(self, fmt: str):
+        self.active = fmt in PREFERENCE_FORMATS
+        self.first: bool | None = None
+
+    def __call__(self, row: dict) -> str:
+        if not self.active:
+            return ""
+        conversation = isinstance(row["prompt"], list)
+        if self.first is None:
+            self.first = conversation
+        if conversation == self.first:
+            return ""
+        kind = "conversations (message lists)" if self.first else "plain text"
+        return f"this row is {'plain text' if self.first else 'conversations'} but the file's first rows are {kind}"
 
 
 def load_records(
@@ -135,51 +158,63 @@ def load_records(
     """
     if dataset_format not in DATASET_FORMATS:
         raise DataError(f"unknown dataset format {shown(dataset_format)}; choose one of {', '.join(DATASET_FORMATS)}")
-    raw = read_source(source)
-    name = os.path.basename(raw.source) or raw.source
-    if not raw.records:
-        raise DataError(f"{name}: none of the {raw.total_rows} rows can be read:\n{summarize_issues(raw.issues)}")
+    streamed = streamable(source)
+    if streamed is not None:  # a large JSON Lines file: read line by line, twice, never whole
+        found = scan(streamed)
+        raw = RawData(str(streamed), "line", issues=found.issues, columns=found.columns)
+        raw_total, objects = found.total_rows, found.objects
+    else:
+        raw = read_source(source)
+        raw_total, objects = raw.total_rows, len(raw.records)
+    unit = raw.unit
+    name = display_name(raw.source)
+    if not objects:
+        raise DataError(f"{name}: none of the {raw_total} rows can be read:\n{summarize_issues(raw.issues)}")
     mapping = resolve_mapping(raw.columns, column_mapping)
     columns = mapped_columns(raw.columns, mapping)
     fmt = detect_format(columns, dataset_format, tuple(mapping))
+    if streamed is not None and fmt == "prompts":
+        # prompts rows carry their row number, and their extra columns are made one kind across all rows
+        # (uniform_columns): read whole, as GRPO prompt sets are small next to their completions
+        raw, streamed = read_source(source), None
+        raw_total = raw.total_rows
+    normalize, one_kind = Normalizer(fmt, mapping, columns), OneKind(fmt)
 
-    records = [(number, apply_mapping(record, mapping)) for number, record in raw.records]
-    # TRL also accepts prompt/completion as message lists; the first row decides which kind the file holds
-    first_prompt = next((r.get("prompt") for _, r in records if r.get("prompt") is not None), None)
-    conversational_prompts = fmt == "prompt_completion" and isinstance(first_prompt, (list, tuple))
-
-    rows, skipped, numbers = [], list(raw.issues), []
-    for number, record in records:
-        try:
-            if fmt in PREFERENCE_FORMATS:
-                rows.append(normalize_preference(fmt, record))
-            elif fmt == "prompts":
-                rows.append(normalize_prompt_row(record, number, "answer" in columns, set(mapping.values())))
+    skipped = list(raw.issues)
+    if streamed is not None:
+        offsets, problems = usable_rows(found, normalize, one_kind)
+        rows: Any = StreamedRows(streamed, offsets, normalize)
+        skipped += problems
+    else:
+        rows = []
+        for number, record in raw.records:
+            try:
+                row = normalize(record, number)
+            except RowProblem as problem:
+                skipped.append(RowIssue(number, str(problem), unit))
+                continue
+            except RecursionError:
+                skipped.append(RowIssue(number, "the row is nested too deeply to read", unit))
+                continue
+            reason = one_kind(row)
+            if reason:
+                skipped.append(RowIssue(number, reason, unit))
             else:
-                rows.append(normalize_row(fmt, record, conversational_prompts))
-            numbers.append(number)
-        except RowProblem as problem:
-            skipped.append(RowIssue(number, str(problem), raw.unit))
-        except RecursionError:
-            skipped.append(RowIssue(number, "the row is nested too deeply to read", raw.unit))
-    if fmt in PREFERENCE_FORMATS and rows:
-        rows = _one_kind(rows, numbers, skipped, raw.unit)
+                rows.append(row)
     skipped.sort(key=lambda issue: issue.row)
 
     report = DatasetReport(
         source=raw.source,
         format=fmt,
         columns=list(raw.columns),
-        total_rows=raw.total_rows,
+        total_rows=raw_total,
         rows=rows,
         skipped=skipped,
         warnings=list(raw.warnings),
-        unit=raw.unit,
+        unit=unit,
     )
-    if not rows:
-        error = DataError(
-            f"{name}: none of the {raw.total_rows} rows is usable as {fmt} data:\n{summarize_issues(skipped)}"
-        )
+    if not len(rows):
+        error = DataError(f"{name}: none of the {raw_total} rows is usable as {fmt} data:\n{summarize_issues(skipped)}")
         error.report = report  # the full list of problems, for a downloadable report
         raise error
     spec = FORMAT_COLUMNS[fmt]
@@ -192,7 +227,7 @@ def load_records(
         report.warnings.append(f"columns not used by the {fmt} format: {', '.join(unused)}")
     if skipped:
         report.warnings.append(
-            f"skipped {len(skipped)} of {raw.total_rows} rows ({100 * len(skipped) / raw.total_rows:.0f}%); "
+            f"skipped {len(skipped)} of {raw_total} rows ({100 * len(skipped) / raw_total:.0f}%); "
             "see the list of problems"
         )
     return report

@@ -132,17 +132,24 @@ def length_stats(lengths: list[int], max_length: int, model_max_length: Any = No
     }
 
 
+MAX_MEASURED_ROWS = 50_000  # beyond this many rows the statistics measure a seeded random sample of them
+
+
 def token_length_stats(
-    rows: list[dict], tokenizer: Any, max_length: int, sample_size: int | None = None, seed: int = 0
+    rows: list[dict], tokenizer: Any, max_length: int, sample_size: int | None = MAX_MEASURED_ROWS, seed: int = 0
 ) -> dict[str, Any]:
     """Token-length statistics of `rows`; `truncated` counts examples longer than `max_length`.
 
-    With `sample_size`, only that many rows (a seeded random sample) are measured, for a quick
-    preview of a large dataset; `sampled` then says so and the counts refer to the sample.
+    Only `sample_size` rows (a seeded random sample, in file order) are measured when there are more:
+    `sampled` then says so, `count` and `truncated` refer to the sample and `rows` is how many there are.
+    `rows` may be a list or finetune.data.stream.StreamedRows (read from its file, sample only).
     """
-    sampled = sample_size is not None and len(rows) > sample_size
+    total = len(rows)
+    sampled = sample_size is not None and total > sample_size
     if sampled:
-        rows = random.Random(seed).sample(list(rows), sample_size)
+        picked = sorted(random.Random(seed).sample(range(total), sample_size))
+        rows = rows.take(picked) if hasattr(rows, "take") else [rows[i] for i in picked]
     stats = length_stats(token_lengths(rows, tokenizer), max_length, getattr(tokenizer, "model_max_length", None))
     stats["sampled"] = sampled
+    stats["rows"] = total
     return stats

@@ -35,6 +35,7 @@ from finetune.evaluation.common import (
 )
 from finetune.evaluation.examples import examples_from_rows, generate_example, load_eval_rows
 from finetune.evaluation.metrics import detect_labels, label_scores, normalize_answer, score_answer, strip_think
+from finetune.names import display_name
 
 MODELS = ("base", "finetuned")
 TEXT_METRICS = ("exact_match", "token_f1", "rouge_l")
@@ -185,7 +186,7 @@ def evaluate(
     if rows is None:
         rows, source, warnings = load_eval_rows(run, data)
     else:  # rows already read (e.g. preference pairs turned into prompt + reference)
-        source, warnings = str(data or "rows"), []
+        source, warnings = display_name(data) if data else "rows", []
     examples, skipped = examples_from_rows(rows, limit)
     if labels is not None:
         labels = [normalize_answer(label) for label in labels if normalize_answer(label)] or None

@@ -35,6 +35,7 @@ from finetune.evaluation.generation import CompareResult, Generation, Generation
 from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, load_gguf_model
 from finetune.models import release_memory
 from finetune.runs import Run, open_run
+from finetune.runs.records import folder_file_problems
 
 Prompt = str | list[dict[str, Any]]  # a person's prompt, or a held-out row's messages
 
@@ -53,6 +54,7 @@ def resolve_adapter_path(run: Run, adapter_path: str | Path | None) -> Path:
     if adapter_path is None:
         if not run.has_adapter():
             raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
+        run.require_intact_adapter()  # a weights file cut short is named, not a SafetensorError
         return run.adapter_dir
     path = Path(adapter_path)
     path = (path if path.is_absolute() else run.path / path).resolve()
@@ -60,6 +62,12 @@ def resolve_adapter_path(run: Run, adapter_path: str | Path | None) -> Path:
         raise RunError(f"{adapter_path} is not inside the run folder {run.path}; pick adapter/ or a checkpoint")
     if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
         raise RunError(f"{path} holds no saved adapter or model (no adapter_config.json / config.json)")
+    if path == run.adapter_dir:
+        run.require_intact_adapter()
+    else:
+        damaged = folder_file_problems(path, run.path)
+        if damaged:
+            raise RunError(f"The run '{run.name}' has a damaged file: {damaged[0]}; pick another checkpoint")
     return path
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from finetune.data.prompts import is_prompt_row
 from finetune.errors import DataError
 from finetune.evaluation.common import EvaluationError
+from finetune.names import display_name
 from finetune.runs import Run
 
 TEXT_ROWS_MESSAGE = (
@@ -115,7 +116,7 @@ def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict]
                 report = load_records(str(data))
             except DataError:
                 raise first from None
-        return list(report.rows), report.source, list(report.warnings)
+        return list(report.rows), display_name(report.source), list(report.warnings)
     if cfg.dataset_format == "text":
         raise EvaluationError(TEXT_ROWS_MESSAGE.format(hint=" (choose one as the data to evaluate on)"))
     prepared = prepare_data(cfg)  # no tokenizer: the split is all we need, token stats are skipped
@@ -133,8 +134,11 @@ def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict]
             f"training held out {expected} validation rows but the data now gives {len(prepared.eval_rows)}: "
             "the data file changed since training, so some of these rows may have been trained on"
         )
-    source = prepared.summary.get("eval_source") or f"{prepared.summary['source']} (validation split)"
-    return list(prepared.eval_rows), str(source), warnings
+    eval_source = prepared.summary.get("eval_source")
+    source = (
+        display_name(eval_source) if eval_source else f"{display_name(prepared.summary['source'])} (validation split)"
+    )
+    return list(prepared.eval_rows), source, warnings
 
 
 def generate_example(

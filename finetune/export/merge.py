@@ -20,9 +20,9 @@ from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, sh
 from finetune.evaluation.compare import NO_ADAPTER_MESSAGE, run_workspace
 from finetune.export.model_card import TAG, model_card
 from finetune.files import zip_folder
-from finetune.names import is_hub_id
+from finetune.names import is_hub_id, safe_name
 from finetune.offline import hub_offline
-from finetune.runs import Run, open_run
+from finetune.runs import Run, open_run, this_host
 
 MERGE_MARKER = ".finetune-merge.json"  # marks a folder as our merge, so a re-merge may replace it
 
@@ -36,6 +36,7 @@ class HubError(FinetuneError):
 def _require_adapter(run: Run) -> None:
     if not run.has_adapter():
         raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
+    run.require_intact_adapter()  # never a zip or a merge of a weights file cut short
 
 
 def exports_dir(run: Run) -> Path:
@@ -55,12 +56,19 @@ def zip_adapter(run: Run | str | Path, out_path: str | Path | None = None) -> Pa
     """A zip of adapter/ (files at the zip's root, so it unzips into a loadable folder)."""
     run = open_run(run)
     _require_adapter(run)
-    suffix = "model" if run.config().method == "full" else "adapter"
+    try:
+        cfg = run.config()
+    except ConfigError:  # a damaged config.yaml: the adapter is still whole, and zipped without a new card
+        cfg = None
+    full = cfg.method == "full" if cfg is not None else not (run.adapter_dir / "adapter_config.json").is_file()
+    suffix = "model" if full else "adapter"
     out = Path(out_path).expanduser() if out_path else exports_dir(run) / f"{run.name}-{suffix}.zip"
     if out.is_dir():
         out = out / f"{run.name}-{suffix}.zip"
+    clean_stale_staging(exports_dir(run))
     try:
-        write_adapter_card(run)
+        if cfg is not None:
+            write_adapter_card(run)
         out.parent.mkdir(parents=True, exist_ok=True)
         zip_folder(run.adapter_dir, out)
     except OSError as exc:
@@ -85,10 +93,52 @@ def _check_out_dir(run: Run, out_dir: Path) -> None:
             )
 
 
+STAGING_MARKS = (".merging-", ".old-")  # .<folder>.merging-<host>-<pid>: a merge being built, or replaced
+STALE_FOREIGN_S = 24 * 3600  # a staging folder of another host's merge is left alone this long
+
+
+def _staging_name(out_dir: Path, mark: str) -> Path:
+    return out_dir.parent / f".{out_dir.name}{mark}{safe_name(this_host(), 'host', 60)}-{os.getpid()}"
+
+
+def clean_stale_staging(parent: Path) -> list[Path]:
+    """Remove the hidden staging folders that a killed merge left in `parent` (its process is gone: on
+    this host no such pid lives; from another host, older than a day). Returns what was removed."""
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(".") and any(m in p.name for m in STAGING_MARKS)]
+    except OSError:
+        return removed
+    host = safe_name(this_host(), "host", 60)
+    for folder in candidates:
+        tail = next(folder.name.split(m, 1)[1] for m in STAGING_MARKS if m in folder.name)
+        owner, _, pid = tail.rpartition("-")
+        if not pid.isdigit() or not folder.is_dir():
+            continue
+        if owner in ("", host):
+            stale = int(pid) != os.getpid() and not _pid_exists(int(pid))
+        else:
+            try:
+                stale = time.time() - folder.stat().st_mtime > STALE_FOREIGN_S
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _pid_exists(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
 def _make_staging(out_dir: Path) -> Path:
-    staging = out_dir.parent / f".{out_dir.name}.merging-{os.getpid()}"
+    staging = _staging_name(out_dir, ".merging-")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_staging(out_dir.parent)  # a merge killed earlier (kill -9) left its half-made copy
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         (staging / ".write-test").write_text("ok")
@@ -100,7 +150,7 @@ def _make_staging(out_dir: Path) -> Path:
 
 def _publish(staging: Path, out_dir: Path) -> None:
     """Swap the finished staging folder in; an old merge is removed only after success."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    old = _staging_name(out_dir, ".old-")
     for file in staging.iterdir():
         if file.is_file():  # safetensors writes 0600: a server running as another user must read them
             file.chmod(0o644)

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.errors import FinetuneError
+from finetune.names import says_instruction_tuned
 from finetune.plan.hardware import Machine
 
 GC_HEADROOM = 0.85  # auto checkpointing / micro-batch: the share of GPU memory a plan may fill
@@ -104,6 +106,8 @@ class Plan:
             if self.objective != "grpo"
             else "TRL's GRPO loss over the completion tokens (clipped ratio x advantage)",
         }
+        if self.reason("memory estimate"):  # a plan made by make_plan says what its memory figure rests on
+            values["memory estimate"] = f"{self.memory_gb:.1f} GB peak" if self.memory_gb is not None else "unknown"
         if self.objective != "sft":
             values["objective"] = self.objective
         if self.generation:
@@ -129,7 +133,7 @@ class Plan:
 
     def summary(self) -> str:
         """One line, e.g. `plan: cuda · bfloat16 · sdpa · padding-free · 8 x 2 · checkpointing off · PyTorch`."""
-        parts = [value for name, value, _ in self.decisions() if name not in ("loss",)]
+        parts = [value for name, value, _ in self.decisions() if name not in ("loss", "memory estimate")]
         return "plan: " + " · ".join(parts)
 
     def lines(self) -> list[str]:
@@ -151,15 +155,20 @@ def _explicit(value: Any) -> bool:
 
 
 def _shape(model: Any, config: RunConfig):
-    """The model's shape for the memory estimate, or None when it cannot be read (offline Hub id...)."""
+    """(the model's shape for the memory estimate, "") or (None, why it could not be read: an offline Hub
+    id, a folder without a readable config.json...)."""
     from finetune.plan.shapes import ModelShape, load_shape
 
     if isinstance(model, ModelShape):
-        return model
+        return model, ""
     try:
-        return load_shape(model or config.model_name_or_path)
-    except Exception:
-        return None
+        return load_shape(model or config.model_name_or_path), ""
+    except FinetuneError as exc:  # ModelError: the shape cannot be read; nothing else is expected here
+        return None, f"the model's shape could not be read ({_first_line(exc)})"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _precision(config: RunConfig, machine: Machine) -> tuple[bool, bool, str]:
@@ -289,12 +298,19 @@ def planned_machine(config: RunConfig, machine: Machine) -> Machine:
 
 
 def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
+    """The estimated peak in GB, None when the estimate refuses this config (e.g. LoRA targets that match
+    no layer of the shape): the decisions that need it then take the memory-safe choice, and the plan's
+    "memory estimate" reason says why (see make_plan)."""
+    return _memory_and_why(shape, config, plan)[0]
+
+
+def _memory_and_why(shape, config: RunConfig, plan: Plan) -> tuple[float | None, str]:
     from finetune.plan.memory import estimate_memory
 
     try:
-        return estimate_memory(shape, config, plan).total_gb
-    except Exception:
-        return None
+        return estimate_memory(shape, config, plan).total_gb, ""
+    except FinetuneError as exc:  # ConfigError / ModelError: the estimate's own refusals
+        return None, f"no estimate for this config ({_first_line(exc)})"
 
 
 def _checkpointing(config: RunConfig, machine: Machine, shape, plan: Plan) -> tuple[bool, str]:
@@ -353,7 +369,9 @@ def objective_reason(config: RunConfig) -> str:
 
         return grpo_objective_reason(config)
     if config.objective == "orpo":
-        return f"chosen and rejected in one policy forward pass, no reference model (beta {config.beta})"
+        return f"chosen and rejected in one policy forward pass, no reference model (beta {config.beta})" + (
+            _sft_first_hint(config)
+        )
     if config.method == "full":
         reference = "reference log-probabilities computed once before training (no second copy of the weights)"
     elif config.start_from_run.strip():
@@ -364,7 +382,18 @@ def objective_reason(config: RunConfig) -> str:
         "chosen and rejected in one policy forward pass" if config.objective == "dpo" else "completions and KL pairs"
     )
     extra = f", {config.dpo_loss_type} loss" if config.objective == "dpo" else ""
-    return f"{passes} plus a no-grad reference pass; {reference} (beta {config.beta}{extra})"
+    return f"{passes} plus a no-grad reference pass; {reference} (beta {config.beta}{extra})" + _sft_first_hint(config)
+
+
+def _sft_first_hint(config: RunConfig) -> str:
+    """Preference tuning of a base that was never instruction-tuned: SFT usually comes first."""
+    if not config.is_preference or config.start_from_run.strip() or says_instruction_tuned(config.model_name_or_path):
+        return ""
+    return (
+        f". Note: {config.model_name_or_path} does not look instruction-tuned, and SFT usually comes first: a base "
+        f"model has no answers of its own worth preferring between; train an SFT run, then continue it with "
+        "start_from_run"
+    )
 
 
 def make_plan(
@@ -416,7 +445,7 @@ def make_plan(
         reasons=tuple(reasons),
         objective=config.objective,
     )
-    shape = _shape(model, config)
+    shape, shape_why = _shape(model, config)
     plan = _parallelism(config, machine, shape, plan)
     checkpointing, checkpointing_why = _checkpointing(config, machine, shape, plan)
     plan = replace(
@@ -432,8 +461,12 @@ def make_plan(
         from finetune.plan.generation import plan_generation
 
         plan = plan_generation(config, plan)
-    memory = _memory(shape, config, plan) if shape is not None else None
-    return replace(plan, memory_gb=memory)
+    memory, memory_why = _memory_and_why(shape, config, plan) if shape is not None else (None, shape_why)
+    if memory is None:  # said, never guessed silently: the decisions above took their memory-safe choice
+        memory_why += "; the decisions that need a memory figure took their memory-safe choice"
+    else:
+        memory_why = f"from the model's shape ({shape.name}) and this plan"
+    return replace(plan, memory_gb=memory, reasons=plan.reasons + (("memory estimate", memory_why),))
 
 
 def plan_for_inference(config: RunConfig, machine: Machine) -> Plan:

@@ -129,6 +129,8 @@ def _alias_index() -> dict[str, str]:
 
 def shape_from_config(data: dict[str, Any], *, name: str, source: str) -> ModelShape:
     """Build a shape from config.json contents; missing sizes raise ModelError naming them."""
+    if not isinstance(data, dict):
+        raise ModelError(f"config.json of '{name}' is not a JSON object of model settings")
     if "hidden_size" not in data and isinstance(data.get("text_config"), dict):
         data = {**data["text_config"], "model_type": data["text_config"].get("model_type", data.get("model_type"))}
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -138,6 +140,13 @@ def shape_from_config(data: dict[str, Any], *, name: str, source: str) -> ModelS
             f"config.json of '{name}' lacks {', '.join(missing)}: it does not look like a decoder-only "
             "language model this estimate understands."
         )
+    try:
+        return _shape_of(data, name=name, source=source)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:  # a size that is not a positive whole number
+        raise ModelError(f"config.json of '{name}' holds a size that is not a whole number: {exc}") from None
+
+
+def _shape_of(data: dict[str, Any], *, name: str, source: str) -> ModelShape:
     model_type = str(data.get("model_type") or "unknown")
     heads = int(data["num_attention_heads"])
     hidden = int(data["hidden_size"])

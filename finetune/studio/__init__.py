@@ -9,6 +9,7 @@ here, so `ui/` imports nothing else from the engine but `finetune.config` and `f
 
 from finetune.evaluation import Evaluation, PromptGrid
 from finetune.evaluation.generation import GenerationSettings
+from finetune.incidents import unexpected as _unexpected
 from finetune.plan.prediction import format_seconds
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary
 from finetune.studio.core import GpuLease, Studio
@@ -17,6 +18,13 @@ from finetune.studio.exporting import ExportDesk, Merged
 from finetune.studio.judging import NO_RUN, JudgeDesk
 from finetune.studio.rewards import RewardDesk
 from finetune.studio.timing import Prediction, PricePreset, TimingDesk
+
+
+def describe_unexpected(exc: BaseException, action: str = "") -> str:
+    """One line for an unexpected error in the app (a bug): its traceback goes to <workspace>/logs/errors.log,
+    the line names the error and where the details are, relative to the workspace (finetune.incidents)."""
+    return _unexpected(exc, action, hide_paths=True)
+
 
 __all__ = [
     "ACTIVE_STATES",
@@ -38,6 +46,7 @@ __all__ = [
     "RunSummary",
     "Studio",
     "TimingDesk",
+    "describe_unexpected",
     "parse_mapping",
     "resolve_source",
     "row_chat",

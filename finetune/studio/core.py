@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
-from finetune.errors import BusyError, FinetuneError, RunError
+from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
 
 RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
@@ -97,6 +97,9 @@ class Studio:
 
         self.workspace = workspace_dir(workspace)
         self.restrict_paths = restrict_paths
+        from finetune.incidents import use_workspace
+
+        use_workspace(self.workspace)  # unexpected errors are detailed in <workspace>/logs/errors.log
         self.hardware = hardware  # finetune.plan.hardware.HardwareInfo, None when detection failed
         self.machine = machine  # finetune.plan.hardware.Machine the planner decides for
         self.hardware_error = ""
@@ -272,7 +275,11 @@ class Studio:
             p = live
         else:
             p = run.progress()
-            if p["state"] in ACTIVE_STATES:
+            if live is not None and p["state"] in (*ACTIVE_STATES, "unknown"):
+                # the job ended here but its final state never reached the disk (a read-only disk, the
+                # folder deleted): what it knows is the truth, not the status it last managed to write
+                p = live
+            elif p["state"] in ACTIVE_STATES:
                 run.reload_metrics()  # another process (or host) is writing this run
         # a finished run has nothing left to train; the others continue from their last checkpoint
         p["resumable"] = p.get("state") in RESUMABLE_STATES and run.latest_checkpoint() is not None
@@ -283,7 +290,7 @@ class Studio:
         from finetune.train.job import start_training
 
         self.rewards.check_allowed(config)  # a custom reward file runs code: the app only when its host allowed it
-        with self.lease.locked("starting a run"):
+        with self.lease.locked("starting a run"), self._public_errors():
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, restrict_paths=self.restrict_paths).run
 
@@ -292,11 +299,34 @@ class Studio:
         from finetune.train.job import start_training
 
         run = self.run(name)
-        config = run.config().with_overrides(overrides or [])
+        with self._public_errors():
+            config = run.config().with_overrides(overrides or [])
         self.rewards.check_allowed(config)
-        with self.lease.locked("resuming a run"):
+        with self.lease.locked("resuming a run"), self._public_errors():
             self.lease.free_memory()
             return start_training(config, workspace=self.workspace, resume_run=run).run
+
+    @contextmanager
+    def _public_errors(self) -> Iterator[None]:
+        """In the app (restrict_paths), a refusal never shows the server's folders or an upload's stored
+        name (finetune.names.public_text); the CLI sees the paths it was given."""
+        try:
+            yield
+        except FinetuneError as exc:
+            if not self.restrict_paths:
+                raise
+            from finetune.names import public_text
+
+            if isinstance(exc, ConfigError):
+                raise ConfigError([public_text(p, self.workspace) for p in exc.problems]) from None
+            text = public_text(str(exc), self.workspace)
+            if text == str(exc):
+                raise
+            try:
+                public = type(exc)(text)
+            except TypeError:  # an error type with another signature: the message as a plain error
+                public = FinetuneError(text)
+            raise public from None
 
     def stop(self, reason: str = "the user", wait_s: float | None = None) -> str | None:
         """Ask the run training here to stop after its current step (a checkpoint is saved), waiting up
@@ -323,9 +353,11 @@ class Studio:
     def rename(self, name: str, new_name: str) -> Run:
         """Rename a finished run (its folder); refused while it trains or when the name is taken."""
         from finetune.runs import rename_run
+        from finetune.train.job import forget_job
 
         self._refuse_active(name, "renamed")
         run = rename_run(self.run(name), new_name)
+        forget_job(name)  # the name is free again: a later run of it is not this one
         with self._lock:
             self._runs.pop(name, None)
         return run
@@ -340,7 +372,10 @@ class Studio:
         cached = cached_comparer()
         if cached is not None and cached.run.name == name:
             self.lease.free_memory()
+        from finetune.train.job import forget_job
+
         delete_run(self.run(name))
+        forget_job(name)
         with self._lock:
             self._runs.pop(name, None)
 

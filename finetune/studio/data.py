@@ -157,7 +157,11 @@ class DataDesk:
         src = Path(path)
         if src.suffix.lower() not in SUPPORTED_EXTENSIONS:
             raise DataError(f"{src.name}: unsupported file type; upload one of {', '.join(SUPPORTED_EXTENSIONS)}")
-        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:UPLOAD_PREFIX_CHARS]
+        hasher = hashlib.sha256()
+        with open(src, "rb") as fh:  # in chunks: a 500 MB upload is never held in memory
+            for chunk in iter(lambda: fh.read(2**20), b""):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()[:UPLOAD_PREFIX_CHARS]
         dest = self.workspace / "uploads" / f"{digest}-{safe_name(src.name, f'data{src.suffix}', 120)}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
@@ -213,7 +217,12 @@ class DataDesk:
         if cached is None:
             tokenizer = self.tokenizer(model, trust_remote_code)
             cached = _remember(self._lengths, key, token_length_stats(report.rows, tokenizer, int(max_length)), size=8)
-        return length_stats(cached["lengths"], int(max_length))
+        # a large file is measured on a seeded sample: say so with the numbers
+        return {
+            **length_stats(cached["lengths"], int(max_length)),
+            "sampled": cached["sampled"],
+            "rows": cached["rows"],
+        }
 
     @staticmethod
     def lengths_at(lengths: list[int], max_length: int) -> dict:

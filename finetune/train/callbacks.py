@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from finetune.errors import RunError
 from finetune.runs import Run
 from finetune.train.distributed import sharding_line, world_size
 
@@ -66,6 +67,12 @@ class RunCallback(TrainerCallback):
             print(line, file=sys.stderr, flush=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        run = self.job.run
+        if not run.read_only and not run.config_path.is_file():  # someone deleted or moved the run folder
+            raise RunError(
+                f"The run folder '{run.name}' was deleted (or moved) while the run trained, so nothing more could "
+                f"be saved there; the run stopped at step {state.global_step}. Start a new run."
+            )
         self.job.report(step=state.global_step, epoch=state.epoch)
         if self.job.stop_event.is_set():
             # Stop (the button, Ctrl-C, SIGTERM): a checkpoint of this very step, so Resume repeats no step

@@ -35,6 +35,9 @@ def explain_failure(exc: BaseException, config: RunConfig, run_path: str | Path 
             "lower save_total_limit); Resume then continues from the last checkpoint, and every metric logged "
             "so far is kept."
         )
+    lost = _lost_run_folder(exc, run_path)
+    if lost:
+        return lost
     if isinstance(exc, FileNotFoundError):
         return f"A file was not found: {text}. Check dataset_path / eval_dataset_path."
     if "target modules" in lowered or "target_modules" in lowered:
@@ -44,6 +47,31 @@ def explain_failure(exc: BaseException, config: RunConfig, run_path: str | Path 
         )
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"Training failed: {type(exc).__name__}: {first[:400]}. The full traceback is in train.log."
+
+
+def _lost_run_folder(exc: BaseException, run_path: str | Path | None) -> str:
+    """The run folder went away or became unwritable under a running job: say which, not the errno."""
+    if not isinstance(exc, OSError) or run_path is None:
+        return ""
+    folder = Path(run_path)
+    name = folder.name
+    if not (folder / "config.yaml").is_file():
+        return (
+            f"The run folder '{name}' was deleted (or moved) while the run trained, so nothing more could be "
+            "saved there; the run stopped. Start a new run."
+        )
+    if exc.errno == errno.EROFS:
+        return (
+            f"The disk holding the run folder '{name}' became read-only while the run trained, so its metrics and "
+            "checkpoints could no longer be written; the run stopped. Make the disk writable again, then Resume "
+            "continues from the last checkpoint."
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"Permission to write into the run folder '{name}' was lost while the run trained ({exc.strerror}); "
+            "the run stopped. Give the app write access again, then Resume continues from the last checkpoint."
+        )
+    return ""
 
 
 def _free_bytes(path: str | Path) -> int:

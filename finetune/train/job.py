@@ -53,6 +53,7 @@ class TrainingJob:
         self.stop_event = threading.Event()
         self.stop_reason = "the user"
         self.nan_step: int | None = None
+        self.notes: list[str] = []  # said in the final message too (e.g. a damaged checkpoint was skipped)
         self.plan = None  # the finetune.plan.planner.Plan this run trains with, once setup has made it
         self.estimate = None  # the finetune.plan.prediction.TimeEstimate it started with, when there is one
         self.state = "queued"
@@ -161,7 +162,10 @@ class TrainingJob:
         except StopRequested:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
-            self.run.log("FAILED\n" + "".join(traceback.format_exception(exc)))
+            if not self.run.log("FAILED\n" + "".join(traceback.format_exception(exc))):
+                from finetune.incidents import record
+
+                record(exc, f"training {self.run.name} (its train.log could not be written)")
             self.report(state="failed", message=explain_failure(exc, self.config, self.run.path))
         finally:
             del trainer, model
@@ -379,7 +383,7 @@ class TrainingJob:
         resume = str(self.resume_from) if self.resume_from else None
         if resume:
             self.run.log(f"resuming from {self.resume_from.name}")
-        self.report(state="training", message="Training")
+        self.report(state="training", message="Training" + "".join(f" ({note})" for note in self.notes))
         try:
             trainer.train(resume_from_checkpoint=resume)
         except StopDuringEvaluation:  # Stop pressed mid-evaluation: keep the weights of the last step
@@ -396,14 +400,16 @@ class TrainingJob:
         )
         _save_adapter(trainer, self.run)
         step = trainer.state.global_step
+        notes = "".join(f" {note}" for note in self.notes)
         if stopped:
             self.report(
                 state="stopped",
-                message=f"Stopped by {self.stop_reason} at step {step}; a checkpoint and the adapter so far are saved.",
+                message=f"Stopped by {self.stop_reason} at step {step}; a checkpoint and the adapter so far are saved."
+                + notes,
                 step=step,
             )
         else:
-            self.report(state="done", message=f"Finished {step} steps; the adapter is saved.", step=step)
+            self.report(state="done", message=f"Finished {step} steps; the adapter is saved.{notes}", step=step)
 
 
 def _save_stop_checkpoint(trainer, run: Run) -> None:
@@ -467,6 +473,14 @@ def get_job(run_name: str) -> TrainingJob | None:
     return _jobs.get(run_name)
 
 
+def forget_job(run_name: str) -> None:
+    """Forget the finished job of a run that was renamed or deleted: the name no longer means it."""
+    with _registry_lock:
+        job = _jobs.get(run_name)
+        if job is not None and not job.is_alive():
+            del _jobs[run_name]
+
+
 def start_training(
     config: RunConfig,
     *,
@@ -509,9 +523,7 @@ def start_training(
                     "folder. Stop it there, or wait until its heartbeat stops (then it reads as interrupted)."
                 )
             _check_resumable(run)
-            resume_from = run.latest_checkpoint()
-            if resume_from is None:
-                raise RunError(f"The run '{run.name}' has no checkpoint to resume from (checkpoints/ is empty).")
+            resume_from, note = resumable_checkpoint(run)
             if is_main_process():
                 _truncate_metrics(run, int(resume_from.name.split("-")[-1]))
                 config.to_yaml(run.config_path)
@@ -520,9 +532,31 @@ def start_training(
         else:
             run = shared_run(lambda: create_run(config, workspace))
         job = TrainingJob(config, run, workspace, resume_from)
+        if resume_run is not None and note:
+            job.notes.append(note)
+            run.log(note)
         _jobs[run.name] = job
         _current = job
         return job.start()
+
+
+def resumable_checkpoint(run: Run) -> tuple[Path, str]:
+    """The newest intact checkpoint of `run` and, when newer ones are damaged, a note saying which and
+    why; RunError naming every damaged file when none is intact."""
+    damaged = run.damaged_checkpoints()
+    latest = run.latest_checkpoint()
+    why = "; ".join(f"{path.name}: {problems[0]}" for path, problems in damaged[:3])
+    if latest is None:
+        if not damaged:
+            raise RunError(f"The run '{run.name}' has no checkpoint to resume from (checkpoints/ is empty).")
+        raise RunError(
+            f"The run '{run.name}' has no intact checkpoint to resume from ({why}). Its adapter, if saved, is "
+            "still usable; start a new run to train further."
+        )
+    if not damaged:
+        return latest, ""
+    names = ", ".join(path.name for path, _ in damaged)
+    return latest, f"Resumed from {latest.name}, the newest intact checkpoint: {names} cannot be read ({why})."
 
 
 def _check_resumable(run: Run) -> None:
@@ -547,13 +581,18 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     disk that cannot take the adapter and checkpoints. A Hub model is only fetched by the job."""
     from finetune.data.prepare import prepare_data
     from finetune.models import resolve_model_path
+    from finetune.train.prechecks import local_tokenizer, lora_target_match_problems, token_budget_problems
 
     model_path = resolve_model_path(config.model_name_or_path, workspace)
+    problems = lora_target_match_problems(config, model_path)
     data = prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if config.objective == "grpo":  # the reward functions load (a custom file too) and find the columns they read
         from finetune.train.rewards import check_rewards
 
         check_rewards(config, data.report)
+    problems += token_budget_problems(config, data.train_rows, local_tokenizer(config, model_path))
+    if problems:
+        raise ConfigError(problems)
     if config.start_from_run.strip():
         from finetune.train.preference import start_adapter_dir
 

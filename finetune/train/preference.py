@@ -117,6 +117,9 @@ def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
         raise ConfigError(
             [f"start_from_run: the run '{start.name}' has no saved LoRA/DoRA adapter (adapter/adapter_config.json)"]
         )
+    damaged = start.adapter_damage()
+    if damaged:
+        raise ConfigError([f"start_from_run: the run '{start.name}' has a damaged adapter: {damaged[0]}"])
     base = start.config().model_name_or_path
     if base.strip().lower() != config.model_name_or_path.strip().lower():
         raise ConfigError(

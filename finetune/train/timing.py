@@ -9,13 +9,14 @@ Studio reads the records of every run in the history.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.jsontext import dumps
+from finetune.runs.records import read_prediction
 
 RECORD = "prediction.json"
 
@@ -92,12 +93,8 @@ def record_path(run_path: str | Path) -> Path:
 
 
 def read_record(run_path: str | Path) -> dict[str, Any]:
-    """prediction.json of a run folder ({} when it has none or it cannot be read)."""
-    try:
-        data = json.loads(record_path(run_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """prediction.json of a run folder, typed ({} when it has none or it cannot be read: runs.records)."""
+    return read_prediction(record_path(run_path))[0]
 
 
 def write_record(run, **parts: Any) -> None:
@@ -109,7 +106,7 @@ def write_record(run, **parts: Any) -> None:
     data = read_record(run.path)
     data.update(parts)
     try:
-        write_text_atomic(record_path(run.path), json.dumps(data, indent=1, default=str))
+        write_text_atomic(record_path(run.path), dumps(data, indent=1))
     except OSError:
         pass  # a full disk: the run goes on; the record is a report, not a result
 

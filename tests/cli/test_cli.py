@@ -150,3 +150,48 @@ def test_sft_then_dpo_and_preference_evaluation_from_the_command_line(workspace,
     assert summary["finetuned"]["preference_accuracy"] > summary["base"]["preference_accuracy"]
     assert summary["finetuned"]["mean_margin"] > summary["base"]["mean_margin"]
     assert len(out.read_text().splitlines()) == 12
+
+
+# --- no traceback at the edge, strict JSON (issue 22) -------------------------------------------------------
+def test_an_unexpected_error_is_one_line_naming_where_the_details_are(workspace, capsys, monkeypatch):
+    """A bug (not a FinetuneError) inside a command: exit 1, one line on stderr, the traceback in the log."""
+    import finetune.studio.core as core
+
+    def broken(self):
+        raise TypeError("type str doesn't define __round__ method")
+
+    monkeypatch.setattr(core.Studio, "runs", broken)
+    assert main(["runs", "--workspace", str(workspace)]) == 1
+    err = capsys.readouterr().err
+    log = workspace / "logs" / "errors.log"
+    assert err.strip().splitlines() == [
+        f"error: Unexpected error: TypeError: type str doesn't define __round__ method. This is a bug, not "
+        f"something you did; the details were written to {log.resolve()}."
+    ]
+    details = log.read_text()
+    assert "while running finetune runs" in details and "Traceback" in details and "def broken" not in err
+
+
+def test_runs_lists_damaged_runs_marked_and_prints_strict_json(workspace, capsys):
+    from finetune.config import RunConfig
+    from finetune.runs import create_run
+
+    for name in ("nan-loss", "bad-line"):
+        run = create_run(RunConfig(run_name=name), workspace)
+        run.append_metrics({"step": 1, "loss": float("nan") if name == "nan-loss" else 1.25})
+        run.write_status("done", "Finished", step=1, total_steps=1)
+    with open(workspace / "runs" / "bad-line" / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": "x", "loss": "y"}\n')
+    assert main(["runs", "--workspace", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    assert "  damaged: metrics.jsonl line 2: has no usable step (step is 'x')" in out
+    assert "1 of 2 runs have damaged files" in out and "nan-loss" in out
+    assert main(["runs", "--json", "--workspace", str(workspace)]) == 0
+    text = capsys.readouterr().out
+
+    def refuse(constant):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    runs = {r["name"]: r for r in json.loads(text, parse_constant=refuse)}
+    assert runs["nan-loss"]["final_loss"] is None and runs["bad-line"]["final_loss"] == 1.25
+    assert runs["bad-line"]["damaged"] == ["metrics.jsonl line 2: has no usable step (step is 'x')"]

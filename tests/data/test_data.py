@@ -658,3 +658,36 @@ def test_stats_and_preview_agree_with_trl(demo_path, tokenizer, tmp_path, sample
     assert token_length_stats(rows, tokenizer, 1024)["lengths"] == [len(ids) for ids in built["input_ids"]]
     for row, labels in zip(rows, built["labels"]):
         assert render_example(row, tokenizer)["trained_tokens"] == sum(label != -100 for label in labels)
+
+
+# --- encoding and number problems name their row (issue 22) --------------------------------------------
+def test_a_lone_surrogate_or_an_over_long_number_names_its_row(tmp_path):
+    good = json.dumps({"prompt": "Hi", "completion": "Hello"})
+    lines = [
+        good,
+        '{"prompt": "\\ud800", "completion": "x"}',
+        '{"prompt": "n", "completion": ' + "9" * 5000 + "}",
+        good,
+    ]
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    report = load_records(str(jsonl))
+    reasons = {issue.row: issue.reason for issue in report.skipped}
+    assert len(report.rows) == 2 and set(reasons) == {2, 3}
+    assert "a lone UTF-16 surrogate \\ud800" in reasons[2] and "more than 4,300 digits" in reasons[3]
+    array = tmp_path / "rows.json"
+    array.write_text("[" + ",\n".join([good, '{"prompt": "\\udfff", "completion": "x"}', good]) + "]")
+    (issue,) = load_records(str(array)).skipped
+    assert issue.row == 2 and "\\udfff" in issue.reason
+    huge = tmp_path / "huge.json"
+    huge.write_text("[\n" + good + ",\n" + '{"prompt": "n", "completion": ' + "9" * 5000 + "}\n]")
+    with pytest.raises(DataError, match=r"huge.json at line 3: holds a number with more than 4,300 digits"):
+        load_records(str(huge))
+
+
+def test_messages_name_an_upload_by_the_name_its_owner_gave_it(tmp_path):
+    stored = tmp_path / "b1559b3b08-explicit_prompt.jsonl"
+    stored.write_text("")
+    with pytest.raises(DataError) as caught:
+        load_records(str(stored))
+    assert str(caught.value) == "explicit_prompt.jsonl is empty"

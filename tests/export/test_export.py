@@ -236,3 +236,84 @@ def test_merged_export_is_ready_for_other_servers(workspace, tmp_path):
     for file in out.iterdir():
         if file.is_file():
             assert file.stat().st_mode & 0o044 == 0o044, file.name
+
+
+# damaged files and leftovers (issue 22) ------------------------------------------------------------------
+def _cut(path, drop: int = 100) -> int:
+    """The file cut short by `drop` bytes (a copy or a disk that filled up mid-write); returns its new size."""
+    data = path.read_bytes()
+    path.write_bytes(data[:-drop])
+    return len(data) - drop
+
+
+def test_a_cut_adapter_is_named_never_zipped_merged_or_compared(workspace):
+    from finetune.evaluation.compare import resolve_adapter_path
+    from finetune.runs import list_runs
+
+    run = make_run(workspace, run_name="cut")
+    size = _cut(run.adapter_dir / "adapter_model.safetensors")
+    named = f"adapter/adapter_model.safetensors: is cut short ({size:,} of {size + 100:,} bytes)"
+    for action in (lambda: zip_adapter(run), lambda: merge_adapter(run), lambda: resolve_adapter_path(run, None)):
+        with pytest.raises(RunError, match="has a damaged adapter") as caught:
+            action()
+        assert named in str(caught.value)
+    assert not (run.path / "exports" / "cut-adapter.zip").exists()
+    (summary,) = list_runs(workspace)
+    assert summary.damaged[0].startswith(named)
+    (run.adapter_dir / "adapter_config.json").write_text('{"r": 8,')
+    with pytest.raises(RunError, match=r"adapter/adapter_config.json: is not valid JSON"):
+        zip_adapter(run)
+
+
+def test_a_run_with_a_damaged_config_still_exports_its_adapter(workspace):
+    run = make_run(workspace, run_name="no-config")
+    run.config_path.write_text("model_name_or_path: [unclosed\n")
+    out = zip_adapter(run)
+    with zipfile.ZipFile(out) as archive:
+        assert "adapter_model.safetensors" in archive.namelist()
+
+
+def test_a_merge_killed_earlier_leaves_nothing_behind_after_the_next_export(workspace):
+    import os
+    import time
+
+    from finetune.export.merge import clean_stale_staging
+    from finetune.runs import this_host
+
+    run = make_run(workspace, run_name="leftovers")
+    exports = run.path / "exports"
+    exports.mkdir()
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    old_style = exports / f".merged.merging-{dead}"  # as merges before this fix named it
+    this_hosts = exports / f".merged.merging-{this_host()}-{dead}"
+    replaced = exports / f".merged.old-{this_host()}-{dead}"
+    mine = exports / f".merged.merging-{this_host()}-{os.getpid()}"  # a merge running right now, here
+    other_host = exports / f".merged.merging-node-b-{dead}"  # another host's merge: its pid means nothing here
+    abandoned = exports / f".merged.merging-node-c-{dead}"
+    for folder in (old_style, this_hosts, replaced, mine, other_host, abandoned):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 1000)
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(abandoned, (day_ago, day_ago))
+    zip_adapter(run)  # the next export cleans up
+    assert sorted(p.name for p in exports.iterdir() if p.name.startswith(".")) == sorted([mine.name, other_host.name])
+    assert clean_stale_staging(exports) == []
+
+
+def test_the_model_card_follows_a_run_written_by_another_process(workspace):
+    """The Studio keeps a run it opened; when another process (a CLI resume) trains it further, the card
+    shows the new final numbers, not the ones read first."""
+    from finetune.runs import Run
+    from finetune.studio import Studio
+
+    run = make_run(workspace, run_name="resumed-elsewhere")
+    run.write_status("stopped", "Stopped at step 2", step=2, total_steps=4)
+    studio = Studio(workspace)
+    card = studio.export.model_card("resumed-elsewhere")
+    assert "final loss | 2.2500 (step 2)" in card and "| state | stopped |" in card
+    elsewhere = Run(run.path)  # the other process's own view of the folder
+    elsewhere.append_metrics({"step": 3, "loss": 1.5})
+    elsewhere.append_metrics({"step": 4, "loss": 0.0532})
+    elsewhere.write_status("done", "Finished 4 steps", step=4, total_steps=4)
+    card = studio.export.model_card("resumed-elsewhere")
+    assert "final loss | 0.0532 (step 4)" in card and "| state | done |" in card and "| steps | 4 |" in card

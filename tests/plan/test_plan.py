@@ -73,6 +73,41 @@ def test_without_a_model_shape_the_plan_stays_memory_safe():
     assert plan.per_device_train_batch_size == 4 and plan.memory_gb is None
 
 
+def test_the_plan_says_when_a_figure_could_not_be_read(tmp_path):
+    """Never a silent guess: an unreadable shape or a refused estimate is named in the plan's reasons and
+    shown in its decisions table (the Model & memory tab, train.log)."""
+    plan = make_plan(RunConfig(model_name_or_path="/no/such/model"), H200)
+    why = plan.reason("memory estimate")
+    assert "the model's shape could not be read (model folder '/no/such/model' does not exist)" in why
+    assert "took their memory-safe choice" in why
+    assert ("memory estimate", "unknown", why) in plan.decisions()
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"hidden_size": "wide", "num_hidden_layers": 2, "num_attention_heads": 2, '
+                                        '"vocab_size": 10}')  # fmt: skip
+    assert "holds a size that is not a whole number" in make_plan(RunConfig(), H200, model=str(broken)).reason(
+        "memory estimate"
+    )
+    refused = make_plan(RunConfig(lora_target_modules="nothing_here"), H200, model="demo")
+    assert "no estimate for this config (" in refused.reason("memory estimate") and refused.memory_gb is None
+    fine = make_plan(RunConfig(), H200, model="demo")
+    assert fine.memory_gb is not None and fine.reason("memory estimate").startswith("from the model's shape (demo)")
+    assert "memory estimate" not in fine.summary()
+
+
+def test_preference_tuning_of_a_base_model_hints_that_sft_comes_first():
+    dpo = make_plan(RunConfig(objective="dpo"), CPU, model="demo")
+    assert "SFT usually comes first" in dpo.reason("objective")
+    assert ("objective", "dpo", dpo.reason("objective")) in dpo.decisions()
+    orpo = make_plan(RunConfig(objective="orpo", model_name_or_path="meta-llama/Llama-3.2-1B"), CPU, model="demo")
+    assert "SFT usually comes first" in orpo.reason("objective")
+    tuned = RunConfig(objective="dpo", model_name_or_path="Qwen/Qwen2.5-0.5B-Instruct")
+    assert "SFT usually comes first" not in make_plan(tuned, CPU, model="demo").reason("objective")
+    after_sft = RunConfig(objective="dpo", start_from_run="my-sft-run")
+    assert "SFT usually comes first" not in make_plan(after_sft, CPU, model="demo").reason("objective")
+    assert "SFT usually comes first" not in make_plan(RunConfig(), CPU, model="demo").reason("objective")
+
+
 def test_micro_batch_stays_within_memory():
     small = Machine.virtual("cuda", 8.0)
     plan = make_plan(RunConfig(max_length=1024), small, model="llama-3.1-8b")

@@ -191,7 +191,7 @@ def test_a_cli_run_of_another_host_is_followed_then_compared_and_exported(worksp
     stopped (SIGTERM, as a scheduler sends), compares and exports it like any run."""
     import zipfile
 
-    import finetune.runs as runs_module
+    import finetune.runs.folder as runs_module
     from finetune.evaluation.compare import GenerationSettings, get_comparer, release_comparer
     from finetune.export.merge import zip_adapter
 

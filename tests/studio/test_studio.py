@@ -186,3 +186,24 @@ def test_model_work_waits_for_a_run_that_has_ended_but_still_frees_its_memory(wo
     with studio.lease.hold("comparing answers"):  # not refused: the run had reported "done"
         pass
     assert ended and ended[0] > 0
+
+
+# --- what the app says names uploads as their owner named them, never the server's folders (issue 22) -------
+def test_a_refused_start_in_the_app_shows_no_server_path_and_no_stored_upload_name(workspace):
+    uploads = workspace / "uploads"
+    uploads.mkdir()
+    empty = uploads / "b1559b3b08-explicit_prompt.jsonl"
+    empty.write_text("")
+    app = Studio(workspace, restrict_paths=True)
+    for path, said in (
+        (empty, "explicit_prompt.jsonl is empty"),
+        (uploads / "0123456789-gone.jsonl", "file not found: uploads/gone.jsonl"),
+    ):
+        with pytest.raises(FinetuneError) as caught:
+            app.start(RunConfig(model_name_or_path="demo", dataset_path=str(path), max_steps=1))
+        text = str(caught.value)
+        assert said in text and str(workspace) not in text and "b1559b3b08" not in text, text
+    cli = Studio(workspace, restrict_paths=False)  # the command line sees the paths it was given
+    with pytest.raises(FinetuneError, match=str(uploads / "0123456789-gone.jsonl")):
+        cli.start(RunConfig(model_name_or_path="demo", dataset_path=str(uploads / "0123456789-gone.jsonl")))
+    assert not (workspace / "runs").exists() or not any((workspace / "runs").iterdir())

@@ -5,6 +5,7 @@ any training happened; never a half-written adapter) and the next run starts cle
 from __future__ import annotations
 
 import json
+import re
 from collections import namedtuple
 from pathlib import Path
 
@@ -588,3 +589,123 @@ def test_disk_estimate_adds_up_and_fits_a_demo_run(demo_path):
         r"final ([\d.,]+ \w+) \+ (\d+) checkpoints x ([\d.,]+ \w+) \+ logs ([\d.,]+ \w+) = ([\d.,]+ \w+)", how
     ).groups()
     assert mb(final) + int(kept) * mb(each) + mb(logs) == pytest.approx(mb(total), abs=0.1)
+
+
+# --- damaged checkpoints, a disk turned read-only, a folder deleted mid-run (issue 22) -------------------
+def _cut_file(path: Path, keep: int = 20) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.slow
+def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_so(tiny, workspace):
+    from finetune.studio import Studio
+
+    job = start_training(tiny(run_name="fallback"), workspace=workspace)
+    assert job.wait(300) == "done", job.message
+    run = job.run
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-4", "checkpoint-8"]
+    run.write_status("stopped", "Stopped by the user at step 8")
+    _cut_file(run.checkpoints_dir / "checkpoint-8" / "trainer_state.json")
+    studio = Studio(workspace, restrict_paths=False)
+    assert studio.progress("fallback")["resumable"]  # the intact checkpoint-4 still resumes it
+    studio.resume("fallback")
+    assert studio.wait(300)
+    final = studio.progress("fallback")
+    assert final["state"] == "done", final["message"]
+    note = "Resumed from checkpoint-4, the newest intact checkpoint: checkpoint-8 cannot be read (checkpoint-8: "
+    assert note in final["message"]
+    assert re.search(r"checkpoint-8/trainer_state.json line \d+: is not valid JSON", final["message"])
+    assert note in run.log_path.read_text()
+    steps = [m["step"] for m in run.metrics() if "loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] == 8  # steps 5-8 trained again, none twice
+
+
+@pytest.mark.slow
+def test_no_intact_checkpoint_is_refused_naming_every_damaged_file_and_changing_nothing(tiny, workspace):
+    from finetune.studio import Studio
+
+    job = start_training(tiny(run_name="all-cut"), workspace=workspace)
+    assert job.wait(300) == "done", job.message
+    run = job.run
+    for checkpoint in run.checkpoints():
+        _cut_file(checkpoint / "trainer_state.json")
+    metrics_before = run.metrics_path.read_bytes()
+    with pytest.raises(RunError) as caught:
+        Studio(workspace, restrict_paths=False).resume("all-cut")
+    text = str(caught.value)
+    assert "has no intact checkpoint to resume from" in text
+    assert re.search(r"checkpoint-8: checkpoints/checkpoint-8/trainer_state.json line \d+", text)
+    assert "checkpoint-4: checkpoints/checkpoint-4/trainer_state.json" in text
+    assert run.metrics_path.read_bytes() == metrics_before and run.status()["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_disk_turned_read_only_mid_run_is_said_not_left_as_training(tiny, workspace, monkeypatch):
+    import errno
+
+    import finetune.runs.folder as folder_module
+    import finetune.runs.metrics_buffer as buffer_module
+    from finetune.studio import Studio
+
+    real_append, real_write = buffer_module.MetricsBuffer.append, folder_module._atomic_write
+    read_only = {"on": False}
+
+    def append(self, record):
+        if record.get("step", 0) >= 3:
+            read_only["on"] = True
+        if read_only["on"]:
+            raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+        return real_append(self, record)
+
+    def write(path, text):
+        if read_only["on"]:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_write(path, text)
+
+    monkeypatch.setattr(buffer_module.MetricsBuffer, "append", append)
+    monkeypatch.setattr(folder_module, "_atomic_write", write)
+    studio = Studio(workspace, restrict_paths=False)
+    run = studio.start(tiny(run_name="read-only", max_steps=50))
+    assert studio.wait(300)
+    assert json.loads(run.status_path.read_text())["state"] == "training"  # what the disk last took
+    progress = studio.progress("read-only")
+    assert progress["state"] == "failed"
+    assert "became read-only while the run trained" in progress["message"]
+    assert "Resume continues from the last checkpoint" in progress["message"]
+
+
+@pytest.mark.slow
+def test_a_run_folder_deleted_mid_run_is_told(tiny, workspace):
+    import shutil
+
+    from finetune.studio import Studio
+
+    studio = Studio(workspace, restrict_paths=False)
+    run = studio.start(tiny(run_name="deleted", max_steps=500))
+    wait_for(lambda: run.metrics_count() >= 2, 300, what="two logged steps")
+    shutil.rmtree(run.path)
+    assert studio.wait(300)
+    progress = studio.progress("deleted")
+    assert progress["state"] == "failed"
+    assert "The run folder 'deleted' was deleted (or moved) while the run trained" in progress["message"]
+    log = workspace / "logs" / "errors.log"  # its own train.log went with the folder
+    assert "training deleted" in log.read_text()
+
+
+@pytest.mark.slow
+def test_the_job_registry_forgets_a_renamed_or_deleted_run(tiny, workspace):
+    from finetune.studio import Studio
+    from finetune.train.job import get_job
+
+    studio = Studio(workspace, restrict_paths=False)
+    studio.start(tiny(run_name="first", max_steps=2))
+    assert studio.wait(300) and get_job("first") is not None
+    studio.rename("first", "renamed")
+    assert get_job("first") is None and studio.progress("renamed")["state"] == "done"
+    studio.start(tiny(run_name="first", max_steps=2, seed=7))  # the freed name, a new run
+    assert studio.wait(300)
+    assert get_job("first").run.path == workspace / "runs" / "first"
+    studio.delete("first")
+    assert get_job("first") is None
+    with pytest.raises(RunError, match="no run found at 'first'"):
+        studio.progress("first")
