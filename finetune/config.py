@@ -245,7 +245,8 @@ class RunConfig:
     )
     start_from_run: str = _f(
         "",
-        "Continue from the adapter of a finished run (its name or folder), e.g. DPO on top of an SFT run. The "
+        "Continue from the adapter of a finished run (its name or folder) or of one of its checkpoints (run@step, "
+        "or the checkpoint folder), e.g. DPO on top of an SFT run. The "
         "adapter's own rank and target modules are kept, and the DPO/KTO reference is that run's model (a frozen "
         "copy of the adapter only, never of the base weights). Empty: a fresh adapter.",
         group="method",

@@ -147,10 +147,12 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
             check(*args)
         except PathNotAllowedError as exc:
             problems.append(str(exc))
-    if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only
+    if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only (@step ok)
+        from finetune.names import split_checkpoint_ref
+
         try:
-            open_workspace_run(config.start_from_run.strip(), workspace)
-        except FinetuneError as exc:
+            open_workspace_run(split_checkpoint_ref(config.start_from_run)[0], workspace)
+        except (FinetuneError, ValueError) as exc:
             problems.append(f"start_from_run: {exc}")
     if problems:
         raise PathNotAllowedError("\n".join(problems))

@@ -187,8 +187,10 @@ def build(ctx: Ctx) -> None:
             choices=start_choices(ctx),
             value=base.start_from_run or FRESH_ADAPTER,
             label="Start from",
-            info="A fresh adapter, or a finished run's adapter to continue, e.g. DPO on top of an SFT run.",
+            info="A fresh adapter, or a finished run's adapter to continue, e.g. DPO on top of an SFT run "
+            "(run@step: one of its checkpoints).",
             elem_id="model-start-from",
+            allow_custom_value=True,  # run@step from the Test tab's checkpoint curve
             scale=3,
         )
     with gr.Row(equal_height=False):

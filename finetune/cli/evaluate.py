@@ -110,7 +110,7 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
     if summary.get("label_like"):
         lines.append(f"labels:   {', '.join(summary['labels'])}")
     lines.append(f"{'metric':14} {'base':>8} {'fine-tuned':>11}")
-    metrics = summary_metrics(summary) + ["mean_tokens", "mean_seconds"]
+    metrics = summary_metrics(summary) + ["perplexity", "mean_tokens", "mean_seconds"]
     if "preference_pairs" in summary:
         lines.append(f"pairs:    {summary['preference_pairs']} (log p(chosen) vs log p(rejected))")
         metrics = metrics[:1] + ["mean_margin"] + metrics[1:]
@@ -122,6 +122,7 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
         f"better on {summary['finetuned_better']} ({summary['primary_metric']})"
     )
     lines += [f"warning:  {w}" for w in summary.get("warnings", [])]
+    lines += [f"note:     {n}" for n in summary.get("notes", [])]
     lines.append(f"rows written to {out}" + (f"; saved copy in {folder}" if folder else ""))
     return "\n".join(lines)
 
