@@ -335,7 +335,13 @@ class RunConfig:
         "Save a checkpoint every N steps (a value below 1 is a fraction of total steps).",
         group="logging",
     )
-    save_total_limit: int = _f(3, "Keep at most this many checkpoints (oldest deleted first).", group="logging")
+    save_total_limit: int = _f(
+        5,
+        "Keep at most this many checkpoints (oldest deleted first; 0 keeps all). 5 keeps every checkpoint the "
+        "default schedule saves (save_steps 0.25: four, at 25/50/75/100%), so the Test tab's checkpoint curve has "
+        "its points; the Model tab says how many a run keeps and their size on disk.",
+        group="logging",
+    )
     early_stopping_patience: int = _f(
         0, "Stop after this many evaluations without improvement of eval_loss (0 disables).", group="logging"
     )

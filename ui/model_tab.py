@@ -126,6 +126,7 @@ def estimate(ctx: Ctx, cfg: RunConfig) -> tuple[str, Any]:
         head = f"**Estimated peak: {total:.2f} GB** ({where}; capacity unknown)"
     notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
     md = head + (f"  \n{notes}" if notes else "") + plan_table(est.plan)
+    md += f"\n\n{md_escape(studio.checkpoints_line(cfg))}"  # how many checkpoints a run keeps, their size
     return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, None if on_cpu else capacity)
 
 

@@ -280,8 +280,10 @@ def resolve_tasks(tasks: str | list[str], *, check_hub_access: bool = True) -> l
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         problems.append(f"the task(s) {', '.join(twice)} are named more than once")
+    if len(problems) == 1:
+        raise EvaluationError(problems[0])
     if problems:
-        raise EvaluationError("\n".join(f"- {p}" for p in problems))
+        raise EvaluationError("These tasks cannot be run:\n" + "\n".join(f"- {p}" for p in problems))
     if check_hub_access:
         check_hub(specs)
     return specs
