@@ -127,14 +127,15 @@ class JudgeDesk:
         return summary_figure(summary)
 
     # prompt grid ---------------------------------------------------------------------------
-    def prompt_grid(self, name: str, prompts: list[str], settings, *, stop=None, progress=None):
+    def prompt_grid(self, name: str, prompts: list[str], settings, *, stop=None, progress=None, checkpoints=None):
+        """`checkpoints`: the checkpoint columns by name (default: every saved checkpoint)."""
         from finetune.evaluation import run_prompt_grid
 
         if not prompts:
             raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
         run = self._run(name)
         with self.studio.lease.hold("running the prompt grid"):
-            return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress)
+            return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress, checkpoints=checkpoints)
 
     def latest_grid(self, name: str):
         from finetune.evaluation import list_grids, load_grid
@@ -180,6 +181,31 @@ class JudgeDesk:
                 if item.endswith((".yaml", ".yml")) or "/" in item or "\\" in item:
                     check_allowed_path(item, self.studio.workspace, "benchmark task")
         return tasks
+
+    def store_task_files(self, files: list) -> str:
+        """Uploaded task files (a task YAML with its data files) copied together into
+        <workspace>/benchmark_tasks/<hash>/, where relative data_files are read from; the YAML paths,
+        comma-separated ("" when none were given)."""
+        import hashlib
+        import shutil
+
+        paths = [Path(f) for f in files or []]
+        if not paths:
+            return ""
+        digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in paths)).hexdigest()[:12]
+        folder = self.studio.workspace / "benchmark_tasks" / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        yamls = []
+        for path in paths:
+            from finetune.names import safe_name
+
+            target = folder / safe_name(path.name, "task.yaml", 120)
+            shutil.copyfile(path, target)
+            if target.suffix.lower() in (".yaml", ".yml"):
+                yamls.append(str(target))
+        if not yamls:
+            raise FinetuneError("The uploaded files hold no task YAML (.yaml): add the task file next to its data.")
+        return ",".join(yamls)
 
     def benchmark(self, name: str, tasks: str, *, limit=None, checkpoint=None, chat_template=False,
                   progress=None, stop=None):  # fmt: skip
@@ -249,6 +275,17 @@ class JudgeDesk:
         from finetune.evaluation.sides import side_choices
 
         return [s for s in side_choices(self._run(name)) if s.startswith("checkpoint-")]
+
+    def start_ref(self, name: str, point: str) -> str:
+        """What `start_from_run` takes to continue from a point of the checkpoint curve: the run for its final
+        adapter, `run@step` for a checkpoint (checked: it holds an adapter)."""
+        from finetune.evaluation.sides import resolve_side
+        from finetune.names import checkpoint_ref
+
+        if point in ("final", "finetuned"):
+            return self._run(name).name
+        resolve_side(self._run(name), point)
+        return checkpoint_ref(name, int(point.removeprefix("checkpoint-")))
 
     def votes_to_preference(self, names: list[str], out=None):
         """The decided blind votes of these runs as a preference JSONL file (ties and both bad left out):
