@@ -4,11 +4,13 @@ and the validation perplexity of base and fine-tuned, each with a note where it 
 - BLEU: sacreBLEU's corpus score of the generated answers (reasoning stripped) against the references,
   divided by 100 to sit on the 0-1 scale of the other metrics. It counts matching word sequences up to
   four words long, so on answers of one to three words it is near 0 even when they are right.
-- Perplexity: exp(mean negative log-likelihood per reference-answer token), the answer tokenized after
-  its prompt exactly as training tokenized it (the chat template for conversations, plain text + EOS for
-  prompt-completion rows), which is what exp(eval_loss) is. Both sides are scored with the run's
-  tokenizer and chat template: a base model that was trained with another template (or none) reads
-  worse than it is, and numbers from different tokenizers are never comparable.
+- Perplexity: exp(mean negative log-likelihood per reference-answer token): the tokens the chat template
+  writes for the answer after its prompt (its end-of-turn marker included; for prompt-completion rows the
+  plain text + EOS), cut at max_length, as preference evaluation cuts an answer. That is the tutorial's
+  exp(eval_loss) over these rows, up to what the training loss masks (e.g. the newline a template writes
+  after the end-of-turn marker). Both sides are scored with the run's tokenizer and chat template: a base
+  model trained with another template (or none) reads worse than it is, and numbers from different
+  tokenizers are never comparable.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def bleu_note(references: list[str]) -> str | None:
 
 
 def answer_tokens(tokenizer: Any, example: Any, max_length: int | None) -> tuple[list[int], list[int]]:
-    """(prompt ids, reference-answer ids) of an example, tokenized as training did (the one rule that
-    preference evaluation uses too: preference.pair_token_ids)."""
+    """(prompt ids, reference-answer ids) of an example (the one rule preference evaluation uses too:
+    preference.pair_token_ids)."""
     from finetune.evaluation.preference import pair_token_ids
 
     prompt = example.prompt_input

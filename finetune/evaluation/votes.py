@@ -117,6 +117,8 @@ def votes_to_preference(runs: list[Any], out: str | Path | None = None, workspac
     Refused (nothing written) when no vote is decided."""
     if not runs:
         raise EvaluationError("name at least one run whose votes to use")
+    if out is not None and Path(out).suffix.lower() != ".jsonl":
+        raise EvaluationError(f"the preference file must end in .jsonl (got '{Path(out).name}')")
     runs = [as_run(r) for r in runs]
     rows, result = collect_pairs(runs)
     if not rows:
@@ -128,8 +130,6 @@ def votes_to_preference(runs: list[Any], out: str | Path | None = None, workspac
         path = unique_path(root / "datasets", f"votes-{stamp()}", ".jsonl")
     else:
         path = Path(out).expanduser()
-        if path.suffix.lower() != ".jsonl":
-            raise EvaluationError(f"the preference file must end in .jsonl (got '{path.name}')")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
