@@ -42,10 +42,10 @@ def build(ctx: Ctx) -> None:
         c["bench_stop"] = gr.Button("Stop", variant="stop", elem_id="bench-stop", scale=1)
     c["bench_verdict"] = gr.HTML(elem_id="bench-verdict")
     c["bench_curated"] = gr.Dataframe(
-        headers=["task", "label", "what", "size", "time", "dataset"],
+        headers=["task", "what", "size", "time"],
         interactive=False,
         wrap=True,
-        label="Curated tasks (time: both models, at the speed measured on this machine)",
+        label="Curated tasks (time: both models, at the speed measured on this machine for this run's model)",
         elem_id="bench-curated",
         max_height=280,
     )
@@ -191,7 +191,10 @@ def curated(ctx: Ctx, run_name):
     try:
         return pd.DataFrame(ctx.studio.judge.curated_benchmarks(run_name))
     except Exception:
-        return pd.DataFrame(columns=["task", "label", "what", "size", "time", "dataset"])
+        return pd.DataFrame(columns=["task", "what", "size", "time"])
+
+
+RUN_OUTPUTS = ("bench_verdict", "bench_curated", "bench_msg", "bench_table", "bench_chart")  # what `latest` returns
 
 
 def latest(ctx: Ctx, run_name):
@@ -236,6 +239,3 @@ def wire(ctx: Ctx) -> None:
     c["bench_stop"].click(
         partial(request_stop, what="benchmark"), c["bench_stop_flag"], c["bench_msg"], api_name="stop_benchmark"
     )
-    shown = [c["bench_verdict"], c["bench_curated"], c["bench_msg"], c["bench_table"], c["bench_chart"]]
-    c["test_run"].change(partial(latest, ctx), c["test_run"], shown, api_name="latest_benchmark")
-    ctx.blocks.load(partial(latest, ctx), c["test_run"], shown, api_visibility="private")

@@ -5,7 +5,7 @@ settings; the system prompt is the shared one when typed, else the run's (the sy
 rows carry).
 
 Engine calls: the Studio's judging desk (chat under the GPU lease, run_system_prompt). The history lives in
-gr.State per page (a plain dict); choosing another run starts a new chat.
+gr.State per page (a plain dict); choosing another run starts a new chat (ui.run_views calls `clear`).
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def send(ctx: Ctx, run_name, state, text, system, temperature, top_p, max_new, s
     )
 
 
+RUN_OUTPUTS = ("chat_state", "chat_base", "chat_tuned", "chat_system_md", "chat_msg")  # what `clear` returns
+
+
 def clear(ctx: Ctx, run_name):
     """A new chat for the chosen run: state, both panes, system line, message."""
     system = ""
@@ -116,7 +119,5 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     run_send = partial(send, ctx)
     c["chat_send"].click(run_send, inputs, outputs, api_name="chat_send", concurrency_id=GPU, concurrency_limit=1)
     c["chat_input"].submit(run_send, inputs, outputs, api_visibility="private", concurrency_id=GPU, concurrency_limit=1)
-    reset_out = [c["chat_state"], c["chat_base"], c["chat_tuned"], c["chat_system_md"], c["chat_msg"]]
+    reset_out = [c[k] for k in RUN_OUTPUTS]
     c["chat_clear"].click(partial(clear, ctx), c["test_run"], reset_out, api_name="chat_clear")
-    c["test_run"].change(partial(clear, ctx), c["test_run"], reset_out, api_visibility="private")
-    ctx.blocks.load(partial(clear, ctx), c["test_run"], reset_out, api_visibility="private")

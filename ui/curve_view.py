@@ -31,7 +31,6 @@ def build(ctx: Ctx) -> None:
         elem_id="curve-intro",
     )
     c["curve_stop_flag"] = gr.State(StopFlag())
-    c["curve_data"] = gr.State(None)  # the shown curve's file, for re-picking the metric
     with gr.Row(equal_height=True):
         c["curve_kind"] = gr.Radio(KINDS, value="batch", label="Score with", elem_id="curve-kind", scale=2)
         c["curve_tasks"] = gr.Textbox(value="finetune_general", label="Benchmark tasks (for benchmark tasks)",
@@ -88,10 +87,10 @@ def curve_message(curve, prefix: str) -> str:
 
 
 def view(ctx: Ctx, curve, metric: str | None = None):
-    """(message, metric dropdown, plot, table, point dropdown, curve file) of a curve, or empty ones."""
+    """(message, metric dropdown, plot, table, point dropdown) of a curve, or empty ones."""
     if curve is None:
         empty = gr.Dropdown(choices=[], value=None)
-        return "*No checkpoint curve of this run yet.*", empty, None, None, empty, None
+        return "*No checkpoint curve of this run yet.*", empty, None, None, empty
     if metric and metric in curve.metrics:
         curve.metric = metric
     best = curve.best()
@@ -102,7 +101,6 @@ def view(ctx: Ctx, curve, metric: str | None = None):
         ctx.studio.judge.curve_figure(curve),
         curve_table(curve),
         gr.Dropdown(choices=points, value=best.name if best else (points[-1][1] if points else None)),
-        str(curve.path) if curve.path else None,
     )
 
 
@@ -126,7 +124,7 @@ def score(ctx: Ctx, run_name, kind, tasks, limit, stop: StopFlag, system, temper
         )
     except Exception as exc:
         gr.Warning(error_text(exc))
-        return md_error(exc, "No curve"), *([gr.skip()] * 5)
+        return md_error(exc, "No curve"), *([gr.skip()] * 4)
     finally:
         stop.running = False
     message, *rest = view(ctx, curve)
@@ -139,8 +137,11 @@ def repick(ctx: Ctx, run_name, metric):
         curve = ctx.studio.judge.latest_curve(run_name) if run_name else None
     except Exception as exc:
         return md_error(exc, "Cannot show the curve"), gr.skip(), gr.skip(), gr.skip()
-    message, _, plot, frame, point, _ = view(ctx, curve, metric)
+    message, _, plot, frame, point = view(ctx, curve, metric)
     return message, plot, frame, point
+
+
+RUN_OUTPUTS = ("curve_msg", "curve_metric", "curve_plot", "curve_table", "curve_point")  # what `latest` returns
 
 
 def latest(ctx: Ctx, run_name):
@@ -150,7 +151,7 @@ def latest(ctx: Ctx, run_name):
         return view(ctx, ctx.studio.judge.latest_curve(run_name))
     except Exception as exc:
         empty = gr.Dropdown(choices=[], value=None)
-        return md_error(exc, "Cannot show the last curve"), empty, None, None, empty, None
+        return md_error(exc, "Cannot show the last curve"), empty, None, None, empty
 
 
 def _point(run_name, point):
@@ -195,7 +196,7 @@ def continue_from(ctx: Ctx, run_name, point):
 
 def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
-    shown = [c["curve_msg"], c["curve_metric"], c["curve_plot"], c["curve_table"], c["curve_point"], c["curve_data"]]
+    shown = [c[k] for k in RUN_OUTPUTS]
     c["curve_start"].click(
         partial(score, ctx),
         [c["test_run"], c["curve_kind"], c["curve_tasks"], c["curve_limit"], c["curve_stop_flag"], *settings_inputs],
@@ -221,5 +222,3 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     ev = c["curve_continue"].click(partial(continue_from, ctx), [c["test_run"], c["curve_point"]],
                                    [c["curve_action_msg"], start_from, c["tabs"]], api_name="continue_from_checkpoint")  # fmt: skip
     ctx.hooks["refresh"](ev)  # the Model tab's Start from, estimate and summary follow
-    c["test_run"].change(partial(latest, ctx), c["test_run"], shown, api_name="latest_curve")
-    ctx.blocks.load(partial(latest, ctx), c["test_run"], shown, api_visibility="private")

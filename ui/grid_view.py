@@ -55,10 +55,12 @@ def build(ctx: Ctx) -> None:
         elem_id="grid-prompts",
         info="One per line; or separate multi-line prompts with a line holding only ---",
     )
-    c["grid_checkpoints"] = gr.CheckboxGroup(
+    c["grid_checkpoints"] = gr.Dropdown(
         choices=[],
         value=[],
-        label="Checkpoints (every saved one; the base and the final adapter are always in)",
+        multiselect=True,
+        allow_custom_value=True,  # the choices follow the run picked on the page
+        label="Checkpoints (every saved one; none picked means all; the base and the final adapter are always in)",
         elem_id="grid-checkpoints",
     )
     with gr.Row():
@@ -137,12 +139,12 @@ def load_set(ctx: Ctx, name):
 
 
 def checkpoint_choices(ctx: Ctx, run_name):
-    """Every saved checkpoint of the chosen run, all ticked."""
+    """Every saved checkpoint of the chosen run, all picked (ui.run_views calls it when the run changes)."""
     try:
         names = ctx.studio.judge.checkpoints(run_name) if run_name else []
     except Exception:
         names = []
-    return gr.CheckboxGroup(choices=names, value=names)
+    return gr.Dropdown(choices=names, value=names)
 
 
 def run_grid(
@@ -163,7 +165,7 @@ def run_grid(
             settings,
             stop=stop,
             progress=progress_callback(progress, "Answering", "answers"),
-            checkpoints=list(chosen) if chosen is not None else None,
+            checkpoints=list(chosen) if chosen else None,  # none picked: every checkpoint
         )
     except Exception as exc:
         gr.Warning(error_text(exc))
@@ -214,6 +216,3 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     c["test_run"].change(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_name="latest_grid")
     ctx.blocks.load(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_visibility="private")
     ctx.blocks.load(lambda: gr.Dropdown(choices=_sets(ctx)), None, c["grid_sets"], api_visibility="private")
-    pick = partial(checkpoint_choices, ctx)
-    c["test_run"].change(pick, c["test_run"], c["grid_checkpoints"], api_visibility="private")
-    ctx.blocks.load(pick, c["test_run"], c["grid_checkpoints"], api_visibility="private")

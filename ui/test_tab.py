@@ -20,7 +20,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import NO_RUN
-from ui import ab_view, benchmark_view, chat_view, curve_view, eval_tab, grid_view
+from ui import ab_view, benchmark_view, chat_view, curve_view, eval_tab, grid_view, run_views
 from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
@@ -180,3 +180,4 @@ def wire(ctx: Ctx) -> None:
     chat_view.wire(ctx, settings)
     benchmark_view.wire(ctx)
     curve_view.wire(ctx, settings)
+    run_views.wire(ctx)

@@ -39,6 +39,11 @@ def build(ctx: Ctx) -> None:
     c["votes_file"] = gr.File(label="Preference dataset", interactive=False, height=90, elem_id="votes-file")
 
 
+def runs_for(ctx: Ctx, run_name):
+    """The run chosen in the Test tab preselected (ui.run_views calls it when the run changes)."""
+    return gr.Dropdown(choices=run_choices(ctx.studio, with_adapter=True), value=[run_name] if run_name else [])
+
+
 def _names(runs, current) -> list[str]:
     names = [r for r in (runs or []) if r] or ([current] if current else [])
     if not names:
@@ -95,4 +100,3 @@ def wire(ctx: Ctx) -> None:
     ctx.hooks["reanalyze"](ctx.hooks["refresh"](ev))  # the Data and Model tabs show the DPO run's data and plan
     c["votes_runs"].focus(lambda cur: gr.Dropdown(choices=run_choices(ctx.studio, with_adapter=True), value=cur),
                           c["votes_runs"], c["votes_runs"], api_visibility="private")  # fmt: skip
-    c["test_run"].change(lambda name: [name] if name else [], c["test_run"], c["votes_runs"], api_visibility="private")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finetune.evaluation.benchmark_tasks import CURATED, CuratedTask
+from finetune.evaluation.benchmark_tasks import BUILTIN_TASK, CURATED, CuratedTask
 from finetune.evaluation.common import as_run, write_json
 
 _lock = threading.Lock()
@@ -83,15 +83,18 @@ def curated_rows(workspace: Path, config: Any | None) -> list[dict[str, Any]]:
     rows = []
     for task in CURATED:
         minutes = estimate_minutes(task, per_s)
-        size = f"{task.docs:,} questions" + (f", about {task.requests:,} requests" if task.requests else "")
         if task.max_tokens:
-            size += f", up to {task.max_tokens} generated tokens each"
+            size = f"{task.docs:,} questions, up to {task.max_tokens} generated tokens each"
+        else:
+            size = f"{task.docs:,} questions" + (f", about {task.requests:,} requests" if task.requests else "")
         if minutes is not None:
             when = f"about {minutes:.0f} min here" if minutes >= 1 else "under a minute here"
-        elif task.requests and per_s:
+        elif task.kind == "generate_until" and per_s:
             when = "not measured here for generation yet"
+        elif not task.requests:
+            when = "not estimated (the number of choices varies)"
         else:
             when = "not measured on this machine yet: run the built-in set once"
-        rows.append({"task": task.name, "label": task.label, "what": task.what, "size": size, "time": when,
-                     "dataset": task.dataset})  # fmt: skip
+        where = "shipped, offline" if task.name == BUILTIN_TASK else f"Hub: {task.dataset}"
+        rows.append({"task": task.name, "what": f"{task.label}: {task.what} ({where})", "size": size, "time": when})
     return rows

@@ -49,7 +49,7 @@ class CuratedTask:
 # sizes: the tasks' own splits as lm-eval 0.4.13 defines them; requests = docs x 4 choices where every question
 # has four (ARC-Easy: most have four), 0 where the number of choices varies (not estimated)
 CURATED = (
-    CuratedTask(BUILTIN_TASK, "Built-in general set", "60 general questions of our own (shipped, offline)",
+    CuratedTask(BUILTIN_TASK, "Built-in general set", "60 general questions of our own",
                 "multiple_choice", 60, 240, "finetune/evaluation/tasks (local)"),
     CuratedTask("mmlu", "MMLU", "57 subjects, 4 choices", "multiple_choice", 14042, 56168, "cais/mmlu"),
     CuratedTask("arc_easy", "ARC-Easy", "grade-school science, ~4 choices", "multiple_choice", 2376, 9504,

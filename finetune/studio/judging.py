@@ -134,6 +134,12 @@ class JudgeDesk:
         if not prompts:
             raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
         run = self._run(name)
+        if checkpoints:
+            from finetune.evaluation.sides import side_choices
+
+            unknown = sorted(set(checkpoints) - set(side_choices(run)))
+            if unknown:
+                raise FinetuneError(f"{', '.join(unknown)}: not a saved checkpoint of {run.name}")
         with self.studio.lease.hold("running the prompt grid"):
             return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress, checkpoints=checkpoints)
 
