@@ -82,6 +82,8 @@ def test_benchmark_table_and_forgetting_check(served):
     assert "your task" in verdict or "no batch evaluation" in verdict
     times = {row[0]: row[3] for row in curated["data"]}
     assert "here" in times["arc_easy"] and "not measured" not in times["arc_easy"]  # measured by the check
+    msg = client.predict(SFT, ["/etc/outside.yaml"], None, 5, False, api_name="/benchmark")[0]
+    assert "benchmark task" in plain(msg) and "Traceback" not in msg  # a typed path outside the allowed places
     msg = client.predict(SFT, ["mmlu"], None, 5, False, api_name="/benchmark")[0]
     assert "need the Hugging Face Hub" in plain(msg) and "cais/mmlu" in plain(msg)
 
