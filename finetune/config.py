@@ -248,7 +248,8 @@ class RunConfig:
     )
     start_from_run: str = _f(
         "",
-        "Continue from the adapter of a finished run (its name or folder), e.g. DPO on top of an SFT run. The "
+        "Continue from the adapter of a finished run (its name or folder) or of one of its checkpoints (run@step, "
+        "or the checkpoint folder), e.g. DPO on top of an SFT run. The "
         "adapter's own rank and target modules are kept, and the DPO/KTO reference is that run's model (a frozen "
         "copy of the adapter only, never of the base weights). Empty: a fresh adapter.",
         group="method",
@@ -341,7 +342,13 @@ class RunConfig:
         "Save a checkpoint every N steps (a value below 1 is a fraction of total steps).",
         group="logging",
     )
-    save_total_limit: int = _f(3, "Keep at most this many checkpoints (oldest deleted first).", group="logging")
+    save_total_limit: int = _f(
+        5,
+        "Keep at most this many checkpoints (oldest deleted first; 0 keeps all). 5 keeps every checkpoint the "
+        "default schedule saves (save_steps 0.25: four, at 25/50/75/100%), so the Test tab's checkpoint curve has "
+        "its points; the Model tab says how many a run keeps and their size on disk.",
+        group="logging",
+    )
     early_stopping_patience: int = _f(
         0, "Stop after this many evaluations without improvement of eval_loss (0 disables).", group="logging"
     )

@@ -97,3 +97,31 @@ def public_text(text: str, workspace: str | os.PathLike) -> str:
     root = str(Path(workspace).resolve())
     text = text.replace(root + os.sep, "").replace(root, "the workspace")
     return _STORED_UPLOAD_RE.sub("", text)
+
+
+# a checkpoint of a run, as `start_from_run` names it: `<run>@<step>`, or the checkpoint's folder
+CHECKPOINT_SEP = "@"
+CHECKPOINT_RE = re.compile(r"(?:checkpoint-)?(\d{1,12})")
+
+
+def checkpoint_ref(run_name: str, step: int) -> str:
+    """How a checkpoint of a run is named: `run@step`."""
+    return f"{run_name}{CHECKPOINT_SEP}{int(step)}"
+
+
+def split_checkpoint_ref(text: str) -> tuple[str, int | None]:
+    """(run name or folder, step or None): `run@20` and `run@checkpoint-20` -> (run, 20); a checkpoint
+    folder `<run>/checkpoints/checkpoint-20` -> (its run folder, 20); anything else -> (text, None).
+    A malformed step (`run@x`) raises ValueError naming it."""
+    text = (text or "").strip()
+    if CHECKPOINT_SEP in text:
+        run, _, step = text.rpartition(CHECKPOINT_SEP)
+        match = CHECKPOINT_RE.fullmatch(step.strip())
+        if not run.strip() or match is None:
+            raise ValueError(f"{text!r}: write a checkpoint as <run>@<step>, e.g. my-run@20")
+        return run.strip(), int(match.group(1))
+    path = Path(text)
+    match = CHECKPOINT_RE.fullmatch(path.name) if path.name.startswith("checkpoint-") else None
+    if match and path.parent.name == "checkpoints":
+        return str(path.parent.parent), int(match.group(1))
+    return text, None

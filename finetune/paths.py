@@ -147,10 +147,12 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
             check(*args)
         except PathNotAllowedError as exc:
             problems.append(str(exc))
-    if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only
+    if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only (@step ok)
+        from finetune.names import split_checkpoint_ref
+
         try:
-            open_workspace_run(config.start_from_run.strip(), workspace)
-        except FinetuneError as exc:
+            open_workspace_run(split_checkpoint_ref(config.start_from_run)[0], workspace)
+        except (FinetuneError, ValueError) as exc:
             problems.append(f"start_from_run: {exc}")
     if problems:
         raise PathNotAllowedError("\n".join(problems))
@@ -224,18 +226,13 @@ def tokenizer_bytes_on_disk(model_path: str | None) -> int:
     return total
 
 
-def disk_need_bytes(config: Any, model_bytes: int | None, tokenizer_bytes: int = 0) -> tuple[int, str]:
-    """(bytes, how it was worked out) a run needs on disk: the final adapter (or model), the checkpoints
-    it keeps, its logs, plus a 10% margin; the explanation's terms add up to its total.
+def artifact_bytes(config: Any, model_bytes: int, tokenizer_bytes: int = 0) -> tuple[float, float, str]:
+    """(final adapter or model, one checkpoint, what they hold) in bytes, the one size rule of a run's files.
 
     Full fine-tuning: each checkpoint holds the weights plus the optimizer state (AdamW: two float32
     moments, 4x 16-bit weights; 8-bit optimizers ~1x; Adafactor ~0.25x; SGD none). LoRA/DoRA: the
     adapter is taken as 2% of the model per rank 16 (float32 on disk); a checkpoint holds it three
     times (weights + two moments). Every checkpoint and the final folder also carry the tokenizer."""
-    kept = _kept_checkpoints(config)
-    if not model_bytes:
-        need = UNKNOWN_MODEL_BYTES
-        return int(need * 1.1), f"model size unknown: a minimum of {_size(need)}, +10% = {_size(int(need * 1.1))}"
     if getattr(config, "method", "lora") == "full":
         optim = str(getattr(config, "optim", ""))
         state = 1.0 if "8bit" in optim else 0.25 if optim == "adafactor" else 0.0 if optim == "sgd" else 4.0
@@ -246,8 +243,18 @@ def disk_need_bytes(config: Any, model_bytes: int | None, tokenizer_bytes: int =
         final = model_bytes * 0.02 * max(int(getattr(config, "lora_r", 16) or 16), 1) / 16
         checkpoint = 3 * final
         what = f"adapter {_size(final)}, each checkpoint {_size(checkpoint)} (adapter + optimizer)"
-    final += tokenizer_bytes
-    checkpoint += tokenizer_bytes + CHECKPOINT_STATE_BYTES
+    return final + tokenizer_bytes, checkpoint + tokenizer_bytes + CHECKPOINT_STATE_BYTES, what
+
+
+def disk_need_bytes(config: Any, model_bytes: int | None, tokenizer_bytes: int = 0) -> tuple[int, str]:
+    """(bytes, how it was worked out) a run needs on disk: the final adapter (or model), the checkpoints
+    it keeps, its logs, plus a 10% margin; the explanation's terms add up to its total (sizes:
+    `artifact_bytes`)."""
+    kept = _kept_checkpoints(config)
+    if not model_bytes:
+        need = UNKNOWN_MODEL_BYTES
+        return int(need * 1.1), f"model size unknown: a minimum of {_size(need)}, +10% = {_size(int(need * 1.1))}"
+    final, checkpoint, what = artifact_bytes(config, model_bytes, tokenizer_bytes)
     need = final + kept * checkpoint + LOGS_BYTES
     total = int(need * 1.1)
     how = (
@@ -282,6 +289,11 @@ def check_disk_space(config: Any, target: str | os.PathLike, model_path: str | N
             f"needed ({how}). Free some space, lower save_total_limit, or choose another output_dir or workspace."
         )
     return need
+
+
+def size_text(n: float) -> str:
+    """A byte count for people: 1.2 GB, 340.0 MB, 12.0 KB, 512 bytes."""
+    return _size(n)
 
 
 def _size(n: float) -> str:

@@ -87,6 +87,17 @@ def trained_grpo_run(session_workspace):
     return _train_once(session_workspace, config)
 
 
+@pytest.fixture(scope="session")
+def trained_curve_run(session_workspace):
+    """A finished QLoRA SFT run of the demo model with four checkpoints (steps 6, 12, 18, 24), each at an
+    evaluation step: what the checkpoint curve scores."""
+    from helpers_runs import fast_config
+
+    return _train_once(
+        session_workspace, fast_config(run_name="trained-curve", max_steps=24, save_steps=6, eval_steps=6)
+    )
+
+
 @pytest.fixture
 def copy_run(workspace):
     """copy_run(run) -> a copy of a session run inside this test's workspace, free to change."""

@@ -16,6 +16,7 @@ from html import escape
 import gradio as gr
 
 from finetune.errors import FinetuneError
+from ui import votes_view
 from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
@@ -61,11 +62,12 @@ def build(ctx: Ctx) -> None:
     c["ab_reveal"] = gr.Markdown(elem_id="ab-reveal")
     c["ab_tally"] = gr.Markdown("No votes yet.", elem_id="ab-tally", container=True)
     c["ab_plot"] = gr.Plot(label="Votes", elem_id="ab-plot", show_label=False)
-    with gr.Accordion("Export the votes", open=False, elem_id="ab-export"):
+    with gr.Accordion("Export the votes, or train DPO from them", open=False, elem_id="ab-export"):
         with gr.Row():
             c["ab_export_csv"] = gr.Button("Votes as CSV", size="sm", elem_id="ab-export-csv")
             c["ab_export_jsonl"] = gr.Button("Votes as JSONL", size="sm", elem_id="ab-export-jsonl")
         c["ab_file"] = gr.File(label="Votes file", interactive=False, height=90, elem_id="ab-file")
+        votes_view.build(ctx)
 
 
 def vote_buttons(ctx: Ctx) -> list:
@@ -186,6 +188,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     c["ab_export_jsonl"].click(
         partial(export, ctx, "jsonl"), c["test_run"], c["ab_file"], api_name="export_votes_jsonl"
     )
+    votes_view.wire(ctx)
 
 
 def wire_run_change(ctx: Ctx) -> None:

@@ -25,6 +25,8 @@ METRIC_NAMES = {
     "exact_match": "exact match",
     "token_f1": "token F1",
     "rouge_l": "ROUGE-L",
+    "bleu": "BLEU (sacreBLEU / 100)",
+    "perplexity": "validation perplexity (lower is better)",
     "accuracy": "accuracy",
     "macro_f1": "macro F1",
     "mean_tokens": "mean tokens",
@@ -121,7 +123,8 @@ def table(evaluation: Evaluation, which: str):
 def summary_md(evaluation: Evaluation) -> str:
     s = evaluation.summary
     folder = evaluation.folder.name if evaluation.folder else "not saved"
-    metrics = ["exact_match", "token_f1", "rouge_l"] + (["accuracy", "macro_f1"] if s.get("label_like") else [])
+    metrics = ["exact_match", "token_f1", "rouge_l", "bleu", "perplexity"]
+    metrics += ["accuracy", "macro_f1"] if s.get("label_like") else []
     if "preference_pairs" in s:  # preference pairs: the chosen answers are the references above
         metrics = ["preference_accuracy", "mean_margin", *metrics]
     metrics = [*(s.get("extra_metrics") or []), *metrics]  # e.g. a GRPO run's mean reward (the engine names them)
@@ -149,6 +152,8 @@ def summary_md(evaluation: Evaluation) -> str:
     ]
     for w in s.get("warnings") or []:
         lines.append(f"\n⚠ {md_escape(w)}")
+    for n in s.get("notes") or []:
+        lines.append(f"\nℹ {md_escape(n)}")
     if s.get("skipped"):
         lines.append(f"\n{len(s['skipped'])} row(s) skipped (no prompt or no reference).")
     return "\n".join(lines)

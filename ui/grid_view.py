@@ -24,7 +24,7 @@ EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName th
 def build(ctx: Ctx) -> None:
     c = ctx.c
     gr.Markdown(
-        "One set of prompts, answered by the base model, every saved checkpoint and the final adapter. "
+        "One set of prompts, answered by the base model, every saved checkpoint (or those ticked) and the final adapter. "
         "Prompt sets are saved in the workspace, so every run can reuse them.",
         elem_id="grid-intro",
     )
@@ -54,6 +54,14 @@ def build(ctx: Ctx) -> None:
         max_lines=20,
         elem_id="grid-prompts",
         info="One per line; or separate multi-line prompts with a line holding only ---",
+    )
+    c["grid_checkpoints"] = gr.Dropdown(
+        choices=[],
+        value=[],
+        multiselect=True,
+        allow_custom_value=True,  # the choices follow the run picked on the page
+        label="Checkpoints (every saved one; none picked means all; the base and the final adapter are always in)",
+        elem_id="grid-checkpoints",
     )
     with gr.Row():
         c["grid_run"] = gr.Button(
@@ -130,9 +138,19 @@ def load_set(ctx: Ctx, name):
     return sep.join(prompts), name, f"Loaded prompt set **{md_escape(name)}** ({len(prompts)} prompt(s))."
 
 
+def checkpoint_choices(ctx: Ctx, run_name):
+    """Every saved checkpoint of the chosen run, all picked (ui.run_views calls it when the run changes)."""
+    try:
+        names = ctx.studio.judge.checkpoints(run_name) if run_name else []
+    except Exception:
+        names = []
+    return gr.Dropdown(choices=names, value=names)
+
+
 def run_grid(
-    ctx: Ctx, run_name, text, stop: StopFlag, system, temperature, top_p, max_new, seed, progress=gr.Progress()
-):
+    ctx: Ctx, run_name, text, stop: StopFlag, system, temperature, top_p, max_new, seed, chosen=None,
+    progress=gr.Progress(),
+):  # fmt: skip
     """Outputs: message, table."""
     stop.clear()
     try:
@@ -142,7 +160,12 @@ def run_grid(
         progress(0.0, desc="Loading the models")
         stop.running = True
         grid = ctx.studio.judge.prompt_grid(
-            run_name, prompts, settings, stop=stop, progress=progress_callback(progress, "Answering", "answers")
+            run_name,
+            prompts,
+            settings,
+            stop=stop,
+            progress=progress_callback(progress, "Answering", "answers"),
+            checkpoints=list(chosen) if chosen else None,  # none picked: every checkpoint
         )
     except Exception as exc:
         gr.Warning(error_text(exc))
@@ -182,7 +205,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     )
     work = c["grid_run"].click(
         partial(run_grid, ctx),
-        [c["test_run"], c["grid_prompts"], c["grid_stop_flag"], *settings_inputs],
+        [c["test_run"], c["grid_prompts"], c["grid_stop_flag"], *settings_inputs, c["grid_checkpoints"]],
         [c["grid_msg"], c["grid_table"]],
         api_name="run_grid",
         concurrency_id=GPU,

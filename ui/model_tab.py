@@ -129,6 +129,7 @@ def estimate(ctx: Ctx, cfg: RunConfig, calibrate: bool = True) -> tuple[str, Any
     notes = "".join(f"\n- {md_escape(n)}" for n in (est.notes or [])[:4])
     md = head + (f"  \n{notes}" if notes else "") + time_view.prediction_md(ctx, cfg, calibrate=calibrate)
     md += plan_table(est.plan)
+    md += f"\n\n{md_escape(studio.checkpoints_line(cfg))}"  # how many checkpoints a run keeps, their size
     return md, charts.memory_breakdown_figure(dict(est.breakdown or {}), total, None if on_cpu else capacity)
 
 
@@ -209,8 +210,10 @@ def build(ctx: Ctx) -> None:
             choices=start_choices(ctx),
             value=base.start_from_run or FRESH_ADAPTER,
             label="Start from",
-            info="A fresh adapter, or a finished run's adapter to continue, e.g. DPO on top of an SFT run.",
+            info="A fresh adapter, or a finished run's adapter to continue, e.g. DPO on top of an SFT run "
+            "(run@step: one of its checkpoints).",
             elem_id="model-start-from",
+            allow_custom_value=True,  # run@step from the Test tab's checkpoint curve
             scale=3,
         )
     grpo_view.build_model(ctx)  # the reward functions and their weights, shown for GRPO

@@ -2,7 +2,9 @@
 
 - Side by side: the same prompt answered by the base model and by the fine-tuned one (streamed),
   with an inline word diff and each answer's length in tokens and generation time.
-- Blind A/B (ui.ab_view), Batch evaluation (ui.eval_tab), Prompt set × checkpoints (ui.grid_view).
+- Chat (ui.chat_view): a multi-turn conversation with both models in two panes sharing one history.
+- Blind A/B (ui.ab_view, its votes as DPO data: ui.votes_view), Batch evaluation (ui.eval_tab), Benchmarks and
+  the forgetting check (ui.benchmark_view), Checkpoints (ui.curve_view), Prompt set × checkpoints (ui.grid_view).
 - Report: a self-contained HTML or Markdown comparison report of the run.
 
 Engine calls: the Studio's judging desk (stream, diff_html, report), which keeps one model copy in
@@ -18,7 +20,7 @@ import gradio as gr
 
 from finetune.errors import FinetuneError
 from finetune.studio import NO_RUN
-from ui import ab_view, eval_tab, gguf_side_view, grid_view
+from ui import ab_view, benchmark_view, chat_view, curve_view, eval_tab, gguf_side_view, grid_view, run_views
 from ui.eval_common import settings_from
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_dropdown_update
 
@@ -50,12 +52,18 @@ def build(ctx: Ctx) -> None:
             c["test_max_new"] = gr.Slider(1, 1024, value=64, step=1, label="max_new_tokens", elem_id="test-max-new")
             c["test_seed"] = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="test-seed")
     with gr.Tabs(elem_id="test-views"):
+        with gr.Tab("Chat", id="chat", elem_id="test-chat"):
+            chat_view.build(ctx)
         with gr.Tab("Side by side", id="side", elem_id="test-side"):
             _build_side_by_side(ctx)
         with gr.Tab("Blind A/B", id="ab", elem_id="test-ab"):
             ab_view.build(ctx)
         with gr.Tab("Batch evaluation", id="eval", elem_id="test-eval"):
             eval_tab.build(ctx)
+        with gr.Tab("Benchmarks", id="bench", elem_id="test-bench"):
+            benchmark_view.build(ctx)
+        with gr.Tab("Checkpoints", id="curve", elem_id="test-curve"):
+            curve_view.build(ctx)
         with gr.Tab("Prompt set × checkpoints", id="grid", elem_id="test-grid"):
             grid_view.build(ctx)
         with gr.Tab("Report", id="report", elem_id="test-report"):
@@ -172,3 +180,7 @@ def wire(ctx: Ctx) -> None:
     eval_tab.wire(ctx, settings)
     gguf_side_view.wire(ctx)
     grid_view.wire(ctx, settings)
+    chat_view.wire(ctx, settings)
+    benchmark_view.wire(ctx)
+    curve_view.wire(ctx, settings)
+    run_views.wire(ctx)

@@ -1,9 +1,15 @@
-"""`finetune evaluate`: batch evaluation from the command line.
+"""`finetune evaluate`: batch evaluation, benchmarks, checkpoint curves and votes from the command line.
 
     finetune evaluate --run DIR [--data FILE] [--limit N] --out rows.jsonl|rows.csv [--json]
+    finetune evaluate --run DIR --benchmark TASKS [--limit N] [--checkpoint C] [--out results.json] [--json]
+    finetune evaluate --run DIR --forgetting [--json]                 # the built-in general set
+    finetune evaluate --run DIR --all-checkpoints [--benchmark TASKS] [--json]   # the checkpoint curve
+    finetune evaluate --votes-to-preference RUN[,RUN...] --out pairs.jsonl       # votes -> DPO data
 
-Writes the scored rows to --out (format by extension), saves the usual copy under
-`<run>/evaluations/<timestamp>/`, and prints the summary (one JSON object with --json).
+Batch evaluation writes the scored rows to --out (format by extension), saves the usual copy under
+`<run>/evaluations/<timestamp>/`, and prints the summary (one JSON object with --json). Benchmarks
+(TASKS: comma-separated lm-eval task names, task YAML files or folders) are saved under
+`<run>/benchmarks/<timestamp>/`; --out optionally copies the results there.
 Errors are one paragraph on stderr and exit status 1 (also when called without cli.main).
 """
 
@@ -30,10 +36,37 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
         description="Generate base and fine-tuned answers for the run's validation rows (or --data) and score them "
         "against the reference answers.",
     )
-    parser.add_argument("--run", required=True, help="run folder or run name")
+    parser.add_argument("--run", help="run folder or run name")
     parser.add_argument("--data", help="evaluate on this file instead of the run's validation split")
-    parser.add_argument("--limit", type=int, default=50, help="at most this many rows (default: 50)")
-    parser.add_argument("--out", required=True, help="where to write the rows: a .jsonl or .csv file")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most this many rows (default: 50), or questions per benchmark task"
+    )
+    parser.add_argument(
+        "--out",
+        help="where to write the rows (.jsonl or .csv; required for batch evaluation), the benchmark results "
+        "(.json, optional) or the preference pairs (.jsonl)",
+    )
+    parser.add_argument(
+        "--benchmark",
+        metavar="TASKS",
+        help="lm-eval tasks on base and fine-tuned: comma-separated task names (e.g. finetune_general,arc_easy), "
+        "task YAML files or folders of them",
+    )
+    parser.add_argument("--forgetting", action="store_true", help="the forgetting check: the built-in general set")
+    parser.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="score every saved checkpoint and the final adapter (batch evaluation, or --benchmark TASKS) as a curve",
+    )
+    parser.add_argument("--metric", help="with --all-checkpoints: the metric that picks the best checkpoint")
+    parser.add_argument(
+        "--chat-template", action="store_true", help="benchmarks: prompts through the run's chat template"
+    )
+    parser.add_argument(
+        "--votes-to-preference",
+        metavar="RUNS",
+        help="write the blind A/B votes of these runs (comma-separated) as preference pairs to --out (.jsonl)",
+    )
     parser.add_argument(
         "--labels", help="comma-separated label set: score as classification (default: detected from the references)"
     )
@@ -49,7 +82,17 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 def run_evaluate_cli(args: argparse.Namespace) -> int:
     """The handler; FinetuneErrors become one paragraph on stderr and exit status 1."""
+    from finetune.cli.evaluate_more import run_benchmark_cli, run_curve_cli, run_votes_cli
+
     try:
+        if args.votes_to_preference:
+            return run_votes_cli(args)
+        if not args.run:
+            raise EvaluationError("--run is required (the run folder or name to evaluate)")
+        if args.all_checkpoints:
+            return run_curve_cli(args)
+        if args.benchmark or args.forgetting:
+            return run_benchmark_cli(args)
         return _evaluate(args)
     except FinetuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,6 +104,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from finetune.evaluation.preference import evaluate_with_preferences
     from finetune.runs import open_run
 
+    if not args.out:
+        raise EvaluationError("--out is required for batch evaluation: a .jsonl or .csv file for the scored rows")
+    args.limit = 50 if args.limit is None else args.limit
     out = Path(args.out)
     if out.suffix.lower() not in OUT_SUFFIXES:  # checked before any model is loaded
         raise EvaluationError(f"--out must end in .jsonl or .csv (got '{out.name}'): the extension picks the format")
@@ -110,7 +156,7 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
     if summary.get("label_like"):
         lines.append(f"labels:   {', '.join(summary['labels'])}")
     lines.append(f"{'metric':14} {'base':>8} {'fine-tuned':>11}")
-    metrics = summary_metrics(summary) + ["mean_tokens", "mean_seconds"]
+    metrics = summary_metrics(summary) + ["perplexity", "mean_tokens", "mean_seconds"]
     if "preference_pairs" in summary:
         lines.append(f"pairs:    {summary['preference_pairs']} (log p(chosen) vs log p(rejected))")
         metrics = metrics[:1] + ["mean_margin"] + metrics[1:]
@@ -122,6 +168,7 @@ def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> s
         f"better on {summary['finetuned_better']} ({summary['primary_metric']})"
     )
     lines += [f"warning:  {w}" for w in summary.get("warnings", [])]
+    lines += [f"note:     {n}" for n in summary.get("notes", [])]
     lines.append(f"rows written to {out}" + (f"; saved copy in {folder}" if folder else ""))
     return "\n".join(lines)
 

@@ -4,7 +4,10 @@ across checkpoints, word diffs and a shareable report. No UI code here (gradio-f
 Submodules: `metrics` (scores), `ab` (blind pairs, votes, tally), `examples` (rows ->
 prompts/references, training-faithful generation), `batch` (evaluate, saved evaluations),
 `prompt_grid` (prompt sets, checkpoint grid), `diff`, `charts` (plotly + inline SVG),
-`report` (`finetune evaluate` is finetune/cli/evaluate.py). Importing this package loads no model and no torch.
+`report` (`finetune evaluate` is finetune/cli/evaluate.py); beyond the run's rows: `benchmark` (lm-eval,
+with `benchmark_tasks`, `benchmark_speed`, `benchmark_charts` and the built-in set in `tasks/`), `forgetting`,
+`checkpoints` (the curve), `votes` (-> preference pairs), `chat` and `sides`, `seed_metrics` (BLEU, perplexity).
+Importing this package loads no model and no torch.
 """
 
 from finetune.evaluation.ab import (

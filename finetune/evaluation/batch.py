@@ -6,8 +6,9 @@ rows.jsonl and summary.json. It reports `(done, total)` rows to `progress` and c
 `stop` before each generation, so a UI can show a bar and a stop button; a stopped
 evaluation keeps (and saves) the rows finished so far, marked `stopped`.
 
-"Fine-tuned worse than base" (the forgetting check) compares one primary score per row:
-label correctness when the references look like labels, else ROUGE-L.
+"Fine-tuned worse than base" compares one primary score per row: label correctness when the references
+look like labels, else ROUGE-L. The summary also has each model's corpus BLEU and validation perplexity
+(seed_metrics.py), with `notes` on where they mislead.
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ def evaluate(
         results.append(_score_row(example, base, tuned, labels))
         report_progress(progress, len(results), len(examples))
     summary = summarize(results, labels)
+    summary["notes"] = add_seed_metrics(summary, comparer, examples, results, name, stop)
     summary.update(
         source=source,
         requested=len(examples),
@@ -273,6 +275,21 @@ def summarize(rows: list[EvalRow], labels: list[str] | None = None) -> dict[str,
     key = "correct" if labels else "rouge_l"
     summary["finetuned_better"] = sum(r.finetuned_scores[key] > r.base_scores[key] + 1e-12 for r in rows)
     return summary
+
+
+def add_seed_metrics(
+    summary: dict[str, Any], comparer: Any, examples: list, rows: list[EvalRow], adapter, stop
+) -> list:
+    """Corpus BLEU and validation perplexity per model into `summary` (seed_metrics.py); returns the notes
+    on where they mislead."""
+    from finetune.evaluation.seed_metrics import seed_metrics
+
+    if not rows:
+        return []
+    scores, notes = seed_metrics(comparer, examples, rows, adapter, stop)
+    for model in MODELS:
+        summary[model].update(scores[model])
+    return notes
 
 
 def _mean(values: list[float]) -> float | None:

@@ -12,7 +12,7 @@ LABELS = {"base": "base", "finetuned": "fine-tuned"}
 
 def summary_metrics(summary: dict[str, Any]) -> list[str]:
     """The metrics a summary has values for, in display order."""
-    names = ["exact_match", "token_f1", "rouge_l"]
+    names = ["exact_match", "token_f1", "rouge_l", "bleu"]  # perplexity is not a 0-1 share: tables only
     if "preference_pairs" in summary:  # a share like the others (mean_margin, in nats, is not drawn)
         names = ["preference_accuracy", *names]
     if summary.get("label_like"):

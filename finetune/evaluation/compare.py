@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,6 +315,17 @@ class Comparer:
             with context, torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                 torch.manual_seed(int(settings.seed))
                 return model.generate(**self._generate_kwargs(model, inputs, settings, **extra))
+
+    @contextmanager
+    def holding(self, use_adapter: bool, adapter: str | None = None) -> Iterator[Any]:
+        """The model of one side (the base: the adapter disabled), under the model lock for the whole
+        block: for work that drives the model itself, e.g. lm-eval's benchmarks. Nothing else can
+        switch adapters or generate on this model until the block ends."""
+        with self._lock:
+            self._check_open()
+            model, context = self._model_for(use_adapter, adapter)
+            with context:
+                yield model
 
     def completion_logps(
         self, prompt_ids: list[int], completions: list[list[int]], use_adapter: bool, adapter: str | None = None

@@ -1,5 +1,5 @@
 """A shareable report of one run: configuration, training curves, the latest batch
-evaluation, the blind A/B tally and sample rows, as one HTML file (inline CSS and SVG, no
+evaluation, the latest benchmarks and forgetting check, the checkpoint curve, the blind A/B tally and sample rows, as one HTML file (inline CSS and SVG, no
 scripts, opens offline) or Markdown. Saved under `<run>/reports/`.
 
 Everything that came from a user or a model is HTML-escaped (answers can hold markup), and
@@ -99,13 +99,16 @@ def _evaluation_section(evaluation: Evaluation | None) -> Section:
     s = evaluation.summary
     table = [["metric", "base", "fine-tuned"]]
     table += [[m, _fmt(s["base"].get(m)), _fmt(s["finetuned"].get(m))] for m in summary_metrics(s)]
-    table += [[m, _fmt(s["base"].get(m)), _fmt(s["finetuned"].get(m))] for m in ("mean_tokens", "mean_seconds")]
+    table += [
+        [m, _fmt(s["base"].get(m)), _fmt(s["finetuned"].get(m))] for m in ("perplexity", "mean_tokens", "mean_seconds")
+    ]
     rows = [("data", _public(s.get("source", ""))), ("rows", s.get("n")), ("adapter", s.get("adapter"))]
     rows += [("answers differ", s.get("differ")), ("fine-tuned worse than base", s.get("finetuned_worse"))]
     rows += [("fine-tuned better than base", s.get("finetuned_better")), ("compared on", s.get("primary_metric"))]
     if s.get("stopped"):
         rows.append(("stopped early", f"{s.get('n')} of {s.get('requested')} rows"))
-    return Section("Batch evaluation", rows, ("fact", "value"), table=table, svg=svg_bars(s))
+    note = " ".join(s.get("notes") or [])
+    return Section("Batch evaluation", rows, ("fact", "value"), table=table, svg=svg_bars(s), note=note)
 
 
 def _ab_section(run: Run) -> Section:
@@ -128,10 +131,51 @@ def _samples_section(evaluation: Evaluation | None, n: int) -> Section | None:
     return Section(f"Sample rows (first {len(table) - 1})", table=table)
 
 
+def _pm(value: Any, stderr: Any) -> str:
+    return _fmt(value) + (f" ± {1.96 * stderr:.3g}" if isinstance(stderr, (int, float)) else "")
+
+
+def _benchmark_sections(run: Run) -> list[Section]:
+    """The latest benchmark and forgetting check: both scores, the difference with its 95% interval."""
+    from finetune.evaluation.benchmark import latest_benchmark
+
+    out = []
+    for kind, title in (("benchmark", "Benchmarks (lm-eval)"), ("forgetting", "Forgetting check (built-in set)")):
+        bench = latest_benchmark(run, kind=kind)
+        if bench is None:
+            continue
+        table = [["task", "metric", "base", "fine-tuned", "difference (95%)", "verdict"]]
+        for r in bench.rows:
+            table.append([r.task, r.metric, _pm(r.base, r.base_stderr), _pm(r.finetuned, r.finetuned_stderr),
+                          _pm(r.diff, r.diff_stderr), r.verdict])  # fmt: skip
+        rows = [("adapter", bench.adapter), ("questions per task", bench.limit or "all")]
+        worse = ", ".join(f"{r.task} {r.metric}" for r in bench.worse) or "none"
+        out.append(Section(title, rows, ("fact", "value"), table=table, note=f"Worse beyond noise: {worse}."))
+    return out
+
+
+def _curve_section(run: Run) -> Section | None:
+    from finetune.evaluation.benchmark_charts import svg_curve
+    from finetune.evaluation.checkpoints import latest_curve
+
+    curve = latest_curve(run)
+    if curve is None:
+        return None
+    table = [
+        ["point", "step", *curve.metrics, "eval_loss"],
+        ["base", "-", *[curve.base.get(m) for m in curve.metrics], None],
+    ]
+    table += [[p.name, p.step, *[p.scores.get(m) for m in curve.metrics], p.eval_loss] for p in curve.points]
+    best = curve.best()
+    note = f"Best by {curve.metric}: {best.name} (step {best.step})." if best else "No point was scored."
+    return Section("Checkpoint curve", table=table, svg=svg_curve(curve), note=note)
+
+
 def collect(run: Run, sample_rows: int = 10) -> list[Section]:
     evaluation = latest_evaluation(run)
     sections = [_run_section(run), _config_section(run), _data_section(run), _training_section(run)]
-    sections += [_evaluation_section(evaluation), _ab_section(run), _samples_section(evaluation, sample_rows)]
+    sections += [_evaluation_section(evaluation), *_benchmark_sections(run), _curve_section(run), _ab_section(run)]
+    sections += [_samples_section(evaluation, sample_rows)]
     return [s for s in sections if s is not None]
 
 

@@ -216,6 +216,39 @@ class Studio:
                 self._estimates.popitem(last=False)
         return result
 
+    def checkpoint_plan(self, config: RunConfig):
+        """How many checkpoints a run of `config` saves and keeps, at which steps and their size on disk
+        (finetune.plan.checkpoints); the row count comes from the data when it is a local file."""
+        from finetune.data.prepare import split_train_val
+        from finetune.demo import SAMPLE_PREFERENCE_DATASET
+        from finetune.models import resolve_model_path
+        from finetune.paths import model_bytes_on_disk, tokenizer_bytes_on_disk
+        from finetune.plan.checkpoints import checkpoint_plan
+
+        train_rows, has_eval = None, config.val_split > 0 or bool(config.eval_dataset_path)
+        source = config.dataset_path or (str(SAMPLE_PREFERENCE_DATASET) if config.is_preference else "")
+        if config.max_steps <= 0 and not self.data.is_hub_dataset(source):
+            try:
+                rows = self.data.report(source, config.dataset_format, dict(config.column_mapping or {})).rows
+                split = rows if config.eval_dataset_path else split_train_val(rows, config.val_split, config.seed)[0]
+                train_rows = len(split)
+            except FinetuneError:
+                train_rows = None
+        try:
+            model = resolve_model_path(config.model_name_or_path, self.workspace)
+        except FinetuneError:
+            model = None
+        model_bytes = model_bytes_on_disk(model) if model else None
+        return checkpoint_plan(config, train_rows=train_rows, model_bytes=model_bytes,
+                               tokenizer_bytes=tokenizer_bytes_on_disk(model), has_eval=has_eval)  # fmt: skip
+
+    def checkpoints_line(self, config: RunConfig) -> str:
+        """`checkpoint_plan(config).line()`, or why it cannot be told (never raises: the Model tab shows it)."""
+        try:
+            return self.checkpoint_plan(config).line()
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable model folder: say so, keep the tab working
+            return f"Checkpoints: cannot be worked out ({type(exc).__name__}: {str(exc)[:200]})."
+
     # runs --------------------------------------------------------------------------------
     def runs(self) -> list[RunSummary]:
         """Every run of the workspace, newest first."""

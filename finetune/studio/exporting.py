@@ -143,3 +143,24 @@ class ExportDesk:
         if sdist:
             return unpack_sdist(Path(sdist).expanduser(), target or default_cache_dir())
         return fetch_converter(target) if target else converter_dir()
+
+    # one checkpoint (the checkpoint curve's "export this checkpoint") ----------------------------------
+    def export_checkpoint(self, name: str, step: int | str, kind: str = "zip", progress=None) -> Path | Merged:
+        """The checkpoint at `step` of a run as an adapter zip (`kind="zip"`) or a merged model (`"merge"`),
+        written beside the final adapter's exports under a name that says the step."""
+        from finetune.export.checkpoint import checkpoint_run, export_names
+        from finetune.export.merge import exports_dir, merge_adapter, saved_dtype, zip_adapter
+
+        if kind not in ("zip", "merge"):
+            raise FinetuneError(f"export kind {kind!r} is not one of: zip, merge")
+        view = checkpoint_run(self._run(name), step)
+        zip_path, merged_path = export_names(view, exports_dir(view))
+        if kind == "zip":
+            return zip_adapter(view, zip_path)
+        with self.studio.lease.hold("merging"):
+            self.studio.lease.free_memory()
+            folder = merge_adapter(view, merged_path, progress=progress)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+        return Merged(
+            folder=folder, size_mb=size, dtype=saved_dtype(folder), where=folder.relative_to(view.path).as_posix()
+        )

@@ -151,14 +151,21 @@ class JudgeDesk:
         return summary_figure(summary)
 
     # prompt grid ---------------------------------------------------------------------------
-    def prompt_grid(self, name: str, prompts: list[str], settings, *, stop=None, progress=None):
+    def prompt_grid(self, name: str, prompts: list[str], settings, *, stop=None, progress=None, checkpoints=None):
+        """`checkpoints`: the checkpoint columns by name (default: every saved checkpoint)."""
         from finetune.evaluation import run_prompt_grid
 
         if not prompts:
             raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
         run = self._run(name)
+        if checkpoints:
+            from finetune.evaluation.sides import side_choices
+
+            unknown = sorted(set(checkpoints) - set(side_choices(run)))
+            if unknown:
+                raise FinetuneError(f"{', '.join(unknown)}: not a saved checkpoint of {run.name}")
         with self.studio.lease.hold("running the prompt grid"):
-            return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress)
+            return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress, checkpoints=checkpoints)
 
     def latest_grid(self, name: str):
         from finetune.evaluation import list_grids, load_grid
@@ -192,3 +199,176 @@ class JudgeDesk:
         from finetune.evaluation import build_report
 
         return build_report(self._run(name), fmt)
+
+    # benchmarks, the forgetting check, the checkpoint curve, votes as training data, the chat ------------
+    def _task_paths(self, tasks: str) -> str:
+        """The app may only name task files in the allowed places (the CLI any)."""
+        if self.studio.restrict_paths:
+            from finetune.paths import check_allowed_path
+
+            for item in (tasks or "").split(","):
+                item = item.strip()
+                if item.endswith((".yaml", ".yml")) or "/" in item or "\\" in item:
+                    check_allowed_path(item, self.studio.workspace, "benchmark task")
+        return tasks
+
+    def store_task_files(self, files: list) -> str:
+        """Uploaded task files (a task YAML with its data files) copied together into
+        <workspace>/benchmark_tasks/<hash>/, where relative data_files are read from; the YAML paths,
+        comma-separated ("" when none were given)."""
+        import hashlib
+        import shutil
+
+        paths = [Path(f) for f in files or []]
+        if not paths:
+            return ""
+        digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in paths)).hexdigest()[:12]
+        folder = self.studio.workspace / "benchmark_tasks" / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        yamls = []
+        for path in paths:
+            from finetune.names import safe_name
+
+            target = folder / safe_name(path.name, "task.yaml", 120)
+            shutil.copyfile(path, target)
+            if target.suffix.lower() in (".yaml", ".yml"):
+                yamls.append(str(target))
+        if not yamls:
+            raise FinetuneError("The uploaded files hold no task YAML (.yaml): add the task file next to its data.")
+        return ",".join(yamls)
+
+    def benchmark(self, name: str, tasks: str, *, limit=None, checkpoint=None, chat_template=False,
+                  progress=None, stop=None):  # fmt: skip
+        """lm-eval `tasks` (names, task YAML files or folders, comma-separated) on base and fine-tuned
+        (or the checkpoint folder `checkpoint`): a Benchmark, saved in the run folder."""
+        from finetune.evaluation.benchmark import run_benchmark
+
+        run = self._run(name)
+        tasks = self._task_paths(tasks)
+        with self.studio.lease.hold("running benchmarks"):
+            return run_benchmark(run, tasks, limit=limit, checkpoint=checkpoint, chat_template=chat_template,
+                                 progress=progress, stop=stop)  # fmt: skip
+
+    def latest_benchmark(self, name: str):
+        from finetune.evaluation.benchmark import latest_benchmark
+
+        return latest_benchmark(self._run(name), kind="benchmark")
+
+    def curated_benchmarks(self, name: str | None = None) -> list[dict]:
+        """The short list of well-known tasks with their size and, when measured here, their time."""
+        from finetune.evaluation.benchmark_speed import curated_rows
+
+        config = None
+        if name:
+            try:
+                config = self._run(name).config()
+            except FinetuneError:
+                config = None
+        return curated_rows(self.studio.workspace, config)
+
+    def forgetting_check(self, name: str, *, limit=None, progress=None, stop=None):
+        """The built-in general set on base and fine-tuned: kept / lost, next to the run's task metric."""
+        from finetune.evaluation.forgetting import forgetting_check
+
+        run = self._run(name)
+        with self.studio.lease.hold("running the forgetting check"):
+            return forgetting_check(run, limit=limit, progress=progress, stop=stop)
+
+    def latest_forgetting(self, name: str):
+        from finetune.evaluation.forgetting import latest_check
+
+        return latest_check(self._run(name))
+
+    def checkpoint_curve(self, name: str, *, kind: str = "batch", data=None, limit: int = 20, settings=None,
+                         tasks: str = "", metric=None, progress=None, stop=None):  # fmt: skip
+        """Every saved checkpoint and the final adapter scored as batch evaluation (`kind="batch"`) or on
+        lm-eval tasks (`"benchmark"`): a CheckpointCurve with its best point."""
+        from finetune.evaluation.checkpoints import KINDS, batch_curve, benchmark_curve
+
+        if kind not in KINDS:
+            raise FinetuneError(f"curve kind {kind!r} is not one of: {', '.join(KINDS)}")
+        run = self._run(name)
+        with self.studio.lease.hold("scoring every checkpoint"):
+            if kind == "benchmark":
+                return benchmark_curve(run, self._task_paths(tasks), limit=limit, metric=metric, progress=progress,
+                                       stop=stop)  # fmt: skip
+            return batch_curve(run, data or None, limit=int(limit), settings=settings, metric=metric,
+                               progress=progress, stop=stop)  # fmt: skip
+
+    def latest_curve(self, name: str):
+        from finetune.evaluation.checkpoints import latest_curve
+
+        return latest_curve(self._run(name))
+
+    def checkpoints(self, name: str) -> list[str]:
+        """Every saved checkpoint of a run that holds an adapter (checkpoint-N, oldest first)."""
+        from finetune.evaluation.sides import side_choices
+
+        return [s for s in side_choices(self._run(name)) if s.startswith("checkpoint-")]
+
+    def start_ref(self, name: str, point: str) -> str:
+        """What `start_from_run` takes to continue from a point of the checkpoint curve: the run for its final
+        adapter, `run@step` for a checkpoint (checked: it holds an adapter)."""
+        from finetune.evaluation.sides import resolve_side
+        from finetune.names import checkpoint_ref
+
+        if point in ("final", "finetuned"):
+            return self._run(name).name
+        resolve_side(self._run(name), point)
+        return checkpoint_ref(name, int(point.removeprefix("checkpoint-")))
+
+    def votes_to_preference(self, names: list[str], out=None):
+        """The decided blind votes of these runs as a preference JSONL file (ties and both bad left out):
+        a VotePairs with the path and the counts."""
+        from finetune.evaluation.votes import votes_to_preference
+
+        runs = [self._run(n) for n in names if n]
+        return votes_to_preference(runs, out, workspace=self.studio.workspace)
+
+    def dpo_config(self, config, name: str, pairs_path) -> Any:
+        """`config` made into a DPO run on `pairs_path` that starts from the run `name`'s adapter: its base
+        model and method, the preference data, no run name or output folder of the run it came from."""
+        source = self._run(name).config()
+        return config.replace(
+            model_name_or_path=source.model_name_or_path,
+            method=source.method,
+            quantization=source.quantization,
+            objective="dpo",
+            start_from_run=name,
+            dataset_path=str(pairs_path),
+            dataset_format="preference",
+            column_mapping={},
+            eval_dataset_path="",
+            run_name="",
+            output_dir="",
+        )
+
+    def run_system_prompt(self, name: str) -> str:
+        from finetune.evaluation.chat import run_system_prompt
+
+        return run_system_prompt(self._run(name))
+
+    def chat(self, name: str, history, text: str, settings) -> Iterator[Any]:
+        """One user turn to every side of `history` (a ChatHistory or its dict), streamed: yields the
+        ChatHistory as each side's answer grows. An empty system prompt means the run's."""
+        from finetune.evaluation.chat import ChatHistory, chat_turn, run_system_prompt
+        from finetune.evaluation.compare import get_comparer
+
+        run = self._run(name)
+        history = history if isinstance(history, ChatHistory) else ChatHistory.from_dict(history)
+        if not history.user and not history.system.strip():
+            history.system = settings.system_prompt.strip() or run_system_prompt(run)
+        with self.studio.lease.hold("chatting"):
+            yield from chat_turn(get_comparer(run), history, text, settings)
+
+    @staticmethod
+    def benchmark_figure(bench):
+        from finetune.evaluation.benchmark_charts import benchmark_figure
+
+        return benchmark_figure(bench)
+
+    @staticmethod
+    def curve_figure(curve, metric: str | None = None):
+        from finetune.evaluation.benchmark_charts import curve_figure
+
+        return curve_figure(curve, metric)

@@ -18,6 +18,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.plan.planner import Plan
+from finetune.runs.records import folder_file_problems
 from finetune.train.sft import build_lora_config, training_kwargs
 
 
@@ -105,19 +106,27 @@ def load_start_adapter(model, adapter_dir, plan: Plan):
 
 
 def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
-    """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model."""
+    """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model,
+    or one of its checkpoints (`run@step`, or the checkpoint folder: finetune.names.split_checkpoint_ref)."""
     from finetune.errors import ConfigError, FinetuneError
+    from finetune.names import split_checkpoint_ref
     from finetune.runs import open_run
 
     try:
-        start = open_run(config.start_from_run.strip(), workspace)
+        name, step = split_checkpoint_ref(config.start_from_run)
+        start = open_run(name, workspace)
+    except ValueError as exc:
+        raise ConfigError([f"start_from_run: {exc}"]) from None
     except FinetuneError as exc:
         raise ConfigError([f"start_from_run: {exc}"]) from None
-    if not (start.adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(
-            [f"start_from_run: the run '{start.name}' has no saved LoRA/DoRA adapter (adapter/adapter_config.json)"]
-        )
-    damaged = start.adapter_damage()
+    folder = start.adapter_dir if step is None else start.checkpoints_dir / f"checkpoint-{step}"
+    if step is not None and not folder.is_dir():
+        kept = ", ".join(p.name.split("-")[-1] for p in start.checkpoints()) or "none"
+        raise ConfigError([f"start_from_run: the run '{start.name}' has no checkpoint at step {step} (kept: {kept})"])
+    if not (folder / "adapter_config.json").is_file():
+        what = "adapter/adapter_config.json" if step is None else f"checkpoints/checkpoint-{step}/adapter_config.json"
+        raise ConfigError([f"start_from_run: the run '{start.name}' has no saved LoRA/DoRA adapter ({what})"])
+    damaged = folder_file_problems(folder, start.path)
     if damaged:
         raise ConfigError([f"start_from_run: the run '{start.name}' has a damaged adapter: {damaged[0]}"])
     base = start.config().model_name_or_path
@@ -128,4 +137,4 @@ def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
                 f"{config.model_name_or_path}; use the same base model"
             ]
         )
-    return start.adapter_dir
+    return folder

@@ -142,6 +142,7 @@ def test_whole_flow(served_app, page):
     # 4. Test: both answers, side by side
     open_tab(page, "4 · Test")
     expect(page.locator("#test-run input")).not_to_have_value("", timeout=30_000)
+    page.get_by_role("tab", name="Side by side").click()  # the Test tab opens on the chat
     page.locator("#test-btn").click()
     expect(page.locator("#test-msg")).to_contain_text("Done", timeout=LONG)
     base = page.locator("#answer-base textarea").input_value()
@@ -350,6 +351,7 @@ def test_dpo_run_from_preference_data_to_side_by_side(served_app, page):
 
     open_tab(page, "4 · Test")
     expect(page.locator("#test-run input")).not_to_have_value("", timeout=30_000)
+    page.get_by_role("tab", name="Side by side").click()
     page.locator("#test-btn").click()
     expect(page.locator("#test-msg")).to_contain_text("Done", timeout=LONG)
     assert page.locator("#answer-tuned textarea").input_value().strip()
@@ -409,3 +411,98 @@ def test_grpo_run_shows_reward_charts_and_sampled_completions(served_app, page):
     shown = next(r["completion"].strip().splitlines()[0] for r in records if r["completion"].strip())
     expect(table).to_contain_text(shown[:20])
     shot(page, "grpo-02-trained")
+
+
+def pick_run(page, name: str) -> None:
+    """Choose a run in the Test tab's Run list."""
+    box = page.locator("#test-run input")
+    box.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    from playwright.sync_api import expect
+
+    expect(box).to_have_value(name, timeout=30_000)
+
+
+def test_chat_benchmarks_and_the_checkpoint_curve(trained_sft_run, trained_curve_run, copy_run, workspace, page):
+    """Issue 24 in a real browser: a three-turn chat with base and fine-tuned side by side, each answering in the
+    context of the shared history (its own earlier answers); the benchmark table base vs fine-tuned and the
+    forgetting check; the checkpoint curve of a run with four checkpoints, its best marked, exported."""
+    from playwright.sync_api import expect
+
+    from finetune.evaluation.compare import GenerationSettings, get_comparer, release_comparer
+
+    sft, curve = copy_run(trained_sft_run, "browser-sft"), copy_run(trained_curve_run, "browser-curve")
+    with served(workspace) as (_, _, url):
+        page.goto(url)
+        # the Train tab's first poll moves the Test tab's run to the run it shows: let it happen before picking
+        open_tab(page, "3 · Train")
+        expect(page.locator("#train-status")).to_contain_text("done", timeout=60_000)
+        open_tab(page, "4 · Test")
+        pick_run(page, sft.name)
+
+        # the chat: three turns, both panes
+        expect(page.locator("#chat-system")).to_contain_text("You are a concise assistant", timeout=30_000)
+        turns = ["What is 17 plus 4?", "Spell the word pencil backwards.", "And the word garden?"]
+        for n, text in enumerate(turns, start=1):
+            page.locator("#chat-input textarea").fill(text)
+            page.locator("#chat-send").click()
+            expect(page.locator("#chat-msg")).to_contain_text(f"Turn {n}: both answered", timeout=LONG)
+        panes = {}
+        for side, pane in (("base", "#chat-base"), ("finetuned", "#chat-tuned")):
+            users = page.locator(f"{pane} [data-testid=user]").all_inner_texts()
+            bots = page.locator(f"{pane} [data-testid=bot]").all_inner_texts()
+            assert [u.strip() for u in users] == turns and len(bots) == 3, (side, users, bots)
+            panes[side] = [b.strip() for b in bots]
+        assert panes["base"] != panes["finetuned"]
+        shot(page, "24-01-chat")
+        # each pane's third answer is what its model says to ITS conversation so far (turns + its own answers)
+        system = "You are a concise assistant. Answer in one sentence."
+        settings = GenerationSettings(max_new_tokens=64)
+        comparer = get_comparer(sft)
+        for side, use_adapter in (("base", False), ("finetuned", True)):
+            asked = [{"role": "system", "content": system}]
+            for text, answer in zip(turns[:2], panes[side][:2]):
+                asked += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+            asked.append({"role": "user", "content": turns[2]})
+            expected = comparer.generate(asked, use_adapter, settings).text.strip()
+            assert panes[side][2] == expected, (side, panes[side][2], expected)
+
+        # benchmarks: the built-in local task on base and fine-tuned, then the forgetting check
+        page.get_by_role("tab", name="Benchmarks").click()
+        limit = page.locator("#bench-limit input")
+        limit.fill("8")
+        limit.press("Tab")
+        page.locator("#bench-start").click()
+        expect(page.locator("#bench-msg")).to_contain_text("Done", timeout=LONG)
+        table = page.locator("#bench-table")
+        expect(table).to_contain_text("finetune_general")
+        expect(table).to_contain_text("acc_norm")
+        expect(table).to_contain_text("±")
+        expect(page.locator("#bench-chart .js-plotly-plot")).to_be_visible()
+        page.locator("#bench-forget").click()
+        expect(page.locator("#bench-verdict")).to_contain_text(re.compile("KEPT|LOST|GAINED"), timeout=LONG)
+        expect(page.locator("#bench-curated")).to_contain_text("min here")  # MMLU's time, measured just now
+        shot(page, "24-02-benchmarks")
+
+        # the checkpoint curve of the run with four checkpoints: best marked, then exported
+        release_comparer()
+        pick_run(page, curve.name)
+        page.get_by_role("tab", name="Checkpoints", exact=True).click()
+        limit = page.locator("#curve-limit input")
+        limit.fill("2")
+        limit.press("Tab")
+        page.locator("#curve-start").click()
+        expect(page.locator("#curve-msg")).to_contain_text("Best by", timeout=LONG)
+        expect(page.locator("#curve-table")).to_contain_text("★ best")
+        for name in ("checkpoint-6", "checkpoint-12", "checkpoint-18", "checkpoint-24"):
+            expect(page.locator("#curve-table")).to_contain_text(name)
+        best = page.evaluate(
+            "() => { const p = document.querySelector('#curve-plot .js-plotly-plot');"
+            " return p && p.data ? p.data.map(t => t.name).filter(n => n && n.startsWith('best: ')) : []; }"
+        )
+        assert len(best) == 1, best
+        shot(page, "24-03-curve")
+        page.locator("#curve-zip").click()
+        expect(page.locator("#curve-action-msg")).to_contain_text("exported", timeout=LONG)
+        expect(page.locator("#curve-file")).to_contain_text("-adapter")  # the page breaks the name before .zip
+        shot(page, "24-04-curve-exported")
