@@ -201,7 +201,7 @@ def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, A
     from finetune.models import check_runnable, load_tokenizer
     from finetune.plan.hardware import detect_machine
     from finetune.plan.planner import make_plan
-    from finetune.train.job import choose_loss_mode
+    from finetune.train.sft import choose_loss_mode
 
     machine = detect_machine()
     device = machine.device

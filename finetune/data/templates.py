@@ -86,3 +86,21 @@ def common_prefix_length(ids: list[int], other: list[int]) -> int:
             break
         length += 1
     return length
+
+
+def pair_token_ids(tokenizer: Any, row: dict, max_length: int | None = None) -> tuple[list[int], list[list[int]]]:
+    """(prompt ids, [chosen ids, rejected ids]) as TRL's DPO trainer tokenizes a pair: the chat template
+    (generation prompt on the prompt) for conversations, plain text + EOS otherwise; each answer starts
+    where the prompt and prompt + answer stop sharing tokens, and is cut where prompt + answer reach
+    `max_length` (TRL's keep_start truncation)."""
+    answers = [row["chosen"], row["rejected"]]
+    if isinstance(row["prompt"], list):
+        prompt_ids = chat_ids(tokenizer, list(row["prompt"]), add_generation_prompt=True)["input_ids"]
+        full = [chat_ids(tokenizer, list(row["prompt"]) + list(a))["input_ids"] for a in answers]
+    else:
+        prompt_ids = list(tokenizer(row["prompt"])["input_ids"])
+        full = [list(tokenizer(row["prompt"] + with_eos(tokenizer, a))["input_ids"]) for a in answers]
+    shared = min(common_prefix_length(prompt_ids, ids) for ids in full)
+    shared = max(shared, 1)  # the first answer token is scored from at least one prompt token
+    end = max_length if max_length else None
+    return prompt_ids[:shared], [ids[shared:end] for ids in full]

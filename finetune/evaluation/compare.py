@@ -34,18 +34,12 @@ from finetune.errors import ModelError, RunError
 from finetune.evaluation.generation import CompareResult, Generation, GenerationSettings, StreamedText
 from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, load_gguf_model
 from finetune.models import release_memory
-from finetune.runs import Run, open_run
+from finetune.runs import NO_ADAPTER_MESSAGE, Run, open_run
 from finetune.runs.records import folder_file_problems
 
 Prompt = str | list[dict[str, Any]]  # a person's prompt, or a held-out row's messages
 
-NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, or stop it to save one"
 MAX_LOADED_ADAPTERS = 6  # final adapter + a handful of checkpoints for a prompt grid
-
-
-def run_workspace(run: Run) -> Path | None:
-    """The workspace a run lives in (<ws>/runs/<name>), where the demo model is cached."""
-    return run.path.parent.parent if run.path.parent.name == "runs" else None
 
 
 def resolve_adapter_path(run: Run, adapter_path: str | Path | None) -> Path:
@@ -103,7 +97,7 @@ class Comparer:
         self.run = open_run(run)
         self.config: RunConfig = self.run.config()
         self.full = self.config.method == "full"
-        self.workspace = run_workspace(self.run)
+        self.workspace = self.run.workspace
         self._lock = threading.RLock()  # held for a whole generation: adapter toggling is model-global
         self._adapters: OrderedDict[str, _LoadedAdapter] = OrderedDict()  # public name -> loaded adapter
         self._loads = 0

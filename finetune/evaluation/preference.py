@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.data.templates import pair_token_ids
 from finetune.evaluation.common import (
     EvaluationError,
     Progress,
@@ -61,26 +62,6 @@ def pairs_of(rows: list[dict]) -> tuple[list[dict], list[str]]:
         [f"{unpaired} unpaired rows have no opposite-label completion for their prompt; skipped"] if unpaired else []
     )
     return pairs, notes
-
-
-def pair_token_ids(tokenizer: Any, row: dict, max_length: int | None = None) -> tuple[list[int], list[list[int]]]:
-    """(prompt ids, [chosen ids, rejected ids]) as TRL's DPO trainer tokenizes a pair: the chat template
-    (generation prompt on the prompt) for conversations, plain text + EOS otherwise; each answer starts
-    where the prompt and prompt + answer stop sharing tokens, and is cut where prompt + answer reach
-    `max_length` (TRL's keep_start truncation)."""
-    from finetune.data.templates import chat_ids, common_prefix_length, with_eos
-
-    answers = [row["chosen"], row["rejected"]]
-    if isinstance(row["prompt"], list):
-        prompt_ids = chat_ids(tokenizer, list(row["prompt"]), add_generation_prompt=True)["input_ids"]
-        full = [chat_ids(tokenizer, list(row["prompt"]) + list(a))["input_ids"] for a in answers]
-    else:
-        prompt_ids = list(tokenizer(row["prompt"])["input_ids"])
-        full = [list(tokenizer(row["prompt"] + with_eos(tokenizer, a))["input_ids"]) for a in answers]
-    shared = min(common_prefix_length(prompt_ids, ids) for ids in full)
-    shared = max(shared, 1)  # the first answer token is scored from at least one prompt token
-    end = max_length if max_length else None
-    return prompt_ids[:shared], [ids[shared:end] for ids in full]
 
 
 def _text(value: Any) -> str:

@@ -19,6 +19,7 @@ import math
 import statistics
 from typing import Any
 
+from finetune.data.templates import pair_token_ids
 from finetune.evaluation.common import should_stop
 
 SIDES = ("base", "finetuned")
@@ -56,9 +57,7 @@ def bleu_note(references: list[str]) -> str | None:
 
 def answer_tokens(tokenizer: Any, example: Any, max_length: int | None) -> tuple[list[int], list[int]]:
     """(prompt ids, reference-answer ids) of an example (the one rule preference evaluation uses too:
-    preference.pair_token_ids)."""
-    from finetune.evaluation.preference import pair_token_ids
-
+    data.templates.pair_token_ids)."""
     prompt = example.prompt_input
     answer = [{"role": "assistant", "content": example.reference}] if isinstance(prompt, list) else example.reference
     prompt_ids, (answer_ids, _) = pair_token_ids(tokenizer, {"prompt": prompt, "chosen": answer, "rejected": answer},

@@ -33,7 +33,7 @@ from finetune.export.gguf_process import WorkerFailed, quantize, run_worker
 from finetune.export.gguf_types import CONVERTER_TYPES, check_type, refusal
 from finetune.export.merge import MERGE_MARKER, exports_dir, merge_adapter
 from finetune.names import safe_name
-from finetune.runs import Run, open_run
+from finetune.runs import NO_ADAPTER_MESSAGE, Run, open_run
 
 Progress = Callable[[float, str], Any]
 DEMO_PRE_TOKENIZER = "gpt-2"  # demo.py builds a ByteLevel BPE with GPT-2's pre-tokenizer (regex and all)
@@ -244,15 +244,12 @@ def export_gguf(
 
     run = open_run(run)
     if not run.has_adapter():
-        from finetune.evaluation.compare import NO_ADAPTER_MESSAGE
-
         raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
     type_name, cfg = check_type(type_name), run.config()
     source_config = run.adapter_dir if cfg.method == "full" else None
-    from finetune.evaluation.compare import run_workspace
     from finetune.models import resolve_model_path
 
-    base_folder = source_config or Path(resolve_model_path(cfg.model_name_or_path, run_workspace(run)))
+    base_folder = source_config or Path(resolve_model_path(cfg.model_name_or_path, run.workspace))
     problem = refusal(type_name, base_folder if Path(base_folder).is_dir() else None)
     if problem:
         raise ModelError(problem)
@@ -336,7 +333,6 @@ def _has_template(folder: Path) -> bool:
 
 def export_lora_gguf(run: Run | str | Path, out: str | Path | None = None, progress: Progress | None = None) -> Path:
     """The adapter alone as a GGUF LoRA (f16) for `llama-server -m BASE.gguf --lora FILE`."""
-    from finetune.evaluation.compare import run_workspace
     from finetune.export.gguf_converter import converter_dir
     from finetune.models import resolve_model_path
 
@@ -345,11 +341,9 @@ def export_lora_gguf(run: Run | str | Path, out: str | Path | None = None, progr
     if cfg.method == "full":
         raise RunError(f"{run.name} is a full fine-tune: it has no adapter to export; export the model as GGUF")
     if not run.has_adapter():
-        from finetune.evaluation.compare import NO_ADAPTER_MESSAGE
-
         raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
     target = _target(run, "lora.f16", out)
-    base = resolve_model_path(cfg.model_name_or_path, run_workspace(run))
+    base = resolve_model_path(cfg.model_name_or_path, run.workspace)
     if progress:
         progress(0.1, "Converting the adapter to a GGUF LoRA")
     converter = converter_dir()

@@ -93,6 +93,9 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.truncate()
 
 
+NO_ADAPTER_MESSAGE = "this run has no saved adapter yet: wait for it to finish, or stop it to save one"
+
+
 class Run:
     """One run folder. Thread-safe for one writer (the training thread) and many readers.
 
@@ -106,6 +109,12 @@ class Run:
         self._metrics = MetricsBuffer(self.path / "metrics.jsonl")
 
     # paths -------------------------------------------------------------
+    @property
+    def workspace(self) -> Path | None:
+        """The workspace the run lives in (<workspace>/runs/<name>), where the demo model is cached; None
+        for a run folder elsewhere (--output-dir)."""
+        return self.path.parent.parent if self.path.parent.name == "runs" else None
+
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"

@@ -12,10 +12,11 @@ from finetune.evaluation.generation import GenerationSettings
 from finetune.incidents import unexpected as _unexpected
 from finetune.plan.prediction import format_seconds
 from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary
-from finetune.studio.core import GpuLease, Studio
+from finetune.studio.core import Studio
 from finetune.studio.data import MAP_TARGETS, DataDesk, parse_mapping, resolve_source, row_chat, source_label
 from finetune.studio.exporting import ExportDesk, Merged
 from finetune.studio.judging import NO_RUN, JudgeDesk
+from finetune.studio.lease import GpuLease
 from finetune.studio.rewards import RewardDesk
 from finetune.studio.timing import Prediction, PricePreset, TimingDesk
 

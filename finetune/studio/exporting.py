@@ -98,7 +98,6 @@ class ExportDesk:
 
     def _model_folder(self, name: str) -> Path | None:
         """A folder with the run's model config.json: its merge, its full model, or a local base."""
-        from finetune.evaluation.compare import run_workspace
         from finetune.models import resolve_model_path
 
         run = self._run(name)
@@ -107,7 +106,7 @@ class ExportDesk:
         if run.config().method == "full":
             return run.adapter_dir
         try:
-            folder = Path(resolve_model_path(run.config().model_name_or_path, run_workspace(run)))
+            folder = Path(resolve_model_path(run.config().model_name_or_path, run.workspace))
         except FinetuneError:
             return None
         return folder if folder.is_dir() else None

@@ -14,6 +14,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import BusyError, FinetuneError
+from finetune.studio.lease import GpuLease
 
 
 @dataclass
@@ -95,7 +96,6 @@ class TimingDesk:
         shape = load_shape(resolve_model_path(config.model_name_or_path, studio.workspace))
         lengths, held, label, paired = self.token_lengths(config)
         from finetune.plan.calibration import cached
-        from finetune.studio.core import GpuLease
 
         missing = plan.device == "cpu" and cached(studio.workspace, config, plan) is None
         if missing and calibrate and studio.training_now() is None:

@@ -81,9 +81,8 @@ def _config(config: RunConfig, batch: int, accumulation: int, steps: int) -> Run
 
 
 def _trainer(cfg: RunConfig, plan, model, tokenizer, rows, eval_rows, out: str, clock):
-    from finetune.train.job import choose_loss_mode
     from finetune.train.preference import build_preference_trainer
-    from finetune.train.sft import build_trainer
+    from finetune.train.sft import build_trainer, choose_loss_mode
 
     common = dict(model=model, tokenizer=tokenizer, eval_rows=eval_rows, output_dir=out, callbacks=[clock])
     if cfg.is_preference:

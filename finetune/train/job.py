@@ -22,24 +22,7 @@ from finetune.runs import HEARTBEAT_EVERY_S, Run, check_run_folder, create_run, 
 from finetune.train.callbacks import RunCallback, StopDuringEvaluation, StopRequested
 from finetune.train.distributed import is_main_process, shared_run
 from finetune.train.failures import explain_failure
-
-
-def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
-    """How the loss is masked, and the rows shaped for it.
-
-    Conversations train on every assistant turn via the chat template's {% generation %}
-    markers (models.load_tokenizer adds them to templates TRL knows); without markers, the
-    last assistant turn becomes a completion so the prompt still carries no loss."""
-    from finetune.data import has_generation_markers, to_prompt_completion
-
-    first = rows[0]
-    if "text" in first or train_on_prompt:
-        return "full_sequence", rows
-    if "prompt" in first:
-        return "completion_only", rows
-    if has_generation_markers(tokenizer):
-        return "assistant_only", rows
-    return "completion_only", to_prompt_completion(rows)
+from finetune.train.sft import choose_loss_mode
 
 
 class TrainingJob:

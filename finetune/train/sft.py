@@ -131,7 +131,7 @@ def build_sft_config(
     extra: dict[str, Any] | None = None,
 ):
     """SFTConfig for a run as `plan` settles it. `loss_mode` is how the data was shaped (see
-    training.choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
+    choose_loss_mode): `assistant_only` | `completion_only` | `full_sequence`."""
     from trl import SFTConfig
 
     kwargs: dict[str, Any] = training_kwargs(config, plan, output_dir, has_eval=has_eval, disable_tqdm=disable_tqdm)
@@ -224,3 +224,21 @@ def build_trainer(
         if stored is not None:
             note(f"data: tokenized dataset cached ({key[:12]})")
     return trainer
+
+
+def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tuple[str, list[dict]]:
+    """How the loss is masked, and the rows shaped for it.
+
+    Conversations train on every assistant turn via the chat template's {% generation %}
+    markers (models.load_tokenizer adds them to templates TRL knows); without markers, the
+    last assistant turn becomes a completion so the prompt still carries no loss."""
+    from finetune.data import has_generation_markers, to_prompt_completion
+
+    first = rows[0]
+    if "text" in first or train_on_prompt:
+        return "full_sequence", rows
+    if "prompt" in first:
+        return "completion_only", rows
+    if has_generation_markers(tokenizer):
+        return "assistant_only", rows
+    return "completion_only", to_prompt_completion(rows)

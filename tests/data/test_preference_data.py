@@ -169,7 +169,8 @@ def test_planner_and_estimate_know_the_preference_passes():
 
 
 def test_pair_tokens_follow_trl_and_truncate_at_max_length(tokenizer):
-    from finetune.evaluation.preference import pair_token_ids, pairs_of
+    from finetune.data.templates import pair_token_ids
+    from finetune.evaluation.preference import pairs_of
 
     row = {"prompt": USER, "chosen": GOOD, "rejected": BAD}
     prompt_ids, (chosen, rejected) = pair_token_ids(tokenizer, row)

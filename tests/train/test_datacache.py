@@ -11,8 +11,7 @@ from finetune.config import RunConfig
 from finetune.data import prepare_data
 from finetune.models import load_model, load_tokenizer
 from finetune.train import datacache
-from finetune.train.job import choose_loss_mode
-from finetune.train.sft import build_sft_config, build_trainer
+from finetune.train.sft import build_sft_config, build_trainer, choose_loss_mode
 
 PROMPT_COMPLETION = str(Path(__file__).resolve().parents[2] / "finetune/samples/sample_prompt_completion.csv")
 
