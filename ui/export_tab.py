@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from finetune.errors import FinetuneError
 from ui import gguf_view
 from ui.state import GPU, Ctx, adapter_run_picker, error_text, md_error, md_escape, run_choices
 
@@ -48,7 +49,9 @@ def build(ctx: Ctx) -> None:
             )
             c["merge_btn"] = gr.Button("Merge into a standalone model", variant="primary", elem_id="export-merge-btn")
             c["merge_msg"] = gr.Markdown(elem_id="export-merge-msg")
-            c["merged_zip_btn"] = gr.Button("Download the merged model (.zip)", elem_id="export-merged-zip-btn")
+            c["merged_zip_btn"] = gr.Button(
+                "Download the merged model (.zip)", interactive=False, elem_id="export-merged-zip-btn"
+            )
             c["merged_file"] = gr.File(
                 label="Merged model zip", interactive=False, elem_id="export-merged-file", height=90
             )
@@ -93,19 +96,20 @@ def wire(ctx: Ctx) -> None:
             merged = ctx.studio.export.merge(run_name, progress=lambda frac, msg: progress(float(frac), desc=msg))
         except Exception as exc:
             gr.Warning(error_text(exc))
-            return md_error(exc, "Merge failed"), gr.skip()
+            return md_error(exc, "Merge failed"), gr.skip(), gr.skip()
         gr.Info("Merged model saved")
         dtype = f", {merged.dtype} weights" if merged.dtype else ""
         return (
             f"✔ Merged model saved ({merged.size_mb:,.0f} MB{dtype}) in `{md_escape(merged.where)}` inside the run "
             f"folder **{md_escape(run_name)}** — download it below or push it to the Hub.",
             card_for(ctx, run_name),
+            merged_zip_button(ctx, run_name),
         )
 
     c["merge_btn"].click(
         do_merge,
         c["export_run"],
-        [c["merge_msg"], c["card"]],
+        [c["merge_msg"], c["card"], c["merged_zip_btn"]],
         api_name="merge_model",
         concurrency_id=GPU,
         concurrency_limit=1,
@@ -143,18 +147,39 @@ def wire(ctx: Ctx) -> None:
     )
 
     gguf_view.wire(ctx)
-    c["export_run"].change(lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private")
+
+    def card_and_button(name):
+        return card_for(ctx, name), merged_zip_button(ctx, name)
+
+    c["export_run"].change(card_and_button, c["export_run"], [c["card"], c["merged_zip_btn"]], api_visibility="private")
 
     def refreshed(current):
         choices = run_choices(ctx.studio, with_adapter=True)
         value = current if current in choices else (choices[0] if choices else None)
-        return gr.Dropdown(choices=choices, value=value), card_for(ctx, value)
+        return gr.Dropdown(choices=choices, value=value), card_for(ctx, value), merged_zip_button(ctx, value)
 
     # the card is drawn fresh whenever it is looked at: a run that went on training (Resume) after its card was
     # drawn keeps its name in the list, so the list's own change event never fires for it
     c["export_refresh"].click(
-        refreshed, c["export_run"], [c["export_run"], c["card"]], api_name="refresh_export", show_progress="hidden"
+        refreshed,
+        c["export_run"],
+        [c["export_run"], c["card"], c["merged_zip_btn"]],
+        api_name="refresh_export",
+        show_progress="hidden",
     )
     c["export_tab_item"].select(
-        lambda name: card_for(ctx, name), c["export_run"], c["card"], api_visibility="private", show_progress="hidden"
+        card_and_button,
+        c["export_run"],
+        [c["card"], c["merged_zip_btn"]],
+        api_visibility="private",
+        show_progress="hidden",
     )
+
+
+def merged_zip_button(ctx: Ctx, name: str | None):
+    """The merged model's download is offered only once the run has a merged model."""
+    try:
+        merged = bool(name) and ctx.studio.export.merged_folder(name) is not None
+    except FinetuneError:
+        merged = False
+    return gr.Button(interactive=merged)

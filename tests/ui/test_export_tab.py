@@ -26,3 +26,18 @@ def test_refresh_and_the_tab_itself_redraw_the_card_of_a_run_that_went_on(worksp
         tab = blocks.finetune_ctx.c["export_tab_item"]
         selects = [fn for fn in blocks.fns.values() if any(t[0] == tab._id for t in fn.targets)]
         assert selects and all(blocks.finetune_ctx.c["card"] in fn.outputs for fn in selects)
+
+
+def test_the_merged_model_download_is_offered_only_once_a_merge_exists(workspace):
+    from finetune.studio import Studio
+    from ui.export_tab import merged_zip_button
+    from ui.state import Ctx
+
+    run = make_run(workspace, run_name="to-merge")
+    ctx = Ctx(studio=Studio(workspace))
+    assert merged_zip_button(ctx, "to-merge").interactive is False
+    assert merged_zip_button(ctx, None).interactive is False and merged_zip_button(ctx, "gone").interactive is False
+    merged = run.path / "exports" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    assert merged_zip_button(ctx, "to-merge").interactive is True
