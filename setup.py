@@ -1,6 +1,6 @@
 """Build hook: the top-level presets/ and accelerate_configs/ ship inside the package
 (finetune/shipped/), so a non-editable install (`pip install .`) finds them too;
-finetune/shipped.py looks there first, then in the repository checkout."""
+finetune/files.py (shipped_dir) looks there first, then in the repository checkout."""
 
 import shutil
 from pathlib import Path

@@ -19,6 +19,7 @@ import yaml
 
 from finetune.errors import MAX_PROBLEMS, ConfigError, bounded, shown
 from finetune.names import MAX_NAME_CHARS, name_problem
+from finetune.reward_spec import reward_problems
 
 # Upper bounds of the numeric fields: far above any real run, far below what breaks a 64-bit
 # integer (JSON readers, torch, the page's status stream) or makes a run that never ends.
@@ -465,8 +466,6 @@ class RunConfig:
         """GRPO's generation and reward settings (only checked for objective grpo)."""
         if self.objective != "grpo":
             return []
-        from finetune.train.rewards import reward_problems
-
         p = reward_problems(self)
         if self.num_generations < 2:
             p.append(

@@ -1,5 +1,9 @@
 """Writing files so that a reader never sees half of one: every file the engine rewrites goes
-through `replacing` (a temporary file renamed over the target), and folders are zipped here."""
+through `replacing` (a temporary file renamed over the target), and folders are zipped here.
+
+And the files that ship with the engine but live at the top of the repository: `presets/` and
+`accelerate_configs/` (`shipped_dir`). A built package carries copies in `finetune/shipped/` (setup.py's
+build hook); a checkout (or an editable install) reads the repository's folders."""
 
 from __future__ import annotations
 
@@ -37,3 +41,16 @@ def zip_folder(folder: Path, out: Path, *, deflate: bool = True) -> Path:
             if file.is_file() and not file.is_symlink() and not file.name.startswith("."):
                 zf.write(file, file.relative_to(folder).as_posix())
     return out
+
+
+# --- files shipped beside the package ----------------------------------------------------------------
+PACKAGE = Path(__file__).resolve().parent
+NAMES = ("presets", "accelerate_configs")
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder `name` (one of NAMES): the installed package's copy, else the repository's."""
+    if name not in NAMES:
+        raise ValueError(f"no shipped folder {name!r}; expected one of {', '.join(NAMES)}")
+    installed = PACKAGE / "shipped" / name
+    return installed if installed.is_dir() else PACKAGE.parent / name

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from finetune.config import NUMBER_LIMITS, RunConfig
+from finetune.files import shipped_dir
 from finetune.plan.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
-from finetune.shipped import shipped_dir
 
 # strategy -> shipped accelerate config (see accelerate_configs/*.yaml for when to use which);
 # deepspeed_zero2/3 are the older names of zero2/3

@@ -21,8 +21,8 @@ import yaml
 
 from finetune.config import RunConfig, load_yaml_strict
 from finetune.errors import ConfigError, shown
+from finetune.files import shipped_dir
 from finetune.names import MAX_PRESET_CHARS, name_problem
-from finetune.shipped import shipped_dir
 
 PRESETS_DIR = shipped_dir("presets")
 TIER_ORDER = ("cpu", "gpu-8gb", "gpu-12gb", "gpu-16gb", "gpu-24gb", "gpu-40-48gb", "gpu-80gb")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.shipped import shipped_dir
+from finetune.files import shipped_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -93,21 +93,3 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m finetune.bench ...` (same options as `finetune bench`)."""
-    import os
-
-    from finetune.errors import FinetuneError
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = argparse.ArgumentParser(prog="finetune bench", description="engine vs plain TRL throughput")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return cmd_bench(args)
-    except FinetuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1

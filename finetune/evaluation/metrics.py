@@ -12,43 +12,17 @@ to avoid another dependency.
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from dataclasses import dataclass
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-_THINK_OPEN = re.compile(r"^\s*<think>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+from finetune.data.answer_text import normalize_answer, strip_think
+
 MAX_LCS_TOKENS = 2000  # caps the O(n*m) LCS; longer answers are scored on their first 2000 words
 
 # short-label detection: every reference this short, and few distinct values that repeat
 LABEL_MAX_WORDS = 3
 LABEL_MAX_VALUES = 20
 NO_LABEL = "(none)"
-
-
-def strip_think(text: str) -> str:
-    """The answer without reasoning: drops `<think>...</think>` blocks, everything before a
-    stray `</think>` (templates that open the block in the prompt, e.g. DeepSeek-R1), and an
-    unclosed `<think>` at the start together with everything after it (reasoning cut off by
-    max_new_tokens: there is no answer yet, so it scores as empty)."""
-    text = _THINK_BLOCK.sub("", text or "")
-    if _THINK_OPEN.match(text):
-        return ""
-    close = _THINK_CLOSE.search(text)
-    if close:
-        text = text[close.end() :]
-    return text.strip()
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lowercase, punctuation to spaces, no articles, single spaces."""
-    text = (text or "").lower().translate(_PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def _tokens(text: str) -> list[str]:

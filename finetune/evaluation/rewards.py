@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from finetune.evaluation.batch import MODELS, Evaluation
-from finetune.train.rewards import CUSTOM, build_reward_functions, parse_reward_functions, score_completions
+from finetune.reward_spec import CUSTOM, parse_reward_functions
+from finetune.train.rewards import build_reward_functions, score_completions
 
 EPSILON = 1e-12
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from finetune.config import RunConfig
+from finetune.reward_spec import parse_reward_functions
 
 VLLM_NOTE = "vLLM 0.33 (the newest) needs transformers < 5.21: not installable with our pins"
 
@@ -24,8 +25,6 @@ def prompts_per_step(config: RunConfig, plan) -> float:
 
 def grpo_objective_reason(config: RunConfig) -> str:
     """What each GRPO step computes, and where the KL reference comes from."""
-    from finetune.train.rewards import parse_reward_functions
-
     items, _ = parse_reward_functions(config.reward_functions)
     rewards = " + ".join(f"{w:g} x {n}" if w != 1 else n for n, w in items) or "none"
     if config.kl_coef == 0:

@@ -28,12 +28,12 @@ class RewardDesk:
     @staticmethod
     def functions() -> list[tuple[str, str]]:
         """(name, help) of every reward function, custom last."""
-        from finetune.train.rewards import READY
+        from finetune.reward_spec import READY
 
         return [(spec.name, spec.help) for spec in READY.values()]
 
     def custom_note(self) -> str:
-        from finetune.train.rewards import CUSTOM_FLAG
+        from finetune.reward_spec import CUSTOM_FLAG
 
         if self.custom_allowed:
             return "Custom reward files are allowed here: they run as Python code in this server process."
@@ -44,7 +44,7 @@ class RewardDesk:
 
     def check_allowed(self, config: Any) -> None:
         """Refuse a config whose custom reward file may not run here (before anything is made)."""
-        from finetune.train.rewards import CUSTOM_REFUSED, uses_custom_code
+        from finetune.reward_spec import CUSTOM_REFUSED, uses_custom_code
 
         if not uses_custom_code(config):
             return
@@ -61,7 +61,7 @@ class RewardDesk:
         import shutil
 
         from finetune.names import safe_name
-        from finetune.train.rewards import CUSTOM_REFUSED
+        from finetune.reward_spec import CUSTOM_REFUSED
 
         if not path:
             return ""

@@ -2,7 +2,7 @@
 JSON; and the one-completion scores of exact_answer, contains_answer, number_match, format_regex, length
 and json_valid (finetune.train.rewards makes them the batch callables TRL calls).
 
-Answers are compared normalized (SQuAD's rule in finetune.evaluation.metrics: case, punctuation, articles,
+Answers are compared normalized (SQuAD's rule in finetune.data.answer_text: case, punctuation, articles,
 spaces), after reasoning blocks (`<think>...</think>`) are removed.
 """
 
@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from finetune.data.answer_text import normalize_answer, strip_think
 from finetune.errors import shown
 
 _BOXED = re.compile(r"\\boxed\s*\{")
@@ -44,8 +45,6 @@ def _last_boxed(text: str) -> str | None:
 
 def final_answer(text: str) -> tuple[str, bool]:
     """(the completion's final answer, whether it was marked by \\boxed{} or an Answer: line)."""
-    from finetune.evaluation.metrics import strip_think
-
     text = strip_think(text)
     boxed = _last_boxed(text)
     if boxed is not None:
@@ -63,8 +62,6 @@ def final_answer(text: str) -> tuple[str, bool]:
 
 
 def _normal(text: str) -> str:
-    from finetune.evaluation.metrics import normalize_answer
-
     return normalize_answer(text)
 
 
@@ -125,8 +122,6 @@ def length_closeness(tokens: int, target: int) -> float:
 
 
 def json_score(text: str, keys: list[str]) -> float:
-    from finetune.evaluation.metrics import strip_think
-
     try:
         value = parse_json(strip_think(text))
     except ValueError:

@@ -19,8 +19,9 @@ from transformers import TrainerCallback
 
 from finetune.config import RunConfig
 from finetune.plan.planner import Plan
+from finetune.reward_spec import parse_reward_functions
 from finetune.train.completions import CompletionLog
-from finetune.train.rewards import build_reward_functions, parse_reward_functions
+from finetune.train.rewards import build_reward_functions
 from finetune.train.sft import build_lora_config, training_kwargs
 
 

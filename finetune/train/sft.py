@@ -26,30 +26,6 @@ from finetune.config import RunConfig, lora_targets
 from finetune.plan.planner import Plan
 
 
-def build_bnb_config(config: RunConfig, plan: Plan, quantization: str | None = None):
-    """NF4 with double quantization (QLoRA paper) for 4bit, computing in the plan's dtype; LLM.int8
-    for 8bit; None for none. When the plan shards the weights (fsdp, zero3) the 4-bit codes are
-    stored in the compute dtype too (`bnb_4bit_quant_storage`), as FSDP+QLoRA needs: FSDP and ZeRO-3
-    shard floating-point tensors only, and every tensor of a unit must share one dtype."""
-    from transformers import BitsAndBytesConfig
-
-    from finetune.plan.parallel import SHARD_WEIGHTS
-
-    quantization = config.quantization if quantization is None else quantization
-    if quantization == "4bit":
-        storage = {"bnb_4bit_quant_storage": plan.torch_dtype()} if plan.strategy in SHARD_WEIGHTS else {}
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=plan.torch_dtype(),
-            **storage,
-        )
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
 def lora_target_modules(config: RunConfig) -> str | list[str]:
     """PEFT's target_modules for the config: `config.lora_targets` is the one reading of the knob."""
     targets = lora_targets(config.lora_target_modules)

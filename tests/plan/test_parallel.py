@@ -134,7 +134,7 @@ def fsdp_plan(config: RunConfig):
 def test_qlora_under_fsdp_stores_4bit_weights_in_the_compute_dtype():
     import torch
 
-    from finetune.train.sft import build_bnb_config
+    from finetune.models import build_bnb_config
 
     config = RunConfig(quantization="4bit")
     plan = fsdp_plan(config)

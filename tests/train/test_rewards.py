@@ -7,8 +7,9 @@ import pytest
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
+from finetune.reward_spec import RewardError, parse_reward_functions
 from finetune.train.answers import final_answer, parse_number
-from finetune.train.rewards import RewardError, build_reward_functions, parse_reward_functions, score_completions
+from finetune.train.rewards import build_reward_functions, score_completions
 
 
 def grpo(**changes) -> RunConfig:

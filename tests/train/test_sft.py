@@ -7,10 +7,10 @@ import torch
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
+from finetune.models import build_bnb_config
 from finetune.plan.hardware import Machine
 from finetune.plan.planner import make_plan
 from finetune.train.sft import (
-    build_bnb_config,
     build_collator,
     build_lora_config,
     build_sft_config,
