@@ -56,9 +56,12 @@ def make_run(
     seed: int = 0,
     checkpoints: tuple[int, ...] = (),
     with_adapter: bool = True,
+    config: RunConfig | None = None,
 ) -> Run:
-    """A run folder as training leaves it: config, adapter/, checkpoints, metrics, data summary."""
+    """A run folder as training leaves it: config (`config`, else one of the other arguments), adapter/,
+    checkpoints, metrics, data summary."""
     cfg = RunConfig(model_name_or_path=model, quantization=quantization, method=method, run_name=run_name)
+    cfg = config.replace(run_name=run_name) if config is not None else cfg
     run = create_run(cfg, workspace)
     save = save_perturbed_model if method == "full" else save_random_adapter
     for step in checkpoints:

@@ -12,6 +12,7 @@ import yaml
 from finetune.demo import is_demo
 from finetune.names import is_hub_id, is_local_path
 from finetune.runs import Run, open_run
+from finetune.runs.records import read_adapter_settings
 
 TAG = "finetune-studio"
 
@@ -116,6 +117,8 @@ def model_card(run: Run | str | Path, *, merged: bool = False) -> str:
     """
     run = open_run(run)
     cfg = run.config()
+    if cfg.method != "full":  # the adapter as saved: a run started from another run trained that one's rank
+        cfg = cfg.replace(**read_adapter_settings(run.adapter_dir))
     base = cfg.model_name_or_path
     adapter = cfg.method != "full" and not merged
     meta: dict[str, Any] = {}

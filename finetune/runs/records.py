@@ -232,6 +232,29 @@ def read_json_object(path: Path, name: str) -> tuple[dict[str, Any] | None, list
 
 
 # --- checkpoints and weights ----------------------------------------------------------------------
+def read_adapter_settings(folder: Path) -> dict[str, Any]:
+    """The LoRA settings a saved adapter was trained with (its adapter_config.json), in RunConfig's names:
+    lora_r, lora_alpha, lora_target_modules, method. {} when the file is missing or unreadable (a
+    damaged adapter is named by folder_file_problems)."""
+    value, _ = read_json_object(Path(folder) / "adapter_config.json", "adapter_config.json")
+    if value is None:
+        return {}
+    out: dict[str, Any] = {}
+    rank, alpha, targets = _whole(value.get("r")), _typed(value.get("lora_alpha"), float), value.get("target_modules")
+    if rank is not None and rank > 0:
+        out["lora_r"] = rank
+    if alpha is not None and alpha > 0:
+        out["lora_alpha"] = int(alpha) if alpha.is_integer() else alpha
+    if isinstance(targets, str) and targets.strip():
+        out["lora_target_modules"] = targets
+    elif isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+        # PEFT saves all-linear as every layer's full name: the module names are what a config names
+        out["lora_target_modules"] = ",".join(sorted({t.rsplit(".", 1)[-1] for t in targets}))
+    if isinstance(value.get("use_dora"), bool):
+        out["method"] = "dora" if value["use_dora"] else "lora"
+    return out
+
+
 def trainer_state_problem(checkpoint: Path, relative_to: Path | None = None) -> Damage | None:
     """Why a checkpoint's trainer_state.json cannot resume a run (None when it can)."""
     name = _relative(checkpoint / "trainer_state.json", relative_to)

@@ -151,12 +151,25 @@ class Studio:
             return cached
         machine = self.machine or Machine.virtual(self.device, self.capacity_gb() or 0.0)
         model = resolve_model_path(config.model_name_or_path, self.workspace)  # the demo lives in the workspace
-        result = estimate(config, machine, model=model)[1]
+        result = estimate(self.trained_config(config), machine, model=model)[1]
         with self._lock:
             self._estimates[key] = result
             while len(self._estimates) > 64:
                 self._estimates.popitem(last=False)
         return result
+
+    def trained_config(self, config: RunConfig) -> RunConfig:
+        """`config` as training will see it: with `start_from_run`, the starting adapter's rank, alpha and
+        targets (the run trains that adapter on; its own lora_* do not apply). A start that cannot be used is
+        left as it is here: Start refuses it with the reason."""
+        if not config.start_from_run.strip() or config.method == "full":
+            return config
+        from finetune.train.preference import start_adapter_settings
+
+        try:
+            return config.replace(**start_adapter_settings(config, self.workspace))
+        except FinetuneError:
+            return config
 
     def checkpoint_plan(self, config: RunConfig):
         """How many checkpoints a run of `config` saves and keeps, at which steps and their size on disk

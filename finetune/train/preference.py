@@ -105,6 +105,14 @@ def load_start_adapter(model, adapter_dir, plan: Plan):
     return peft_model
 
 
+def start_adapter_settings(config: RunConfig, workspace: str | Path | None) -> dict[str, Any]:
+    """The LoRA settings of `config.start_from_run`'s adapter (rank, alpha, targets, LoRA or DoRA): a run that
+    starts from it trains that adapter, whatever the config's own lora_* say. ConfigError as start_adapter_dir."""
+    from finetune.runs.records import read_adapter_settings
+
+    return read_adapter_settings(start_adapter_dir(config, workspace))
+
+
 def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
     """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model,
     or one of its checkpoints (`run@step`, or the checkpoint folder: finetune.names.split_checkpoint_ref)."""

@@ -207,3 +207,26 @@ def test_a_refused_start_in_the_app_shows_no_server_path_and_no_stored_upload_na
     with pytest.raises(FinetuneError, match=str(uploads / "0123456789-gone.jsonl")):
         cli.start(RunConfig(model_name_or_path="demo", dataset_path=str(uploads / "0123456789-gone.jsonl")))
     assert not (workspace / "runs").exists() or not any((workspace / "runs").iterdir())
+
+
+def test_a_run_started_from_another_is_estimated_and_carded_with_the_starting_adapters_rank(workspace):
+    """start_from_run trains the starting adapter on: its rank (8 here), not the config's lora_r (64), is what
+    the estimate counts and the model card states."""
+    from helpers_runs import make_run
+
+    from finetune.config import RunConfig
+    from finetune.export.model_card import model_card
+    from finetune.studio import Studio
+
+    make_run(workspace, run_name="first")  # its adapter: LoRA r=8, alpha 16, all linear layers
+    studio = Studio(workspace)
+    config = RunConfig(model_name_or_path="demo", objective="dpo", start_from_run="first", lora_r=64, lora_alpha=128)
+    assert studio.trained_config(config).lora_r == 8 and studio.trained_config(config).lora_alpha == 16
+    assert studio.estimate(config).inputs["lora_r"] == 8
+    alone = studio.estimate(config.replace(start_from_run=""))
+    assert alone.inputs["lora_r"] == 64 and alone.params["trainable"] > studio.estimate(config).params["trainable"]
+    assert studio.trained_config(config.replace(start_from_run="no-such-run")).lora_r == 64  # Start says why
+
+    second = make_run(workspace, run_name="second", config=config)  # saved adapter r=8, config says 64
+    card = model_card(second)
+    assert "| lora_r | 8 |" in card and "| lora_r | 64 |" not in card
