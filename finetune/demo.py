@@ -20,6 +20,9 @@ import shutil
 import threading
 from pathlib import Path
 
+from finetune.runs import cache_dir
+from finetune.samples.make_samples import rows
+
 DEMO_NAME = "demo"
 DEMO_VERSION = 2
 SAMPLES_DIR = Path(__file__).parent / "samples"
@@ -75,7 +78,6 @@ def _training_texts() -> list[str]:
 
 def pretraining_texts() -> list[str]:
     """What the demo base learns at build time: every sample row as plain question/answer text."""
-    from finetune.samples.make_samples import rows
 
     texts = []
     for row in rows():
@@ -181,7 +183,6 @@ def _build(target: Path) -> None:
 
 def demo_model_path(workspace: str | Path | None = None) -> Path:
     """Path of the built demo model, building it on first use (thread- and process-safe)."""
-    from finetune.runs import cache_dir
 
     target = cache_dir(workspace) / f"demo-model-v{DEMO_VERSION}"
     if (target / "DEMO_MODEL.json").is_file():

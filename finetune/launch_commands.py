@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from finetune.config import NUMBER_LIMITS, RunConfig
+from finetune.demo import default_dataset
 from finetune.files import shipped_dir
 from finetune.plan.parallel import ACCELERATE_CONFIGS
 from finetune.presets import apply_preset
@@ -161,7 +162,6 @@ def config_overrides(cfg: RunConfig, base: RunConfig | None = None) -> list[str]
 
 def explicit_data_path(cfg: RunConfig) -> str:
     """The training data as a path: an empty dataset_path means the bundled sample, so say which file."""
-    from finetune.demo import default_dataset
 
     return cfg.dataset_path or str(default_dataset(cfg.objective))
 

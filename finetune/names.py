@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from finetune.errors import shown
+
 MAX_NAME_CHARS = 100  # run names (and so run folders)
 MAX_PRESET_CHARS = 64
 # a folder or file name we create or accept: a letter or digit first, then letters, digits, . _ -
@@ -25,7 +27,6 @@ UPLOAD_PREFIX_CHARS = 10  # an uploaded file is stored as <sha256 prefix>-<its n
 
 def name_problem(name: object, what: str = "run name", max_chars: int = MAX_NAME_CHARS) -> str | None:
     """Why `name` may not name a folder of ours (a message naming `what`), or None when it may."""
-    from finetune.errors import shown
 
     if isinstance(name, str) and len(name) > max_chars:
         return f"{what} {shown(name)} is not allowed: it is too long (at most {max_chars} characters)"

@@ -27,8 +27,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from finetune.data.readers import looks_like_hub_id
+from finetune.demo import SAMPLES_DIR, is_demo
 from finetune.errors import FinetuneError, RunError, shown
-from finetune.names import is_local_path
+from finetune.names import is_local_path, split_checkpoint_ref
+from finetune.runs import Run, check_name, runs_dir
 
 ALLOWED_PATHS_ENV = "FINETUNE_ALLOWED_PATHS"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -64,7 +67,6 @@ def extra_roots() -> list[Path]:
 def allowed_roots(workspace: str | os.PathLike, *, write: bool = False) -> list[Path]:
     """The folders app-typed paths may point into (resolved). `write=True`: the ones it may write to
     (the samples folder and the Hugging Face cache are for reading only)."""
-    from finetune.demo import SAMPLES_DIR
 
     roots = [_real(workspace)]
     if not write:
@@ -108,7 +110,6 @@ def check_allowed_path(
 # --- what a config names ----------------------------------------------------------------
 def is_local_model_name(name: str) -> bool:
     """Does the model name mean a local folder (rather than `demo` or a Hub id)?"""
-    from finetune.demo import is_demo
 
     return not is_demo(name or "") and is_local_path(name)
 
@@ -120,8 +121,6 @@ def check_model_path(name: str, workspace: str | os.PathLike) -> None:
 
 
 def is_local_dataset(source: str) -> bool:
-    from finetune.data.readers import looks_like_hub_id
-
     text = (source or "").strip()
     return bool(text) and not looks_like_hub_id(text)
 
@@ -148,8 +147,6 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
         except PathNotAllowedError as exc:
             problems.append(str(exc))
     if (getattr(config, "start_from_run", "") or "").strip():  # a run of this workspace, by name only (@step ok)
-        from finetune.names import split_checkpoint_ref
-
         try:
             open_workspace_run(split_checkpoint_ref(config.start_from_run)[0], workspace)
         except (FinetuneError, ValueError) as exc:
@@ -160,7 +157,6 @@ def check_config_paths(config: Any, workspace: str | os.PathLike) -> None:
 
 def open_workspace_run(name: Any, workspace: str | os.PathLike):
     """A run of this workspace, by its name only: never a path typed in its place."""
-    from finetune.runs import Run, check_name, runs_dir
 
     if not isinstance(name, str) or not name.strip():
         raise RunError("Pick a run first.")

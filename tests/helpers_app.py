@@ -45,7 +45,7 @@ def served(workspace: Path, **launch_overrides):
 
 
 def wait_idle(timeout: float = 120) -> None:
-    from finetune.train.job import current_job
+    from finetune.train.registry import current_job
 
     job = current_job()
     if job is not None:

@@ -4,6 +4,7 @@ plus reference generation with plain transformers/PEFT to check our code against
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -154,3 +155,41 @@ def fast_config(**changes) -> RunConfig:
     )
     base.update(changes)
     return RunConfig(**base)
+
+
+def train_then_kill(workspace: Path, name: str, settings: list[str], ready) -> tuple[Run, list[str], dict]:
+    """`finetune train --name <name>` in a child process, killed with SIGKILL once `ready(run)` holds (or after
+    240 s): returns the run folder, the command's first words (for `--resume`) and its environment."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
+    base = [sys.executable, "-m", "finetune.cli", "train", "--workspace", str(workspace), "--quiet"]
+    sets = [f"--set={s}" for s in settings]
+    proc = subprocess.Popen(
+        [*base, "--model", "demo", "--name", name, "--max-steps", "2000", *sets],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = Run(workspace / "runs" / name)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if run.path.is_dir() and ready(run):
+                break
+            time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return Run(run.path), base, env
+
+
+def checkpoint_step(run: Run) -> int:
+    """The step of the run's newest intact checkpoint (0 when it has none)."""
+    latest = run.latest_checkpoint()
+    return int(latest.name.split("-")[-1]) if latest is not None else 0

@@ -6,6 +6,7 @@ import html
 
 from finetune.errors import FinetuneError
 from finetune.studio import Studio, source_label
+from ui.grpo_view import prompt_row_html
 from ui.state import md_escape
 
 # --- rendering -----------------------------------------------------------------------
@@ -78,8 +79,6 @@ def preview(studio: Studio, report, model: str, index: int, train_on_prompt: boo
     except FinetuneError as exc:
         return [], f'<p class="seg-error">{html.escape(str(exc))}</p>'
     if "prompt_row" in rendered:  # GRPO prompts: the prompt, its answer and the columns the rewards read
-        from ui.grpo_view import prompt_row_html
-
         return chat_messages(rendered["chat"]), prompt_row_html(rendered)
     if "pair" in rendered:  # preference data: the prompt, then chosen and rejected side by side
         return chat_messages(rendered["chat"]), pair_html(rendered)

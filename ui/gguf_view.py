@@ -16,6 +16,7 @@ from functools import partial
 
 import gradio as gr
 
+from ui import gguf_side_view
 from ui.state import GPU, Ctx, error_text, md_error, md_escape
 
 INTRO = (
@@ -152,7 +153,5 @@ def wire(ctx: Ctx) -> None:
             show_types, [c["export_run"], c["gguf_type"]], [c["gguf_type"], c["gguf_types"]], api_visibility="private"
         )
     if "test_against" in c:  # a new file is at once a side the Test tab can compare against
-        from ui import gguf_side_view
-
         refresh = partial(gguf_side_view.sides_update, ctx)
         done.then(refresh, [c["test_run"], c["test_against"]], c["test_against"], api_visibility="private")

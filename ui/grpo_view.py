@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from finetune.errors import FinetuneError
+from ui import config_form
 from ui.state import Ctx, error_text, md_escape
 
 SAMPLES_POLL_S = 2.0
@@ -106,8 +107,6 @@ def wire(ctx: Ctx) -> None:
     refresh = ctx.hooks["refresh"]
 
     def show_panel(objective, *values):
-        from ui import config_form
-
         try:
             cfg = config_form.config_from_values(values)
         except FinetuneError:

@@ -32,6 +32,10 @@ from typing import Any
 
 from finetune.bench.measure import MemoryProbe, StepMeter, TokenCounter, release
 from finetune.config import RunConfig
+from finetune.models import load_tokenizer
+from finetune.runs import create_run
+from finetune.train.job import TrainingJob
+from finetune.train.sft import lora_target_modules
 
 
 @dataclass
@@ -108,9 +112,6 @@ def _train(ctx: BenchContext, trainer) -> dict[str, Any]:
 
 
 def run_engine(ctx: BenchContext, variant: Variant, rep: int) -> dict[str, Any]:
-    from finetune.runs import create_run
-    from finetune.train.job import TrainingJob
-
     slug = re.sub(r"[^A-Za-z0-9]+", "-", variant.name).strip("-").lower()[:60]
     cfg = ctx.base.replace(**variant.changes, run_name=f"bench-{slug}-{rep}")
     run = create_run(cfg, ctx.workspace)
@@ -139,9 +140,6 @@ def _script_model(ctx: BenchContext, dtype):
     LoraConfig as the engine, no planner."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    from finetune.models import load_tokenizer
-    from finetune.train.sft import lora_target_modules
 
     cfg = ctx.base
     tokenizer = load_tokenizer(cfg, ctx.workspace, path=ctx.model_path)
@@ -308,9 +306,6 @@ def profile_engine(ctx: BenchContext, variant: Variant, steps: int = 3) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback
-
-    from finetune.runs import create_run
-    from finetune.train.job import TrainingJob
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device == "cuda" else [])
     profiler = profile(activities=activities, record_shapes=False)

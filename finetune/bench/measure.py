@@ -22,12 +22,15 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from finetune.models import release_memory
+from finetune.plan import load_shape
+from finetune.plan.gpus import peak_for
+
 GiB = 1024**3
 
 
 def gpu_peak_tflops(name: str) -> float | None:
     """The dense tensor-core peak of a GPU (TFLOP/s), from the planner's table (finetune/plan/gpus.py)."""
-    from finetune.plan.gpus import peak_for
 
     peak = peak_for(name)
     return peak.tflops if peak else None
@@ -36,8 +39,6 @@ def gpu_peak_tflops(name: str) -> float | None:
 def flops_params(model_path: str) -> int | None:
     """N for the 6N/4N rule: parameters without the input embeddings (LM head matmul counted)."""
     try:
-        from finetune.plan import load_shape
-
         shape = load_shape(model_path)
     except Exception:
         return None
@@ -181,7 +182,6 @@ class MemoryProbe:
 def release() -> None:
     """Free what the last arm left (models.release_memory), and on CPU give freed heap back to the OS
     so the next arm's peak RSS starts from a clean baseline."""
-    from finetune.models import release_memory
 
     release_memory()
     libc = _libc()

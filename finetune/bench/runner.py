@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.bench.arms import BenchContext, Variant, run_engine, run_script, run_unsloth
+from finetune.bench.arms import BenchContext, Variant, profile_engine, run_engine, run_script, run_unsloth
+from finetune.bench.data import length_stats, make_pairs, make_rows, write_rows
+from finetune.bench.measure import flops_params, gpu_peak_tflops, tune_malloc
+from finetune.bench.weights import resolve_bench_model
+from finetune.config import RunConfig
+from finetune.data import prepare_data
 from finetune.errors import ConfigError
+from finetune.models import check_runnable, load_tokenizer
+from finetune.plan.hardware import detect_hardware, detect_machine
+from finetune.plan.planner import cpu_threads, make_plan
+from finetune.runs import cache_dir
+from finetune.train.sft import choose_loss_mode
 
 MEDIAN_KEYS = (
     "tokens_per_s",
@@ -63,9 +73,6 @@ def pick_threads(requested: int) -> tuple[int, str]:
     other work keeps the cores busy, where it is faster and far steadier; else torch's default)."""
     import torch
 
-    from finetune.plan.hardware import detect_machine
-    from finetune.plan.planner import cpu_threads
-
     if requested > 0:
         return requested, "--threads"
     threads, why = cpu_threads(detect_machine())
@@ -73,8 +80,6 @@ def pick_threads(requested: int) -> tuple[int, str]:
 
 
 def machine_info(device: str) -> dict[str, Any]:
-    from finetune.plan.hardware import detect_hardware
-
     hw = detect_hardware()
     cpu = platform.processor() or ""
     try:
@@ -193,16 +198,6 @@ def _summarize(variant: Variant, runs: list[dict]) -> dict[str, Any]:
 
 
 def _context(options: BenchOptions, scratch: Path, log) -> tuple[BenchContext, Any, dict]:
-    from finetune.bench.data import length_stats, make_pairs, make_rows, write_rows
-    from finetune.bench.measure import flops_params, gpu_peak_tflops
-    from finetune.bench.weights import resolve_bench_model
-    from finetune.config import RunConfig
-    from finetune.data import prepare_data
-    from finetune.models import check_runnable, load_tokenizer
-    from finetune.plan.hardware import detect_machine
-    from finetune.plan.planner import make_plan
-    from finetune.train.sft import choose_loss_mode
-
     machine = detect_machine()
     device = machine.device
     log(f"model {options.model}: preparing")
@@ -274,9 +269,6 @@ def run_bench(options: BenchOptions, log=None) -> dict[str, Any]:
     import datasets
     import torch
     from transformers.utils import logging as hf_logging
-
-    from finetune.bench.measure import tune_malloc
-    from finetune.runs import cache_dir
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if options.steps < 1 or options.warmup < 1 or options.repeats < 1:
@@ -366,7 +358,6 @@ def _run_variant(ctx: BenchContext, variant: Variant, rep: int, scratch: Path) -
 def _profile(ctx: BenchContext, folder: Path, log) -> dict[str, str]:
     """torch.profiler over the measured steps of the engine and of its loss-on-every-token variant:
     where the time of completion-only loss goes (issue 11). Tables are written to `folder`."""
-    from finetune.bench.arms import profile_engine
 
     folder.mkdir(parents=True, exist_ok=True)
     written = {}

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from finetune.bench.measure import MemoryProbe, StepMeter, TokenCounter
+    from finetune.bench.measure import MemoryProbe, StepMeter, TokenCounter  # after the unsloth check: torch
 
     rows = [json.loads(line) for line in open(spec["rows"], encoding="utf-8")]
     probe = MemoryProbe("cuda")

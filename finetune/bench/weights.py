@@ -13,14 +13,16 @@ import os
 import shutil
 from pathlib import Path
 
+from finetune.demo import demo_model_path
+from finetune.models import resolve_model_path
 from finetune.names import is_local_path
+from finetune.plan import bundled_shapes
+from finetune.runs import cache_dir
 
 VERSION = 1
 
 
 def is_shape_name(name: str) -> bool:
-    from finetune.plan import bundled_shapes
-
     return name.strip().lower() in bundled_shapes() and not is_local_path(name)
 
 
@@ -28,10 +30,6 @@ def shape_model_path(name: str, workspace=None) -> Path:
     """The folder of a random-weight model of bundled shape `name`, built on first use."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from finetune.demo import demo_model_path
-    from finetune.plan import bundled_shapes
-    from finetune.runs import cache_dir
 
     key = name.strip().lower()
     target = cache_dir(workspace) / "bench-models" / f"{key}-random-v{VERSION}"
@@ -60,7 +58,6 @@ def shape_model_path(name: str, workspace=None) -> Path:
 
 def resolve_bench_model(name: str, workspace=None) -> str:
     """A loadable model path for `name`: demo, a bundled shape (random weights), a folder or a Hub id."""
-    from finetune.models import resolve_model_path
 
     if is_shape_name(name):
         return str(shape_model_path(name, workspace))

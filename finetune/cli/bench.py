@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from finetune.bench.report import markdown, text
 from finetune.jsontext import dumps
 
 
@@ -44,8 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args) -> int:
-    from finetune.bench.report import markdown, text
-    from finetune.bench.runner import BenchOptions, run_bench
+    from finetune.bench.runner import BenchOptions, run_bench  # pulls transformers: only `finetune bench` needs it
 
     options = BenchOptions(
         model=args.model,

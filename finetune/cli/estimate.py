@@ -14,7 +14,12 @@ from pathlib import Path
 from finetune.config import STRATEGY_CHOICES, RunConfig
 from finetune.errors import FinetuneError
 from finetune.jsontext import dumps
+from finetune.plan.hardware import Machine, detect_machine
 from finetune.plan.memory import DEVICES, MemoryEstimate
+from finetune.plan.planner import estimate as plan_estimate
+from finetune.plan.prediction import format_seconds
+from finetune.presets import apply_preset
+from finetune.studio import Studio
 
 LABELS = {
     "base_weights": "base weights",
@@ -75,7 +80,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """Defaults, then the preset or config file, then --set, then --model."""
-    from finetune.presets import apply_preset
 
     config = RunConfig()
     if getattr(args, "config", None):
@@ -100,7 +104,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def _machine(args: argparse.Namespace):
     """The machine to plan for: the detected one when it is what --device asks for (and no --gpu-gb),
     else one described by --device and --gpu-gb. Returns (machine, GPU name, GPU memory)."""
-    from finetune.plan.hardware import Machine, detect_machine
 
     device = getattr(args, "device", "cuda") or "cuda"
     detected = detect_machine()
@@ -149,8 +152,6 @@ def format_table(estimate: MemoryEstimate, gpu_name: str = "", gpu_gb: float = 0
 def run_estimate_cli(args: argparse.Namespace) -> int:
     """Handler of `finetune estimate`; returns the exit code."""
     try:
-        from finetune.plan.planner import estimate as plan_estimate
-
         # stdout carries the table or the JSON only: a library imported on the way (DeepSpeed logs
         # its accelerator choice to stdout) writes to stderr instead
         with contextlib.redirect_stdout(sys.stderr):
@@ -184,7 +185,6 @@ def run_estimate_cli(args: argparse.Namespace) -> int:
 
 def _predict(config: RunConfig, machine):
     """The time prediction of `config` on `machine` (its data's token lengths, the CPU's calibration)."""
-    from finetune.studio import Studio
 
     studio = Studio(restrict_paths=False, machine=machine)
     prediction = studio.timing.predict(config, machine=machine)
@@ -195,7 +195,6 @@ def _predict(config: RunConfig, machine):
 
 def format_time(prediction) -> str:
     """The time prediction as lines of text (the CLI's table)."""
-    from finetune.plan.prediction import format_seconds
 
     est = prediction.estimate
     if est is None:

@@ -20,9 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from finetune.cli.evaluate_more import run_benchmark_cli, run_curve_cli, run_votes_cli
 from finetune.errors import FinetuneError
+from finetune.evaluation.charts import summary_metrics
 from finetune.evaluation.common import EvaluationError
+from finetune.evaluation.compare import GenerationSettings
+from finetune.evaluation.preference import evaluate_with_preferences
 from finetune.jsontext import dumps
+from finetune.runs import open_run
 
 OUT_SUFFIXES = (".jsonl", ".csv")
 
@@ -82,7 +87,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 def run_evaluate_cli(args: argparse.Namespace) -> int:
     """The handler; FinetuneErrors become one paragraph on stderr and exit status 1."""
-    from finetune.cli.evaluate_more import run_benchmark_cli, run_curve_cli, run_votes_cli
 
     try:
         if args.votes_to_preference:
@@ -100,10 +104,6 @@ def run_evaluate_cli(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from finetune.evaluation.compare import GenerationSettings
-    from finetune.evaluation.preference import evaluate_with_preferences
-    from finetune.runs import open_run
-
     if not args.out:
         raise EvaluationError("--out is required for batch evaluation: a .jsonl or .csv file for the scored rows")
     args.limit = 50 if args.limit is None else args.limit
@@ -147,7 +147,6 @@ def _progress_printer():
 
 def format_summary(summary: dict[str, Any], out: Path, folder: Path | None) -> str:
     """The summary as a small table for people."""
-    from finetune.evaluation.charts import summary_metrics
 
     lines = [
         f"data:     {summary.get('source')}",

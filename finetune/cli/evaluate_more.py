@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from finetune.evaluation.common import EvaluationError
+from finetune.evaluation.compare import GenerationSettings
+from finetune.studio import Studio
 
 
 def _studio(args: argparse.Namespace):
-    from finetune.studio import Studio
-
     return Studio(args.workspace, restrict_paths=False)
 
 
@@ -109,8 +109,6 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
 
 
 def run_curve_cli(args: argparse.Namespace) -> int:
-    from finetune.evaluation.compare import GenerationSettings
-
     _check_limit(args.limit)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     judge = _studio(args).judge

@@ -12,11 +12,11 @@ import argparse
 import sys
 
 from finetune.errors import FinetuneError
+from finetune.export.gguf_types import GGUF_TYPES, check_type
+from finetune.studio import ExportDesk
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from finetune.export.gguf_types import GGUF_TYPES
-
     parser.add_argument(
         "--gguf",
         metavar="TYPE",
@@ -51,8 +51,6 @@ class _Bar:
 
 
 def export(args, desk) -> int:
-    from finetune.export.gguf_types import check_type
-
     if args.gguf:
         args.gguf = check_type(args.gguf)  # before any bar is drawn
     if getattr(args, "push_to_hub", None):
@@ -102,7 +100,5 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_converter(args) -> int:
-    from finetune.studio import ExportDesk
-
     print(ExportDesk.gguf_converter(args.sdist, args.to))
     return 0

@@ -10,7 +10,17 @@ import os
 import sys
 from pathlib import Path
 
+from finetune.cli import gguf
+from finetune.cli.bench import register_cli as register_bench_cli
+from finetune.cli.estimate import register_cli as register_estimate_cli
+from finetune.cli.evaluate import register_cli as register_evaluate_cli
+from finetune.cli.gguf import add_export_arguments as add_gguf_arguments
+from finetune.cli.gguf import register_cli as register_gguf_cli
+from finetune.config import RunConfig
 from finetune.errors import FinetuneError
+from finetune.incidents import unexpected
+from finetune.jsontext import dumps
+from finetune.studio import GenerationSettings, Studio
 
 
 def _add_workspace(parser: argparse.ArgumentParser) -> None:
@@ -19,15 +29,12 @@ def _add_workspace(parser: argparse.ArgumentParser) -> None:
 
 def _studio(args, detect: bool = False):
     """The service for this command: any path may be given on a command line (no app restrictions)."""
-    from finetune.studio import Studio
 
     workspace = getattr(args, "workspace", None)
     return Studio.open(workspace, restrict_paths=False) if detect else Studio(workspace, restrict_paths=False)
 
 
 def _print_json(data) -> None:
-    from finetune.jsontext import dumps
-
     print(dumps(data))
 
 
@@ -73,12 +80,9 @@ def cmd_validate(args) -> int:
 # --- train ------------------------------------------------------------------------
 def build_train_config(args):
     """Defaults <- preset <- config file <- explicit flags <- --set, in that order."""
-    from finetune.config import RunConfig
 
     config = RunConfig()
     if args.preset:
-        from finetune.studio import Studio
-
         config = Studio.apply_preset(config, args.preset)
     if args.config:
         config = RunConfig.from_yaml(args.config, base=config)
@@ -169,8 +173,6 @@ def _follow(studio, run, quiet: bool = False) -> int:
 
 # --- compare / export / runs ------------------------------------------------------
 def cmd_compare(args) -> int:
-    from finetune.studio import GenerationSettings
-
     settings = GenerationSettings(
         system_prompt=args.system or "",
         temperature=args.temperature,
@@ -190,8 +192,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from finetune.cli import gguf
-
     desk = _studio(args).export
     if gguf.wants_gguf(args):
         return gguf.export(args, desk)
@@ -236,8 +236,6 @@ def cmd_runs(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from finetune.studio import Studio
-
     for preset in Studio.presets():
         print(f"{preset.name:34} {preset.description}")
     return 0
@@ -302,7 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (merge) or zip path/folder")
     p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the result to the Hub (token from HF_TOKEN)")
-    from finetune.cli.gguf import add_export_arguments as add_gguf_arguments
 
     add_gguf_arguments(p)
     _add_workspace(p)
@@ -316,14 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the memory presets")
     p.set_defaults(func=cmd_presets)
 
-    from finetune.cli.bench import register_cli as register_bench_cli
-    from finetune.cli.estimate import register_cli as register_estimate_cli
-    from finetune.cli.evaluate import register_cli as register_evaluate_cli
-
     register_evaluate_cli(sub)
     register_estimate_cli(sub)
     register_bench_cli(sub)
-    from finetune.cli.gguf import register_cli as register_gguf_cli
 
     register_gguf_cli(sub)
     return parser
@@ -343,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line here, the traceback in the error log
-        from finetune.incidents import unexpected
-
         print(f"error: {unexpected(exc, f'running finetune {args.command}')}", file=sys.stderr)
         return 1
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from finetune.data.report import DatasetReport, load_records
 from finetune.data.stats import token_length_stats
+from finetune.demo import default_dataset
 from finetune.errors import DataError
 from finetune.names import display_name
 
@@ -104,7 +105,6 @@ class PreparedData:
 def prepare_data(config: Any, tokenizer: Any = None) -> PreparedData:
     """Load `config.dataset_path` (empty: the bundled sample), validation from `config.eval_dataset_path`
     or a seeded `config.val_split`, and token statistics at `config.max_length` (skipped without a tokenizer)."""
-    from finetune.demo import default_dataset
 
     objective = getattr(config, "objective", "sft")
     default = default_dataset(objective)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from finetune.data.formats import RowProblem, kind_of, parse_messages
+from finetune.data.templates import chat_ids
 from finetune.errors import shown
 
 PROMPT, ANSWER, SOURCE_ROW = "prompt", "answer", "source_row"
@@ -104,7 +105,6 @@ def render_prompt_row(row: dict, tokenizer: Any) -> dict[str, Any]:
     """A prompt row as GRPO sees it: the prompt exactly as generation starts from it (chat template with the
     assistant's opening for messages, plain text otherwise), its tokens, the answer and the other columns.
     Nothing of the row is trained on: the completions are sampled during training."""
-    from finetune.data.templates import chat_ids
 
     prompt = row[PROMPT]
     if isinstance(prompt, list):
@@ -134,7 +134,6 @@ def render_prompt_row(row: dict, tokenizer: Any) -> dict[str, Any]:
 
 def prompt_lengths(rows: list[dict], tokenizer: Any) -> list[int]:
     """Tokens of each prompt as generation starts from it (the completions come on top, up to max_completion_length)."""
-    from finetune.data.templates import chat_ids
 
     lengths = []
     for row in rows:

@@ -38,6 +38,7 @@ from finetune.evaluation.common import (
     stamp,
     unique_path,
 )
+from finetune.evaluation.compare import GenerationSettings
 from finetune.runs import Run
 
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -158,7 +159,6 @@ def new_blind_pair(
     """Generate the base and fine-tuned answers (same settings and seed) and put them on
     random sides. `rng` makes the draw reproducible (tests); by default it is unpredictable.
     `adapter` is a checkpoint folder inside the run (default: the comparer's active adapter)."""
-    from finetune.evaluation.compare import GenerationSettings
 
     settings = settings or GenerationSettings()
     comparer = comparer_for(comparer_or_run, adapter)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.evaluation.charts import summary_figure
 from finetune.evaluation.common import (
     EvaluationError,
     Progress,
@@ -34,8 +35,11 @@ from finetune.evaluation.common import (
     unique_path,
     write_json,
 )
+from finetune.evaluation.compare import GenerationSettings
 from finetune.evaluation.examples import examples_from_rows, generate_example, load_eval_rows
+from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, side_label
 from finetune.evaluation.metrics import detect_labels, label_scores, normalize_answer, score_answer, strip_think
+from finetune.evaluation.seed_metrics import seed_metrics
 from finetune.names import display_name
 
 MODELS = ("base", "finetuned")
@@ -133,8 +137,6 @@ class Evaluation:
         return write_rows(self.records(which), path)
 
     def figure(self):
-        from finetune.evaluation.charts import summary_figure
-
         return summary_figure(self.summary)
 
 
@@ -179,8 +181,6 @@ def evaluate(
     formatted exactly as in training, with their own system turn if they had one. `against`
     ("gguf:<file>", see evaluation.gguf_side) puts one of the run's GGUF exports in the "base" column.
     """
-    from finetune.evaluation.compare import GenerationSettings
-    from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, side_label
 
     settings = (settings or GenerationSettings()).check()
     run = as_run(comparer_or_run)
@@ -282,7 +282,6 @@ def add_seed_metrics(
 ) -> list:
     """Corpus BLEU and validation perplexity per model into `summary` (seed_metrics.py); returns the notes
     on where they mislead."""
-    from finetune.evaluation.seed_metrics import seed_metrics
 
     if not rows:
         return []

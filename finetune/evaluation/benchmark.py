@@ -24,8 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.evaluation.benchmark_tasks import TaskSpec, resolve_tasks
-from finetune.evaluation.common import EvaluationError, StopCheck, as_run, comparer_for, should_stop, stamp, write_json
+from finetune.evaluation.benchmark_speed import record_speed
+from finetune.evaluation.benchmark_tasks import TaskSpec, registry, resolve_tasks
+from finetune.evaluation.common import (
+    EvaluationError,
+    StopCheck,
+    as_run,
+    comparer_for,
+    should_stop,
+    stamp,
+    unique_path,
+    write_json,
+)
 
 SIDES = ("base", "finetuned")
 Z_95 = 1.959963984540054
@@ -149,8 +159,6 @@ def quiet_lm_eval() -> None:
 
 def _task_manager(specs: list[TaskSpec]):
     from lm_eval.tasks import TaskManager
-
-    from finetune.evaluation.benchmark_tasks import registry
 
     folders = sorted({s.include_path for s in specs if s.include_path})
     if any(s.source == "lm-eval" for s in specs):
@@ -299,7 +307,6 @@ def run_benchmark(
     """Run `tasks` on the base and the fine-tuned model of a run (or the checkpoint folder `checkpoint`).
     `limit`: at most this many questions per task (a quick look). `chat_template`: prompts through the
     run's chat template (lm-eval's --apply_chat_template), else plain text as the benchmarks define them."""
-    from finetune.evaluation.benchmark_speed import record_speed
 
     if limit is not None and int(limit) < 1:
         raise EvaluationError(f"limit must be at least 1 question per task, got {limit}")
@@ -336,8 +343,6 @@ def benchmarks_dir(run: Any) -> Path:
 
 
 def save_benchmark(run: Any, bench: Benchmark, raw: dict[str, dict] | None = None) -> Path:
-    from finetune.evaluation.common import unique_path
-
     root = benchmarks_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     while True:  # mkdir is the atomic claim of a name (two saves in one second)

@@ -23,6 +23,7 @@ from typing import Any
 
 from finetune.errors import shown
 from finetune.evaluation.common import EvaluationError
+from finetune.offline import hub_offline, hub_reachable
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 BUILTIN_TASK = "finetune_general"
@@ -232,7 +233,6 @@ def dataset_cached(dataset: str) -> bool:
 
 def check_hub(specs: list[TaskSpec]) -> None:
     """Refuse tasks that need the Hub when it cannot be reached and their data is not cached."""
-    from finetune.offline import hub_offline, hub_reachable
 
     remote = [s for s in specs if s.dataset and not all(dataset_cached(d) for d in s.dataset.split(", "))]
     if not remote:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune.data import prepare_data
 from finetune.evaluation.common import EvaluationError, as_run
 from finetune.evaluation.sides import DEFAULT_SIDES, adapter_for
 
@@ -70,7 +71,6 @@ class ChatHistory:
 
 def run_system_prompt(run: Any) -> str:
     """The system turn most of the run's training rows carry (when at least SYSTEM_SHARE of them do), else ""."""
-    from finetune.data import prepare_data
 
     run = as_run(run)
     try:

@@ -11,25 +11,32 @@ training's own eval_loss at its step when one was logged there. Saved as
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.evaluation.benchmark import BenchmarkStopped, metric_rows, score_sides
+from finetune.evaluation.benchmark_tasks import resolve_tasks
 from finetune.evaluation.common import (
     EvaluationError,
     StopCheck,
     as_run,
     comparer_for,
     evaluations_dir,
+    load_saved,
     report_progress,
+    saved_files,
     settings_dict,
     should_stop,
     stamp,
     unique_path,
     write_json,
 )
+from finetune.evaluation.compare import GenerationSettings
+from finetune.evaluation.examples import examples_from_rows, generate_example, load_eval_rows
+from finetune.evaluation.metrics import detect_labels, label_scores, score_answer, strip_think
+from finetune.evaluation.seed_metrics import answer_tokens, corpus_bleu
 from finetune.names import checkpoint_ref
 
 LOWER_IS_BETTER = ("perplexity", "eval_loss")
@@ -115,9 +122,6 @@ def _point(run: Any, name: str, step: int) -> CurvePoint:
 
 # --- batch evaluation at every point -------------------------------------------------------
 def _side_scores(examples, answers, labels) -> dict[str, float | None]:
-    from finetune.evaluation.metrics import label_scores, score_answer, strip_think
-    from finetune.evaluation.seed_metrics import corpus_bleu
-
     scores = [score_answer(a, e.reference, labels) for a, e in zip(answers, examples)]
     out: dict[str, float | None] = {
         m: sum(s[m] for s in scores) / len(scores) for m in ("exact_match", "token_f1", "rouge_l")
@@ -133,8 +137,6 @@ def _side_scores(examples, answers, labels) -> dict[str, float | None]:
 def _perplexity(comparer, examples, use_adapter: bool, adapter: str | None, max_length: int) -> float | None:
     import math
 
-    from finetune.evaluation.seed_metrics import answer_tokens
-
     nll, tokens = 0.0, 0
     for example in examples:
         prompt_ids, answer_ids = answer_tokens(comparer.tokenizer, example, max_length)
@@ -147,9 +149,6 @@ def _perplexity(comparer, examples, use_adapter: bool, adapter: str | None, max_
 def batch_curve(run: Any, data=None, *, limit: int = 20, settings=None, metric: str | None = None,
                 progress=None, stop: StopCheck = None, save: bool = True) -> CheckpointCurve:  # fmt: skip
     """Batch evaluation (base once, then every checkpoint and the final adapter) as a curve."""
-    from finetune.evaluation.compare import GenerationSettings
-    from finetune.evaluation.examples import examples_from_rows, generate_example, load_eval_rows
-    from finetune.evaluation.metrics import detect_labels
 
     settings = (settings or GenerationSettings()).check()
     run = as_run(run)
@@ -211,8 +210,6 @@ def pick_metric(available: list[str], wanted: str | None, default: str) -> str:
 def benchmark_curve(run: Any, tasks, *, limit: int | None = None, metric: str | None = None, progress=None,
                     stop: StopCheck = None, save: bool = True) -> CheckpointCurve:  # fmt: skip
     """lm-eval `tasks` on the base, every checkpoint and the final adapter, as a curve."""
-    from finetune.evaluation.benchmark import BenchmarkStopped, metric_rows, score_sides
-    from finetune.evaluation.benchmark_tasks import resolve_tasks
 
     specs = resolve_tasks(tasks)
     run = as_run(run)
@@ -261,17 +258,11 @@ def _finish(run: Any, curve: CheckpointCurve, save: bool) -> CheckpointCurve:
 
 
 def list_curves(run: Any) -> list[Path]:
-    folder = as_run(run).path / "evaluations"
-    return sorted(folder.glob("curve-*.json")) if folder.is_dir() else []
+    return saved_files(run, "curve")
 
 
 def load_curve(path: str | Path) -> CheckpointCurve:
-    try:
-        curve = CheckpointCurve.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise EvaluationError(f"cannot read the checkpoint curve {path}: {exc}") from None
-    curve.path = Path(path)
-    return curve
+    return load_saved(path, CheckpointCurve, "checkpoint curve")
 
 
 def latest_curve(run: Any) -> CheckpointCurve | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
+from finetune.evaluation.compare import get_comparer
 from finetune.files import write_text_atomic
 from finetune.runs import Run, open_run
 
@@ -29,7 +30,6 @@ def comparer_for(comparer_or_run: Any, adapter_path: str | Path | None = None):
     """The given Comparer, or the process-wide cached one for a run (one model in memory).
     A Comparer passed in is switched to `adapter_path` when one is given. Anything with
     `generate`, `load_adapter` and `run` counts as a Comparer (tests pass scripted ones)."""
-    from finetune.evaluation.compare import get_comparer
 
     if not isinstance(comparer_or_run, (Run, str, Path)) and hasattr(comparer_or_run, "load_adapter"):
         if adapter_path is not None:
@@ -70,6 +70,23 @@ def evaluations_dir(run: Run) -> Path:
     path = run.path / "evaluations"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def saved_files(run: Any, kind: str) -> list[Path]:
+    """A run's saved evaluations of one kind (`grid`, `curve`: evaluations/<kind>-*.json), oldest first."""
+    folder = as_run(run).path / "evaluations"
+    return sorted(folder.glob(f"{kind}-*.json")) if folder.is_dir() else []
+
+
+def load_saved(path: str | Path, cls: Any, what: str) -> Any:
+    """A saved evaluation file read back as `cls` (its `from_dict`), with its `path`; EvaluationError naming
+    `what` and the file when it cannot be read."""
+    try:
+        value = cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise EvaluationError(f"cannot read the {what} {path}: {exc}") from None
+    value.path = Path(path)
+    return value
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -33,7 +33,9 @@ from finetune.config import RunConfig
 from finetune.errors import ModelError, RunError
 from finetune.evaluation.generation import CompareResult, Generation, GenerationSettings, StreamedText
 from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, load_gguf_model
-from finetune.models import release_memory
+from finetune.models import load_model, load_tokenizer, release_memory
+from finetune.plan.hardware import detect_machine
+from finetune.plan.planner import plan_for_inference
 from finetune.runs import NO_ADAPTER_MESSAGE, Run, open_run
 from finetune.runs.records import folder_file_problems
 
@@ -113,16 +115,12 @@ class Comparer:
     # loading -------------------------------------------------------------
     def _load_tokenizer(self, adapter_path: Path):
         """The tokenizer saved with the adapter (it carries any chat template training set)."""
-        from finetune.models import load_tokenizer
 
         has_own = any((adapter_path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
         return load_tokenizer(self.config, self.workspace, path=str(adapter_path) if has_own else None)
 
     def _load_model(self, path: Path | None = None, quantization: str | None = None):
         """The base (run's quantization) or, for full runs, a saved whole model (16/32-bit)."""
-        from finetune.models import load_model
-        from finetune.plan.hardware import detect_machine
-        from finetune.plan.planner import plan_for_inference
 
         plan = plan_for_inference(self.config, detect_machine())
         source = str(path) if path else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.data import load_records, prepare_data
 from finetune.data.prompts import is_prompt_row
 from finetune.errors import DataError
 from finetune.evaluation.common import EvaluationError
@@ -105,7 +106,6 @@ def examples_from_rows(rows: list[dict], limit: int | None = None) -> tuple[list
 def load_eval_rows(run: Run, data: str | Path | None = None) -> tuple[list[dict], str, list[str]]:
     """(rows, source description, warnings): `data` read like the run's validation file
     (its format and column mapping, else auto-detected), or the run's own validation rows."""
-    from finetune.data import load_records, prepare_data
 
     cfg = run.config()
     if data:

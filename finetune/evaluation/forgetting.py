@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from finetune.evaluation.batch import latest_evaluation
 from finetune.evaluation.benchmark import Benchmark, MetricRow, latest_benchmark, run_benchmark
 from finetune.evaluation.benchmark_tasks import BUILTIN_TASK
 
@@ -50,7 +51,6 @@ class ForgettingCheck:
 
 def task_metric(run: Any) -> dict[str, Any] | None:
     """The primary metric of the run's latest batch evaluation, base and fine-tuned."""
-    from finetune.evaluation.batch import latest_evaluation
 
     evaluation = latest_evaluation(run)
     if evaluation is None:

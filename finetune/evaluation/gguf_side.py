@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.errors import RunError
+from finetune.errors import ModelError, RunError
+from finetune.export.gguf import gguf_dir, list_gguf
 from finetune.runs import Run
 
 BASE_SIDE = "base"
@@ -26,7 +27,6 @@ def is_gguf_side(side: str | None) -> bool:
 
 def side_choices(run: Run) -> list[tuple[str, str]]:
     """(label, side) for every side the run can be compared against: the base, then its GGUF files."""
-    from finetune.export.gguf import list_gguf
 
     choices = [("Base model", BASE_SIDE)]
     for path in list_gguf(run):
@@ -45,7 +45,6 @@ def side_label(side: str | None) -> str:
 
 def gguf_path(run: Run, side: str) -> Path:
     """The file a `gguf:<name>` side names, which must be one of the run's exported GGUF files."""
-    from finetune.export.gguf import gguf_dir
 
     name = side[len(GGUF_PREFIX) :] if is_gguf_side(side) else ""
     folder = gguf_dir(run).resolve()
@@ -61,8 +60,6 @@ def load_gguf_model(path: Path):
     """The GGUF as a transformers model (dequantized: float32 on CPU, bfloat16/float16 on a GPU)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from finetune.errors import ModelError
 
     kwargs = {"dtype": torch.float32}
     if torch.cuda.is_available():  # not measured on a GPU in this project

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.data.templates import pair_token_ids
+from finetune.evaluation.batch import evaluate, write_rows
 from finetune.evaluation.common import (
     EvaluationError,
     Progress,
@@ -27,6 +28,8 @@ from finetune.evaluation.common import (
     unique_path,
     write_json,
 )
+from finetune.evaluation.examples import load_eval_rows
+from finetune.evaluation.rewards import add_reward_scores, is_prompt_data
 
 MODELS = ("base", "finetuned")
 DEFAULT_LIMIT = 200
@@ -83,7 +86,6 @@ def evaluate_preferences(
 ) -> PreferenceEvaluation:
     """Preference accuracy and mean margin of base and fine-tuned on up to `limit` pairs of `data` (a
     preference file; default: the run's validation rows), or of `rows` when given."""
-    from finetune.evaluation.examples import load_eval_rows
 
     run = as_run(comparer_or_run)
     warnings: list[str] = []
@@ -171,8 +173,6 @@ def _mean(values: list[float]) -> float | None:
 
 
 def save_preference_evaluation(run: Any, evaluation: PreferenceEvaluation) -> Path:
-    from finetune.evaluation.batch import write_rows
-
     parent = as_run(run).path / "preference_evaluations"
     parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -235,9 +235,6 @@ def evaluate_with_preferences(
     with `allow_custom_rewards`). `against` (a GGUF side) replaces the base in the generated answers;
     preference accuracy is then left out (it compares the base's log-probabilities, which a GGUF side does
     not stand for)."""
-    from finetune.evaluation.batch import evaluate
-    from finetune.evaluation.examples import load_eval_rows
-    from finetune.evaluation.rewards import add_reward_scores, is_prompt_data
 
     run = as_run(run)
     rows, source, warnings = load_eval_rows(run, data)

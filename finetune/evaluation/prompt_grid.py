@@ -25,13 +25,16 @@ from finetune.evaluation.common import (
     as_run,
     comparer_for,
     evaluations_dir,
+    load_saved,
     report_progress,
+    saved_files,
     settings_dict,
     should_stop,
     stamp,
     unique_path,
     write_json,
 )
+from finetune.evaluation.compare import GenerationSettings
 from finetune.runs import Run, check_name, workspace_dir
 
 MAX_PROMPTS = 200
@@ -182,7 +185,6 @@ def run_prompt_grid(
 ) -> PromptGrid:
     """Answer every prompt with the base, each checkpoint and the final adapter.
     `run` may be a Run, a run folder/name, or a Comparer already holding the run."""
-    from finetune.evaluation.compare import GenerationSettings
 
     settings = (settings or GenerationSettings()).check()
     prompts = clean_prompts(prompts)
@@ -224,14 +226,8 @@ def run_prompt_grid(
 
 
 def list_grids(run: Any) -> list[Path]:
-    folder = as_run(run).path / "evaluations"
-    return sorted(folder.glob("grid-*.json")) if folder.is_dir() else []
+    return saved_files(run, "grid")
 
 
 def load_grid(path: str | Path) -> PromptGrid:
-    try:
-        grid = PromptGrid.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise EvaluationError(f"cannot read the prompt grid {path}: {exc}") from None
-    grid.path = Path(path)
-    return grid
+    return load_saved(path, PromptGrid, "prompt grid")

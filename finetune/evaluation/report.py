@@ -17,7 +17,10 @@ from typing import Any
 
 from finetune.evaluation.ab import load_votes, tally
 from finetune.evaluation.batch import Evaluation, latest_evaluation
+from finetune.evaluation.benchmark import latest_benchmark
+from finetune.evaluation.benchmark_charts import svg_curve
 from finetune.evaluation.charts import summary_metrics, svg_bars, svg_lines
+from finetune.evaluation.checkpoints import latest_curve
 from finetune.evaluation.common import EvaluationError, as_run, stamp, unique_path
 from finetune.evaluation.diff import word_diff_html
 from finetune.runs import Run
@@ -137,7 +140,6 @@ def _pm(value: Any, stderr: Any) -> str:
 
 def _benchmark_sections(run: Run) -> list[Section]:
     """The latest benchmark and forgetting check: both scores, the difference with its 95% interval."""
-    from finetune.evaluation.benchmark import latest_benchmark
 
     out = []
     for kind, title in (("benchmark", "Benchmarks (lm-eval)"), ("forgetting", "Forgetting check (built-in set)")):
@@ -155,9 +157,6 @@ def _benchmark_sections(run: Run) -> list[Section]:
 
 
 def _curve_section(run: Run) -> Section | None:
-    from finetune.evaluation.benchmark_charts import svg_curve
-    from finetune.evaluation.checkpoints import latest_curve
-
     curve = latest_curve(run)
     if curve is None:
         return None

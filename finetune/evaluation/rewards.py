@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune.evaluation.batch import MODELS, Evaluation
+from finetune.data.prompts import is_prompt_row
+from finetune.evaluation.batch import MODELS, Evaluation, write_rows
 from finetune.reward_spec import CUSTOM, parse_reward_functions
 from finetune.train.rewards import build_reward_functions, score_completions
 
@@ -19,8 +20,6 @@ EPSILON = 1e-12
 
 
 def is_prompt_data(rows: list[dict]) -> bool:
-    from finetune.data.prompts import is_prompt_row
-
     return bool(rows) and is_prompt_row(rows[0])
 
 
@@ -76,8 +75,6 @@ def add_reward_scores(evaluation: Evaluation, rows: list[dict], config: Any, *, 
     summary["reward_functions"] = scored_config.reward_functions
     summary["extra_metrics"] = ["mean_reward", *(f"reward/{f.__name__}" for f in functions if len(functions) > 1)]
     if evaluation.folder is not None:  # the saved rows gain their rewards (the caller rewrites summary.json)
-        from finetune.evaluation.batch import write_rows
-
         for name in ("rows.csv", "rows.jsonl"):
             write_rows(evaluation.records(), evaluation.folder / name)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from finetune.data.templates import pair_token_ids
 from finetune.evaluation.common import should_stop
+from finetune.evaluation.metrics import strip_think
+from finetune.models import load_tokenizer
 
 SIDES = ("base", "finetuned")
 SHORT_ANSWER_WORDS = 4  # BLEU's longest n-gram
@@ -91,7 +93,6 @@ def perplexities(comparer: Any, examples: list[Any], adapter: str | None, max_le
 
 def templates_differ(comparer: Any) -> bool:
     """Does the base model's own tokenizer carry another chat template than the run's?"""
-    from finetune.models import load_tokenizer
 
     try:
         own = load_tokenizer(comparer.config, comparer.workspace)
@@ -105,7 +106,6 @@ def seed_metrics(comparer: Any, examples: list[Any], rows: list[Any], adapter: s
     done = {row.index for row in rows}
     examples = [e for e in examples if e.index in done]
     references = [row.reference for row in rows]
-    from finetune.evaluation.metrics import strip_think
 
     scored = hasattr(comparer, "completion_logps")  # a scripted comparer (tests) has no model to score with
     ppl = perplexities(comparer, examples, adapter, comparer.config.max_length, stop) if scored else {}

@@ -28,11 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.demo import is_demo
 from finetune.errors import ModelError, RunError
-from finetune.export.gguf_process import WorkerFailed, quantize, run_worker
+from finetune.export.gguf_converter import LLAMA_CPP_PYTHON_VERSION, converter_dir
+from finetune.export.gguf_process import WorkerFailed, generate_in_llama_cpp, llama_cpp_installed, quantize, run_worker
 from finetune.export.gguf_types import CONVERTER_TYPES, check_type, refusal
-from finetune.export.merge import MERGE_MARKER, exports_dir, merge_adapter
-from finetune.names import safe_name
+from finetune.export.merge import MERGE_MARKER, exports_dir, merge_adapter, saved_dtype
+from finetune.export.ollama import ollama_model_name, serve_commands, write_modelfile
+from finetune.models import load_tokenizer, resolve_model_path
+from finetune.names import is_hub_id, is_local_path, safe_name
 from finetune.runs import NO_ADAPTER_MESSAGE, Run, open_run
 
 Progress = Callable[[float, str], Any]
@@ -120,9 +124,6 @@ def turn_end_token(tokenizer) -> int | None:
 
 
 def _metadata_override(run: Run, cfg) -> dict[str, Any]:
-    from finetune.demo import is_demo
-    from finetune.names import is_hub_id, is_local_path
-
     base = cfg.model_name_or_path
     base_entry: dict[str, Any] = {"name": "demo (finetune-studio's built-in model)" if is_demo(base) else base}
     if not is_demo(base) and is_hub_id(base) and not is_local_path(base):
@@ -149,9 +150,6 @@ def _count_tensors(folder: Path) -> int:
 
 def convert_folder(run: Run, cfg, merged: Path, outtype: str, target: Path, step: Callable[[float, str], None]) -> None:
     """llama.cpp's converter on `merged` -> `target` (f16/bf16/q8_0), in a child process."""
-    from finetune.demo import is_demo
-    from finetune.export.gguf_converter import LLAMA_CPP_PYTHON_VERSION, converter_dir
-    from finetune.models import load_tokenizer
 
     converter = converter_dir()
     override = target.with_name(target.name + ".metadata.json")
@@ -240,14 +238,12 @@ def export_gguf(
     run: Run | str | Path, type_name: str, out: str | Path | None = None, progress: Progress | None = None
 ) -> GgufExport:
     """Merge (when needed), convert, quantize (K-quants), check and write the Modelfile; see the module doc."""
-    from finetune.export.ollama import ollama_model_name, serve_commands, write_modelfile
 
     run = open_run(run)
     if not run.has_adapter():
         raise RunError(f"{run.name}: {NO_ADAPTER_MESSAGE}")
     type_name, cfg = check_type(type_name), run.config()
     source_config = run.adapter_dir if cfg.method == "full" else None
-    from finetune.models import resolve_model_path
 
     base_folder = source_config or Path(resolve_model_path(cfg.model_name_or_path, run.workspace))
     problem = refusal(type_name, base_folder if Path(base_folder).is_dir() else None)
@@ -260,7 +256,6 @@ def export_gguf(
         return lambda fraction, message: progress and progress(low + (high - low) * float(fraction), message)
 
     stage(0.0, 0.02)(0.0, "Fetching llama.cpp's converter (first time only)")
-    from finetune.export.gguf_converter import converter_dir
 
     converter_dir()
     merged = _merged_for(run, stage(0.02, 0.45))
@@ -296,9 +291,6 @@ def export_gguf(
 def run_check(path: Path, cfg, merged: Path, type_name: str) -> str:
     """Run the file in llama.cpp for a few tokens (only where llama-cpp-python is installed); a crash or a
     load failure raises ModelError (the caller removes the file)."""
-    from finetune.export.gguf_converter import LLAMA_CPP_PYTHON_VERSION
-    from finetune.export.gguf_process import generate_in_llama_cpp, llama_cpp_installed
-    from finetune.models import load_tokenizer
 
     if not llama_cpp_installed():
         return "not run in llama.cpp here (llama-cpp-python is not installed)"
@@ -317,7 +309,6 @@ def run_check(path: Path, cfg, merged: Path, type_name: str) -> str:
 
 def _sixteen_bit(merged: Path) -> str:
     """The intermediate a K-quant is made from: bf16 for bf16 weights (f16 would clip them), else f16."""
-    from finetune.export.merge import saved_dtype
 
     return "bf16" if saved_dtype(merged) == "bfloat16" else "f16"
 
@@ -333,8 +324,6 @@ def _has_template(folder: Path) -> bool:
 
 def export_lora_gguf(run: Run | str | Path, out: str | Path | None = None, progress: Progress | None = None) -> Path:
     """The adapter alone as a GGUF LoRA (f16) for `llama-server -m BASE.gguf --lora FILE`."""
-    from finetune.export.gguf_converter import converter_dir
-    from finetune.models import resolve_model_path
 
     run = open_run(run)
     cfg = run.config()

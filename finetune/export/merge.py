@@ -19,8 +19,11 @@ from typing import Any
 from finetune.errors import ConfigError, FinetuneError, ModelError, RunError, shown
 from finetune.export.model_card import TAG, model_card
 from finetune.files import zip_folder
+from finetune.models import load_model, load_tokenizer, resolve_model_path, save_tokenizer_for_serving
 from finetune.names import is_hub_id, safe_name
 from finetune.offline import hub_offline
+from finetune.plan.hardware import detect_machine
+from finetune.plan.planner import plan_for_inference
 from finetune.runs import NO_ADAPTER_MESSAGE, Run, open_run, this_host
 
 MERGE_MARKER = ".finetune-merge.json"  # marks a folder as our merge, so a re-merge may replace it
@@ -176,10 +179,6 @@ def _merge_lora(run: Run, cfg, staging: Path, step: Callable[[float, str], None]
     import torch
     from peft import PeftModel
 
-    from finetune.models import load_model, resolve_model_path
-    from finetune.plan.hardware import detect_machine
-    from finetune.plan.planner import plan_for_inference
-
     workspace = run.workspace
     step(0.05, f"Loading {cfg.model_name_or_path} without quantization (never merged into quantized weights)")
     # auto precision: bf16 on GPUs that have it, else fp16 on CUDA; float32 on CPU
@@ -215,8 +214,6 @@ def _copy_full(run: Run, staging: Path, step: Callable[[float, str], None]) -> N
 
 
 def _save_tokenizer(run: Run, cfg, staging: Path) -> None:
-    from finetune.models import load_tokenizer, save_tokenizer_for_serving
-
     own = any((run.adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = load_tokenizer(cfg, run.workspace, path=str(run.adapter_dir) if own else None)
     save_tokenizer_for_serving(tokenizer, staging)

@@ -13,6 +13,9 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
+from finetune.data import prepare_data
+from finetune.errors import FinetuneError
+from finetune.export.serving import ollama_modelfile
 from finetune.runs import Run
 
 MAJORITY = 0.5  # a system prompt carried by more than this share of the training rows is "the" one
@@ -21,8 +24,6 @@ OLLAMA_NAME_RE = re.compile(r"[^a-z0-9._-]+")
 
 def trained_system_prompt(run: Run) -> tuple[str | None, str]:
     """(the system prompt most training rows carried, or None; a note on how it was found)."""
-    from finetune.data import prepare_data
-    from finetune.errors import FinetuneError
 
     try:
         rows = prepare_data(run.config()).train_rows
@@ -54,7 +55,6 @@ def ollama_model_name(run_name: str, type_name: str) -> str:
 def write_modelfile(run: Run, merged_dir: Path, gguf_path: Path) -> tuple[Path | None, str]:
     """Write `<file>.Modelfile` beside the GGUF; (its path, a note). No file when the chat template cannot
     be reproduced as an Ollama template (the note says why; llama-server --jinja still reads the GGUF's)."""
-    from finetune.export.serving import ollama_modelfile
 
     system, found = trained_system_prompt(run)
     try:

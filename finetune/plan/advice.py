@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
+from finetune.plan.hardware import detect_hardware, detect_machine
 from finetune.plan.memory import MemoryEstimate
+from finetune.plan.planner import estimate as plan_estimate
+from finetune.presets import TIER_ORDER, apply_preset, load_preset, smaller_tiers, suggest_preset
 
 MIN_SAVING_GB = 0.05
 MEMORY_TERMS = ("base_weights", "activations", "logits_loss", "optimizer_states", "workspace")
@@ -47,7 +50,6 @@ def knob_changes(config: RunConfig) -> list[tuple[str, dict]]:
 
 def _re_estimate(estimate: MemoryEstimate, config: RunConfig) -> MemoryEstimate | None:
     """The same estimate (same machine) for another config, or None when that config is not valid."""
-    from finetune.plan.planner import estimate as plan_estimate
 
     try:
         return plan_estimate(config, estimate.plan.machine, model=estimate.shape)[1]
@@ -67,7 +69,6 @@ def ranked_knobs(config: RunConfig, estimate: MemoryEstimate) -> list[tuple[str,
 
 def _current_tier(config: RunConfig) -> str | None:
     """The tier preset whose settings this config still has, if any."""
-    from finetune.presets import TIER_ORDER, load_preset
 
     for name in reversed(TIER_ORDER):
         settings = load_preset(name)
@@ -78,7 +79,6 @@ def _current_tier(config: RunConfig) -> str | None:
 
 def smaller_preset(config: RunConfig, estimate: MemoryEstimate, gpu_gb: float, hw=None) -> tuple[str, float] | None:
     """The next smaller tier preset (by tier order) the estimate says fits, with its estimate."""
-    from finetune.presets import apply_preset, smaller_tiers, suggest_preset
 
     current = _current_tier(config)
     if current is None and (hw is None or gpu_gb <= 0):
@@ -118,8 +118,6 @@ def oom_advice(config: RunConfig, estimate: MemoryEstimate | None = None, hw=Non
     `estimate` and `hw` are computed (estimate of config.model_name_or_path, detect_hardware())
     when not given, so `oom_advice(config)` works from an exception handler.
     """
-    from finetune.plan.hardware import detect_hardware, detect_machine
-    from finetune.plan.planner import estimate as plan_estimate
 
     if hw is None:
         hw = detect_hardware()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.files import write_text_atomic
 from finetune.plan.throughput import Throughput
 
 CALIBRATION_VERSION = 3
@@ -93,8 +94,6 @@ def cached(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any] | N
 
 
 def store(workspace: str | Path, config: RunConfig, plan, entry: dict[str, Any]) -> None:
-    from finetune.files import write_text_atomic
-
     with _lock:
         data = _read(workspace)
         data[key_text(plan, config)] = entry

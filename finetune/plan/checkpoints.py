@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune.paths import artifact_bytes, size_text
+
 CURVE_POINTS = 4  # a checkpoint curve with fewer kept points says little about which step is best
 
 
@@ -37,7 +39,6 @@ class CheckpointPlan:
 
     def line(self) -> str:
         """One sentence for the Model tab."""
-        from finetune.paths import size_text
 
         if self.total_steps is None:
             every = f"every {self.save_every} steps" if self.save_every else "at a fraction of the steps"
@@ -82,7 +83,6 @@ def checkpoint_plan(
     has_eval: bool = True,
 ) -> CheckpointPlan:  # fmt: skip
     """Where a run of `config` saves checkpoints, which it keeps, and their size on disk."""
-    from finetune.paths import artifact_bytes
 
     total = total_steps(config, train_rows)
     if total is None:

@@ -12,6 +12,8 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from finetune.plan.parallel import launched_strategy, sharded_loading
+
 GiB = 1024**3
 
 
@@ -207,7 +209,6 @@ class Machine:
 
 def detect_machine(hardware: HardwareInfo | None = None) -> Machine:
     """The Machine this process trains on (its local rank's GPU under `accelerate launch`)."""
-    from finetune.plan.parallel import launched_strategy, sharded_loading
 
     hw = hardware or detect_hardware()
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)

@@ -28,6 +28,7 @@ from typing import Any
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
+from finetune.plan.generation import grpo_memory_terms
 from finetune.plan.parallel import SHARD_STATES
 from finetune.plan.shapes import ModelShape, load_shape
 from finetune.plan.sharding import per_gpu, sharding_note
@@ -181,8 +182,6 @@ def estimate_memory(
     saved, loss_b, workspace = activation_terms(shape, ctx)
     sampling = 0.0
     if config.objective == "grpo":  # its own loss path, and the sampling of completions before the training pass
-        from finetune.plan.generation import grpo_memory_terms
-
         loss_b, sampling = grpo_memory_terms(shape, config, plan, ctx)
     strategy, world = getattr(plan, "strategy", "none"), plan.machine.world_size
     # the optimizer steps over this GPU's shard only when the states are sharded

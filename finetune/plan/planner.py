@@ -31,7 +31,11 @@ from typing import Any
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
 from finetune.names import says_instruction_tuned
+from finetune.plan.generation import grpo_objective_reason, plan_generation
 from finetune.plan.hardware import Machine
+from finetune.plan.memory import estimate_memory
+from finetune.plan.parallel import WHAT_IS_SHARDED
+from finetune.plan.shapes import ModelShape, load_shape
 
 GC_HEADROOM = 0.85  # auto checkpointing / micro-batch: the share of GPU memory a plan may fill
 MICRO_BATCH_TOKENS = 8192  # auto micro-batch: real tokens per forward pass to aim for on a GPU
@@ -124,7 +128,6 @@ class Plan:
         """e.g. `fsdp over 2 processes (weights, gradients and optimizer states sharded)`."""
         if self.strategy == "none":
             return "one process"
-        from finetune.plan.parallel import WHAT_IS_SHARDED
 
         shared = WHAT_IS_SHARDED[self.strategy]
         return (
@@ -157,7 +160,6 @@ def _explicit(value: Any) -> bool:
 def _shape(model: Any, config: RunConfig):
     """(the model's shape for the memory estimate, "") or (None, why it could not be read: an offline Hub
     id, a folder without a readable config.json...)."""
-    from finetune.plan.shapes import ModelShape, load_shape
 
     if isinstance(model, ModelShape):
         return model, ""
@@ -305,8 +307,6 @@ def _memory(shape, config: RunConfig, plan: Plan) -> float | None:
 
 
 def _memory_and_why(shape, config: RunConfig, plan: Plan) -> tuple[float | None, str]:
-    from finetune.plan.memory import estimate_memory
-
     try:
         return estimate_memory(shape, config, plan).total_gb, ""
     except FinetuneError as exc:  # ConfigError / ModelError: the estimate's own refusals
@@ -365,8 +365,6 @@ def objective_reason(config: RunConfig) -> str:
     if config.objective == "sft":
         return "one forward pass per example"
     if config.objective == "grpo":
-        from finetune.plan.generation import grpo_objective_reason
-
         return grpo_objective_reason(config)
     if config.objective == "orpo":
         return f"chosen and rejected in one policy forward pass, no reference model (beta {config.beta})" + (
@@ -458,8 +456,6 @@ def make_plan(
     sampler, sampler_why = _sampler(config, machine, plan.padding_free, plan.gradient_accumulation_steps)
     plan = replace(plan, sampler=sampler, reasons=plan.reasons + (("sampler", sampler_why),))
     if config.objective == "grpo":
-        from finetune.plan.generation import plan_generation
-
         plan = plan_generation(config, plan)
     memory, memory_why = _memory_and_why(shape, config, plan) if shape is not None else (None, shape_why)
     if memory is None:  # said, never guessed silently: the decisions above took their memory-safe choice
@@ -488,8 +484,6 @@ def estimate(
 ):
     """(plan, memory estimate) of `config` on `machine`: the estimate of exactly what will run, per GPU
     for the config's `num_gpus` and strategy (see planned_machine). Raises ConfigError / ModelError when the model's shape cannot be read."""
-    from finetune.plan.memory import estimate_memory
-    from finetune.plan.shapes import ModelShape, load_shape
 
     shape = model if isinstance(model, ModelShape) else load_shape(model or config.model_name_or_path)
     plan = make_plan(config.check(), planned_machine(config, machine), model=shape, mean_tokens=mean_tokens)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.plan.terms import resolve_targets
 from finetune.plan.throughput import GENERATION_SHARE, FlopsModel, Throughput, flops_model
 from finetune.plan.workload import Totals, Workload
 
@@ -109,7 +110,6 @@ def format_seconds(seconds: float) -> str:
 def _trainable_params(shape, config: RunConfig) -> float:
     if config.method == "full":
         return float(shape.param_counts()["total"])
-    from finetune.plan.terms import resolve_targets
 
     targets, _ = resolve_targets(config.lora_target_modules, shape)
     per_layer = sum(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import ATTENTION_MODULES
+from finetune.demo import demo_model_path, is_demo
 from finetune.errors import ModelError
 from finetune.offline import hub_offline, hub_reachable
 
@@ -214,7 +215,6 @@ def _hub_config(repo_id: str) -> Path:
 
 def load_shape(model: str) -> ModelShape:
     """Resolve a model name to its shape: local folder/file, `demo`, bundled name or alias, Hub id."""
-    from finetune.demo import demo_model_path, is_demo
 
     text = str(model).strip()
     if not text:

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from finetune.config import RunConfig
+from finetune.plan.gpus import device_name, efficiency_for, peak_for
+from finetune.plan.terms import resolve_targets
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ class FlopsModel:
 
 def flops_model(shape, config: RunConfig, plan) -> FlopsModel:
     """The FLOPs model of `config` on a model of `shape` as `plan` trains it."""
-    from finetune.plan.terms import resolve_targets
 
     counts = shape.param_counts()
     layers_linear = counts["linear"] + counts["bias"]
@@ -157,7 +158,6 @@ class Throughput:
 def gpu_throughput(machine) -> Throughput | None:
     """A GPU's throughput: its peak from finetune.plan.gpus times the efficiency (measured in bench/results/
     where one exists, else the stated default); None for a GPU the peak table does not know."""
-    from finetune.plan.gpus import device_name, efficiency_for, peak_for
 
     name = device_name(machine)
     peak = peak_for(name)

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 
 from finetune.config import RunConfig
+from finetune.plan.throughput import objective_cost
 
 SIMULATED_EPOCHS = 3  # distinct shuffles simulated; longer runs cycle them
 MEGABATCH = 50  # transformers' LengthGroupedSampler: sorted groups of 50 micro-batches
@@ -111,7 +112,6 @@ def plan_workload(
 ) -> Workload:
     """The run's workload on one device of `plan` (several devices split each epoch between them).
     `kto_pairs`: KTO on chosen/rejected pairs, which TRL trains as two labelled completions each."""
-    from finetune.plan.throughput import objective_cost
 
     notes: list[str] = []
     cap = config.max_length

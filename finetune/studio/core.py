@@ -17,9 +17,38 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.data.prepare import split_train_val
+from finetune.demo import SAMPLE_PREFERENCE_DATASET
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
-from finetune.runs import ACTIVE_STATES, FINAL_STATES, Run, RunSummary, list_runs, workspace_dir
+from finetune.evaluation.compare import cached_comparer
+from finetune.incidents import use_workspace
+from finetune.launch_commands import explicit_data_path, train_command_lines
+from finetune.models import resolve_model_path
+from finetune.names import public_text, safe_name
+from finetune.paths import check_model_path, model_bytes_on_disk, open_workspace_run, tokenizer_bytes_on_disk
+from finetune.plan.checkpoints import checkpoint_plan
+from finetune.plan.hardware import Machine, detect_hardware, detect_machine
+from finetune.plan.planner import estimate
+from finetune.presets import apply_preset, list_presets, suggest_preset
+from finetune.runs import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    Run,
+    RunSummary,
+    delete_run,
+    list_runs,
+    open_run,
+    rename_run,
+    workspace_dir,
+)
+from finetune.studio.data import DataDesk
+from finetune.studio.exporting import ExportDesk
+from finetune.studio.judging import JudgeDesk
 from finetune.studio.lease import GpuLease
+from finetune.studio.rewards import RewardDesk
+from finetune.studio.timing import TimingDesk
+from finetune.train import registry
+from finetune.train.preference import start_adapter_settings
 
 RESUMABLE_STATES = tuple(state for state in FINAL_STATES if state != "done")
 
@@ -32,14 +61,9 @@ class Studio:
     ):
         """`restrict_paths` (the web app): typed model, data and run paths must lie in the allowed places
         (finetune.paths) and runs are named, never given as folders; the CLI passes False."""
-        from finetune.studio.data import DataDesk
-        from finetune.studio.exporting import ExportDesk
-        from finetune.studio.judging import JudgeDesk
-        from finetune.studio.timing import TimingDesk
 
         self.workspace = workspace_dir(workspace)
         self.restrict_paths = restrict_paths
-        from finetune.incidents import use_workspace
 
         use_workspace(self.workspace)  # unexpected errors are detailed in <workspace>/logs/errors.log
         self.hardware = hardware  # finetune.plan.hardware.HardwareInfo, None when detection failed
@@ -50,7 +74,6 @@ class Studio:
         self.data = DataDesk(self.workspace, restrict_paths=restrict_paths)
         self.judge = JudgeDesk(self)
         self.export = ExportDesk(self)
-        from finetune.studio.rewards import RewardDesk
 
         self.rewards = RewardDesk(self)  # GRPO: reward functions, custom-code permission, sampled completions
         self.timing = TimingDesk(self)  # time and cost before Start, predicted vs actual, trackers, prices
@@ -64,15 +87,11 @@ class Studio:
         Detection failing leaves the studio usable (CPU defaults) with `hardware_error` set."""
         studio = cls(workspace, restrict_paths=restrict_paths)
         try:
-            from finetune.plan.hardware import detect_hardware, detect_machine
-
             studio.hardware = detect_hardware()
             studio.machine = detect_machine(studio.hardware)
         except Exception as exc:
             studio.hardware_error = f"{type(exc).__name__}: {exc}"
         try:
-            from finetune.presets import suggest_preset
-
             studio.suggested_preset = suggest_preset(studio.hardware) if studio.hardware is not None else None
         except Exception as exc:
             studio.hardware_error = studio.hardware_error or f"{type(exc).__name__}: {exc}"
@@ -88,19 +107,14 @@ class Studio:
 
     @staticmethod
     def presets() -> list:
-        from finetune.presets import list_presets
-
         return list_presets()
 
     @staticmethod
     def apply_preset(config: RunConfig, name: str) -> RunConfig:
-        from finetune.presets import apply_preset
-
         return apply_preset(config, name)
 
     def train_command(self, config: RunConfig, preset: str | None = None) -> str:
         """The command lines of `config`; for several GPUs with strategy auto, the strategy the plan picks."""
-        from finetune.launch_commands import train_command_lines
 
         strategy = None
         if config.num_gpus > 1 and config.strategy == "auto":
@@ -113,9 +127,6 @@ class Studio:
     def save_config(self, config: RunConfig) -> Path:
         """Write `config` as YAML to <workspace>/configs/<name>-<time>.yaml (the sample data by its path)."""
         import time
-
-        from finetune.launch_commands import explicit_data_path
-        from finetune.names import safe_name
 
         name = safe_name(config.run_name or config.model_name_or_path.split("/")[-1])
         path = self.workspace / "configs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
@@ -137,10 +148,6 @@ class Studio:
     def estimate(self, config: RunConfig):
         """The plan a run of `config` would train with on this machine, and its memory estimate
         (a MemoryEstimate with `.plan`), cached per config."""
-        from finetune.models import resolve_model_path
-        from finetune.paths import check_model_path
-        from finetune.plan.hardware import Machine
-        from finetune.plan.planner import estimate
 
         if self.restrict_paths:  # a typed local folder: allowed places only
             check_model_path(config.model_name_or_path, self.workspace)
@@ -164,7 +171,6 @@ class Studio:
         left as it is here: Start refuses it with the reason."""
         if not config.start_from_run.strip() or config.method == "full":
             return config
-        from finetune.train.preference import start_adapter_settings
 
         try:
             return config.replace(**start_adapter_settings(config, self.workspace))
@@ -174,11 +180,6 @@ class Studio:
     def checkpoint_plan(self, config: RunConfig):
         """How many checkpoints a run of `config` saves and keeps, at which steps and their size on disk
         (finetune.plan.checkpoints); the row count comes from the data when it is a local file."""
-        from finetune.data.prepare import split_train_val
-        from finetune.demo import SAMPLE_PREFERENCE_DATASET
-        from finetune.models import resolve_model_path
-        from finetune.paths import model_bytes_on_disk, tokenizer_bytes_on_disk
-        from finetune.plan.checkpoints import checkpoint_plan
 
         train_rows, has_eval = None, config.val_split > 0 or bool(config.eval_dataset_path)
         source = config.dataset_path or (str(SAMPLE_PREFERENCE_DATASET) if config.is_preference else "")
@@ -219,20 +220,16 @@ class Studio:
         """A run of this workspace by its name (restricted: never a typed path; else a run folder too).
         A run training in this process comes with the trainer's own Run (its metrics buffer); others
         are opened once."""
-        from finetune.paths import open_workspace_run
-        from finetune.runs import open_run
-        from finetune.train.job import get_job
-
         if not self.restrict_paths and isinstance(name, (str, Path)) and str(name).strip():
-            job = get_job(str(name))  # a run training here, wherever its folder is (an output_dir)
+            job = registry.get_job(str(name))  # a run training here, wherever its folder is (an output_dir)
             if job is not None:
                 return job.run
             run = open_run(name, self.workspace)
-            job = get_job(run.name)
+            job = registry.get_job(run.name)
             return job.run if job is not None and job.run.path == run.path else run
         if not isinstance(name, str) or not name.strip():
             raise RunError("Pick a run first.")
-        job = get_job(name)
+        job = registry.get_job(name)
         if job is not None:
             return job.run
         with self._lock:
@@ -245,19 +242,15 @@ class Studio:
 
     def training_now(self) -> str | None:
         """The name of the run training in this process, if any."""
-        from finetune.train.job import current_job
-
-        job = current_job()
+        job = registry.current_job()
         return job.run.name if job is not None else None
 
     def progress(self, name: str) -> dict[str, Any]:
         """state, message, step, total_steps, fraction, eta, tokens_per_s, elapsed, run: live from the
         job when it trains here, else from its status.json (new metrics of a run another process
         writes are re-read). `resumable` says whether Resume could continue it."""
-        from finetune.train.job import get_job
-
         run = self.run(name)
-        job = get_job(name)
+        job = registry.get_job(name)
         live = job.progress() if job is not None else None
         if live is not None and (job.is_alive() or live.get("state") in ACTIVE_STATES):
             p = live
@@ -275,7 +268,7 @@ class Studio:
 
     def start(self, config: RunConfig) -> Run:
         """Start training `config` in the background (checked first: a refused start leaves nothing)."""
-        from finetune.train.job import start_training
+        from finetune.train.job import start_training  # transformers (seconds): the page and the CLI load without it
 
         self.rewards.check_allowed(config)  # a custom reward file runs code: the app only when its host allowed it
         with self.lease.locked("starting a run"), self._public_errors():
@@ -284,7 +277,7 @@ class Studio:
 
     def resume(self, name: str, overrides: list[str] | None = None) -> Run:
         """Continue a stopped, failed or interrupted run from its last checkpoint."""
-        from finetune.train.job import start_training
+        from finetune.train.job import start_training  # transformers, as in start
 
         run = self.run(name)
         with self._public_errors():
@@ -303,8 +296,6 @@ class Studio:
         except FinetuneError as exc:
             if not self.restrict_paths:
                 raise
-            from finetune.names import public_text
-
             if isinstance(exc, ConfigError):
                 raise ConfigError([public_text(p, self.workspace) for p in exc.problems]) from None
             text = public_text(str(exc), self.workspace)
@@ -319,9 +310,7 @@ class Studio:
     def stop(self, reason: str = "the user", wait_s: float | None = None) -> str | None:
         """Ask the run training here to stop after its current step (a checkpoint is saved), waiting up
         to `wait_s` for it to finish; returns its name (None when nothing trains)."""
-        from finetune.train.job import current_job
-
-        job = current_job()
+        job = registry.current_job()
         if job is None:
             return None
         job.stop(reason)
@@ -331,39 +320,30 @@ class Studio:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` for the run training here to end; True when nothing trains any more."""
-        from finetune.train.job import current_job
-
-        job = current_job()
+        job = registry.current_job()
         if job is not None:
             job.wait(timeout)
         return self.training_now() is None
 
     def rename(self, name: str, new_name: str) -> Run:
         """Rename a finished run (its folder); refused while it trains or when the name is taken."""
-        from finetune.runs import rename_run
-        from finetune.train.job import forget_job
-
         self._refuse_active(name, "renamed")
         run = rename_run(self.run(name), new_name)
-        forget_job(name)  # the name is free again: a later run of it is not this one
+        registry.forget_job(name)  # the name is free again: a later run of it is not this one
         with self._lock:
             self._runs.pop(name, None)
         return run
 
     def delete(self, name: str) -> None:
         """Delete a run folder and everything in it (adapter, checkpoints, exports); not while it trains."""
-        from finetune.runs import delete_run
 
         self._refuse_active(name, "deleted")
-        from finetune.evaluation.compare import cached_comparer
 
         cached = cached_comparer()
         if cached is not None and cached.run.name == name:
             self.lease.free_memory()
-        from finetune.train.job import forget_job
-
         delete_run(self.run(name))
-        forget_job(name)
+        registry.forget_job(name)
         with self._lock:
             self._runs.pop(name, None)
 

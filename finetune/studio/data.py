@@ -26,8 +26,10 @@ from finetune.data import (
     render_example,
     token_length_stats,
 )
+from finetune.data.readers import looks_like_hub_id
 from finetune.demo import SAMPLE_DATASET, SAMPLE_PREFERENCE_DATASET, SAMPLE_PROMPTS_DATASET
 from finetune.errors import DataError, FinetuneError
+from finetune.models import load_tokenizer
 from finetune.names import UPLOAD_PREFIX_CHARS, safe_name, upload_name
 from finetune.paths import check_dataset_path, check_model_path
 
@@ -138,7 +140,6 @@ class DataDesk:
     @staticmethod
     def is_hub_dataset(text: str) -> bool:
         """Does `text` name a Hub dataset (`owner/name`, not a local path or a data file's name)?"""
-        from finetune.data.readers import looks_like_hub_id
 
         return bool(text) and looks_like_hub_id(text)
 
@@ -195,7 +196,6 @@ class DataDesk:
     # tokens ----------------------------------------------------------------------------
     def tokenizer(self, model: str, trust_remote_code: bool = False):
         """The tokenizer of a model (cached); a typed local folder must lie in the allowed places."""
-        from finetune.models import load_tokenizer
 
         if self.restrict_paths:
             check_model_path(model or "", self.workspace)

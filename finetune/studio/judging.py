@@ -12,7 +12,41 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
+from finetune.evaluation import (
+    build_report,
+    export_votes,
+    latest_evaluation,
+    list_grids,
+    list_prompt_sets,
+    load_evaluation,
+    load_grid,
+    load_prompt_set,
+    new_blind_pair,
+    prompts_from_text,
+    record_vote,
+    run_prompt_grid,
+    run_tally,
+    save_prompt_set,
+    summary_figure,
+    tally_figure,
+    word_diff_html,
+)
+from finetune.evaluation.benchmark import latest_benchmark, run_benchmark
+from finetune.evaluation.benchmark_charts import benchmark_figure, curve_figure
+from finetune.evaluation.benchmark_speed import curated_rows
+from finetune.evaluation.chat import ChatHistory, chat_turn, run_system_prompt
+from finetune.evaluation.checkpoints import KINDS, batch_curve, benchmark_curve, latest_curve
+from finetune.evaluation.compare import get_comparer
+from finetune.evaluation.examples import examples_from_rows, load_eval_rows
+from finetune.evaluation.forgetting import forgetting_check, latest_check
 from finetune.evaluation.generation import GenerationSettings
+from finetune.evaluation.gguf_side import BASE_SIDE, side_label
+from finetune.evaluation.gguf_side import side_choices as comparison_sides  # base or a GGUF file
+from finetune.evaluation.preference import evaluate_with_preferences
+from finetune.evaluation.sides import resolve_side, side_choices
+from finetune.evaluation.votes import votes_to_preference
+from finetune.names import checkpoint_ref, safe_name
+from finetune.paths import check_allowed_path
 
 NO_RUN = "No run with a saved adapter yet: train one in the Train tab first."
 
@@ -32,7 +66,6 @@ class JudgeDesk:
     ) -> Iterator[Any]:
         """The answer of the base (`use_adapter=False`; or the side `against` names, see `sides`) or the
         fine-tuned model as it grows; the last item carries `.tokens`, the number of tokens generated."""
-        from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):
@@ -41,21 +74,17 @@ class JudgeDesk:
     def sides(self, name: str | None) -> list[tuple[str, str]]:
         """(label, side) of what can stand opposite the fine-tuned model: the base, then the run's GGUF
         exports ("gguf:<file>"), to see what a quantized file costs against the 16-bit fine-tune."""
-        from finetune.evaluation.gguf_side import BASE_SIDE, side_choices
 
         if not name:
             return [("Base model", BASE_SIDE)]
-        return side_choices(self._run(name))
+        return comparison_sides(self._run(name))
 
     @staticmethod
     def side_label(side: str | None) -> str:
-        from finetune.evaluation.gguf_side import side_label
-
         return side_label(side)
 
     def compare(self, name: str, prompt: str, settings: GenerationSettings, against: str | None = None):
         """Both answers at once (a CompareResult); `against` as in `stream`."""
-        from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         with self.studio.lease.hold("comparing answers"):
@@ -63,37 +92,25 @@ class JudgeDesk:
 
     @staticmethod
     def diff_html(base: str, tuned: str) -> str:
-        from finetune.evaluation import word_diff_html
-
         return word_diff_html(base, tuned)
 
     # blind A/B ---------------------------------------------------------------------------
     def blind_pair(self, name: str, prompt: str, settings: GenerationSettings):
-        from finetune.evaluation import new_blind_pair
-
         run = self._run(name)
         with self.studio.lease.hold("generating a blind pair"):
             return new_blind_pair(run, prompt, settings)
 
     def vote(self, name: str, pair: Any, choice: str):
-        from finetune.evaluation import record_vote
-
         return record_vote(self._run(name), pair, choice)
 
     def tally(self, name: str):
-        from finetune.evaluation import run_tally
-
         return run_tally(self._run(name))
 
     @staticmethod
     def tally_figure(tally: Any):
-        from finetune.evaluation import tally_figure
-
         return tally_figure(tally)
 
     def export_votes(self, name: str, fmt: str) -> Path:
-        from finetune.evaluation import export_votes
-
         run = self._run(name)
         if not self.tally(name).n:
             raise FinetuneError("This run has no votes yet: cast a blind vote first.")
@@ -101,7 +118,6 @@ class JudgeDesk:
 
     def held_out_prompt(self, name: str) -> str:
         """A random prompt from the run's held-out (validation) rows."""
-        from finetune.evaluation.examples import examples_from_rows, load_eval_rows
 
         rows, _, _ = load_eval_rows(self._run(name))
         examples, _ = examples_from_rows(rows)
@@ -113,7 +129,6 @@ class JudgeDesk:
     def evaluate(self, name: str, data: str | None, *, limit: int, settings, stop=None, progress=None, against=None):
         """Score base (or the GGUF side `against`) and fine-tuned answers on held-out rows (the run's own, or
         the file `data`); on preference pairs also each model's preference_accuracy and mean_margin."""
-        from finetune.evaluation.preference import evaluate_with_preferences
 
         if int(limit) < 1:
             raise FinetuneError("The row limit must be at least 1.")
@@ -131,13 +146,10 @@ class JudgeDesk:
             )
 
     def latest_evaluation(self, name: str):
-        from finetune.evaluation import latest_evaluation
-
         return latest_evaluation(self._run(name))
 
     def load_evaluation(self, folder: str | Path):
         """A saved evaluation, only from a run folder of this workspace."""
-        from finetune.evaluation import load_evaluation
 
         path = Path(folder).resolve()
         if not path.is_relative_to(self.studio.workspace.resolve()):
@@ -146,21 +158,16 @@ class JudgeDesk:
 
     @staticmethod
     def summary_figure(summary: dict):
-        from finetune.evaluation import summary_figure
-
         return summary_figure(summary)
 
     # prompt grid ---------------------------------------------------------------------------
     def prompt_grid(self, name: str, prompts: list[str], settings, *, stop=None, progress=None, checkpoints=None):
         """`checkpoints`: the checkpoint columns by name (default: every saved checkpoint)."""
-        from finetune.evaluation import run_prompt_grid
 
         if not prompts:
             raise FinetuneError("Type at least one prompt (one per line), or load a saved prompt set.")
         run = self._run(name)
         if checkpoints:
-            from finetune.evaluation.sides import side_choices
-
             unknown = sorted(set(checkpoints) - set(side_choices(run)))
             if unknown:
                 raise FinetuneError(f"{', '.join(unknown)}: not a saved checkpoint of {run.name}")
@@ -168,44 +175,30 @@ class JudgeDesk:
             return run_prompt_grid(run, prompts, settings, stop=stop, progress=progress, checkpoints=checkpoints)
 
     def latest_grid(self, name: str):
-        from finetune.evaluation import list_grids, load_grid
-
         found = list_grids(self._run(name))
         return load_grid(found[-1]) if found else None
 
     @staticmethod
     def prompts_from_text(text: str) -> list[str]:
-        from finetune.evaluation import prompts_from_text
-
         return prompts_from_text(text or "")
 
     def prompt_sets(self) -> list[str]:
-        from finetune.evaluation import list_prompt_sets
-
         return list_prompt_sets(self.studio.workspace)
 
     def save_prompt_set(self, set_name: str, prompts: list[str]) -> Path:
-        from finetune.evaluation import save_prompt_set
-
         return save_prompt_set(set_name, prompts, self.studio.workspace)
 
     def load_prompt_set(self, set_name: str) -> list[str]:
-        from finetune.evaluation import load_prompt_set
-
         return load_prompt_set(set_name, self.studio.workspace)
 
     # report ------------------------------------------------------------------------------
     def report(self, name: str, fmt: str) -> Path:
-        from finetune.evaluation import build_report
-
         return build_report(self._run(name), fmt)
 
     # benchmarks, the forgetting check, the checkpoint curve, votes as training data, the chat ------------
     def _task_paths(self, tasks: str) -> str:
         """The app may only name task files in the allowed places (the CLI any)."""
         if self.studio.restrict_paths:
-            from finetune.paths import check_allowed_path
-
             for item in (tasks or "").split(","):
                 item = item.strip()
                 if item.endswith((".yaml", ".yml")) or "/" in item or "\\" in item:
@@ -227,8 +220,6 @@ class JudgeDesk:
         folder.mkdir(parents=True, exist_ok=True)
         yamls = []
         for path in paths:
-            from finetune.names import safe_name
-
             target = folder / safe_name(path.name, "task.yaml", 120)
             shutil.copyfile(path, target)
             if target.suffix.lower() in (".yaml", ".yml"):
@@ -241,7 +232,6 @@ class JudgeDesk:
                   progress=None, stop=None):  # fmt: skip
         """lm-eval `tasks` (names, task YAML files or folders, comma-separated) on base and fine-tuned
         (or the checkpoint folder `checkpoint`): a Benchmark, saved in the run folder."""
-        from finetune.evaluation.benchmark import run_benchmark
 
         run = self._run(name)
         tasks = self._task_paths(tasks)
@@ -250,13 +240,10 @@ class JudgeDesk:
                                  progress=progress, stop=stop)  # fmt: skip
 
     def latest_benchmark(self, name: str):
-        from finetune.evaluation.benchmark import latest_benchmark
-
         return latest_benchmark(self._run(name), kind="benchmark")
 
     def curated_benchmarks(self, name: str | None = None) -> list[dict]:
         """The short list of well-known tasks with their size and, when measured here, their time."""
-        from finetune.evaluation.benchmark_speed import curated_rows
 
         config = None
         if name:
@@ -268,22 +255,18 @@ class JudgeDesk:
 
     def forgetting_check(self, name: str, *, limit=None, progress=None, stop=None):
         """The built-in general set on base and fine-tuned: kept / lost, next to the run's task metric."""
-        from finetune.evaluation.forgetting import forgetting_check
 
         run = self._run(name)
         with self.studio.lease.hold("running the forgetting check"):
             return forgetting_check(run, limit=limit, progress=progress, stop=stop)
 
     def latest_forgetting(self, name: str):
-        from finetune.evaluation.forgetting import latest_check
-
         return latest_check(self._run(name))
 
     def checkpoint_curve(self, name: str, *, kind: str = "batch", data=None, limit: int = 20, settings=None,
                          tasks: str = "", metric=None, progress=None, stop=None):  # fmt: skip
         """Every saved checkpoint and the final adapter scored as batch evaluation (`kind="batch"`) or on
         lm-eval tasks (`"benchmark"`): a CheckpointCurve with its best point."""
-        from finetune.evaluation.checkpoints import KINDS, batch_curve, benchmark_curve
 
         if kind not in KINDS:
             raise FinetuneError(f"curve kind {kind!r} is not one of: {', '.join(KINDS)}")
@@ -296,21 +279,15 @@ class JudgeDesk:
                                progress=progress, stop=stop)  # fmt: skip
 
     def latest_curve(self, name: str):
-        from finetune.evaluation.checkpoints import latest_curve
-
         return latest_curve(self._run(name))
 
     def checkpoints(self, name: str) -> list[str]:
         """Every saved checkpoint of a run that holds an adapter (checkpoint-N, oldest first)."""
-        from finetune.evaluation.sides import side_choices
-
         return [s for s in side_choices(self._run(name)) if s.startswith("checkpoint-")]
 
     def start_ref(self, name: str, point: str) -> str:
         """What `start_from_run` takes to continue from a point of the checkpoint curve: the run for its final
         adapter, `run@step` for a checkpoint (checked: it holds an adapter)."""
-        from finetune.evaluation.sides import resolve_side
-        from finetune.names import checkpoint_ref
 
         if point in ("final", "finetuned"):
             return self._run(name).name
@@ -320,7 +297,6 @@ class JudgeDesk:
     def votes_to_preference(self, names: list[str], out=None):
         """The decided blind votes of these runs as a preference JSONL file (ties and both bad left out):
         a VotePairs with the path and the counts."""
-        from finetune.evaluation.votes import votes_to_preference
 
         runs = [self._run(n) for n in names if n]
         return votes_to_preference(runs, out, workspace=self.studio.workspace)
@@ -344,15 +320,11 @@ class JudgeDesk:
         )
 
     def run_system_prompt(self, name: str) -> str:
-        from finetune.evaluation.chat import run_system_prompt
-
         return run_system_prompt(self._run(name))
 
     def chat(self, name: str, history, text: str, settings) -> Iterator[Any]:
         """One user turn to every side of `history` (a ChatHistory or its dict), streamed: yields the
         ChatHistory as each side's answer grows. An empty system prompt means the run's."""
-        from finetune.evaluation.chat import ChatHistory, chat_turn, run_system_prompt
-        from finetune.evaluation.compare import get_comparer
 
         run = self._run(name)
         history = history if isinstance(history, ChatHistory) else ChatHistory.from_dict(history)
@@ -363,12 +335,8 @@ class JudgeDesk:
 
     @staticmethod
     def benchmark_figure(bench):
-        from finetune.evaluation.benchmark_charts import benchmark_figure
-
         return benchmark_figure(bench)
 
     @staticmethod
     def curve_figure(curve, metric: str | None = None):
-        from finetune.evaluation.benchmark_charts import curve_figure
-
         return curve_figure(curve, metric)

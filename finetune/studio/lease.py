@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from finetune.errors import BusyError
+from finetune.evaluation.compare import release_comparer
 from finetune.runs import FINAL_STATES
+from finetune.train import registry
 
 LEASE_WAIT_S = 600.0  # a model-loading request waits this long for another one (a merge) to finish
 FINISHING_WAIT_S = 120.0  # a run that reported its final state may still be freeing memory
@@ -21,7 +23,7 @@ class GpuLease:
     """One model in memory at a time, process-wide: training, comparing, evaluating, grids and merges.
 
     Work that loads a model holds the lease for its duration (`hold`); a training job holds it for as
-    long as it runs (checked through `finetune.train.job.current_job`). Starting training releases the
+    long as it runs (checked through `finetune.train.registry.current_job`). Starting training releases the
     cached comparison model first, so the trainer gets that memory.
     """
 
@@ -54,12 +56,10 @@ class GpuLease:
 
     @staticmethod
     def refuse_while_training(action: str) -> None:
-        from finetune.train.job import current_job
-
-        job = current_job()
+        job = registry.current_job()
         if job is not None and getattr(job, "state", None) in FINAL_STATES:
             job.wait(FINISHING_WAIT_S)  # the run has ended and is freeing its memory: let it finish
-            job = current_job()
+            job = registry.current_job()
         if job is not None:
             raise BusyError(
                 f"The run '{job.run.name}' is training: {action} would load a second model into memory. "
@@ -69,6 +69,5 @@ class GpuLease:
     @staticmethod
     def free_memory() -> None:
         """Drop the cached comparison model (before training or a merge loads its own copy)."""
-        from finetune.evaluation.compare import release_comparer
 
         release_comparer()

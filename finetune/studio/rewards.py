@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import ConfigError
+from finetune.names import safe_name
+from finetune.paths import check_allowed_path
+from finetune.plan.generation import prompts_per_step_of
+from finetune.reward_spec import CUSTOM_FLAG, CUSTOM_REFUSED, READY, uses_custom_code
+from finetune.train.completions import read_samples, sample_steps
 
 HIGH_GRPO_LEARNING_RATE = 2e-3  # demo, LoRA r16: 1e-3 learned, 5e-3 collapsed the reward (issue 25)
 
@@ -28,13 +33,10 @@ class RewardDesk:
     @staticmethod
     def functions() -> list[tuple[str, str]]:
         """(name, help) of every reward function, custom last."""
-        from finetune.reward_spec import READY
 
         return [(spec.name, spec.help) for spec in READY.values()]
 
     def custom_note(self) -> str:
-        from finetune.reward_spec import CUSTOM_FLAG
-
         if self.custom_allowed:
             return "Custom reward files are allowed here: they run as Python code in this server process."
         return (
@@ -44,24 +46,18 @@ class RewardDesk:
 
     def check_allowed(self, config: Any) -> None:
         """Refuse a config whose custom reward file may not run here (before anything is made)."""
-        from finetune.reward_spec import CUSTOM_REFUSED, uses_custom_code
 
         if not uses_custom_code(config):
             return
         if not self.custom_allowed:
             raise ConfigError([CUSTOM_REFUSED])
         if self.studio.restrict_paths and config.reward_custom_file.strip():
-            from finetune.paths import check_allowed_path
-
             check_allowed_path(config.reward_custom_file.strip(), self.studio.workspace, "reward_custom_file")
 
     def store_custom_file(self, path: str | None) -> str:
         """Copy an uploaded reward file into <workspace>/rewards/ (a stable path a run reads), when allowed."""
         import hashlib
         import shutil
-
-        from finetune.names import safe_name
-        from finetune.reward_spec import CUSTOM_REFUSED
 
         if not path:
             return ""
@@ -81,7 +77,6 @@ class RewardDesk:
         """What to know about a GRPO config before Start (empty for other objectives)."""
         if config.objective != "grpo":
             return []
-        from finetune.plan.generation import prompts_per_step_of
 
         prompts = prompts_per_step_of(config)
         notes = [
@@ -98,11 +93,8 @@ class RewardDesk:
 
     def samples(self, name: str, step: int | None = None) -> list[dict]:
         """The latest (or `step`'s) saved sample of a run's completions with their rewards."""
-        from finetune.train.completions import read_samples
 
         return read_samples(self.studio.run(name).path, step)
 
     def sample_steps(self, name: str) -> list[int]:
-        from finetune.train.completions import sample_steps
-
         return sample_steps(self.studio.run(name).path)

@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.config import RunConfig
-from finetune.errors import BusyError, FinetuneError
+from finetune.data.prepare import split_train_val
+from finetune.demo import SAMPLE_PREFERENCE_DATASET
+from finetune.errors import BusyError, DataError, FinetuneError
+from finetune.models import resolve_model_path
+from finetune.plan.calibration import cached
+from finetune.plan.gpus import SPACE_HARDWARE, guess_space_hardware, on_space
+from finetune.plan.planner import estimate
+from finetune.plan.shapes import load_shape
+from finetune.studio.data import source_label
 from finetune.studio.lease import GpuLease
+from finetune.train.timing import predict, read_record
+from finetune.train.trackers import links, missing
 
 
 @dataclass
@@ -83,11 +93,6 @@ class TimingDesk:
             return Prediction(why_not=f"{type(exc).__name__}: {exc}")
 
     def _predict(self, config: RunConfig, machine, calibrate: bool) -> Prediction:
-        from finetune.models import resolve_model_path
-        from finetune.plan.planner import estimate
-        from finetune.plan.shapes import load_shape
-        from finetune.train.timing import predict
-
         studio = self.studio
         if machine is None:
             plan = studio.estimate(config).plan
@@ -95,7 +100,6 @@ class TimingDesk:
             plan = estimate(config, machine, model=resolve_model_path(config.model_name_or_path, studio.workspace))[0]
         shape = load_shape(resolve_model_path(config.model_name_or_path, studio.workspace))
         lengths, held, label, paired = self.token_lengths(config)
-        from finetune.plan.calibration import cached
 
         missing = plan.device == "cpu" and cached(studio.workspace, config, plan) is None
         if missing and calibrate and studio.training_now() is None:
@@ -115,10 +119,6 @@ class TimingDesk:
     def token_lengths(self, config: RunConfig) -> tuple[list[int], list[int], str, bool]:
         """(train lengths, validation lengths, what was measured, KTO on pairs) from the data's token-length
         audit, split into training and validation rows exactly as the run will split them."""
-        from finetune.data.prepare import split_train_val
-        from finetune.demo import SAMPLE_PREFERENCE_DATASET
-        from finetune.errors import DataError
-        from finetune.studio.data import source_label
 
         desk = self.studio.data
         source = config.dataset_path.strip() or (str(SAMPLE_PREFERENCE_DATASET) if config.is_preference else "")
@@ -160,7 +160,6 @@ class TimingDesk:
     # after a run ---------------------------------------------------------------------------------
     def record(self, name: str) -> dict[str, Any]:
         """A run's prediction.json: {"predicted": {...}, "actual": {...}} ({} when it has none)."""
-        from finetune.train.timing import read_record
 
         try:
             return read_record(self.studio.run(name).path)
@@ -169,7 +168,6 @@ class TimingDesk:
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Every run's predicted-vs-actual record, by run name (for the run history)."""
-        from finetune.train.timing import read_record
 
         try:
             return {r.name: read_record(r.path) for r in self.studio.runs()}
@@ -179,13 +177,10 @@ class TimingDesk:
     # trackers ------------------------------------------------------------------------------------
     @staticmethod
     def tracker_missing(report_to: str) -> str:
-        from finetune.train.trackers import missing
-
         return missing(report_to)
 
     def tracker_links(self, name: str) -> tuple[str, list[dict[str, str]]]:
         """(report_to, how to open the run's tracked metrics) of a run; ('none', []) without a tracker."""
-        from finetune.train.trackers import links
 
         try:
             run = self.studio.run(name)
@@ -198,7 +193,6 @@ class TimingDesk:
     def price_presets(self) -> list[PricePreset]:
         """On a Hugging Face Space: its hardware's hourly prices (per GPU), the flavor that matches this
         machine first; elsewhere none (type the price per hour)."""
-        from finetune.plan.gpus import SPACE_HARDWARE, on_space
 
         if not on_space():
             return []
@@ -213,7 +207,6 @@ class TimingDesk:
 
     def space_hardware(self):
         """The Space flavor this machine looks like (finetune.plan.gpus.guess_space_hardware), or None."""
-        from finetune.plan.gpus import guess_space_hardware, on_space
 
         if not on_space():
             return None

@@ -15,7 +15,16 @@ from typing import Any
 from transformers import TrainerCallback
 
 from finetune.config import RunConfig
+from finetune.data.stats import token_lengths
+from finetune.models import load_model, load_tokenizer, release_memory, resolve_model_path
 from finetune.plan import calibration
+from finetune.plan.planner import make_plan
+from finetune.plan.prediction import computed_parts, eval_flops
+from finetune.plan.shapes import load_shape
+from finetune.plan.throughput import flops_model
+from finetune.plan.workload import plan_workload
+from finetune.train.preference import build_preference_trainer
+from finetune.train.sft import build_trainer, choose_loss_mode
 
 BATCH = 4
 STEPS = 12  # per phase; the first of each is left out (warm-up, new shapes)
@@ -81,9 +90,6 @@ def _config(config: RunConfig, batch: int, accumulation: int, steps: int) -> Run
 
 
 def _trainer(cfg: RunConfig, plan, model, tokenizer, rows, eval_rows, out: str, clock):
-    from finetune.train.preference import build_preference_trainer
-    from finetune.train.sft import build_trainer, choose_loss_mode
-
     common = dict(model=model, tokenizer=tokenizer, eval_rows=eval_rows, output_dir=out, callbacks=[clock])
     if cfg.is_preference:
         trainer = build_preference_trainer(cfg, plan, train_rows=rows, **common)
@@ -109,9 +115,6 @@ def _median_step(ends: list[float], steps: range) -> float:
 def _phase(lengths: list[int], cfg: RunConfig, plan, shape, eval_lengths: list[int] = ()) -> dict[str, float]:
     """FLOPs computed and passes per optimizer step (one step of rows of these token lengths), and the FLOPs
     of one evaluation of `eval_lengths`, priced exactly as the prediction prices a run."""
-    from finetune.plan.prediction import computed_parts, eval_flops
-    from finetune.plan.throughput import flops_model
-    from finetune.plan.workload import plan_workload
 
     work = plan_workload(lengths, list(eval_lengths), cfg.replace(max_steps=1, eval_steps=1), plan)
     fm = flops_model(shape, cfg, plan)
@@ -129,11 +132,6 @@ def measure(workspace: str | Path, config: RunConfig, plan) -> dict[str, Any]:
     """Run the calibration for `config`'s kind of run on this CPU; returns the entry to store."""
     import torch
     from transformers import set_seed
-
-    from finetune.data.stats import token_lengths
-    from finetune.models import load_model, load_tokenizer, release_memory, resolve_model_path
-    from finetune.plan.planner import make_plan
-    from finetune.plan.shapes import load_shape
 
     threads = torch.get_num_threads()
     started = time.time()

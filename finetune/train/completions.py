@@ -15,6 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from finetune.files import write_text_atomic
+from finetune.train.rewards import completion_text
+
 FOLDER = "completions"
 MAX_ROWS_PER_SAMPLE = 64  # a generation batch of a big run holds thousands: the first groups tell enough
 _FILE = re.compile(r"step-(\d+)\.jsonl$")
@@ -73,9 +76,6 @@ class CompletionLog:
             self.write(step, prompts, completions, columns, gathered)
 
     def write(self, step: int, prompts, completions, columns: dict, rewards: dict[str, list[float]]) -> Path:
-        from finetune.files import write_text_atomic
-        from finetune.train.rewards import completion_text
-
         answers = columns.get("answer")
         rows = columns.get("source_row")
         lines = []

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune.runs import cache_dir
+from finetune.train.distributed import is_main_process
+
 FORMAT_VERSION = 1
 MAX_ENTRIES = 16
 KEEP_COLUMNS = ("input_ids", "labels", "seq_lengths")
@@ -107,8 +110,6 @@ def cache_key(train_rows: list[dict], eval_rows: list[dict] | None, tokenizer: A
 
 
 def cache_root(workspace: str | Path | None = None) -> Path:
-    from finetune.runs import cache_dir
-
     return cache_dir(workspace) / "tokenized"
 
 
@@ -146,8 +147,6 @@ def save(key: str, train, evaluation, workspace: str | Path | None = None) -> Pa
     """Store prepared datasets under `key`; None when they cannot be stored (not a `Dataset`, read-only
     workspace, another rank's process, ...). Never raises: the cache only ever saves time."""
     from datasets import Dataset
-
-    from finetune.train.distributed import is_main_process
 
     if not is_main_process() or not isinstance(train, Dataset):
         return None

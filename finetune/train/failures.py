@@ -9,6 +9,7 @@ from pathlib import Path
 
 from finetune.config import RunConfig
 from finetune.errors import FinetuneError
+from finetune.plan import oom_advice
 
 NATIVE_WRITE_ERRORS = ("pytorchstreamwriter", "inline_container", "unexpected pos")  # torch.save's zip writer
 LOW_DISK_BYTES = 2**20
@@ -83,8 +84,6 @@ def _free_bytes(path: str | Path) -> int:
 
 def _oom_advice(config: RunConfig) -> str:
     try:
-        from finetune.plan import oom_advice
-
         return oom_advice(config)
     except Exception:
         return (

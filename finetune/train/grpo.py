@@ -18,9 +18,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from finetune.config import RunConfig
+from finetune.data.prompts import SOURCE_ROW, prompt_lengths
+from finetune.errors import DataError
 from finetune.plan.planner import Plan
 from finetune.reward_spec import parse_reward_functions
 from finetune.train.completions import CompletionLog
+from finetune.train.distributed import is_main_process
 from finetune.train.rewards import build_reward_functions
 from finetune.train.sft import build_lora_config, training_kwargs
 
@@ -48,7 +51,6 @@ def build_grpo_config(config: RunConfig, plan: Plan, output_dir: str, *, has_eva
 
 def fitting_prompts(rows: list[dict], tokenizer, config: RunConfig) -> tuple[list[dict], list[str]]:
     """The rows whose prompt leaves room for max_completion_length within max_length, and a note per row left out."""
-    from finetune.data.prompts import SOURCE_ROW, prompt_lengths
 
     room = config.max_length - config.max_completion_length
     lengths = prompt_lengths(rows, tokenizer)
@@ -93,9 +95,6 @@ def build_grpo_trainer(
     from datasets import Dataset
     from peft import PeftModel
     from trl import GRPOTrainer
-
-    from finetune.errors import DataError
-    from finetune.train.distributed import is_main_process
 
     note = log or (lambda _line: None)
     args = args or build_grpo_config(config, plan, output_dir, has_eval=bool(eval_rows))

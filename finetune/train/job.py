@@ -15,14 +15,42 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.data.prepare import prepare_data
+from finetune.data.stats import token_lengths
 from finetune.errors import BusyError, ConfigError, FinetuneError, RunError
-from finetune.models import release_memory, save_tokenizer_for_serving
+from finetune.files import write_text_atomic
+from finetune.incidents import record
+from finetune.models import (
+    check_runnable,
+    load_model,
+    load_tokenizer,
+    release_memory,
+    resolve_model_path,
+    save_tokenizer_for_serving,
+)
 from finetune.paths import check_config_paths, check_disk_space
+from finetune.plan.calibration import cached, refine
+from finetune.plan.hardware import detect_machine
+from finetune.plan.planner import make_plan
+from finetune.plan.shapes import load_shape
 from finetune.runs import HEARTBEAT_EVERY_S, Run, check_run_folder, create_run, runs_dir, workspace_dir
+from finetune.train import registry
 from finetune.train.callbacks import RunCallback, StopDuringEvaluation, StopRequested
+from finetune.train.completions import prune_samples
 from finetune.train.distributed import is_main_process, shared_run
 from finetune.train.failures import explain_failure
-from finetune.train.sft import choose_loss_mode
+from finetune.train.grpo import build_grpo_config, build_grpo_trainer
+from finetune.train.prechecks import local_tokenizer, lora_target_match_problems, token_budget_problems
+from finetune.train.preference import (
+    build_preference_config,
+    build_preference_trainer,
+    load_start_adapter,
+    start_adapter_dir,
+)
+from finetune.train.rewards import check_rewards
+from finetune.train.sft import build_sft_config, build_trainer, choose_loss_mode
+from finetune.train.timing import HardwareMeter, actual_record, comparison, predict, read_record, write_record
+from finetune.train.trackers import configure, missing, tracker_environment, where_callback
 
 
 class TrainingJob:
@@ -134,7 +162,6 @@ class TrainingJob:
         trainer = model = None
         threads = torch.get_num_threads()
         threading.Thread(target=self._beat, name=f"heartbeat-{self.run.name}", daemon=True).start()
-        from finetune.train.trackers import tracker_environment
 
         try:
             with tracker_environment(self.config.report_to, self.run.path):  # where the tracker writes
@@ -146,8 +173,6 @@ class TrainingJob:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
             if not self.run.log("FAILED\n" + "".join(traceback.format_exception(exc))):
-                from finetune.incidents import record
-
                 record(exc, f"training {self.run.name} (its train.log could not be written)")
             self.report(state="failed", message=explain_failure(exc, self.config, self.run.path))
         finally:
@@ -161,13 +186,6 @@ class TrainingJob:
         """Phase 1: data, tokenizer, plan, model and trainer; returns (trainer, model)."""
         import datasets
         from transformers import set_seed
-
-        from finetune.data import prepare_data
-        from finetune.models import load_model, load_tokenizer, resolve_model_path
-        from finetune.plan.hardware import detect_machine
-        from finetune.plan.planner import make_plan
-        from finetune.train.preference import build_preference_config
-        from finetune.train.sft import build_sft_config, build_trainer
 
         cfg = self.config
         datasets.disable_progress_bars()  # progress is reported through the run, not stderr
@@ -204,8 +222,6 @@ class TrainingJob:
         # ZeRO-3, DeepSpeed's config, so the weights are partitioned (or FSDP-sharded) as they load
         def trainer_args(plan):
             if cfg.objective == "grpo":
-                from finetune.train.grpo import build_grpo_config
-
                 return build_grpo_config(cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows))
             if cfg.is_preference:
                 return build_preference_config(cfg, plan, str(self.run.checkpoints_dir), has_eval=bool(eval_rows))
@@ -218,8 +234,6 @@ class TrainingJob:
         set_seed(cfg.seed)
         model = load_model(cfg, self.workspace, plan=plan, path=model_path)
         if cfg.start_from_run.strip():
-            from finetune.train.preference import load_start_adapter, start_adapter_dir
-
             start = start_adapter_dir(cfg, self.workspace)
             self.run.log(f"starting from the adapter {start}")
             model = load_start_adapter(model, start, plan)
@@ -237,8 +251,6 @@ class TrainingJob:
         self._check_stop()
 
         self.report(message="Tokenizing")
-        from finetune.train.timing import HardwareMeter
-        from finetune.train.trackers import configure, where_callback
 
         configure(args, self.run.name)
         callbacks: list = [RunCallback(self, meter=HardwareMeter.from_estimate(self.estimate), on_end=self._measured)]
@@ -257,13 +269,9 @@ class TrainingJob:
             callbacks=callbacks,
         )
         if cfg.objective == "grpo":
-            from finetune.train.grpo import build_grpo_trainer
-
             trainer = build_grpo_trainer(cfg, plan, **common, args=args, run_path=self.run.path, log=self.run.log)
             return self._quiet(trainer), model
         if cfg.is_preference:
-            from finetune.train.preference import build_preference_trainer
-
             return self._quiet(build_preference_trainer(cfg, plan, **common, args=args)), model
         # fast path (auto knobs) + tokenized-data cache: finetune/train/sft.py
         trainer = build_trainer(
@@ -280,10 +288,6 @@ class TrainingJob:
     def _predict(self, plan, model_path, tokenizer, data, eval_rows):
         """The time this run is predicted to take (prediction.json, train.log), from the data's token lengths;
         a CPU not calibrated yet is measured now (seconds, once per machine). None when it cannot be told."""
-        from finetune.data.stats import token_lengths
-        from finetune.plan.calibration import cached
-        from finetune.plan.shapes import load_shape
-        from finetune.train.timing import predict, write_record
 
         cfg = self.config
         try:
@@ -312,7 +316,6 @@ class TrainingJob:
 
     def _measured(self, measured: dict) -> None:
         """What the training phase measured, next to the prediction (prediction.json, train.log)."""
-        from finetune.train.timing import HardwareMeter, actual_record, comparison, read_record, write_record
 
         tokens = measured.get("tokens")
         if tokens is None and self.estimate is not None and self.estimate.steps:  # the trainer counts none (ORPO, KTO)
@@ -337,7 +340,6 @@ class TrainingJob:
     def _refine_calibration(self, measured: dict) -> None:
         """A whole CPU run (not resumed, every predicted step, 10 or more) refines its kind's calibration with
         the CPU time it measured (the calibration's clock on one thread)."""
-        from finetune.plan.calibration import refine
 
         est, plan = self.estimate, self.plan
         if est is None or plan is None or plan.device != "cpu" or not est.throughput.measured:
@@ -440,30 +442,7 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=1, default=str)
 
 
-# --- one job per process -------------------------------------------------------
-_registry_lock = threading.Lock()
-_jobs: dict[str, TrainingJob] = {}
-_current: TrainingJob | None = None
-
-
-def current_job() -> TrainingJob | None:
-    """The job running in this process, if any."""
-    return _current if _current is not None and _current.is_alive() else None
-
-
-def get_job(run_name: str) -> TrainingJob | None:
-    """The job (alive or finished) this process ran for `run_name`, if any."""
-    return _jobs.get(run_name)
-
-
-def forget_job(run_name: str) -> None:
-    """Forget the finished job of a run that was renamed or deleted: the name no longer means it."""
-    with _registry_lock:
-        job = _jobs.get(run_name)
-        if job is not None and not job.is_alive():
-            del _jobs[run_name]
-
-
+# --- one job per process: finetune.train.registry ---------------------------------------------
 def start_training(
     config: RunConfig,
     *,
@@ -475,18 +454,13 @@ def start_training(
 
     `restrict_paths=True` (the web app): the model folder, data files and output_dir must lie in
     the allowed places (finetune.paths). Every caller gets the free disk space checked first."""
-    global _current
-    from finetune.models import check_runnable
-    from finetune.plan.hardware import detect_machine
-
-    with _registry_lock:
-        running = current_job()
+    with registry.LOCK:
+        running = registry.current_job()
         if running is not None:
             raise BusyError(
                 f"Busy: the run '{running.run.name}' is {running.state} in this process. "
                 "Stop it or wait for it to finish before starting another."
             )
-        from finetune.train.trackers import missing
 
         problems = config.validate() + check_runnable(config, detect_machine())
         tracker = missing(config.report_to)  # a tracker's package that is not installed
@@ -518,8 +492,7 @@ def start_training(
         if resume_run is not None and note:
             job.notes.append(note)
             run.log(note)
-        _jobs[run.name] = job
-        _current = job
+        registry.register(job)
         return job.start()
 
 
@@ -562,23 +535,16 @@ def _check_usable(config: RunConfig, workspace: str | Path | None, resume_run: R
     """Refuse before any run folder is made: a model name that names no model, data with no usable
     row (read, detected and split exactly as the job will), a folder where a run may not live, a
     disk that cannot take the adapter and checkpoints. A Hub model is only fetched by the job."""
-    from finetune.data.prepare import prepare_data
-    from finetune.models import resolve_model_path
-    from finetune.train.prechecks import local_tokenizer, lora_target_match_problems, token_budget_problems
 
     model_path = resolve_model_path(config.model_name_or_path, workspace)
     problems = lora_target_match_problems(config, model_path)
     data = prepare_data(config)  # no tokenizer: reading and validating only, no token statistics
     if config.objective == "grpo":  # the reward functions load (a custom file too) and find the columns they read
-        from finetune.train.rewards import check_rewards
-
         check_rewards(config, data.report)
     problems += token_budget_problems(config, data.train_rows, local_tokenizer(config, model_path))
     if problems:
         raise ConfigError(problems)
     if config.start_from_run.strip():
-        from finetune.train.preference import start_adapter_dir
-
         start_adapter_dir(config, workspace)
     if resume_run is not None:
         target = resume_run.path
@@ -593,11 +559,8 @@ def _truncate_metrics(run: Run, last_step: int) -> None:
     """Before a resume: keep only metrics up to the checkpoint, so replayed steps are not doubled."""
     import json
 
-    from finetune.files import write_text_atomic
-
     kept = [m for m in run.metrics() if m.get("step", 0) <= last_step]
     write_text_atomic(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
     run.reload_metrics()
-    from finetune.train.completions import prune_samples
 
     prune_samples(run.path, last_step)  # GRPO's sampled completions of the steps to be redone

@@ -17,6 +17,7 @@ from typing import Any
 from finetune.config import RunConfig, lora_targets
 from finetune.data.preview import first_trained_token
 from finetune.errors import DataError, FinetuneError, shown
+from finetune.models import load_tokenizer
 from finetune.names import is_local_path
 
 BUDGET_SAMPLE_ROWS = 2000  # rows whose prompt length is measured (all of them in smaller data sets)
@@ -106,7 +107,6 @@ def local_tokenizer(config: RunConfig, model_path: str):
     None otherwise."""
     if model_folder(model_path) is None:
         return None
-    from finetune.models import load_tokenizer  # transformers: only when a run starts
 
     try:
         return load_tokenizer(config, path=str(model_folder(model_path)))

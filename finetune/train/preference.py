@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.errors import ConfigError, FinetuneError
+from finetune.names import split_checkpoint_ref
 from finetune.plan.planner import Plan
-from finetune.runs.records import folder_file_problems
+from finetune.runs import open_run
+from finetune.runs.records import folder_file_problems, read_adapter_settings
 from finetune.train.sft import build_lora_config, training_kwargs
 
 
@@ -108,7 +111,6 @@ def load_start_adapter(model, adapter_dir, plan: Plan):
 def start_adapter_settings(config: RunConfig, workspace: str | Path | None) -> dict[str, Any]:
     """The LoRA settings of `config.start_from_run`'s adapter (rank, alpha, targets, LoRA or DoRA): a run that
     starts from it trains that adapter, whatever the config's own lora_* say. ConfigError as start_adapter_dir."""
-    from finetune.runs.records import read_adapter_settings
 
     return read_adapter_settings(start_adapter_dir(config, workspace))
 
@@ -116,9 +118,6 @@ def start_adapter_settings(config: RunConfig, workspace: str | Path | None) -> d
 def start_adapter_dir(config: RunConfig, workspace: str | Path | None) -> Path:
     """The adapter folder of `config.start_from_run`, checked: a finished LoRA/DoRA run on the same base model,
     or one of its checkpoints (`run@step`, or the checkpoint folder: finetune.names.split_checkpoint_ref)."""
-    from finetune.errors import ConfigError, FinetuneError
-    from finetune.names import split_checkpoint_ref
-    from finetune.runs import open_run
 
     try:
         name, step = split_checkpoint_ref(config.start_from_run)

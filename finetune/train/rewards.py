@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import shown
+from finetune.errors import ConfigError, shown
 from finetune.reward_spec import (
     ANSWER_COLUMN,
     CUSTOM,
@@ -156,8 +156,6 @@ def load_custom_reward(path: str | Path) -> Callable[..., Any]:
     """The `reward` function of a Python file (this runs the file's code). ConfigError names the problem."""
     import importlib.util
 
-    from finetune.errors import ConfigError
-
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError([f"reward_custom_file: {shown(str(path))} is not a file"])
@@ -179,7 +177,6 @@ def load_custom_reward(path: str | Path) -> Callable[..., Any]:
 
 def check_rewards(config: Any, report: Any) -> None:
     """Before a run folder is made: the reward functions can be built and the data has the columns they read."""
-    from finetune.errors import ConfigError
 
     missing = needs_answer(config)
     if missing and ANSWER_COLUMN not in (report.rows[0] if report.rows else {}):
@@ -197,8 +194,6 @@ def build_reward_functions(config: Any) -> tuple[list[RewardFunction], list[floa
     """The reward callables of `config.reward_functions` and their weights, for GRPOTrainer (and evaluation)."""
     items, problems = parse_reward_functions(config.reward_functions)
     if problems:
-        from finetune.errors import ConfigError
-
         raise ConfigError(problems)
     functions = []
     for name, _ in items:

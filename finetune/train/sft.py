@@ -23,7 +23,9 @@ import os
 from typing import Any
 
 from finetune.config import RunConfig, lora_targets
+from finetune.data import has_generation_markers, to_prompt_completion
 from finetune.plan.planner import Plan
+from finetune.train import datacache
 
 
 def lora_target_modules(config: RunConfig) -> str | list[str]:
@@ -166,8 +168,6 @@ def build_trainer(
     from peft import PeftModel
     from trl import SFTTrainer
 
-    from finetune.train import datacache
-
     note = log or (lambda _line: None)
     if args is None:
         args = build_sft_config(config, plan, output_dir, has_eval=bool(eval_rows), loss_mode=loss_mode)
@@ -208,7 +208,6 @@ def choose_loss_mode(rows: list[dict], tokenizer, train_on_prompt: bool) -> tupl
     Conversations train on every assistant turn via the chat template's {% generation %}
     markers (models.load_tokenizer adds them to templates TRL knows); without markers, the
     last assistant turn becomes a completion so the prompt still carries no loss."""
-    from finetune.data import has_generation_markers, to_prompt_completion
 
     first = rows[0]
     if "text" in first or train_on_prompt:

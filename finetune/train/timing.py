@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
+from finetune.files import write_text_atomic
 from finetune.jsontext import dumps
+from finetune.plan.gpus import device_name
+from finetune.plan.prediction import predict_time
+from finetune.plan.throughput import gpu_throughput
+from finetune.plan.workload import plan_workload
 from finetune.runs.records import read_prediction
 
 RECORD = "prediction.json"
@@ -24,17 +29,14 @@ RECORD = "prediction.json"
 def throughput_for(config: RunConfig, plan, shape, workspace, *, measure_missing: bool = True):
     """(Throughput or None, why not): a CPU's calibration (cached, else measured now when allowed), a GPU's
     peak times its efficiency; None with the reason when neither is known."""
-    from finetune.plan.throughput import gpu_throughput
 
     if plan.device == "cpu":
-        from finetune.train.calibrate import cpu_throughput
+        from finetune.train.calibrate import cpu_throughput  # transformers: only when a CPU is calibrated
 
         found = cpu_throughput(workspace, config, plan, shape, measure_missing=measure_missing)
         return found, "" if found else "this CPU is not calibrated yet (measured once, when nothing trains)"
     found = gpu_throughput(plan.machine)
     if found is None:
-        from finetune.plan.gpus import device_name
-
         return None, f"no peak figure for {device_name(plan.machine) or 'this GPU'} in finetune/plan/gpus.py"
     return found, ""
 
@@ -51,8 +53,6 @@ def predict(
     measure_missing: bool = True,
 ):
     """(TimeEstimate or None, why not) of a run of `config` on `plan`'s device with data of these token lengths."""
-    from finetune.plan.prediction import predict_time
-    from finetune.plan.workload import plan_workload
 
     if not lengths:
         return None, "no training examples"
@@ -101,7 +101,6 @@ def write_record(run, **parts: Any) -> None:
     """Merge `parts` (predicted=..., actual=...) into the run's prediction.json (skipped for read-only runs)."""
     if getattr(run, "read_only", False):
         return
-    from finetune.files import write_text_atomic
 
     data = read_record(run.path)
     data.update(parts)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from finetune.files import write_text_atomic
+
 PROJECT = "finetune-studio"
 TRACKERS = {  # report_to value -> (module, pip package, name)
     "tensorboard": ("tensorboard", "tensorboard", "TensorBoard"),
@@ -137,7 +139,6 @@ def record_where(report_to: str, run_path: Path) -> dict[str, Any]:
 def write_where(run, info: dict[str, Any]) -> None:
     if getattr(run, "read_only", False):
         return
-    from finetune.files import write_text_atomic
 
     try:
         write_text_atomic(Path(run.path) / RECORD, json.dumps(info, indent=1))

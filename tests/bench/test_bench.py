@@ -92,7 +92,6 @@ def test_variants_follow_the_plan():
 def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    import finetune.plan
     from finetune.bench import weights
 
     shape = tmp_path / "tiny-llama.json"
@@ -111,7 +110,7 @@ def test_shape_models_get_random_weights_and_the_demo_tokenizer(workspace, tmp_p
             }
         )
     )
-    monkeypatch.setattr(finetune.plan, "bundled_shapes", lambda: {"tiny-llama": shape})
+    monkeypatch.setattr(weights, "bundled_shapes", lambda: {"tiny-llama": shape})
     assert weights.is_shape_name("tiny-llama") and not weights.is_shape_name("demo")
     path = weights.resolve_bench_model("tiny-llama", workspace)
     model = AutoModelForCausalLM.from_pretrained(path)

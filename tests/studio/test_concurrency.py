@@ -9,7 +9,7 @@ import pytest
 from helpers_app import plain, served, start_values, wait_done, wait_for
 from helpers_runs import make_run
 
-from finetune.train.job import current_job
+from finetune.train.registry import current_job
 
 pytestmark = pytest.mark.slow
 

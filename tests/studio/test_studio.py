@@ -93,12 +93,12 @@ def test_a_training_run_can_be_neither_renamed_nor_deleted(workspace):
 
 
 def test_the_gpu_lease_refuses_model_work_while_training(workspace, monkeypatch):
-    import finetune.train.job
+    import finetune.train.registry
 
     make_run(workspace, run_name="judged")
     studio = Studio(workspace)
     busy = SimpleNamespace(run=SimpleNamespace(name="other-run"))
-    monkeypatch.setattr(finetune.train.job, "current_job", lambda: busy)
+    monkeypatch.setattr(finetune.train.registry, "current_job", lambda: busy)
     for attempt in (
         lambda: studio.judge.compare("judged", "Hi", studio_settings()),
         lambda: studio.export.merge("judged"),
@@ -170,7 +170,7 @@ def test_the_lease_is_one_at_a_time_and_survives_a_generator_resumed_on_another_
 
 
 def test_model_work_waits_for_a_run_that_has_ended_but_still_frees_its_memory(workspace, monkeypatch):
-    import finetune.train.job
+    import finetune.train.registry
 
     ended = []
 
@@ -181,7 +181,7 @@ def test_model_work_waits_for_a_run_that_has_ended_but_still_frees_its_memory(wo
         def wait(self, timeout=None):
             ended.append(timeout)
 
-    monkeypatch.setattr(finetune.train.job, "current_job", lambda: None if ended else Finishing())
+    monkeypatch.setattr(finetune.train.registry, "current_job", lambda: None if ended else Finishing())
     studio = Studio(workspace)
     with studio.lease.hold("comparing answers"):  # not refused: the run had reported "done"
         pass

@@ -15,7 +15,8 @@ from helpers_app import AppProcess, app_base_config, plain, start_values, wait_d
 from finetune.config import RunConfig
 from finetune.errors import RunError
 from finetune.runs import Run
-from finetune.train.job import TrainingJob, current_job, start_training
+from finetune.train.job import TrainingJob, start_training
+from finetune.train.registry import current_job
 from ui.history_view import STATE_COLUMN
 
 
@@ -85,8 +86,9 @@ def _stop_inside(monkeypatch, module, name: str, seen: list):
 
     def wrapped(*args, **kwargs):
         job = current_job()
-        seen.append(job.state)
-        job.stop()
+        if job is not None:  # the checks before the run folder call some of these too, before any job
+            seen.append(job.state)
+            job.stop()
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, name, wrapped)
@@ -108,9 +110,9 @@ def _stop_on_update(monkeypatch, predicate, seen: list):
 # --- Stop in every phase -------------------------------------------------------------------------
 Phase = namedtuple("Phase", "hook target expect_state adapter")
 BEFORE_TRAINING = [
-    Phase("data", ("finetune.data", "prepare_data"), "stopped", False),
-    Phase("model loading", ("finetune.models", "load_model"), "stopped", False),
-    Phase("tokenization", ("finetune.train.sft", "build_trainer"), "stopped", False),
+    Phase("data", ("finetune.train.job", "prepare_data"), "stopped", False),
+    Phase("model loading", ("finetune.train.job", "load_model"), "stopped", False),
+    Phase("tokenization", ("finetune.train.job", "build_trainer"), "stopped", False),
 ]
 
 
@@ -695,7 +697,7 @@ def test_a_run_folder_deleted_mid_run_is_told(tiny, workspace):
 @pytest.mark.slow
 def test_the_job_registry_forgets_a_renamed_or_deleted_run(tiny, workspace):
     from finetune.studio import Studio
-    from finetune.train.job import get_job
+    from finetune.train.registry import get_job
 
     studio = Studio(workspace, restrict_paths=False)
     studio.start(tiny(run_name="first", max_steps=2))

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from finetune.config import RunConfig
 from finetune.presets import apply_preset
-from finetune.runs import open_run
+from finetune.runs import Run, open_run
 from finetune.train.completions import read_samples, sample_steps
 from finetune.train.job import start_training
 
@@ -155,36 +155,14 @@ def test_stop_and_resume_continue_the_step_counter(workspace):
 def test_a_grpo_run_killed_with_sigkill_resumes_from_its_checkpoint(workspace):
     """`finetune train --set objective=grpo` killed with SIGKILL: the run reads as interrupted, `--resume` goes on
     with the next step (no step twice, none skipped), and the samples of the redone steps are made again."""
-    import signal
+    from helpers_runs import checkpoint_step, train_then_kill
 
-    from finetune.runs import Run
-
-    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
-    base = [sys.executable, "-m", "finetune.cli", "train", "--workspace", str(workspace), "--quiet"]
-    settings = [f"--set={s}" for s in ("objective=grpo", "per_device_train_batch_size=8", "num_generations=4",
-                                       "gradient_accumulation_steps=1", "max_completion_length=8", "logging_steps=1",
-                                       "save_steps=3", "eval_steps=0", "sample_completions_steps=1",
-                                       "learning_rate=0.001")]  # fmt: skip
-    proc = subprocess.Popen(
-        [*base, "--model", "demo", "--name", "grpo-killed", "--max-steps", "2000", *settings],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    settings = ["objective=grpo", "per_device_train_batch_size=8", "num_generations=4", "gradient_accumulation_steps=1",
+                "max_completion_length=8", "logging_steps=1", "save_steps=3", "eval_steps=0",
+                "sample_completions_steps=1", "learning_rate=0.001"]  # fmt: skip
+    run, base, env = train_then_kill(
+        workspace, "grpo-killed", settings, lambda run: checkpoint_step(run) >= 3 and len(sample_steps(run.path)) >= 5
     )
-    run = Run(workspace / "runs" / "grpo-killed")
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            latest = run.latest_checkpoint() if run.path.is_dir() else None
-            if latest is not None and int(latest.name.split("-")[-1]) >= 3 and len(sample_steps(run.path)) >= 5:
-                break
-            time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run = Run(run.path)
     assert run.status()["state"] == "interrupted", run.status()
     checkpoint = int(run.latest_checkpoint().name.split("-")[-1])
     resumed = subprocess.run(

@@ -78,20 +78,7 @@ def test_dpo_stop_and_resume_continue_the_step_counter(workspace):
 
 def test_dpo_on_a_finished_sft_adapter(workspace):
     sft = train(
-        RunConfig(
-            model_name_or_path="demo",
-            run_name="sft-first",
-            quantization="4bit",
-            lora_r=8,
-            lora_alpha=16,
-            learning_rate=1e-2,
-            per_device_train_batch_size=8,
-            gradient_accumulation_steps=1,
-            max_length=128,
-            gradient_checkpointing=False,
-            eval_steps=0,
-            max_steps=20,
-        ),
+        fast_config(run_name="sft-first", max_length=128, eval_steps=0, max_steps=20),
         workspace,
     )
     dpo = train(preference_config("dpo", start_from_run="sft-first", eval_steps=0, max_steps=16), workspace)
@@ -114,38 +101,16 @@ def test_dpo_on_a_finished_sft_adapter(workspace):
 def test_dpo_killed_with_sigkill_resumes_from_its_checkpoint(workspace):
     """`finetune train --set objective=dpo` killed with SIGKILL mid-run: the run reads as interrupted, and
     `--resume` goes on from the last checkpoint with the next step (no step twice, none skipped)."""
-    import os
-    import signal
     import subprocess
-    import sys
+
+    from helpers_runs import checkpoint_step, train_then_kill
 
     from finetune.runs import Run
 
-    env = {**os.environ, "FINETUNE_WORKSPACE": str(workspace)}
-    base = [sys.executable, "-m", "finetune.cli", "train", "--workspace", str(workspace), "--quiet"]
-    settings = [f"--set={s}" for s in ("objective=dpo", "quantization=none", "max_length=96", "lora_r=4",
-                                       "logging_steps=1", "save_steps=4", "eval_steps=0", "learning_rate=0.001",
-                                       "per_device_train_batch_size=4", "gradient_accumulation_steps=1")]  # fmt: skip
-    proc = subprocess.Popen(
-        [*base, "--model", "demo", "--name", "dpo-killed", "--max-steps", "2000", *settings],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    run = Run(workspace / "runs" / "dpo-killed")
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            latest = run.latest_checkpoint() if run.path.is_dir() else None
-            if latest is not None and int(latest.name.split("-")[-1]) >= 8:
-                break
-            time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run = Run(run.path)
+    settings = ["objective=dpo", "quantization=none", "max_length=96", "lora_r=4", "logging_steps=1", "save_steps=4",
+                "eval_steps=0", "learning_rate=0.001", "per_device_train_batch_size=4",
+                "gradient_accumulation_steps=1"]  # fmt: skip
+    run, base, env = train_then_kill(workspace, "dpo-killed", settings, lambda run: checkpoint_step(run) >= 8)
     assert run.status()["state"] == "interrupted", run.status()
     checkpoint = int(run.latest_checkpoint().name.split("-")[-1])
     assert checkpoint >= 8

@@ -196,11 +196,11 @@ def test_report_files(served):
 def test_refused_while_training_and_without_a_run(served, monkeypatch):
     from types import SimpleNamespace
 
-    import finetune.train.job
+    import finetune.train.registry
 
     ws, run, _, client = served
     busy = SimpleNamespace(run=SimpleNamespace(name="other-run"))
-    monkeypatch.setattr(finetune.train.job, "current_job", lambda: busy)
+    monkeypatch.setattr(finetune.train.registry, "current_job", lambda: busy)
     note = client.predict(run.name, "Say hello.", *FAST, api_name="/ab_new_pair")[2]
     assert "other-run" in note and "is training" in note and "Traceback" not in note
     msg = client.predict(run.name, None, 3, "all", *FAST, api_name="/evaluate")[0]
