@@ -2,112 +2,38 @@
 
 Every field has a default and help text (the UI builds its form from them), the
 names follow TrainingArguments/SFTConfig where one exists, and presets are
-partial configs in YAML. `validate()` reports every problem at once.
+partial configs in YAML. `validate()` reports every problem at once (finetune.config.checks);
+values from YAML, forms and --set are read by finetune.config.reading.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from finetune.errors import MAX_PROBLEMS, ConfigError, bounded, shown
-from finetune.names import MAX_NAME_CHARS, name_problem
-from finetune.reward_spec import reward_problems
-
-# Upper bounds of the numeric fields: far above any real run, far below what breaks a 64-bit
-# integer (JSON readers, torch, the page's status stream) or makes a run that never ends.
-MAX_STEPS = 100_000_000
-MAX_SEED = 2**32 - 1
-NUMBER_LIMITS = {
-    "max_steps": MAX_STEPS,
-    "warmup_steps": MAX_STEPS,
-    "logging_steps": MAX_STEPS,
-    "eval_steps": MAX_STEPS,
-    "save_steps": MAX_STEPS,
-    "num_train_epochs": 1_000_000,
-    "seed": MAX_SEED,
-    "max_length": 2**24,
-    "per_device_train_batch_size": 65_536,
-    "per_device_eval_batch_size": 65_536,
-    "gradient_accumulation_steps": 65_536,
-    "lora_r": 65_536,
-    "lora_alpha": 1_000_000,
-    "save_total_limit": 1_000_000,
-    "early_stopping_patience": 1_000_000,
-    "num_gpus": 65_536,
-    "num_machines": 65_536,
-}
-DEFAULT_NUMBER_LIMIT = 1e9
-
-METHODS = ("lora", "dora", "full")
-QUANTIZATIONS = ("4bit", "8bit", "none")
-DATASET_FORMATS = (
-    "auto",
-    "messages",
-    "sharegpt",
-    "alpaca",
-    "prompt_completion",
-    "text",
-    "preference",
-    "unpaired_preference",
-    "prompts",
+from finetune.config.checks import config_problems, out_of_range
+from finetune.config.choices import (
+    ATTN_IMPLEMENTATIONS,
+    AUTO_BOOL,
+    DATASET_FORMATS,
+    DPO_LOSS_TYPES,
+    METHODS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    PRECISION_CHOICES,
+    PREFERENCE_OBJECTIVES,
+    QUANTIZATIONS,
+    REPORT_TO,
+    SCHEDULERS,
+    STRATEGY_CHOICES,
 )
-OBJECTIVES = ("sft", "dpo", "orpo", "kto", "grpo")
-PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
-# TRL 1.16 DPOConfig.loss_type values that need no extra knob (the others want loss_weights etc.)
-DPO_LOSS_TYPES = (
-    "sigmoid",
-    "sigmoid+sft",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sigmoid_norm",
-)
-SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "reduce_lr_on_plateau",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-)
-OPTIMIZERS = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
-    "adafactor",
-    "sgd",
-)
-STRATEGY_CHOICES = ("auto", "ddp", "fsdp", "zero2", "zero3")  # finetune.plan.parallel.STRATEGIES + auto
-REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "mlflow")  # the trackers TrainingArguments.report_to takes
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
-# what `lora_target_modules: attention` means (the Llama-style names every curated model uses)
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-MODULE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-AUTO_BOOL = ("auto", True, False)
-PRECISION_CHOICES = AUTO_BOOL
+from finetune.config.reading import DuplicateKeyError, brief, coerce, load_yaml_strict, problems_after_coercion
+from finetune.errors import MAX_PROBLEMS, ConfigError, bounded
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, group: str = "training", **extra):
@@ -462,43 +388,6 @@ class RunConfig:
         group="grpo",
     )
 
-    def _grpo_problems(self) -> list[str]:
-        """GRPO's generation and reward settings (only checked for objective grpo)."""
-        if self.objective != "grpo":
-            return []
-        p = reward_problems(self)
-        if self.num_generations < 2:
-            p.append(
-                f"num_generations: GRPO compares each completion with its group: at least 2, got {self.num_generations}"
-            )
-        else:
-            completions = self.per_device_train_batch_size * self.gradient_accumulation_steps * max(self.num_gpus, 1)
-            if completions % self.num_generations:
-                p.append(
-                    f"num_generations: per_device_train_batch_size x gradient_accumulation_steps"
-                    f"{' x num_gpus' if self.num_gpus > 1 else ''} = {completions} completions per step, which is not "
-                    f"a multiple of num_generations ({self.num_generations}); e.g. set per_device_train_batch_size to "
-                    f"{self.num_generations}"
-                )
-        if self.max_completion_length < 1:
-            p.append(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
-        elif self.max_completion_length >= self.max_length:
-            p.append(
-                f"max_completion_length: {self.max_completion_length} leaves no room for the prompt within "
-                f"max_length {self.max_length}: raise max_length or lower it"
-            )
-        if not 0 < self.temperature <= 10:
-            p.append(f"temperature: GRPO samples its completions: must be above 0 (at most 10), got {self.temperature}")
-        if self.kl_coef < 0:
-            p.append(f"kl_coef: must not be negative, got {self.kl_coef}")
-        elif self.kl_coef > 0 and self.method == "full":
-            p.append(
-                "kl_coef: with method full the reference would be a second copy of the weights: use lora/dora, or 0"
-            )
-        if self.sample_completions_steps < 0:
-            p.append(f"sample_completions_steps: must not be negative, got {self.sample_completions_steps}")
-        return p
-
     # ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -524,17 +413,17 @@ class RunConfig:
             if key not in known:
                 unknown += 1
                 if unknown > MAX_PROBLEMS:  # a file of 76,000 unknown keys: count them, no hints
-                    problems.append(f"unknown setting {_brief(key)}")
+                    problems.append(f"unknown setting {brief(key)}")
                     continue
                 hint = difflib.get_close_matches(str(key)[:100], list(known), n=1)
-                problems.append(f"unknown setting {_brief(key)}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+                problems.append(f"unknown setting {brief(key)}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
                 continue
             try:
-                values[key] = _coerce(key, raw, known[key])
+                values[key] = coerce(key, raw, known[key])
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
-            raise ConfigError(problems + _other_problems(cls, values, problems))
+            raise ConfigError(problems + problems_after_coercion(cls, values, problems))
         return cls(**values)
 
     @classmethod
@@ -585,93 +474,13 @@ class RunConfig:
 
     def validate(self) -> list[str]:
         """Return every problem with this config (empty list when it is usable)."""
-        numbers = _out_of_range(self)
+        numbers = out_of_range(self)
         unusable = {problem.split(":", 1)[0] for problem in numbers}
         # the other checks compare (and quote) numbers: they judge a copy with each unusable number at its
         # default, and an unusable number is reported once, by its range problem
         defaults = {f.name: f.default for f in fields(self) if f.name in unusable}
         judged = dataclasses.replace(self, **defaults) if defaults else self
-        return numbers + [q for q in judged._problems() if q.split(":", 1)[0] not in unusable]
-
-    def _problems(self) -> list[str]:
-        p: list[str] = []
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices:
-                p.append(f"{f.name}: {shown(value)} is not one of {', '.join(map(str, choices))}")
-        if not self.model_name_or_path.strip():
-            p.append("model_name_or_path: must not be empty")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            p.append(f"learning_rate: must be a positive number, got {self.learning_rate}")
-        elif self.learning_rate > 0.1:
-            p.append(f"learning_rate: {self.learning_rate} is far too high (typical: 1e-5 to 3e-4)")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1:
-                p.append(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_length < 16:
-            p.append(f"max_length: must be at least 16 tokens, got {self.max_length}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            p.append(f"max_steps: must be -1 (use epochs) or a positive number, got {self.max_steps}")
-        if self.max_steps == -1 and not self.num_train_epochs > 0:
-            p.append(f"num_train_epochs: must be positive when max_steps is -1, got {self.num_train_epochs}")
-        if self.method in ("lora", "dora"):
-            if self.lora_r < 1:
-                p.append(f"lora_r: must be at least 1, got {self.lora_r}")
-            if self.lora_alpha <= 0:
-                p.append(f"lora_alpha: must be positive, got {self.lora_alpha}")
-            if not 0 <= self.lora_dropout < 1:
-                p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-            p += lora_target_problems(self.lora_target_modules)
-        if self.method == "full" and self.quantization != "none":
-            p.append("quantization: full fine-tuning cannot train quantized weights; set quantization to none")
-        if not 0 <= self.val_split < 1:
-            p.append(f"val_split: must be in [0, 1), got {self.val_split}")
-        if not 0 <= self.warmup_ratio < 1:
-            p.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("warmup_steps", "save_total_limit", "early_stopping_patience"):
-            if getattr(self, name) < 0:
-                p.append(f"{name}: must not be negative, got {getattr(self, name)}")
-        for name in ("weight_decay", "max_grad_norm", "early_stopping_threshold"):
-            if getattr(self, name) < 0:
-                p.append(f"{name}: must not be negative, got {getattr(self, name)}")
-        if self.logging_steps <= 0:
-            p.append(f"logging_steps: must be positive, got {self.logging_steps}")
-        if self.save_steps <= 0:
-            p.append(f"save_steps: must be positive, got {self.save_steps}")
-        if self.eval_steps < 0:
-            p.append(f"eval_steps: must not be negative, got {self.eval_steps}")
-        if self.price_per_hour < 0:
-            p.append(f"price_per_hour: must not be negative, got {self.price_per_hour}")
-        if self.bf16 is True and self.fp16 is True:
-            p.append("bf16/fp16: choose one of them, not both")
-        if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_steps == 0:
-            p.append("early_stopping_patience/load_best_model_at_end need evaluation: set eval_steps > 0")
-        if self.run_name and name_problem(self.run_name, max_chars=MAX_NAME_CHARS):
-            p.append(name_problem(self.run_name, "run_name:", MAX_NAME_CHARS))
-        for name in ("num_gpus", "num_machines"):
-            if getattr(self, name) < 1:
-                p.append(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.num_gpus >= 1 and self.num_machines >= 1 and self.num_gpus % self.num_machines:
-            p.append(
-                f"num_gpus: {self.num_gpus} GPUs cannot be spread evenly over {self.num_machines} machines "
-                "(accelerate starts the same number of processes on each)"
-            )
-        p += self._preference_problems()
-        p += self._grpo_problems()
-        p += _trainer_problems(self)
-        return p
-
-    def _preference_problems(self) -> list[str]:
-        p = []
-        if not (self.beta > 0):
-            p.append(f"beta: must be positive, got {self.beta}")
-        if self.start_from_run.strip():
-            if self.method == "full":
-                p.append("start_from_run: continues an adapter, so method must be lora or dora, not full")
-            if len(self.start_from_run) > 4096:
-                p.append("start_from_run: the run name or folder is too long")
-        return p
+        return numbers + [q for q in config_problems(judged) if q.split(":", 1)[0] not in unusable]
 
     @property
     def is_preference(self) -> bool:
@@ -684,188 +493,6 @@ class RunConfig:
         if problems:
             raise ConfigError(problems)
         return self
-
-
-def lora_targets(spec: str) -> str | tuple[str, ...]:
-    """The one reading of `lora_target_modules`, for the estimate, the planner and PEFT alike:
-    `all-linear` (any case, `-` or `_`) stays "all-linear" (PEFT's keyword); `attention` becomes the
-    q/k/v/o projections; anything else is module names, split at commas or spaces, kept as typed
-    (PEFT matches them case-sensitively)."""
-    text = (spec or "").strip()
-    keyword = text.lower().replace("_", "-")
-    if keyword == "all-linear":
-        return "all-linear"
-    if keyword == "attention":
-        return ATTENTION_MODULES
-    parts = (part.strip("'\"") for part in re.split(r"[\s,]+", text.strip("[]")))
-    return tuple(part for part in parts if part)
-
-
-def lora_target_problems(spec: str) -> list[str]:
-    """What is wrong with a `lora_target_modules` value before any model is read."""
-    targets = lora_targets(spec)
-    if not targets:
-        return ["lora_target_modules: must not be empty (try all-linear)"]
-    if targets == "all-linear":
-        return []
-    bad = [name for name in targets if not MODULE_NAME_RE.fullmatch(name)]
-    if bad:
-        return [f"lora_target_modules: {shown(bad[0])} is not a module name (e.g. q_proj), `attention` or `all-linear`"]
-    return []
-
-
-# --- checks of what the trainer would refuse after the run folder exists (issue 22), and YAML read strictly ---
-STEP_INTERVALS = ("logging_steps", "eval_steps", "save_steps")
-
-
-def _trainer_problems(config: RunConfig) -> list[str]:
-    """What numpy, TrainingArguments and the LR scheduler refuse, in the config's own field names."""
-    p = []
-    if not 0 <= config.seed <= MAX_SEED:
-        p.append(f"seed: must be a whole number from 0 to {MAX_SEED:,} (numpy's range), got {shown(config.seed)}")
-    for name in STEP_INTERVALS:
-        value = getattr(config, name)
-        if isinstance(value, float) and value > 1 and not value.is_integer():
-            p.append(
-                f"{name}: {shown(value)} is neither a fraction of the run (below 1, e.g. 0.1 = every tenth of it) "
-                "nor a whole number of steps"
-            )
-    evaluates = config.eval_steps > 0 and (config.val_split > 0 or bool(str(config.eval_dataset_path).strip()))
-    if config.lr_scheduler_type == "reduce_lr_on_plateau" and not evaluates:
-        p.append(
-            "lr_scheduler_type: reduce_lr_on_plateau lowers the rate when eval_loss stops improving, so it needs "
-            "evaluation: set eval_steps > 0 and val_split > 0 (or eval_dataset_path)"
-        )
-    return p
-
-
-def _other_problems(cls: type, values: dict[str, Any], coercion: list[str]) -> list[str]:
-    """The range and consistency problems of the fields that did coerce, so every problem comes in one
-    round (the fields that did not keep their earlier value meanwhile and are not judged twice)."""
-    failed = {problem.split(":", 1)[0].strip() for problem in coercion}
-    try:
-        problems = cls(**values).validate()
-    except Exception:  # noqa: BLE001 - only a courtesy: the coercion problems are what must be said
-        return []
-    return [problem for problem in problems if problem.split(":", 1)[0].strip() not in failed]
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    """A YAML mapping names a key twice (YAML's loaders would silently keep the last value)."""
-
-
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """yaml.safe_load's loader (libyaml's when present) that refuses duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise DuplicateKeyError(
-                    f"line {line}: the setting {_brief(key)} is given twice (first on line {seen[key]}); "
-                    "keep one of them"
-                )
-            if isinstance(key, (str, int, float, bool)):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
-
-
-def load_yaml_strict(text: str) -> Any:
-    """yaml.safe_load, but a key given twice in one mapping raises DuplicateKeyError naming it and its lines."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _out_of_range(config: RunConfig) -> list[str]:
-    """Numbers that are not finite or beyond their field's bound (NUMBER_LIMITS)."""
-    problems = []
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        limit = NUMBER_LIMITS.get(f.name, DEFAULT_NUMBER_LIMIT)
-        if isinstance(value, float) and not math.isfinite(value):
-            if f.name not in ("learning_rate",):  # learning_rate has its own message
-                problems.append(f"{f.name}: must be a finite number, got {value}")
-        elif abs(value) > limit:
-            problems.append(f"{f.name}: {shown(value)} is out of range: at most {limit:,.0f}")
-    return problems
-
-
-def _brief(value: Any) -> str:
-    """repr() cut short: a hostile YAML (deep nesting, billion laughs) must not build a huge message."""
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
-    try:
-        return short.repr(value)
-    except RecursionError:
-        return f"a nested {type(value).__name__}"
-
-
-def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
-    """Coerce a YAML/UI value to the field's type, or raise ValueError naming the field."""
-    if f.metadata.get("choices") == PRECISION_CHOICES:
-        if isinstance(raw, str) and raw.lower() in ("true", "false", "auto"):
-            return {"true": True, "false": False, "auto": "auto"}[raw.lower()]
-        if raw in PRECISION_CHOICES:
-            return raw
-        raise ValueError(f"{key}: expected auto, true or false, got {_brief(raw)}")
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return raw.lower() in ("true", "yes", "1")
-        raise ValueError(f"{key}: expected true or false, got {_brief(raw)}")
-    if kind == "int":
-        if isinstance(raw, bool):
-            raise ValueError(f"{key}: expected a whole number, got {_brief(raw)}")
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        if isinstance(raw, str):
-            try:
-                return int(raw.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{key}: expected a whole number, got {_brief(raw)}")
-    if kind == "float":
-        if isinstance(raw, str):
-            try:
-                raw = float(raw.strip())
-            except ValueError:
-                pass
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            # step intervals keep whole numbers whole: TrainingArguments wants ints above 1
-            if isinstance(raw, float) and raw.is_integer() and f.name.endswith("_steps"):
-                return int(raw)
-            try:
-                return raw if f.name.endswith("_steps") else float(raw)
-            except OverflowError:  # an integer beyond any float (a 5,000-digit number typed in a form)
-                raise ValueError(f"{key}: {shown(raw)} is out of range for a number") from None
-        raise ValueError(f"{key}: expected a number, got {_brief(raw)}")
-    if kind == "dict":
-        if raw in (None, ""):
-            return {}
-        if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-            return dict(raw)
-        raise ValueError(f"{key}: expected a mapping of column names to column names, got {_brief(raw)}")
-    if kind == "str":
-        if raw is None:
-            return ""
-        if f.metadata.get("list_ok") and isinstance(raw, (list, tuple)) and all(isinstance(v, str) for v in raw):
-            return ",".join(raw)
-        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-            return str(raw)
-        raise ValueError(f"{key}: expected text, got {_brief(raw)}")
-    return raw
 
 
 def field_help() -> dict[str, dict[str, Any]]:
