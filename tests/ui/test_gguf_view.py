@@ -61,6 +61,7 @@ def test_export_a_gguf_and_judge_it(workspace, trained_sft_run, copy_run, page):
         open_tab(page, "4 · Test")
         page.locator("#test-against input").click()
         page.get_by_role("option", name="GGUF q8_0 (gguf-ui.q8_0.gguf)").click()
+        page.get_by_role("tab", name="Side by side").click()  # the Test tab opens on the chat
         expect(page.locator("#answer-base")).to_contain_text("GGUF q8_0")  # the box is named after its side
         page.locator("#test-prompt textarea").fill(PROMPT)
         page.locator("#test-btn").click()
