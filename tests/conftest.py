@@ -29,7 +29,10 @@ def workspace(tmp_path, shared_cache, monkeypatch) -> Path:
     demo_model_path(shared_cache)  # build once
     (ws / "cache").symlink_to(shared_cache / "cache", target_is_directory=True)
     monkeypatch.setenv("FINETUNE_WORKSPACE", str(ws))
-    return ws
+    yield ws
+    from helpers_app import wait_idle
+
+    wait_idle()  # a test that failed mid-run: its job must not refuse the next test's start
 
 
 @pytest.fixture

@@ -81,6 +81,21 @@ def open_tab(page, label: str) -> None:
     page.get_by_role("tab", name=label).click()
 
 
+def open_advanced(page, group: str = "Training") -> None:
+    """Open the Model tab's "Advanced: every setting" and its tab of `group`. The accordion is clicked only
+    while the tab is not shown (a second click would close it), and again if a busy page missed the click."""
+    tab = page.get_by_role("tab", name=f"{group} (", exact=False)
+    for _ in range(3):
+        if tab.is_visible():
+            break
+        page.locator("#advanced").get_by_text("Advanced: every setting").click()
+        try:
+            tab.wait_for(state="visible", timeout=20_000)
+        except Exception:  # noqa: BLE001 - a click lost on a loaded machine: try once more
+            continue
+    tab.click()
+
+
 def text_of(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
@@ -105,8 +120,7 @@ def test_whole_flow(served_app, page):
     # 2. Model & memory: defaults from the suggested preset; make the run short
     open_tab(page, "2 · Model & memory")
     expect(page.locator("#model-hardware")).to_contain_text("Hardware")
-    page.locator("#advanced").get_by_text("Advanced: every setting").click()
-    page.get_by_role("tab", name="Training (", exact=False).click()
+    open_advanced(page)
     steps = page.locator("#cfg-max_steps input")
     steps.fill("40")
     steps.press("Tab")
@@ -220,8 +234,7 @@ def set_steps(page, steps: int) -> None:
     open_tab(page, "2 · Model & memory")
     box = page.locator("#cfg-max_steps input")
     if not box.is_visible():
-        page.locator("#advanced").get_by_text("Advanced: every setting").click()
-        page.get_by_role("tab", name="Training (", exact=False).click()
+        open_advanced(page)
     box.fill(str(steps))
     box.press("Tab")
     open_tab(page, "3 · Train")

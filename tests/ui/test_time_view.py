@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_browser import CHROMIUM, open_advanced
 
 from ui import time_view, trackers_view
 
@@ -65,9 +66,6 @@ def test_tracker_lines():
     assert "will also go to **trackio**" in trackers_view.links_md(fake_ctx(), None, "trackio")
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
@@ -96,8 +94,7 @@ def test_predicted_time_before_start_and_predicted_vs_actual_after(workspace):
         expect(estimate).to_contain_text(
             re.compile(r"\$[0-9.,]+\*\* at \$3,600.00/h|\$[0-9.,]+ at \$3,600"), timeout=60_000
         )
-        page.locator("#advanced").get_by_text("Advanced: every setting").click()
-        page.get_by_role("tab", name="Training (", exact=False).click()
+        open_advanced(page)
         steps = page.locator("#cfg-max_steps input")
         steps.fill("20")
         steps.press("Tab")
