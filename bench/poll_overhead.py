@@ -99,7 +99,7 @@ def _poll_loop(poller, job, interval: float, stop: threading.Event, calls: list)
 
 
 def train_once(config, workspace: Path, mode: str | None, interval: float, blocks=None) -> dict:
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     job = start_training(config, workspace=workspace)
     calls: list[float] = []

@@ -74,7 +74,7 @@ def run_one(workspace: Path, changes: dict) -> dict:
     from finetune.config import RunConfig
     from finetune.presets import apply_preset
     from finetune.studio import Studio
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
     from finetune.train.timing import read_record
 
     config = apply_preset(RunConfig(), "cpu").replace(**changes)

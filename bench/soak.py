@@ -62,7 +62,7 @@ def measure() -> dict:
 def one_run(index: int, workspace: Path, base, steps: int) -> dict:
     from finetune.evaluation.compare import GenerationSettings, get_comparer, release_comparer
     from finetune.export.merge import merge_adapter, zip_adapter
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     stop = index % 4 == 3
     merge = index % 5 == 4

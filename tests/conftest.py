@@ -61,7 +61,7 @@ def session_workspace(tmp_path_factory, shared_cache) -> Path:
 
 def _train_once(workspace: Path, config):
     from finetune.runs import Run
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     job = start_training(config, workspace=workspace)
     state = job.wait(600)

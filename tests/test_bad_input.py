@@ -358,7 +358,7 @@ def test_config_paths_checked_for_the_app_only(workspace, tmp_path, monkeypatch)
     """start_training(restrict_paths=True) refuses paths outside the allowed places before anything
     is created; the CLI (restrict_paths=False) is a local user and may use any path."""
     from finetune.paths import PathNotAllowedError, check_config_paths, check_model_path
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     monkeypatch.delenv("FINETUNE_ALLOWED_PATHS", raising=False)
     outside_model = _fake_model(tmp_path / "models" / "tiny")
@@ -682,7 +682,7 @@ def test_start_from_run_in_the_app_is_a_run_of_this_workspace_by_name(workspace,
 
     from finetune.errors import ConfigError
     from finetune.paths import PathNotAllowedError, check_config_paths
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     make_run(workspace, run_name="sft-done")
     make_run(workspace, run_name="no-adapter", with_adapter=False)

@@ -268,7 +268,7 @@ class Studio:
 
     def start(self, config: RunConfig) -> Run:
         """Start training `config` in the background (checked first: a refused start leaves nothing)."""
-        from finetune.train.job import start_training  # transformers (seconds): the page and the CLI load without it
+        from finetune.train.start import start_training  # transformers (seconds): the page and the CLI load without it
 
         self.rewards.check_allowed(config)  # a custom reward file runs code: the app only when its host allowed it
         with self.lease.locked("starting a run"), self._public_errors():
@@ -277,7 +277,7 @@ class Studio:
 
     def resume(self, name: str, overrides: list[str] | None = None) -> Run:
         """Continue a stopped, failed or interrupted run from its last checkpoint."""
-        from finetune.train.job import start_training  # transformers, as in start
+        from finetune.train.start import start_training  # transformers, as in start
 
         run = self.run(name)
         with self._public_errors():

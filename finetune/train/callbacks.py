@@ -53,7 +53,7 @@ class RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         # a resumed run's clock goes on from the time logged at its checkpoint: time-based charts never
-        # go backwards (metrics after the checkpoint were cut by training.start_training)
+        # go backwards (metrics after the checkpoint were cut by train.start.truncate_metrics)
         before = [m.get("time", 0) for m in self.job.run.metrics() if m.get("step", 0) <= state.global_step]
         offset = max((t for t in before if isinstance(t, (int, float))), default=0.0) if state.global_step else 0.0
         self.start_time = time.time() - offset

@@ -44,8 +44,8 @@ def test_curve_of_a_run_with_four_checkpoints_marks_the_best_and_exports_and_con
     from finetune.evaluation.compare import GenerationSettings, release_comparer
     from finetune.evaluation.report import build_report
     from finetune.studio import Studio
-    from finetune.train.job import start_training
     from finetune.train.preference import start_adapter_dir
+    from finetune.train.start import start_training
 
     run = copy_run(trained_curve_run, "curve-copy")  # its own name: the Studio finds a session job by name
     assert [p.name for p in run.checkpoints()] == [f"checkpoint-{s}" for s in (6, 12, 18, 24)]

@@ -160,7 +160,7 @@ def _as_if_written_on(run: Run, host: str, beat_age_s: float) -> None:
 
 
 def test_a_run_live_on_another_host_reads_as_live_and_is_not_resumed_twice(workspace):
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     run = create_run(RunConfig(run_name="on-node-b", max_steps=4), workspace)
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)

@@ -66,7 +66,7 @@ def test_two_threads_start_at_once_in_the_engine(workspace):
 
     from finetune.config import RunConfig
     from finetune.errors import BusyError
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     cfg = RunConfig(model_name_or_path="demo", quantization="none", max_steps=5000, save_steps=1000, eval_steps=0,
                     max_length=64, per_device_train_batch_size=2, gradient_accumulation_steps=1)  # fmt: skip

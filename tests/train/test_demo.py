@@ -10,7 +10,7 @@ from finetune.demo import SAMPLE_DATASET, pretraining_texts
 from finetune.evaluation import evaluate
 from finetune.evaluation.compare import GenerationSettings, release_comparer
 from finetune.presets import apply_preset
-from finetune.train.job import start_training
+from finetune.train.start import start_training
 
 
 def test_pretraining_text_never_shows_the_chat_format():

@@ -115,7 +115,7 @@ def test_fsdp_shards_the_model_across_two_processes(workspace):
     from peft import AutoPeftModelForCausalLM
 
     from finetune.errors import RunError
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     launch = [
         "accelerate",

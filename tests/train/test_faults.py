@@ -15,8 +15,9 @@ from helpers_app import AppProcess, app_base_config, plain, start_values, wait_d
 from finetune.config import RunConfig
 from finetune.errors import RunError
 from finetune.runs import Run
-from finetune.train.job import TrainingJob, start_training
+from finetune.train.job import TrainingJob
 from finetune.train.registry import current_job
+from finetune.train.start import start_training
 from ui.history_view import STATE_COLUMN
 
 

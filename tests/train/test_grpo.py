@@ -18,7 +18,7 @@ from finetune.config import RunConfig
 from finetune.presets import apply_preset
 from finetune.runs import Run, open_run
 from finetune.train.completions import read_samples, sample_steps
-from finetune.train.job import start_training
+from finetune.train.start import start_training
 
 pytestmark = pytest.mark.slow
 

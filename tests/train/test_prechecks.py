@@ -12,8 +12,8 @@ import pytest
 
 from finetune.config import RunConfig
 from finetune.errors import ConfigError
-from finetune.train.job import start_training
 from finetune.train.prechecks import lora_target_match_problems, model_folder, weight_shapes
+from finetune.train.start import start_training
 
 
 def _runs(workspace) -> list:

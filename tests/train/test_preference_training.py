@@ -15,7 +15,7 @@ from finetune.demo import SAMPLES_DIR
 from finetune.errors import ConfigError
 from finetune.evaluation.preference import evaluate_preferences
 from finetune.runs import open_run
-from finetune.train.job import start_training
+from finetune.train.start import start_training
 
 pytestmark = pytest.mark.slow
 

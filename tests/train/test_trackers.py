@@ -27,7 +27,7 @@ def test_a_missing_tracker_package_is_named_with_how_to_install_it(monkeypatch):
 
 def test_a_missing_tracker_refuses_the_run_before_anything_is_made(workspace, monkeypatch):
     from finetune.config import RunConfig
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     monkeypatch.setattr(trackers, "installed", lambda name: name != "mlflow")
     with pytest.raises(ConfigError, match="mlflow-skinny"):
@@ -67,7 +67,7 @@ def test_links_from_a_record():
 def test_a_run_logs_to_its_tracker_and_records_where(report_to, workspace, tmp_path, monkeypatch):
     from helpers_runs import fast_config
 
-    from finetune.train.job import start_training
+    from finetune.train.start import start_training
 
     for key in ("WANDB_API_KEY", "WANDB_MODE", "MLFLOW_TRACKING_URI", "TENSORBOARD_LOGGING_DIR"):
         monkeypatch.delenv(key, raising=False)

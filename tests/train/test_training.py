@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from finetune.errors import BusyError, ConfigError, RunError
 from finetune.runs import open_run
-from finetune.train.job import start_training
 from finetune.train.registry import current_job
+from finetune.train.start import start_training
 
 pytestmark = pytest.mark.slow
 
