@@ -173,13 +173,25 @@ def rewards_figure(metrics: list[dict], run: str = "") -> go.Figure:
 
 def margins_figure(metrics: list[dict], run: str = "") -> go.Figure:
     """Reward margin (chosen - rejected) and reward accuracy (share of pairs with chosen above rejected)."""
+    return _line_and_share(
+        metrics,
+        ("rewards/margins", "margin", COLORS["grad"]),
+        ("rewards/accuracies", "reward accuracy", COLORS["acc"]),
+        "Reward margin and accuracy",
+        "margin",
+        f"{run}-margins",
+    )
+
+
+def _line_and_share(metrics: list[dict], left: tuple, right: tuple, title: str, unit: str, key: str) -> go.Figure:
+    """One series (key, name, color) on the left axis and a share of 0-100% on the right one."""
     fig = go.Figure()
-    drawn = _lines(fig, metrics, "rewards/margins", "margin", COLORS["grad"])
-    accuracy = _lines(fig, metrics, "rewards/accuracies", "reward accuracy", COLORS["acc"], yaxis="y2")
-    if not (drawn or accuracy):
-        return empty_figure("Reward margin and accuracy", "No data yet", f"{run}-margins")
-    fig = _layout(fig, "Reward margin and accuracy", "margin", f"{run}-margins")
-    if accuracy:
+    drawn = _lines(fig, metrics, *left)
+    share = _lines(fig, metrics, *right, yaxis="y2")
+    if not (drawn or share):
+        return empty_figure(title.split(" (")[0], "No data yet", key)
+    fig = _layout(fig, title, unit, key)
+    if share:
         fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05], "tickformat": ".0%"})
     return fig
 
@@ -262,15 +274,14 @@ def grpo_reward_figure(metrics: list[dict], run: str = "") -> go.Figure:
 
 def grpo_std_figure(metrics: list[dict], run: str = "") -> go.Figure:
     """Reward std within the step, and the share of groups whose completions all scored the same."""
-    fig = go.Figure()
-    drawn = _lines(fig, metrics, "reward_std", "reward std", COLORS["grad"])
-    flat = _lines(fig, metrics, "frac_reward_zero_std", "groups with one reward", COLORS["eval"], yaxis="y2")
-    if not (drawn or flat):
-        return empty_figure("Reward std", "No data yet", f"{run}-reward-std")
-    fig = _layout(fig, "Reward std (groups with nothing to learn: right axis)", "std", f"{run}-reward-std")
-    if flat:
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05], "tickformat": ".0%"})
-    return fig
+    return _line_and_share(
+        metrics,
+        ("reward_std", "reward std", COLORS["grad"]),
+        ("frac_reward_zero_std", "groups with one reward", COLORS["eval"]),
+        "Reward std (groups with nothing to learn: right axis)",
+        "std",
+        f"{run}-reward-std",
+    )
 
 
 def grpo_length_figure(metrics: list[dict], run: str = "") -> go.Figure:
