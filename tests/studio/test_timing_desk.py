@@ -32,9 +32,12 @@ def test_a_prediction_never_raises_and_says_why(studio, tmp_path):
 
 
 def test_an_uncalibrated_cpu_is_not_measured_when_asked_not_to(studio, monkeypatch):
+    from finetune.plan import calibration
     from finetune.studio import timing
 
-    monkeypatch.setattr(timing, "cached", lambda *a, **k: None)  # as if this CPU had never been measured
+    # as if this CPU had never been measured (the session's tests share one calibration cache)
+    for module in (calibration, timing):
+        monkeypatch.setattr(module, "cached", lambda *a, **k: None)
     prediction = studio.timing.predict(RunConfig(), calibrate=False)
     assert prediction.estimate is None and "not calibrated" in prediction.why_not
 
