@@ -5,10 +5,15 @@ check and checkpoint curve, its checkpoints in the prompt grid and its votes for
 the Run list's `change` after the events it triggers complete, and every listener adds to those echoes
 (seen here in a browser: with one listener per view, five more, it fired every few seconds for as long as
 the page was open and reset a chat mid-turn; with this one shared listener the echoes stop after two or
-three rounds), so these views share one listener that does nothing when the run is the one already shown.
+three rounds), so these views share one listener that does nothing when the run is the one already shown. Which run a page
+shows is kept here, per browser session, not in a page State: an echo sent before the first change was
+answered carries the old State, and it cleared a chat that had just answered (seen in CI).
 """
 
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -24,12 +29,33 @@ VIEWS = (
 )
 
 
-def show_run(ctx: Ctx, name, shown):
-    """Outputs: the run now shown, then every view's outputs (all skipped when the run did not change)."""
+class ShownRuns:
+    """The run each browser session's Test views show, so a change that names it again does nothing."""
+
+    MAX_SESSIONS = 1000
+
+    def __init__(self):
+        self._shown: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def switch(self, session: str, name: str | None) -> bool:
+        """Record `name` as shown for `session`; False when it already was (nothing to redraw)."""
+        with self._lock:
+            if session in self._shown and self._shown[session] == name:
+                return False
+            self._shown[session] = name
+            self._shown.move_to_end(session)
+            while len(self._shown) > self.MAX_SESSIONS:
+                self._shown.popitem(last=False)
+            return True
+
+
+def show_run(ctx: Ctx, shown: ShownRuns, session: str, name) -> list:
+    """Every view's outputs for the run `name`, all skipped when this session shows it already."""
     keys = [k for outputs, _ in VIEWS for k in outputs]
-    if name == shown:
-        return [gr.skip()] * (1 + len(keys))
-    out: list = [name]
+    if not shown.switch(session, name):
+        return [gr.skip()] * len(keys)
+    out: list = []
     for _, refresh in VIEWS:
         out += list(refresh(ctx, name))
     return out
@@ -37,11 +63,11 @@ def show_run(ctx: Ctx, name, shown):
 
 def wire(ctx: Ctx) -> None:
     c = ctx.c
-    c["test_run_shown"] = gr.State(None)  # the run the views below show
-    outputs = [c["test_run_shown"], *[c[k] for keys, _ in VIEWS for k in keys]]
+    shown = ShownRuns()
+    outputs = [c[k] for keys, _ in VIEWS for k in keys]
 
-    def show(name, shown):
-        return show_run(ctx, name, shown)
+    def show(name, request: gr.Request):
+        return show_run(ctx, shown, getattr(request, "session_hash", None) or "", name)
 
-    c["test_run"].change(show, [c["test_run"], c["test_run_shown"]], outputs, api_visibility="private")
-    ctx.blocks.load(show, [c["test_run"], c["test_run_shown"]], outputs, api_visibility="private")
+    c["test_run"].change(show, c["test_run"], outputs, api_visibility="private")
+    ctx.blocks.load(show, c["test_run"], outputs, api_visibility="private")
