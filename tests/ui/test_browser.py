@@ -436,6 +436,18 @@ def pick_run(page, name: str) -> None:
     expect(box).to_have_value(name, timeout=30_000)
 
 
+def open_test_tab_on(page, url: str, name: str) -> None:
+    """Load the page, let the Train tab's first poll move the Test tab's run to the run it shows (it would
+    otherwise undo a pick made before it), then open the Test tab and pick `name`."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    open_tab(page, "3 · Train")
+    expect(page.locator("#train-status")).to_contain_text("done", timeout=60_000)
+    open_tab(page, "4 · Test")
+    pick_run(page, name)
+
+
 def test_benchmarks_and_the_checkpoint_curve(trained_sft_run, trained_curve_run, copy_run, workspace, page):
     """Issue 24 in a real browser: the benchmark table base vs fine-tuned and the forgetting check; the
     checkpoint curve of a run with four checkpoints, its best marked, exported (the chat: the next test)."""
@@ -445,12 +457,7 @@ def test_benchmarks_and_the_checkpoint_curve(trained_sft_run, trained_curve_run,
 
     sft, curve = copy_run(trained_sft_run, "browser-sft"), copy_run(trained_curve_run, "browser-curve")
     with served(workspace) as (_, _, url):
-        page.goto(url)
-        # the Train tab's first poll moves the Test tab's run to the run it shows: let it happen before picking
-        open_tab(page, "3 · Train")
-        expect(page.locator("#train-status")).to_contain_text("done", timeout=60_000)
-        open_tab(page, "4 · Test")
-        pick_run(page, sft.name)
+        open_test_tab_on(page, url, sft.name)
 
         # benchmarks: the built-in local task on base and fine-tuned, then the forgetting check
         page.get_by_role("tab", name="Benchmarks").click()
@@ -507,11 +514,7 @@ def test_a_three_turn_chat_with_base_and_fine_tuned_side_by_side(trained_sft_run
 
     sft = copy_run(trained_sft_run, "browser-chat")
     with served(workspace) as (_, _, url):
-        page.goto(url)
-        open_tab(page, "3 · Train")
-        expect(page.locator("#train-status")).to_contain_text("done", timeout=60_000)
-        open_tab(page, "4 · Test")
-        pick_run(page, sft.name)
+        open_test_tab_on(page, url, sft.name)
 
         # the chat: three turns, both panes
         expect(page.locator("#chat-system")).to_contain_text("You are a concise assistant", timeout=30_000)
