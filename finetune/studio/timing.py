@@ -101,8 +101,8 @@ class TimingDesk:
         shape = load_shape(resolve_model_path(config.model_name_or_path, studio.workspace))
         lengths, held, label, paired = self.token_lengths(config)
 
-        missing = plan.device == "cpu" and cached(studio.workspace, config, plan) is None
-        if missing and calibrate and studio.training_now() is None:
+        uncalibrated = plan.device == "cpu" and cached(studio.workspace, config, plan) is None
+        if uncalibrated and calibrate and studio.training_now() is None:
             try:  # the calibration loads the demo model: one model in memory at a time, and never wait long
                 with GpuLease(wait_s=2.0).hold("calibrating this CPU for the time estimate"):
                     found, why = predict(config, plan, shape, lengths, held, studio.workspace, kto_pairs=paired)
@@ -112,7 +112,7 @@ class TimingDesk:
             found, why = predict(
                 config, plan, shape, lengths, held, studio.workspace, kto_pairs=paired, measure_missing=False
             )
-        if found is None and missing and studio.training_now() is not None:
+        if found is None and uncalibrated and studio.training_now() is not None:
             why += "; it is measured when the run training now has finished"
         return Prediction(found, why, self.busy_cpu() if plan.device == "cpu" else "", label)
 
