@@ -5,7 +5,8 @@ settings; the system prompt is the shared one when typed, else the run's (the sy
 rows carry).
 
 Engine calls: the Studio's judging desk (chat under the GPU lease, run_system_prompt). The history lives in
-gr.State per page (a plain dict); choosing another run starts a new chat (ui.run_views calls `clear`).
+gr.State per page (a plain dict); choosing another run starts a new chat (ui.run_views calls `clear`),
+unless a message was already sent to that run (ui.state.ShownRuns).
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ def system_line(system: str) -> str:
     return f"System prompt: “{md_escape(system[:300])}”"
 
 
-def send(ctx: Ctx, run_name, state, text, system, temperature, top_p, max_new, seed):
+def send(ctx: Ctx, run_name, state, text, system, temperature, top_p, max_new, seed, session: str = ""):
     """Stream both answers to one message. Outputs: state, base pane, fine-tuned pane, input box, system line,
     message."""
     try:
         if not run_name:
             raise FinetuneError(NO_RUN)
+        ctx.shown_runs.chatted(session, run_name)  # a change to this run answered later keeps this chat
         settings = settings_from(system, temperature, top_p, max_new, seed)
         history = (state or {}).get("history") if (state or {}).get("run") == run_name else None
         ctx.studio.lease.refuse_while_training("chatting")
@@ -116,7 +118,11 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
     inputs = [c["test_run"], c["chat_state"], c["chat_input"], *settings_inputs]
     outputs = [c["chat_state"], c["chat_base"], c["chat_tuned"], c["chat_input"], c["chat_system_md"], c["chat_msg"]]
-    run_send = partial(send, ctx)
+
+    def run_send(run_name, state, text, system, temperature, top_p, max_new, seed, request: gr.Request):
+        session = getattr(request, "session_hash", None) or ""
+        yield from send(ctx, run_name, state, text, system, temperature, top_p, max_new, seed, session=session)
+
     c["chat_send"].click(run_send, inputs, outputs, api_name="chat_send", concurrency_id=GPU, concurrency_limit=1)
     c["chat_input"].submit(run_send, inputs, outputs, api_visibility="private", concurrency_id=GPU, concurrency_limit=1)
     reset_out = [c[k] for k in RUN_OUTPUTS]

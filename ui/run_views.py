@@ -6,19 +6,16 @@ the Run list's `change` after the events it triggers complete, and every listene
 (seen here in a browser: with one listener per view, five more, it fired every few seconds for as long as
 the page was open and reset a chat mid-turn; with this one shared listener the echoes stop after two or
 three rounds), so these views share one listener that does nothing when the run is the one already shown. Which run a page
-shows is kept here, per browser session, not in a page State: an echo sent before the first change was
-answered carries the old State, and it cleared a chat that had just answered (seen in CI).
+shows is kept per browser session on the server (ui.state.ShownRuns), not in a page State: an echo sent
+before the first change was answered carries the old State, and it cleared a chat that had just answered.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import gradio as gr
 
 from ui import benchmark_view, chat_view, curve_view, grid_view, votes_view
-from ui.state import Ctx
+from ui.state import Ctx, ShownRuns
 
 VIEWS = (
     (chat_view.RUN_OUTPUTS, chat_view.clear),
@@ -29,41 +26,26 @@ VIEWS = (
 )
 
 
-class ShownRuns:
-    """The run each browser session's Test views show, so a change that names it again does nothing."""
-
-    MAX_SESSIONS = 1000
-
-    def __init__(self):
-        self._shown: OrderedDict[str, str | None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def switch(self, session: str, name: str | None) -> bool:
-        """Record `name` as shown for `session`; False when it already was (nothing to redraw)."""
-        with self._lock:
-            if session in self._shown and self._shown[session] == name:
-                return False
-            self._shown[session] = name
-            self._shown.move_to_end(session)
-            while len(self._shown) > self.MAX_SESSIONS:
-                self._shown.popitem(last=False)
-            return True
-
-
 def show_run(ctx: Ctx, shown: ShownRuns, session: str, name) -> list:
-    """Every view's outputs for the run `name`, all skipped when this session shows it already."""
+    """Every view's outputs for the run `name`, all skipped when this session shows it already. The chat is
+    kept when a message was sent to `name` before this change was answered (the change is queued behind
+    other events; seen in a browser answering 2-6 s after a chat turn had started)."""
     keys = [k for outputs, _ in VIEWS for k in outputs]
     if not shown.switch(session, name):
         return [gr.skip()] * len(keys)
+    keep_chat = shown.chatted_since_switch(session) == name
     out: list = []
-    for _, refresh in VIEWS:
-        out += list(refresh(ctx, name))
+    for outputs, refresh in VIEWS:
+        if keep_chat and outputs is chat_view.RUN_OUTPUTS:
+            out += [gr.skip()] * len(outputs)
+        else:
+            out += list(refresh(ctx, name))
     return out
 
 
 def wire(ctx: Ctx) -> None:
     c = ctx.c
-    shown = ShownRuns()
+    shown = ctx.shown_runs
     outputs = [c[k] for keys, _ in VIEWS for k in keys]
 
     def show(name, request: gr.Request):

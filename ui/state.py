@@ -9,8 +9,10 @@ from __future__ import annotations
 import html
 import logging
 import re
+import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,45 @@ log = logging.getLogger("finetune.ui")
 GPU = "gpu"  # shared concurrency_id: start, compare and merge never run at the same time
 
 
+class ShownRuns:
+    """Per browser session: the run its Test views show, and the run its chat last talked to since then.
+
+    Kept on the server: a change of the Run list can be answered seconds after the user has already sent a
+    chat message to the new run, and a redraw then must not clear that chat (ui.run_views)."""
+
+    MAX_SESSIONS = 1000
+
+    def __init__(self):
+        self._shown: OrderedDict[str, str | None] = OrderedDict()
+        self._chatted: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def switch(self, session: str, name: str | None) -> bool:
+        """Record `name` as shown for `session`; False when it already was (nothing to redraw)."""
+        with self._lock:
+            if session in self._shown and self._shown[session] == name:
+                return False
+            self._shown[session] = name
+            self._shown.move_to_end(session)
+            while len(self._shown) > self.MAX_SESSIONS:
+                gone, _ = self._shown.popitem(last=False)
+                self._chatted.pop(gone, None)
+            return True
+
+    def chatted(self, session: str, name: str) -> None:
+        """The session's chat sent a message to run `name`."""
+        with self._lock:
+            self._chatted.pop(session, None)
+            self._chatted[session] = name
+            while len(self._chatted) > self.MAX_SESSIONS:
+                self._chatted.pop(next(iter(self._chatted)))
+
+    def chatted_since_switch(self, session: str) -> str | None:
+        """The run the session's chat talked to since the previous switch (forgotten once asked)."""
+        with self._lock:
+            return self._chatted.pop(session, None)
+
+
 @dataclass
 class Ctx:
     """What the tab modules share while the page is built and wired."""
@@ -36,6 +77,7 @@ class Ctx:
     c: dict[str, Any] = field(default_factory=dict)  # named components of every tab
     blocks: Any = None
     hooks: dict[str, Any] = field(default_factory=dict)  # cross-tab chains, e.g. "refresh"(dependency)
+    shown_runs: ShownRuns = field(default_factory=ShownRuns)  # per browser session: what the Test tab shows
 
     @property
     def workspace(self) -> Path:

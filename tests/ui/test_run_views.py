@@ -3,8 +3,9 @@ the run a session already shows redraws nothing, whatever an echoed event carrie
 
 from __future__ import annotations
 
-from ui import run_views
-from ui.run_views import ShownRuns, show_run
+from ui import chat_view, run_views
+from ui.run_views import show_run
+from ui.state import ShownRuns
 
 
 def test_a_run_shown_again_in_the_same_session_redraws_nothing(monkeypatch):
@@ -25,3 +26,30 @@ def test_sessions_are_forgotten_beyond_the_bound():
         shown.switch(f"page-{i}", "run")
     assert shown.switch("page-0", "run") is True  # the oldest was forgotten: drawn again
     assert shown.switch(f"page-{ShownRuns.MAX_SESSIONS + 4}", "run") is False
+
+
+def test_a_change_answered_after_a_chat_message_to_that_run_keeps_the_chat(monkeypatch):
+    """The Run list's change can be answered seconds after the user sent a chat message to the new run (it
+    waits behind other events): that redraw must not clear the chat; the other views still redraw."""
+    drawn = []
+    monkeypatch.setattr(
+        run_views,
+        "VIEWS",
+        (
+            (chat_view.RUN_OUTPUTS, lambda ctx, name: drawn.append(("chat", name)) or (None,) * 5),
+            (("votes_runs",), lambda ctx, name: drawn.append(("votes", name)) or (name,)),
+        ),
+    )
+    shown = ShownRuns()
+    show_run(None, shown, "page-1", "run-a")
+    shown.chatted("page-1", "run-b")  # sent to run-b before the change to run-b was answered
+    out = show_run(None, shown, "page-1", "run-b")
+    assert out[-1] == "run-b" and all(v is not None for v in out[:5])  # chat outputs skipped
+    assert drawn == [("chat", "run-a"), ("votes", "run-a"), ("votes", "run-b")]
+    # a chat on run-b, then a switch to run-c: a new chat (the chat talked to another run)
+    shown.chatted("page-1", "run-b")
+    show_run(None, shown, "page-1", "run-c")
+    assert drawn[-2:] == [("chat", "run-c"), ("votes", "run-c")]
+    # the record is used once: back to run-b later starts a new chat there too
+    show_run(None, shown, "page-1", "run-b")
+    assert drawn[-2:] == [("chat", "run-b"), ("votes", "run-b")]
