@@ -230,7 +230,7 @@ class Studio:
         if not isinstance(name, str) or not name.strip():
             raise RunError("Pick a run first.")
         job = registry.get_job(name)
-        if job is not None:
+        if job is not None and job.run.path.resolve() == (self.workspace / "runs" / name).resolve():  # not a namesake
             return job.run
         with self._lock:
             run = self._runs.get(name)

@@ -109,6 +109,22 @@ def test_the_gpu_lease_refuses_model_work_while_training(workspace, monkeypatch)
     assert studio.training_now() == "other-run"
 
 
+def test_a_job_of_a_namesake_run_in_another_workspace_is_not_this_workspaces_run(workspace, tmp_path, monkeypatch):
+    """The job registry is per process and keyed by run name: another workspace's job must not stand in for
+    this workspace's run of the same name."""
+    import finetune.train.registry
+    from finetune.runs import Run
+
+    mine = make_run(workspace, run_name="same-name")
+    elsewhere = Run(tmp_path / "other-workspace" / "runs" / "same-name")
+    job = SimpleNamespace(run=elsewhere, is_alive=lambda: False)
+    monkeypatch.setattr(finetune.train.registry, "get_job", {"same-name": job}.get)
+    assert Studio(workspace).run("same-name").path == mine.path
+    own = SimpleNamespace(run=mine, is_alive=lambda: False)
+    monkeypatch.setattr(finetune.train.registry, "get_job", {"same-name": own}.get)
+    assert Studio(workspace).run("same-name") is mine  # this workspace's own job: its trainer's Run
+
+
 def studio_settings():
     from finetune.studio import GenerationSettings
 
