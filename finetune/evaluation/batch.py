@@ -37,9 +37,10 @@ from finetune.evaluation.common import (
 )
 from finetune.evaluation.compare import GenerationSettings
 from finetune.evaluation.examples import examples_from_rows, generate_example, load_eval_rows
-from finetune.evaluation.gguf_side import gguf_path, is_gguf_side, side_label
+from finetune.evaluation.gguf_side import gguf_path, is_gguf_side
 from finetune.evaluation.metrics import detect_labels, label_scores, normalize_answer, score_answer, strip_think
 from finetune.evaluation.seed_metrics import seed_metrics
+from finetune.evaluation.sides import side_label
 from finetune.names import display_name
 
 MODELS = ("base", "finetuned")
@@ -179,7 +180,7 @@ def evaluate(
     the run (default: the final adapter). `rows`: normalized rows to use instead of reading `data`. `labels`: force label metrics with this label set
     (default: detected from the references). `settings.system_prompt` is not used: rows are
     formatted exactly as in training, with their own system turn if they had one. `against`
-    ("gguf:<file>", see evaluation.gguf_side) puts one of the run's GGUF exports in the "base" column.
+    ("gguf:<file>", see evaluation.sides) puts one of the run's GGUF exports in the "base" column.
     """
 
     settings = (settings or GenerationSettings()).check()

@@ -1,8 +1,8 @@
-"""A GGUF export as the other side of a comparison: what quantization costs against the 16-bit fine-tune.
+"""The GGUF kind of comparison side (see evaluation.sides, the registry of every side): what quantization
+costs against the 16-bit fine-tune.
 
 The Test tab's side by side and batch evaluation normally put the base model opposite the fine-tuned
-one. A "side" names what stands opposite instead: `base`, or `gguf:<file>` for a GGUF file the run
-exported (its <run>/exports/gguf/ folder; nothing else can be named, so the app never loads a path a
+one. `gguf:<file>` puts a GGUF file the run exported there instead (its <run>/exports/gguf/ folder; nothing else can be named, so the app never loads a path a
 user typed). The GGUF is loaded with transformers' GGUF loader (the `gguf` package dequantizes every
 tensor exactly as the file stores it), and answers through the same encoder, decoding settings and
 seed as the fine-tuned side, so the difference between the two columns is the file's quantization
@@ -17,7 +17,6 @@ from finetune.errors import ModelError, RunError
 from finetune.export.gguf import gguf_dir, list_gguf
 from finetune.runs import Run
 
-BASE_SIDE = "base"
 GGUF_PREFIX = "gguf:"
 
 
@@ -25,19 +24,13 @@ def is_gguf_side(side: str | None) -> bool:
     return isinstance(side, str) and side.startswith(GGUF_PREFIX)
 
 
-def side_choices(run: Run) -> list[tuple[str, str]]:
-    """(label, side) for every side the run can be compared against: the base, then its GGUF files."""
-
-    choices = [("Base model", BASE_SIDE)]
-    for path in list_gguf(run):
-        choices.append((side_label(GGUF_PREFIX + path.name), GGUF_PREFIX + path.name))
-    return choices
+def gguf_sides(run: Run) -> list[str]:
+    """`gguf:<file>` for each GGUF file the run exported."""
+    return [GGUF_PREFIX + path.name for path in list_gguf(run)]
 
 
-def side_label(side: str | None) -> str:
-    """How a side is named above its answers: "Base model", "GGUF q8_0 (run.q8_0.gguf)"."""
-    if not is_gguf_side(side):
-        return "Base model"
+def gguf_label(side: str) -> str:
+    """How a GGUF side is named above its answers: "GGUF q8_0 (run.q8_0.gguf)"."""
     name = side[len(GGUF_PREFIX) :]
     parts = name.removesuffix(".gguf").rsplit(".", 1)
     return f"GGUF {parts[-1]} ({name})" if len(parts) == 2 else f"GGUF ({name})"

@@ -1,8 +1,8 @@
 """Which model answers on a side of a comparison: the one naming rule for sides.
 
-A side is `base` (the adapter disabled), `finetuned` (the run's final adapter) or `checkpoint-N` (a saved
-checkpoint of the run). The chat and the desk take sides by these names, so another kind of side (an
-exported file run by its own runtime) is one more entry here, not a change to every caller.
+A side is `base` (the adapter disabled), `finetuned` (the run's final adapter), `checkpoint-N` (a saved
+checkpoint of the run) or `gguf:<file>` (a GGUF file the run exported, evaluation.gguf_side). The chat,
+the grid, the side by side and batch evaluation take sides by these names.
 """
 
 from __future__ import annotations
@@ -11,14 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from finetune.evaluation.common import EvaluationError, as_run
+from finetune.evaluation.gguf_side import gguf_label, gguf_sides, is_gguf_side
 
 BASE, FINETUNED = "base", "finetuned"
 DEFAULT_SIDES = (BASE, FINETUNED)
 LABELS = {BASE: "Base model", FINETUNED: "Fine-tuned"}
 
 
-def side_label(side: str) -> str:
-    return LABELS.get(side, side)
+def side_label(side: str | None) -> str:
+    """How a side is named above its answers ("Base model" when none is named)."""
+    if is_gguf_side(side):
+        return gguf_label(side)
+    return LABELS.get(side or BASE, side)
+
+
+def opposite_choices(run: Any) -> list[tuple[str, str]]:
+    """(label, side) of what can stand opposite the fine-tuned model: the base, then the run's GGUF files."""
+    sides = [BASE] + (gguf_sides(as_run(run)) if run is not None else [])
+    return [(side_label(side), side) for side in sides]
 
 
 def side_choices(run: Any) -> list[str]:

@@ -40,10 +40,8 @@ from finetune.evaluation.compare import get_comparer
 from finetune.evaluation.examples import examples_from_rows, load_eval_rows
 from finetune.evaluation.forgetting import forgetting_check, latest_check
 from finetune.evaluation.generation import GenerationSettings
-from finetune.evaluation.gguf_side import BASE_SIDE, side_label
-from finetune.evaluation.gguf_side import side_choices as comparison_sides  # base or a GGUF file
 from finetune.evaluation.preference import evaluate_with_preferences
-from finetune.evaluation.sides import resolve_side, side_choices
+from finetune.evaluation.sides import opposite_choices, resolve_side, side_choices, side_label
 from finetune.evaluation.votes import votes_to_preference
 from finetune.names import checkpoint_ref, safe_name
 from finetune.paths import check_allowed_path
@@ -75,9 +73,7 @@ class JudgeDesk:
         """(label, side) of what can stand opposite the fine-tuned model: the base, then the run's GGUF
         exports ("gguf:<file>"), to see what a quantized file costs against the 16-bit fine-tune."""
 
-        if not name:
-            return [("Base model", BASE_SIDE)]
-        return comparison_sides(self._run(name))
+        return opposite_choices(self._run(name) if name else None)
 
     @staticmethod
     def side_label(side: str | None) -> str:
