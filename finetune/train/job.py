@@ -164,8 +164,13 @@ class TrainingJob:
         except StopRequested:
             self.report(state="stopped", message="Stopped before training began; nothing was trained.")
         except BaseException as exc:  # the thread must always leave a final state behind
-            if not self.run.log("FAILED\n" + "".join(traceback.format_exception(exc))):
-                record(exc, f"training {self.run.name} (its train.log could not be written)")
+            # a deleted run folder may have been re-created (without its config) by a late save: details
+            # written there would be lost with it, so they go to the workspace's errors.log
+            kept = self.run.config_path.is_file() and self.run.log(
+                "FAILED\n" + "".join(traceback.format_exception(exc))
+            )
+            if not kept:
+                record(exc, f"training {self.run.name} (its run folder or train.log is gone)")
             self.report(state="failed", message=explain_failure(exc, self.config, self.run.path))
         finally:
             del trainer, model

@@ -70,7 +70,7 @@ def shot(page, name: str) -> None:
     pending.txt; what the page must show is asserted by the steps themselves."""
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        settle(page, timeout=30_000)
+        settle(page, timeout=90_000)
     except AssertionError as exc:
         with (ARTIFACTS / "pending.txt").open("a", encoding="utf-8") as fh:
             fh.write(f"{name}: {exc}\n")
@@ -128,7 +128,7 @@ def test_whole_flow(served_app, page):
     page.get_by_role("tab", name="Logging & checkpoints", exact=False).click()
     logging_steps.fill("2")
     logging_steps.press("Tab")
-    expect(page.locator("#model-estimate")).to_contain_text(re.compile("estimated peak", re.I), timeout=30_000)
+    expect(page.locator("#model-estimate")).to_contain_text(re.compile("estimated peak", re.I), timeout=90_000)
     # the plan: what auto decided for this machine, and why, before Start
     expect(page.locator("#model-estimate")).to_contain_text("what auto decided before Start")
     expect(page.locator("#model-estimate")).to_contain_text("gradient checkpointing")
@@ -136,9 +136,9 @@ def test_whole_flow(served_app, page):
 
     # 3. Train: start, and see the loss chart fill
     open_tab(page, "3 · Train")
-    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=30_000)
+    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=90_000)
     page.locator("#train-start").click()
-    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=LONG)
     expect(page.locator("#plot-loss .scatterlayer .trace").first).to_be_attached(timeout=LONG)
     expect(page.locator("#train-progress .ft-progress-text")).to_contain_text("step")
     shot(page, "04-training")
@@ -146,7 +146,7 @@ def test_whole_flow(served_app, page):
     # reload: the page reattaches to the run and redraws the whole curve
     page.reload()
     open_tab(page, "3 · Train")
-    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=30_000)  # settings kept
+    expect(page.locator("#train-config")).to_contain_text("max_steps 40", timeout=90_000)  # settings kept
     expect(page.locator("#plot-loss .scatterlayer .trace").first).to_be_attached(timeout=60_000)
     shot(page, "05-reattached")
     expect(page.locator("#train-status")).to_contain_text("done", timeout=LONG)
@@ -155,7 +155,7 @@ def test_whole_flow(served_app, page):
 
     # 4. Test: both answers, side by side
     open_tab(page, "4 · Test")
-    expect(page.locator("#test-run input")).not_to_have_value("", timeout=30_000)
+    expect(page.locator("#test-run input")).not_to_have_value("", timeout=90_000)
     page.get_by_role("tab", name="Side by side").click()  # the Test tab opens on the chat
     page.locator("#test-btn").click()
     expect(page.locator("#test-msg")).to_contain_text("Done", timeout=LONG)
@@ -182,7 +182,7 @@ def test_whole_flow(served_app, page):
     expect(page.locator("#ab-tie")).to_be_enabled()
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("3")  # tie
-    expect(page.locator("#ab-reveal")).to_contain_text("Vote saved: Tie", timeout=30_000)
+    expect(page.locator("#ab-reveal")).to_contain_text("Vote saved: Tie", timeout=90_000)
     expect(page.locator("#ab-reveal")).to_contain_text("was the base model")
     expect(page.locator("#ab-tally")).to_contain_text("1 vote(s) in all")
     expect(page.locator("#ab-tie")).to_be_disabled()  # one vote per pair
@@ -192,7 +192,7 @@ def test_whole_flow(served_app, page):
     expect(page.locator("#ab-bad")).to_be_enabled(timeout=LONG)
     button = page.locator("#ab-a") if page.locator("#ab-a").is_enabled() else page.locator("#ab-bad")
     button.click()
-    expect(page.locator("#ab-tally")).to_contain_text("2 vote(s) in all", timeout=30_000)
+    expect(page.locator("#ab-tally")).to_contain_text("2 vote(s) in all", timeout=90_000)
     expect(page.locator("#ab-tally")).to_contain_text("1 tie(s)")
     expect(page.locator("#ab-plot .js-plotly-plot")).to_be_visible()
     shot(page, "09-ab-voted")
@@ -267,12 +267,12 @@ def test_second_run_preset_toast_log_and_reload(served_app, page):
     page.locator("#train-start").click()
     expect(page.locator("#train-status")).to_contain_text("done", timeout=LONG)
     page.wait_for_function("() => { const p = document.querySelector('#plot-loss .js-plotly-plot');"
-                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) >= 30; }", timeout=30_000)  # fmt: skip
+                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) >= 30; }", timeout=90_000)  # fmt: skip
     set_steps(page, 8)
     page.locator("#train-start").click()
     expect(page.locator("#train-status")).to_contain_text("8 steps", timeout=LONG)
     page.wait_for_function("() => { const p = document.querySelector('#plot-loss .js-plotly-plot');"
-                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) <= 8; }", timeout=30_000)  # fmt: skip
+                           " return p && p.data && p.data[0] && Math.max(...p.data[0].x) <= 8; }", timeout=90_000)  # fmt: skip
     assert max(loss_steps(page)) <= 8  # the second run's curve, not the first one's
     log = page.locator("#train-log textarea")
     page.wait_for_function(
@@ -285,15 +285,15 @@ def test_second_run_preset_toast_log_and_reload(served_app, page):
 
     set_steps(page, 2000)  # long enough to still train after the reload
     page.locator("#train-start").click()
-    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=LONG)
     page.reload()
-    expect(page.get_by_role("tab", name="3 · Train")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    expect(page.get_by_role("tab", name="3 · Train")).to_have_attribute("aria-selected", "true", timeout=90_000)
     page.locator("#train-stop").click()
     expect(page.locator("#train-status")).to_contain_text("stopped", timeout=LONG)
     shot(page, "13-reload-lands-on-train")
 
     # the buttons follow the state: nothing trains, and the stopped run has a checkpoint to resume from
-    expect(page.locator("#train-stop")).to_be_disabled(timeout=30_000)
+    expect(page.locator("#train-stop")).to_be_disabled(timeout=90_000)
     expect(page.locator("#train-resume")).to_be_enabled()
     expect(page.locator("#train-start")).to_be_enabled()
     # the history: method and data columns, a filter, rename and delete (confirmed) of the run shown
@@ -302,15 +302,15 @@ def test_second_run_preset_toast_log_and_reload(served_app, page):
     expect(history).to_contain_text("sample")
     page.locator("#history-filter textarea").fill("stopped")
     page.locator("#history-filter textarea").press("Enter")
-    expect(history).not_to_contain_text("done", timeout=30_000)
+    expect(history).not_to_contain_text("done", timeout=90_000)
     page.locator("#history-rename-to textarea").fill("my-stopped-run")
     page.locator("#history-rename-btn").click()
-    expect(page.locator("#history-msg")).to_contain_text("my-stopped-run", timeout=30_000)
+    expect(page.locator("#history-msg")).to_contain_text("my-stopped-run", timeout=90_000)
     expect(history).to_contain_text("my-stopped-run")
     page.locator("#history-delete-btn").click()
     expect(page.locator("#history-delete-question")).to_contain_text("my-stopped-run")
     page.locator("#history-delete-yes").click()
-    expect(page.locator("#history-msg")).to_contain_text("Deleted", timeout=30_000)
+    expect(page.locator("#history-msg")).to_contain_text("Deleted", timeout=90_000)
     assert not (blocks.finetune_ctx.workspace / "runs" / "my-stopped-run").exists()
     shot(page, "14-history-rename-delete")
 
@@ -342,16 +342,16 @@ def test_dpo_run_from_preference_data_to_side_by_side(served_app, page):
 
     open_tab(page, "2 · Model & memory")
     page.locator("#model-objective label", has_text="DPO").click()
-    expect(page.locator("#model-estimate")).to_contain_text("objective", timeout=30_000)
+    expect(page.locator("#model-estimate")).to_contain_text("objective", timeout=90_000)
     expect(page.locator("#model-estimate")).to_contain_text("adapter disabled")
     page.locator("#model-start-from input").click()  # the finished SFT run is offered (listed on focus)
     page.get_by_role("option", name=sft_run).click()
-    expect(page.locator("#model-estimate")).to_contain_text(f"reference = the adapter of {sft_run}", timeout=30_000)
+    expect(page.locator("#model-estimate")).to_contain_text(f"reference = the adapter of {sft_run}", timeout=90_000)
     set_steps(page, 24)
     expect_text(page, "#train-config", "DPO")
     expect_text(page, "#train-config", f"from the adapter of {sft_run}")
     page.locator("#train-start").click()
-    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=LONG)
     # the DPO run's own "done" (until the next poll the status line still shows the SFT run's)
     expect(page.locator("#train-status")).to_contain_text(re.compile(r"dpo-\d+-\d+\W+done"), timeout=LONG)
     expect(page.locator("#plot-grad")).to_contain_text("Rewards: chosen vs rejected", timeout=60_000)
@@ -363,7 +363,7 @@ def test_dpo_run_from_preference_data_to_side_by_side(served_app, page):
     shot(page, "dpo-02-trained")
 
     open_tab(page, "4 · Test")
-    expect(page.locator("#test-run input")).not_to_have_value("", timeout=30_000)
+    expect(page.locator("#test-run input")).not_to_have_value("", timeout=90_000)
     page.get_by_role("tab", name="Side by side").click()
     page.locator("#test-btn").click()
     expect(page.locator("#test-msg")).to_contain_text("Done", timeout=LONG)
@@ -389,7 +389,7 @@ def test_grpo_run_shows_reward_charts_and_sampled_completions(served_app, page):
     open_tab(page, "2 · Model & memory")
     expect(page.locator("#grpo-intro")).to_be_hidden()
     page.locator("#model-objective label", has_text="GRPO").click()
-    expect(page.locator("#grpo-intro")).to_be_visible(timeout=30_000)
+    expect(page.locator("#grpo-intro")).to_be_visible(timeout=90_000)
     expect(page.locator("#grpo-notes")).to_contain_text("5e-3 collapsed")  # the CPU preset's SFT learning rate
     expect(page.locator("#grpo-notes")).to_contain_text("--allow-custom-rewards")
     expect(page.locator("#grpo-weight-custom input")).to_be_disabled()
@@ -399,12 +399,12 @@ def test_grpo_run_shows_reward_charts_and_sampled_completions(served_app, page):
     expect_text(page, "#model-command", "exact_answer:0.5, contains_answer")  # the form's reward_functions
     page.locator("#grpo-sample-btn").click()
     expect(page.locator("#data-summary")).to_contain_text("GRPO", timeout=60_000)
-    expect(page.locator("#model-estimate")).to_contain_text("completions per step", timeout=30_000)
+    expect(page.locator("#model-estimate")).to_contain_text("completions per step", timeout=90_000)
     shot(page, "grpo-01-model")
     set_steps(page, 4)
     expect_text(page, "#train-config", "GRPO")
     page.locator("#train-start").click()
-    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=30_000)
+    expect(page.locator("#train-msg")).to_contain_text("Started", timeout=LONG)
     expect(page.locator("#train-status")).to_contain_text(re.compile(r"grpo-\d+-\d+\W+done"), timeout=LONG)
     expect(page.locator("#plot-loss")).to_contain_text("Mean reward", timeout=60_000)
     expect(page.locator("#plot-loss .scatterlayer .trace").first).to_be_attached(timeout=60_000)
@@ -433,7 +433,7 @@ def pick_run(page, name: str) -> None:
     page.get_by_role("option", name=name, exact=True).click()
     from playwright.sync_api import expect
 
-    expect(box).to_have_value(name, timeout=30_000)
+    expect(box).to_have_value(name, timeout=90_000)
 
 
 def open_test_tab_on(page, url: str, name: str) -> None:
@@ -541,7 +541,7 @@ def test_a_three_turn_chat_with_base_and_fine_tuned_side_by_side(
         pick_run(page, sft.name)
 
         # the chat: three turns, both panes
-        expect(page.locator("#chat-system")).to_contain_text("You are a concise assistant", timeout=30_000)
+        expect(page.locator("#chat-system")).to_contain_text("You are a concise assistant", timeout=90_000)
         turns = ["What is 17 plus 4?", "Spell the word pencil backwards.", "And the word garden?"]
         for n, text in enumerate(turns, start=1):
             page.locator("#chat-input textarea").fill(text)
