@@ -53,10 +53,18 @@ class ConfigError(FinetuneError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        listed = [bounded(p, 600) for p in self.problems[:MAX_PROBLEMS]]
-        more = len(self.problems) - len(listed)
+        # listed while they fit the message with room for the count of the rest (long paths in each
+        # problem once cut that count off the end)
+        lines, used = [], 0
+        for problem in self.problems[:MAX_PROBLEMS]:
+            line = f"  - {bounded(problem, 600)}"
+            if lines and used + len(line) > MAX_MESSAGE_CHARS - 200:
+                break
+            lines.append(line)
+            used += len(line) + 1
+        more = len(self.problems) - len(lines)
         tail = [f"  ... and {more:,} more problems"] if more > 0 else []
-        super().__init__("Invalid settings:\n" + "\n".join([f"  - {p}" for p in listed] + tail))
+        super().__init__("Invalid settings:\n" + "\n".join(lines + tail))
 
 
 class DataError(FinetuneError):

@@ -13,6 +13,20 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with browser tests first, then files with slow tests, then the rest (each group in its usual
+    order): with two xdist workers taking a file at a time, the long files start early and the workers end
+    together on short ones instead of one worker finishing the browser flows alone."""
+
+    def cost(item) -> int:
+        return 0 if item.get_closest_marker("browser") else 1 if item.get_closest_marker("slow") else 2
+
+    by_file: dict[str, int] = {}
+    for item in items:
+        by_file[item.fspath.strpath] = min(by_file.get(item.fspath.strpath, 2), cost(item))
+    items.sort(key=lambda item: by_file[item.fspath.strpath])  # stable: each file's tests stay in order
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """A workspace whose cache (demo model) is shared by every test in the session."""

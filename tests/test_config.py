@@ -196,3 +196,17 @@ def test_the_learning_rate_help_says_the_demo_preset_is_deliberately_high():
     help_text = field_help()["learning_rate"]["help"]
     assert "1e-4 to 3e-4" in help_text and "deliberately high" in help_text
     assert f"{load_preset('cpu')['learning_rate']:.0e}".replace("e-03", "e-3") in help_text  # the preset's own 5e-3
+
+
+def test_a_config_error_of_many_long_problems_still_counts_the_rest():
+    """Problems that each name a long path fill the message: the listing stops early and the count of the
+    rest stays at its end (it was once cut off by the message bound)."""
+    from finetune.errors import MAX_MESSAGE_CHARS, ConfigError
+
+    long_path = "/tmp/" + "deep/" * 40 + "settings.yaml"
+    text = str(ConfigError([f"{long_path}: unknown setting 'key_{i}'" for i in range(20_000)]))
+    assert len(text) <= MAX_MESSAGE_CHARS and "more characters not shown" not in text
+    listed = text.count("unknown setting")
+    assert 1 <= listed < 20 and text.endswith(f"... and {20_000 - listed:,} more problems")
+    short = str(ConfigError([f"unknown setting 'key_{i}'" for i in range(30)]))
+    assert short.count("unknown setting") == 20 and short.endswith("... and 10 more problems")
