@@ -96,6 +96,22 @@ def open_advanced(page, group: str = "Training") -> None:
     tab.click()
 
 
+def choose_objective(page, label: str) -> None:
+    """Pick a training objective in the Model tab, again if a busy page missed the click (the radio is
+    re-drawn when the data changes)."""
+    from playwright.sync_api import expect
+
+    choice = page.locator("#model-objective label", has_text=label)
+    for _ in range(3):
+        choice.click()
+        try:
+            expect(choice.locator("input")).to_be_checked(timeout=20_000)
+            return
+        except AssertionError:  # a click lost on a loaded machine: try once more
+            continue
+    expect(choice.locator("input")).to_be_checked()
+
+
 def text_of(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
@@ -341,9 +357,8 @@ def test_dpo_run_from_preference_data_to_side_by_side(served_app, page):
     shot(page, "dpo-01-pair")
 
     open_tab(page, "2 · Model & memory")
-    page.locator("#model-objective label", has_text="DPO").click()
-    expect(page.locator("#model-estimate")).to_contain_text("objective", timeout=90_000)
-    expect(page.locator("#model-estimate")).to_contain_text("adapter disabled")
+    choose_objective(page, "DPO")
+    expect(page.locator("#model-estimate")).to_contain_text("adapter disabled", timeout=LONG)  # DPO's reference
     page.locator("#model-start-from input").click()  # the finished SFT run is offered (listed on focus)
     page.get_by_role("option", name=sft_run).click()
     expect(page.locator("#model-estimate")).to_contain_text(f"reference = the adapter of {sft_run}", timeout=90_000)
@@ -388,7 +403,7 @@ def test_grpo_run_shows_reward_charts_and_sampled_completions(served_app, page):
     expect(page.locator("#data-summary")).to_contain_text("110", timeout=60_000)
     open_tab(page, "2 · Model & memory")
     expect(page.locator("#grpo-intro")).to_be_hidden()
-    page.locator("#model-objective label", has_text="GRPO").click()
+    choose_objective(page, "GRPO")
     expect(page.locator("#grpo-intro")).to_be_visible(timeout=90_000)
     expect(page.locator("#grpo-notes")).to_contain_text("5e-3 collapsed")  # the CPU preset's SFT learning rate
     expect(page.locator("#grpo-notes")).to_contain_text("--allow-custom-rewards")
