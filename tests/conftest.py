@@ -21,10 +21,10 @@ def pytest_collection_modifyitems(config, items):
     def cost(item) -> int:
         return 0 if item.get_closest_marker("browser") else 1 if item.get_closest_marker("slow") else 2
 
-    by_file: dict[str, int] = {}
+    by_file: dict[Path, int] = {}
     for item in items:
-        by_file[item.fspath.strpath] = min(by_file.get(item.fspath.strpath, 2), cost(item))
-    items.sort(key=lambda item: by_file[item.fspath.strpath])  # stable: each file's tests stay in order
+        by_file[item.path] = min(by_file.get(item.path, 2), cost(item))
+    items.sort(key=lambda item: by_file[item.path])  # stable: each file's tests stay in order
 
 
 @pytest.fixture(scope="session")

@@ -120,7 +120,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     outputs = [c["chat_state"], c["chat_base"], c["chat_tuned"], c["chat_input"], c["chat_system_md"], c["chat_msg"]]
 
     def run_send(run_name, state, text, system, temperature, top_p, max_new, seed, request: gr.Request):
-        session = getattr(request, "session_hash", None) or ""
+        session = ctx.shown_runs.session_of(request)
         yield from send(ctx, run_name, state, text, system, temperature, top_p, max_new, seed, session=session)
 
     c["chat_send"].click(run_send, inputs, outputs, api_name="chat_send", concurrency_id=GPU, concurrency_limit=1)

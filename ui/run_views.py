@@ -5,9 +5,10 @@ check and checkpoint curve, its checkpoints in the prompt grid and its votes for
 the Run list's `change` after the events it triggers complete, and every listener adds to those echoes
 (seen here in a browser: with one listener per view, five more, it fired every few seconds for as long as
 the page was open and reset a chat mid-turn; with this one shared listener the echoes stop after two or
-three rounds), so these views share one listener that does nothing when the run is the one already shown. Which run a page
-shows is kept per browser session on the server (ui.state.ShownRuns), not in a page State: an echo sent
-before the first change was answered carries the old State, and it cleared a chat that had just answered.
+three rounds), so these views share one listener that does nothing when the run is the one already shown.
+Which run a page shows is kept per browser session on the server (ui.state.ShownRuns), not in a page State:
+an echo sent before the first change was answered carries the old State, and it cleared a chat that had
+just answered.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ VIEWS = (
 def show_run(ctx: Ctx, shown: ShownRuns, session: str, name) -> list:
     """Every view's outputs for the run `name`, all skipped when this session shows it already. The chat is
     kept when a message was sent to `name` before this change was answered (the change is queued behind
-    other events; seen in a browser answering 2-6 s after a chat turn had started)."""
+    other events; seen in a browser answered 6 s after the pick, 2 s after the first chat turn had started)."""
     keys = [k for outputs, _ in VIEWS for k in outputs]
     if not shown.switch(session, name):
         return [gr.skip()] * len(keys)
@@ -49,7 +50,7 @@ def wire(ctx: Ctx) -> None:
     outputs = [c[k] for keys, _ in VIEWS for k in keys]
 
     def show(name, request: gr.Request):
-        return show_run(ctx, shown, getattr(request, "session_hash", None) or "", name)
+        return show_run(ctx, shown, shown.session_of(request), name)
 
     c["test_run"].change(show, c["test_run"], outputs, api_visibility="private")
     ctx.blocks.load(show, c["test_run"], outputs, api_visibility="private")

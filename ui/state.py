@@ -41,6 +41,11 @@ class ShownRuns:
         self._chatted: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def session_of(request: Any) -> str:
+        """The key of a browser session: Gradio's session hash of the event's request ("" without one)."""
+        return getattr(request, "session_hash", None) or ""
+
     def switch(self, session: str, name: str | None) -> bool:
         """Record `name` as shown for `session`; False when it already was (nothing to redraw)."""
         with self._lock:

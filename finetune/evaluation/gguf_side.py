@@ -2,8 +2,8 @@
 costs against the 16-bit fine-tune.
 
 The Test tab's side by side and batch evaluation normally put the base model opposite the fine-tuned
-one. `gguf:<file>` puts a GGUF file the run exported there instead (its <run>/exports/gguf/ folder; nothing else can be named, so the app never loads a path a
-user typed). The GGUF is loaded with transformers' GGUF loader (the `gguf` package dequantizes every
+one. `gguf:<file>` puts a GGUF file the run exported there instead (its <run>/exports/gguf/ folder;
+nothing else can be named, so the app never loads a path a user typed). The GGUF is loaded with transformers' GGUF loader (the `gguf` package dequantizes every
 tensor exactly as the file stores it), and answers through the same encoder, decoding settings and
 seed as the fine-tuned side, so the difference between the two columns is the file's quantization
 (and anything the conversion lost), nothing else.
