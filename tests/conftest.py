@@ -11,6 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under xdist, the cores are shared out among the workers (and the processes they start inherit it): with
+# torch's default, each worker's OpenMP pool spans every core and the pools fight over them (measured here,
+# two workers on 2 cores: test_preference_training.py + test_grpo.py 182 s with the default, 143 s with one).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,10 +33,26 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: by_file[item.path])  # stable: each file's tests stay in order
 
 
+def _across_workers(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this test session shares (the parent of the workers' own temporary
+    folders): what is built or trained there, under a file lock, is built once per session, not per worker."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
-    """A workspace whose cache (demo model) is shared by every test in the session."""
-    return tmp_path_factory.mktemp("shared-workspace")
+    """A workspace whose cache (the demo model, the CPU calibration) every test of the session shares."""
+    from filelock import FileLock
+
+    from finetune.demo import demo_model_path
+
+    root = _across_workers(tmp_path_factory)
+    with FileLock(root / "shared-workspace.lock"):
+        path = root / "shared-workspace"
+        path.mkdir(exist_ok=True)
+        demo_model_path(path)  # built once, by the first worker to get here
+    return path
 
 
 @pytest.fixture
@@ -40,7 +62,7 @@ def workspace(tmp_path, shared_cache, monkeypatch) -> Path:
 
     ws = tmp_path / "workspace"
     ws.mkdir()
-    demo_model_path(shared_cache)  # build once
+    demo_model_path(shared_cache)  # built by the shared_cache fixture
     (ws / "cache").symlink_to(shared_cache / "cache", target_is_directory=True)
     monkeypatch.setenv("FINETUNE_WORKSPACE", str(ws))
     yield ws
@@ -58,29 +80,43 @@ def demo_path(workspace) -> Path:
 
 # --- finished runs, trained once per session ---------------------------------------------------
 # Training the demo model is the slow part of most tests that judge, export or list a run. The runs
-# below are trained for real (TRL + PEFT on `demo`) once per session; a test that only reads a run
-# uses it where it lies, a test that changes it gets its own copy (`copy_run`).
+# below are trained for real (TRL + PEFT on `demo`) once per session, by the xdist worker that asks
+# first; a test that only reads a run uses it where it lies, a test that changes it gets its own copy (`copy_run`).
 
 
 @pytest.fixture(scope="session")
 def session_workspace(tmp_path_factory, shared_cache) -> Path:
-    """One workspace for the session's trained runs, sharing the demo model cache."""
-    from finetune.demo import demo_model_path
+    """One workspace for the session's trained runs (shared by the xdist workers), sharing the demo model cache."""
+    from filelock import FileLock
 
-    ws = tmp_path_factory.mktemp("trained-runs")
-    demo_model_path(shared_cache)
-    (ws / "cache").symlink_to(shared_cache / "cache", target_is_directory=True)
+    root = _across_workers(tmp_path_factory)
+    ws = root / "trained-runs"
+    with FileLock(root / "trained-runs.lock"):
+        ws.mkdir(exist_ok=True)
+        if not (ws / "cache").exists():
+            (ws / "cache").symlink_to(shared_cache / "cache", target_is_directory=True)
     return ws
 
 
 def _train_once(workspace: Path, config):
+    """The finished run `config.run_name`, trained by the first worker that asks for it; the others wait on
+    its lock and read it (a run left unfinished by a failed attempt is trained again)."""
+    import shutil
+
+    from filelock import FileLock
+
     from finetune.runs import Run
     from finetune.train.start import start_training
 
-    job = start_training(config, workspace=workspace)
-    state = job.wait(600)
-    assert state == "done", f"{config.run_name}: {state}: {job.message}"
-    return Run(job.run.path)
+    with FileLock(workspace / f"{config.run_name}.lock"):
+        done = Run(workspace / "runs" / config.run_name)
+        if done.path.is_dir() and done.status().get("state") == "done":
+            return done
+        shutil.rmtree(done.path, ignore_errors=True)
+        job = start_training(config, workspace=workspace)
+        state = job.wait(600)
+        assert state == "done", f"{config.run_name}: {state}: {job.message}"
+        return Run(job.run.path)
 
 
 @pytest.fixture(scope="session")

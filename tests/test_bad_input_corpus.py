@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_app import data_output_keys, plain, served, snapshot, start_values, untracked_repo_files
+from helpers_app import data_output_keys, local_client, plain, served, snapshot, start_values, untracked_repo_files
 from test_bad_input import DATA_CASES, YAML_CASES, _write_case
 
 from finetune.config import DATASET_FORMATS
@@ -126,7 +126,10 @@ def test_hostile_corpus_through_the_cli_and_the_app(workspace, tmp_path, tmp_pat
     data_file.write_text(GOOD * 4, encoding="utf-8")
 
     basetemp = tmp_path_factory.getbasetemp()
-    keep_out = (workspace, Path(os.path.realpath(workspace / "cache")))
+    # other tests' folders are left out: what they left running (wandb's offline writer, an app's upload
+    # cleaner) may still write there; a folder made anywhere else in the base folder is still seen
+    others = tuple(p for p in basetemp.iterdir() if p != tmp_path)
+    keep_out = (workspace, Path(os.path.realpath(workspace / "cache")), *others)
     before_tmp = snapshot(basetemp, skip=keep_out)
     before_repo = untracked_repo_files()
     ws = ["--workspace", str(workspace)]
@@ -161,11 +164,11 @@ def test_hostile_corpus_through_the_cli_and_the_app(workspace, tmp_path, tmp_pat
         _no_stray_runs(workspace, keep)
 
     # --- the app's API, with another client polling meanwhile ----------------------------------------
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     answered = 0
     with served(workspace) as (blocks, client, url):
-        other = Client(url, verbose=False)
+        other = local_client(url)
         values = start_values(blocks.finetune_ctx.base_config)
         names = field_names()
         states = []
@@ -184,7 +187,7 @@ def test_hostile_corpus_through_the_cli_and_the_app(workspace, tmp_path, tmp_pat
             """Another client's /run_status is answered while `job` runs."""
             while not job.done():
                 states.append(other.predict("", api_name="/run_status")["state"])
-                time.sleep(0.05)
+                time.sleep(0.5)  # often enough to see it answered; each poll costs the app CPU the input needs
 
         def ask(*args, api_name: str):
             job = client.submit(*args, api_name=api_name)

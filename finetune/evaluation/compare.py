@@ -482,7 +482,7 @@ def cached_comparer() -> Comparer | None:
 
 def _release_locked() -> None:
     global _cached
-    if _cached is not None:
-        _cached.close()
-        _cached = None
-    release_memory()
+    if _cached is None:
+        return  # nothing to free: no garbage collection (a full one of a large process takes seconds)
+    _cached.close()  # frees the memory (release_memory)
+    _cached = None

@@ -211,3 +211,16 @@ def test_cache_holds_one_model(workspace):
     release_comparer()
     gc.collect()
     assert cached_comparer() is None and second_model() is None
+
+
+def test_releasing_collects_garbage_only_when_a_model_was_cached(workspace, monkeypatch):
+    """Every Start frees the comparison model first: with none cached it must not run a full garbage
+    collection, which takes seconds in a large process (the CLI in the hostile-corpus test spent most of its
+    time there)."""
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    release_comparer()
+    assert collections == []
+    get_comparer(make_run(workspace, run_name="cached"))
+    release_comparer()
+    assert len(collections) == 1 and cached_comparer() is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-from helpers_app import plain, served, start_values, wait_done, wait_for
+from helpers_app import local_client, plain, served, start_values, wait_done, wait_for
 from helpers_runs import make_run
 
 from finetune.train.registry import current_job
@@ -15,11 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_sessions_press_start_at_once(workspace):
-    from gradio_client import Client
 
     finished = make_run(workspace, run_name="finished")  # a run with an adapter, for Test and Export
     with served(workspace) as (blocks, client_a, url):
-        client_b = Client(url, verbose=False, download_files=str(workspace / "client-downloads-b"))
+        client_b = local_client(url, download_files=str(workspace / "client-downloads-b"))
         base = blocks.finetune_ctx.base_config.replace(max_steps=5000, save_steps=1000, eval_steps=0, logging_steps=5)
         job_a = client_a.submit(*start_values(base.replace(run_name="alpha")), api_name="/start_training")
         job_b = client_b.submit(*start_values(base.replace(run_name="beta")), api_name="/start_training")

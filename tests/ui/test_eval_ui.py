@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers_app import local_client
 from helpers_runs import make_run_with_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +44,13 @@ def free_port() -> int:
 
 
 def serve(workspace: Path):
-    from gradio_client import Client
 
     from ui import build_app
     from ui.launch import launch_kwargs
 
     blocks = build_app(workspace)
     _, url, _ = blocks.launch(prevent_thread_lock=True, **launch_kwargs(workspace, port=free_port(), quiet=True))
-    return blocks, Client(url, verbose=False, download_files=str(workspace / "client-downloads"))
+    return blocks, local_client(url, download_files=str(workspace / "client-downloads"))
 
 
 @pytest.fixture(scope="module")

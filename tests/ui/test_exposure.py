@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_app import ROOT, call, plain, served, wait_for
+from helpers_app import ROOT, call, local_client, plain, served, wait_for
 
 from finetune.config import RunConfig
 
@@ -166,15 +166,14 @@ def auth_app(workspace):
 
 @pytest.mark.slow
 def test_login_is_enforced_when_auth_is_set(auth_app):
-    from gradio_client import Client
 
     assert _get(auth_app + "config")[0] == 401
     assert _get(auth_app + "gradio_api/info")[0] == 401
     with pytest.raises(ValueError, match="credentials|login"):
-        Client(auth_app, verbose=False)
+        local_client(auth_app)
     with pytest.raises(ValueError, match="[Ii]nvalid credentials|login"):
-        Client(auth_app, auth=("alice", "wrong"), verbose=False)
-    client = Client(auth_app, auth=("alice", "s3cret"), verbose=False)
+        local_client(auth_app, auth=("alice", "wrong"))
+    client = local_client(auth_app, auth=("alice", "s3cret"))
     assert client.predict("", api_name="/run_status")["state"] == "none"
 
 

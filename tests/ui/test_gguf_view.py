@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 from helpers_app import served
-from test_browser import CHROMIUM, LONG, open_tab, page, shot  # noqa: F401 - `page` is a fixture
+from helpers_browser import CHROMIUM, LONG, open_tab, shot
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ import threading
 
 import gradio as gr
 import pytest
-from helpers_app import served
+from helpers_app import local_client, served
 
 from finetune.errors import RunError
 from ui.guard import GUARDED, guarded
@@ -103,9 +103,7 @@ def test_the_served_app_answers_a_bug_with_one_line_and_pools_data_reads(workspa
         pooled = [fn for fn in blocks.fns.values() if fn.api_name == "load_data_file"]
         assert pooled and all(fn.concurrency_id == DATA_POOL for fn in pooled)
 
-        from gradio_client import Client
-
-        other = Client(url, verbose=False)  # a second user
+        other = local_client(url)  # a second user
         held = client.submit(handle_file(str(slow)), "demo", 256, False, False, api_name="/load_data_file")
         try:
             assert reading.wait(300)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers_app import call, free_port, plain, wait_done
+from helpers_app import call, free_port, local_client, plain, wait_done
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,6 @@ SFT, CURVE = "views-sft", "views-curve"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_cache, trained_sft_run, trained_curve_run):
     """(workspace, blocks, client) with the two trained runs copied in under names of their own."""
-    from gradio_client import Client
 
     from finetune.demo import demo_model_path
     from finetune.evaluation.compare import release_comparer
@@ -37,7 +36,7 @@ def served(tmp_path_factory, shared_cache, trained_sft_run, trained_curve_run):
     release_comparer()
     blocks = build_app(ws)
     _, url, _ = blocks.launch(prevent_thread_lock=True, **launch_kwargs(ws, port=free_port(), quiet=True))
-    client = Client(url, verbose=False, download_files=str(ws / "client-downloads"))
+    client = local_client(url, download_files=str(ws / "client-downloads"))
     yield ws, blocks, client
     blocks.close()
     release_comparer()

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_browser import CHROMIUM, open_advanced
+from helpers_browser import CHROMIUM, open_advanced
 
 from ui import time_view, trackers_view
 
@@ -110,7 +110,7 @@ def test_predicted_time_before_start_and_predicted_vs_actual_after(workspace):
         expect(timing).to_contain_text("GFLOP/s")
         expect(page.locator("#plot-speed .scatterlayer .trace").first).to_be_attached(timeout=60_000)
         expect(page.locator("#run-history")).to_contain_text(re.compile(r"\([+-]\d+%\)"), timeout=60_000)
-        artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"  # gitignored, as test_browser.py's
+        artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"  # gitignored, as the browser tests'
         artifacts.mkdir(exist_ok=True)
         page.screenshot(path=str(artifacts / "time-view.png"), full_page=True)
         browser.close()
