@@ -190,22 +190,18 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     )
     votes_view.wire(ctx)
 
+    def ab_tally(run_name: str) -> str:
+        """The tally of a run for API clients (Markdown), the text the page shows; the page's own tally
+        follows the chosen run through ui.run_views."""
+        return tally_outputs(ctx, run_name)[0]
 
-def wire_run_change(ctx: Ctx) -> None:
-    """The tally of the chosen run, read from disk (so it survives restarts); also on page load.
-    A pair drawn for another run is dropped."""
-    c = ctx.c
+    gr.api(ab_tally, api_name="ab_tally")
 
-    def reset(_run_name):
-        return None, "", "", *buttons_state(False), ""
 
-    tally_out = [c["ab_tally"], c["ab_plot"]]
-    show_tally = partial(tally_outputs, ctx)
-    c["test_run"].change(show_tally, c["test_run"], tally_out, api_name="ab_tally")
-    c["test_run"].change(
-        reset,
-        c["test_run"],
-        [c["ab_pair"], c["ab_a"], c["ab_b"], *vote_buttons(ctx), c["ab_reveal"]],
-        api_visibility="private",
-    )
-    ctx.blocks.load(show_tally, c["test_run"], tally_out, api_visibility="private")
+RUN_OUTPUTS = ("ab_tally", "ab_plot", "ab_pair", "ab_a", "ab_b", *(f"ab_vote_{c}" for c in CHOICES), "ab_reveal")
+
+
+def for_run(ctx: Ctx, run_name):
+    """What the view shows when a run is chosen (ui.run_views): the run's tally, read from disk (so it
+    survives restarts), and no pair (a pair drawn for another run is dropped)."""
+    return (*tally_outputs(ctx, run_name), None, "", "", *buttons_state(False), "")

@@ -17,7 +17,7 @@ import gradio as gr
 
 from finetune.studio import Evaluation
 from ui.eval_common import StopFlag, fmt_score, offer_stop_while, progress_callback, request_stop, settings_from
-from ui.state import GPU, Ctx, error_text, md_error, md_escape
+from ui.state import GPU, Ctx, error_text, frame_json, md_error, md_escape
 
 DEFAULT_LIMIT = 20
 FILTERS = [("All rows", "all"), ("Answers differ", "differ"), ("Fine-tuned scored worse (forgetting check)", "worse")]
@@ -258,6 +258,21 @@ def latest(ctx: Ctx, run_name, which):
         return md_error(exc, "Cannot show the last evaluation"), None, table_empty(), [], None
 
 
+RUN_OUTPUTS = ("eval_summary", "eval_chart", "eval_table", "eval_files", "eval_folder", "eval_filter")
+
+
+def for_run(ctx: Ctx, run_name):
+    """What the view shows when a run is chosen (ui.run_views): its latest evaluation, all rows."""
+    return (*latest(ctx, run_name, "all"), "all")
+
+
+def latest_api(ctx: Ctx, run_name: str, which: str = "all") -> dict:
+    """The latest saved evaluation of a run as JSON: summary (Markdown), headers and data of the rows shown,
+    folder ("" when the run has none)."""
+    summary, _, frame, _, folder = latest(ctx, run_name, which)
+    return {"summary": summary, **frame_json(frame), "folder": folder or ""}
+
+
 def wire(ctx: Ctx, settings_inputs: list) -> None:
     c = ctx.c
     shown = [c["eval_summary"], c["eval_chart"], c["eval_table"], c["eval_files"], c["eval_folder"]]
@@ -280,6 +295,9 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
         [c["eval_table"], c["eval_files"]],
         api_name="filter_evaluation",
     )
-    show_latest = partial(latest, ctx)
-    c["test_run"].change(show_latest, [c["test_run"], c["eval_filter"]], shown, api_name="latest_evaluation")
-    ctx.blocks.load(show_latest, [c["test_run"], c["eval_filter"]], shown, api_visibility="private")
+    # the chosen run's latest evaluation is drawn by ui.run_views; this is the same read for API clients
+
+    def latest_evaluation(run_name: str, which: str = "all") -> dict:
+        return latest_api(ctx, run_name, which)
+
+    gr.api(latest_evaluation, api_name="latest_evaluation")

@@ -16,7 +16,7 @@ import gradio as gr
 from finetune.errors import FinetuneError
 from finetune.studio import PromptGrid
 from ui.eval_common import StopFlag, offer_stop_while, progress_callback, request_stop, settings_from
-from ui.state import GPU, Ctx, error_text, md_error, md_escape
+from ui.state import GPU, Ctx, error_text, frame_json, md_error, md_escape
 
 EXAMPLE_PROMPTS = "Spell the word garden backwards.\nWhat is 17 plus 4?\nName three colours."
 
@@ -87,10 +87,14 @@ def _sets(ctx: Ctx) -> list[str]:
         return []
 
 
+def grid_frame(grid: PromptGrid):
+    """prompt × {base, checkpoint-N..., final}; cells not reached after a stop read "(not run)"."""
+    return grid.to_dataframe().fillna("(not run)")
+
+
 def grid_table(grid: PromptGrid):
-    """prompt × {base, checkpoint-N..., final}; cells not reached after a stop read "(not run)".
-    An update with column widths: the prompt column narrow, the answers sharing the rest evenly."""
-    frame = grid.to_dataframe().fillna("(not run)")
+    """The grid as shown: an update with column widths, the prompt column narrow, the answers sharing the rest."""
+    frame = grid_frame(grid)
     share = 82 / max(len(grid.columns), 1)
     return gr.Dataframe(value=frame, column_widths=["18%", *[f"{share:.1f}%" for _ in grid.columns]])
 
@@ -175,18 +179,40 @@ def run_grid(
     return grid_note(grid, "✔ Done:"), grid_table(grid)
 
 
-def latest(ctx: Ctx, run_name):
-    """The latest saved grid of the chosen run: message, table."""
-    empty = gr.Dataframe(value=None, headers=["prompt", "base", "final"])
+def saved_grid(ctx: Ctx, run_name) -> tuple[PromptGrid | None, str]:
+    """The latest saved grid of the chosen run and its note (the reason when there is none)."""
     if not run_name:
-        return "", empty
+        return None, ""
     try:
         grid = ctx.studio.judge.latest_grid(run_name)
-        if grid is None:
-            return "*No prompt grid for this run yet.*", empty
     except Exception as exc:
-        return md_error(exc, "Cannot show the last grid"), empty
-    return grid_note(grid, "Last grid:"), grid_table(grid)
+        return None, md_error(exc, "Cannot show the last grid")
+    if grid is None:
+        return None, "*No prompt grid for this run yet.*"
+    return grid, grid_note(grid, "Last grid:")
+
+
+def latest(ctx: Ctx, run_name):
+    """The latest saved grid of the chosen run: message, table."""
+    grid, note = saved_grid(ctx, run_name)
+    if grid is None:
+        return note, gr.Dataframe(value=None, headers=["prompt", "base", "final"])
+    return note, grid_table(grid)
+
+
+def for_run(ctx: Ctx, run_name):
+    """What the view shows when a run is chosen (ui.run_views): its checkpoints to pick, its latest grid."""
+    return (checkpoint_choices(ctx, run_name), *latest(ctx, run_name))
+
+
+RUN_OUTPUTS = ("grid_checkpoints", "grid_msg", "grid_table")  # what `for_run` returns
+
+
+def latest_api(ctx: Ctx, run_name: str) -> dict:
+    """The latest saved grid of a run as JSON: note (Markdown), headers and data ("(not run)" for cells a
+    stop left); an empty table when there is none."""
+    grid, note = saved_grid(ctx, run_name)
+    return {"note": note, **frame_json(grid_frame(grid) if grid else None)}
 
 
 def wire(ctx: Ctx, settings_inputs: list) -> None:
@@ -213,7 +239,10 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     )
     offer_stop_while(c["grid_run"].click, work, c["grid_stop"])
     c["grid_stop"].click(partial(request_stop, what="grid"), c["grid_stop_flag"], c["grid_msg"], api_name="stop_grid")
-    show_latest = partial(latest, ctx)
-    c["test_run"].change(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_name="latest_grid")
-    ctx.blocks.load(show_latest, c["test_run"], [c["grid_msg"], c["grid_table"]], api_visibility="private")
+    # the chosen run's latest grid is drawn by ui.run_views; this is the same read for API clients
+
+    def latest_grid(run_name: str) -> dict:
+        return latest_api(ctx, run_name)
+
+    gr.api(latest_grid, api_name="latest_grid")
     ctx.blocks.load(lambda: gr.Dropdown(choices=_sets(ctx)), None, c["grid_sets"], api_visibility="private")

@@ -169,6 +169,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def frame_json(frame: Any) -> dict:
+    """A pandas table for API clients, in the shape gradio_client gives a Dataframe output: headers and data
+    rows (NaN cells become None)."""
+    if frame is None:
+        return {"headers": [], "data": []}
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    return {"headers": [str(c) for c in frame.columns], "data": rows}
+
+
 def md_error(exc_or_text: BaseException | str, title: str = "Problem") -> str:
     """Markdown for an error: a bold title then the message as a list or paragraph."""
     text = exc_or_text if isinstance(exc_or_text, str) else error_text(exc_or_text)

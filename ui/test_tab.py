@@ -176,7 +176,6 @@ def wire(ctx: Ctx) -> None:
         partial(make_report, ctx, "markdown"), c["test_run"], c["report_file"], api_name="report_markdown"
     )
     ab_view.wire(ctx, settings)
-    ab_view.wire_run_change(ctx)
     eval_tab.wire(ctx, settings)
     gguf_side_view.wire(ctx)
     grid_view.wire(ctx, settings)

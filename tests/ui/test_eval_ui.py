@@ -100,12 +100,12 @@ def test_blind_votes_tally_export_and_survive_a_restart(served):
         a, b, note, reveal = client.predict(run.name, "What is 17 plus 4?", *FAST, api_name="/ab_new_pair")
         assert a.strip() and b.strip() and ("Vote" in note or "same" in note)
         assert reveal == ""  # nothing revealed before the vote
-        reveal, tally_text, _plot = client.predict(api_name=f"/ab_vote_{choice}")
+        reveal, tally_text, plot = client.predict(api_name=f"/ab_vote_{choice}")
         assert "Vote saved" in reveal and "base model" in reveal and "fine-tuned" in reveal
-    assert "1 tie(s)" in tally_text and "2 vote(s) in all" in tally_text
+    assert "1 tie(s)" in tally_text and "2 vote(s) in all" in tally_text and plot  # the tally and its chart
     # voting again without a new pair is refused: nothing is counted twice
     client.predict(api_name="/ab_vote_b")
-    assert "2 vote(s) in all" in client.predict(run.name, api_name="/ab_tally")[0]
+    assert "2 vote(s) in all" in client.predict(run.name, api_name="/ab_tally")
     votes = [json.loads(line) for line in (run.path / "votes.jsonl").read_text().splitlines()]
     assert [v["choice"] for v in votes] == ["a", "tie"] and votes[0]["winner"] in ("base", "finetuned")
 
@@ -119,8 +119,7 @@ def test_blind_votes_tally_export_and_survive_a_restart(served):
 
     blocks2, client2 = serve(ws)  # a new app instance reads the votes from the run folder
     try:
-        text, plot = client2.predict(run.name, api_name="/ab_tally")
-        assert "2 vote(s) in all" in text and plot
+        assert "2 vote(s) in all" in client2.predict(run.name, api_name="/ab_tally")
     finally:
         blocks2.close()
 
@@ -145,8 +144,10 @@ def test_batch_evaluation_table_metrics_filters_and_downloads(served):
         assert len(list(csv.reader(fh))) == n_differ + 1  # CSV header + rows
     assert len(rows_of(client.predict("worse", api_name="/filter_evaluation")[0])[1]) <= 4
 
-    summary2, _, table2, _ = client.predict(run.name, "all", api_name="/latest_evaluation")
-    assert summary2 == summary and len(rows_of(table2)[1]) == 4  # shown again when the run is chosen
+    shown = client.predict(run.name, "all", api_name="/latest_evaluation")  # what choosing the run shows
+    assert shown["summary"] == summary and rows_of(shown) == rows_of(table)
+    assert Path(shown["folder"]).parent.name == "evaluations"
+    assert len(client.predict(run.name, "worse", api_name="/latest_evaluation")["data"]) <= 4
 
 
 def test_batch_evaluation_stops_and_keeps_finished_rows(served, tmp_path):
@@ -181,8 +182,8 @@ def test_prompt_set_and_checkpoint_grid(served):
     assert headers == ["prompt", "base", "checkpoint-5", "final"], msg
     assert len(data) == 2 and all(cell for row in data for cell in row)
     assert "2 prompt(s) × 3 models" in msg
-    msg2, table2 = client.predict(run.name, api_name="/latest_grid")
-    assert rows_of(table2) == (headers, data) and "Last grid" in msg2
+    shown = client.predict(run.name, api_name="/latest_grid")
+    assert rows_of(shown) == (headers, data) and "Last grid" in shown["note"]
 
 
 def test_report_files(served):

@@ -53,3 +53,18 @@ def test_a_change_answered_after_a_chat_message_to_that_run_keeps_the_chat(monke
     # the record is used once: back to run-b later starts a new chat there too
     show_run(None, shown, "page-1", "run-b")
     assert drawn[-2:] == [("chat", "run-b"), ("votes", "run-b")]
+
+
+def test_only_the_shared_listener_redraws_views_when_the_run_changes(workspace):
+    """Every listener on the Run list's `change` adds to Gradio's echoes, and a view with its own listener is
+    redrawn by each echo (the batch evaluation's result was drawn over by a stale "No evaluation"). The
+    shared listener, and the side choice that keeps its value, are the only ones."""
+    from ui import build_app
+
+    blocks = build_app(workspace)
+    c = blocks.finetune_ctx.c
+    listeners = [fn for fn in blocks.fns.values() if (c["test_run"]._id, "change") in fn.targets]
+    written = sorted([[o._id for o in fn.outputs] for fn in listeners], key=len)
+    assert len(written) == 2 and written[0] == [c["test_against"]._id]
+    for key in ("eval_summary", "eval_table", "grid_table", "ab_tally", "ab_pair", "chat_state", "curve_plot"):
+        assert c[key]._id in written[1], key
