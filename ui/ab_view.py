@@ -26,6 +26,7 @@ CHOICES = {
     "tie": ("ab-tie", "Tie"),
     "both_bad": ("ab-bad", "Both bad"),
 }
+VOTE_KEYS = {choice: f"ab_vote_{choice}" for choice in CHOICES}  # the vote buttons in ctx.c
 SHORTCUTS = "Keys: **1** or **A** · **2** or **B** · **3** or **T** (tie) · **4** or **X** (both bad)"
 SIDE_NAMES = {"base": "base model", "finetuned": "fine-tuned"}
 
@@ -57,7 +58,7 @@ def build(ctx: Ctx) -> None:
     with gr.Row(elem_id="ab-buttons"):
         for choice, (elem_id, label) in CHOICES.items():
             variant = "secondary" if choice in ("tie", "both_bad") else "primary"
-            c[f"ab_vote_{choice}"] = gr.Button(label, variant=variant, interactive=False, elem_id=elem_id)
+            c[VOTE_KEYS[choice]] = gr.Button(label, variant=variant, interactive=False, elem_id=elem_id)
     gr.Markdown(SHORTCUTS + " (while no text box has the focus).", elem_id="ab-keys", elem_classes="ft-muted")
     c["ab_reveal"] = gr.Markdown(elem_id="ab-reveal")
     c["ab_tally"] = gr.Markdown("No votes yet.", elem_id="ab-tally", container=True)
@@ -71,7 +72,7 @@ def build(ctx: Ctx) -> None:
 
 
 def vote_buttons(ctx: Ctx) -> list:
-    return [ctx.c[f"ab_vote_{choice}"] for choice in CHOICES]
+    return [ctx.c[VOTE_KEYS[choice]] for choice in CHOICES]
 
 
 def buttons_state(enabled: bool, identical: bool = False) -> list:
@@ -198,7 +199,7 @@ def wire(ctx: Ctx, settings_inputs: list) -> None:
     gr.api(ab_tally, api_name="ab_tally")
 
 
-RUN_OUTPUTS = ("ab_tally", "ab_plot", "ab_pair", "ab_a", "ab_b", *(f"ab_vote_{c}" for c in CHOICES), "ab_reveal")
+RUN_OUTPUTS = ("ab_tally", "ab_plot", "ab_pair", "ab_a", "ab_b", *VOTE_KEYS.values(), "ab_reveal")
 
 
 def for_run(ctx: Ctx, run_name):
