@@ -3,7 +3,8 @@
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slow"` for the fast tests, `-n 0` for one
 # process). Three pytest-xdist workers, each test file in one worker (its module fixtures start once): the
 # trainings, subprocesses and browser flows wait often enough that three workers beat two on 2 cores
-# (measured 2026-12-04: the whole suite 14 min 40 s with three, 18 min 32 s with two).
+# (the whole suite: 14 min 40 s with three on 2026-12-04, 17 min 23 s and 18 min 32 s with two in earlier
+# fresh-clone CI runs; not a paired comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # torch==2.13.0 is the local CPU wheel here; naming it keeps pip from pulling a CUDA build
