@@ -46,6 +46,8 @@ def test_second_run_preset_toast_log_and_reload(served_app, page):
     shot(page, "12-second-run")
 
     set_steps(page, 2000)  # long enough to still train after the reload
+    # Start comes back with the page's next poll after the run ends; in one CI run it was still disabled 60 s on
+    expect(page.locator("#train-start")).to_be_enabled(timeout=LONG)
     page.locator("#train-start").click()
     expect(page.locator("#train-msg")).to_contain_text("Started", timeout=LONG)
     page.reload()
